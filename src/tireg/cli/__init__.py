@@ -1,0 +1,1 @@
+"""The ``tireg`` command line: thin commands over the library (see :mod:`tireg.cli.app`)."""

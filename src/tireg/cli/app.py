@@ -1,0 +1,60 @@
+"""The ``tireg`` application: builds the typer app from one module per command group.
+
+Each group module exposes ``register(app)``; commands parse arguments, call one library function
+and print. Expected failures (:class:`tireg.errors.TiregError`) become one line on stderr and exit
+code 1; bad usage exits 2; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from tireg.cli.output import err_console
+from tireg.errors import TiregError
+
+#: command-group modules under tireg.cli, in the order their commands appear in --help
+GROUPS = ("formats",)
+
+app = typer.Typer(
+    name="tireg",
+    help=(
+        "tireg: the textual-inversion embedding registry.\n\n"
+        "Find, convert, check and install Stable Diffusion embeddings; pickles are never executed.\n\n"
+        "Example: tireg inspect embeddings/*.pt"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _group in GROUPS:
+    importlib.import_module(f"tireg.cli.{_group}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and exits with) the process exit code."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        code = 2
+    except click.ClickException as exc:
+        exc.show()
+        code = 1
+    except click.Abort:
+        err_console.print("aborted")
+        code = 1
+    except TiregError as exc:
+        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        code = 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        code = 130
+    sys.exit(code)

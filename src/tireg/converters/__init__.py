@@ -1,0 +1,40 @@
+"""Every textual-inversion file format in and out, without ever executing a pickle.
+
+The public API (everything else in this package is an implementation detail):
+
+* :class:`Embedding` — the one internal value; :class:`Family` — SD 1.x / SD 2.x / SDXL / unknown.
+* :func:`read_file` — read any supported file, choosing the reader by content, not extension.
+* :func:`read_sdxl_pair` — the diffusers SDXL pair (``learned_embeds`` + ``learned_embeds_2``).
+* :func:`write_file` — write an embedding in one of :data:`WRITE_FORMATS`, atomically.
+
+This package imports nothing of tireg's but :mod:`tireg.errors` and :mod:`tireg.files`, and never
+imports torch.
+"""
+
+from tireg.converters.embedding import CLIP_G, CLIP_H, CLIP_L, UNKNOWN_ENCODER, Embedding, Family
+from tireg.converters.errors import (
+    EmbeddingFileError,
+    NotAnEmbeddingError,
+    UnsafePickleError,
+    UnsupportedConversionError,
+)
+from tireg.converters.reading import read_bytes, read_file, read_sdxl_pair
+from tireg.converters.writing import WRITE_FORMATS, write_file
+
+__all__ = [
+    "CLIP_G",
+    "CLIP_H",
+    "CLIP_L",
+    "UNKNOWN_ENCODER",
+    "WRITE_FORMATS",
+    "Embedding",
+    "EmbeddingFileError",
+    "Family",
+    "NotAnEmbeddingError",
+    "UnsafePickleError",
+    "UnsupportedConversionError",
+    "read_bytes",
+    "read_file",
+    "read_sdxl_pair",
+    "write_file",
+]

@@ -1,0 +1,80 @@
+"""tireg's internal format: one safetensors file per embedding.
+
+Spec (schema version 1):
+
+* tensors: one float32 ``[n, width]`` tensor per encoder, keyed by encoder (``clip_l``, ``clip_g``,
+  ``clip_h`` or ``emb``);
+* ``__metadata__`` (strings only): ``tireg.schema`` = ``"1"``, ``tireg.name``, and when known
+  ``tireg.step`` (decimal), ``tireg.trained_on.hash``, ``tireg.trained_on.name``,
+  ``tireg.source.format``, ``tireg.source.sha256``, plus ``tireg.extra.<key>`` for free-form extras;
+* bytes laid out by :func:`tireg.converters.safetensors_file.dumps`, which is deterministic, so the
+  same embedding always gives the same file and its sha256 is a content identity.
+
+A file with a ``tireg.schema`` newer than this module understands is refused, not misread.
+"""
+
+from __future__ import annotations
+
+from tireg.converters import safetensors_file
+from tireg.converters.embedding import Embedding
+from tireg.converters.errors import EmbeddingFileError
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "tireg"
+_PREFIX = "tireg."
+_EXTRA = "tireg.extra."
+
+
+def dumps(embedding: Embedding) -> bytes:
+    """The internal-format bytes of ``embedding``."""
+    meta: dict[str, str] = {"tireg.schema": str(SCHEMA_VERSION), "tireg.name": embedding.name}
+    optional = {
+        "tireg.step": None if embedding.step is None else str(embedding.step),
+        "tireg.trained_on.hash": embedding.trained_on_hash,
+        "tireg.trained_on.name": embedding.trained_on_name,
+        "tireg.source.format": embedding.source_format,
+        "tireg.source.sha256": embedding.source_sha256,
+    }
+    meta.update({k: v for k, v in optional.items() if v is not None})
+    meta.update({_EXTRA + k: v for k, v in embedding.extras.items()})
+    return safetensors_file.dumps(embedding.vectors, meta)
+
+
+def is_internal(metadata: dict[str, str]) -> bool:
+    """Whether a safetensors file's metadata marks it as tireg's internal format."""
+    return "tireg.schema" in metadata
+
+
+def from_parts(tensors: dict, metadata: dict[str, str]) -> Embedding:  # type: ignore[type-arg]
+    """Build the embedding from a parsed internal-format file."""
+    try:
+        schema = int(metadata["tireg.schema"])
+    except ValueError as exc:
+        raise EmbeddingFileError("tireg.schema is not a number") from exc
+    if schema > SCHEMA_VERSION:
+        raise EmbeddingFileError(
+            f"written by a newer tireg (schema {schema}, this one reads {SCHEMA_VERSION})",
+            hint="upgrade tireg",
+        )
+    step = metadata.get("tireg.step")
+    try:
+        return Embedding(
+            name=metadata.get("tireg.name", ""),
+            vectors=tensors,
+            step=int(step) if step is not None else None,
+            trained_on_hash=metadata.get("tireg.trained_on.hash"),
+            trained_on_name=metadata.get("tireg.trained_on.name"),
+            source_format=metadata.get("tireg.source.format"),
+            source_sha256=metadata.get("tireg.source.sha256"),
+            extras={k[len(_EXTRA) :]: v for k, v in metadata.items() if k.startswith(_EXTRA)},
+        )
+    except ValueError as exc:
+        raise EmbeddingFileError(f"invalid internal-format file: {exc}") from exc
+
+
+def loads(data: bytes) -> Embedding:
+    """Read internal-format bytes."""
+    tensors, metadata = safetensors_file.loads(data)
+    if not is_internal(metadata):
+        raise EmbeddingFileError("not a tireg internal-format file (no tireg.schema metadata)")
+    return from_parts(tensors, metadata)

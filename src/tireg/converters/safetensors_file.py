@@ -1,0 +1,204 @@
+"""A strict, dependency-free reader and a deterministic writer for the safetensors format.
+
+The format (huggingface/safetensors README): an 8-byte little-endian header length ``N``, ``N``
+bytes of UTF-8 JSON (starting with ``{``, optionally right-padded with spaces), then one byte
+buffer. Each tensor entry is ``{"dtype", "shape", "data_offsets": [begin, end]}`` relative to the
+buffer; ``__metadata__`` is a string-to-string map. We apply every check the reference
+implementation applies, because an embedding file is untrusted input:
+
+* ``N`` below 100,000,000 and inside the file; the header is a JSON object without duplicate keys;
+* dtypes are known; ``prod(shape) * itemsize == end - begin``;
+* offsets are sorted, contiguous and cover the buffer exactly (no holes: no polyglot files);
+* ``__metadata__`` values are all strings.
+
+The writer is deterministic: tensors sorted by name, compact JSON with sorted keys, the header
+padded with spaces to a multiple of 8. The same tensors and metadata always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from tireg.converters.errors import EmbeddingFileError
+
+MAX_HEADER_SIZE = 100_000_000
+
+#: safetensors dtype name -> (numpy dtype it is stored as, bytes per element)
+DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("<f8", 8),
+    "F32": ("<f4", 4),
+    "F16": ("<f2", 2),
+    "BF16": ("<u2", 2),  # no numpy bfloat16: kept as raw bits, widened to float32 on read
+    "I64": ("<i8", 8),
+    "I32": ("<i4", 4),
+    "I16": ("<i2", 2),
+    "I8": ("i1", 1),
+    "U8": ("u1", 1),
+    "BOOL": ("?", 1),
+    "F8_E4M3": ("u1", 1),
+    "F8_E5M2": ("u1", 1),
+}
+_NUMPY_TO_DTYPE = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64",
+                   "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One header entry: where a tensor's bytes are, without reading them."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed and validated header. ``data_start`` is the absolute offset of the buffer."""
+
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+    data_start: int
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise EmbeddingFileError(f"safetensors header repeats the key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_header(head: bytes, file_size: int) -> Header:
+    """Validate the header bytes (from offset 8) against a file of ``file_size`` bytes."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EmbeddingFileError("safetensors header is not UTF-8") from exc
+    if not text.startswith("{"):
+        raise EmbeddingFileError("safetensors header does not start with '{'")
+    try:
+        raw = json.loads(text, object_pairs_hook=_no_duplicates)
+    except ValueError as exc:
+        if isinstance(exc, EmbeddingFileError):
+            raise
+        raise EmbeddingFileError(f"safetensors header is not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise EmbeddingFileError("safetensors header is not a JSON object")
+
+    metadata_raw = raw.pop("__metadata__", {})
+    if not isinstance(metadata_raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata_raw.items()
+    ):
+        raise EmbeddingFileError("safetensors __metadata__ must map strings to strings")
+
+    data_start = 8 + len(head)
+    buffer_size = file_size - data_start
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in raw.items():
+        tensors[name] = _parse_entry(name, entry)
+
+    expected = 0
+    for name, info in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if info.begin != expected:
+            kind = "overlap" if info.begin < expected else "a gap"
+            raise EmbeddingFileError(f"safetensors offsets of {name!r} leave {kind} in the buffer")
+        expected = info.end
+    if expected != buffer_size:
+        raise EmbeddingFileError(
+            f"safetensors tensors cover {expected} bytes but the buffer holds {buffer_size}"
+        )
+    return Header(tensors=tensors, metadata=dict(metadata_raw), data_start=data_start)
+
+
+def _parse_entry(name: str, entry: Any) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise EmbeddingFileError(f"safetensors entry {name!r} is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPES:
+        raise EmbeddingFileError(f"safetensors entry {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise EmbeddingFileError(f"safetensors entry {name!r} has an invalid shape")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise EmbeddingFileError(f"safetensors entry {name!r} has invalid data_offsets")
+    count = 1
+    for dim in shape:
+        count *= dim  # Python ints cannot overflow; absurd shapes fail the size check below
+    if count * DTYPES[dtype][1] != offsets[1] - offsets[0]:
+        raise EmbeddingFileError(
+            f"safetensors entry {name!r}: shape {shape} x {dtype} does not match its byte range"
+        )
+    return TensorInfo(dtype=dtype, shape=tuple(shape), begin=offsets[0], end=offsets[1])
+
+
+def read_header(stream: BinaryIO, file_size: int) -> Header:
+    """Read and validate only the header of an open file (never the tensor data)."""
+    prefix = stream.read(8)
+    if len(prefix) < 8:
+        raise EmbeddingFileError("file too short for a safetensors header")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > MAX_HEADER_SIZE:
+        raise EmbeddingFileError(f"safetensors header claims {length} bytes (limit {MAX_HEADER_SIZE})")
+    if length > file_size - 8:
+        raise EmbeddingFileError(f"safetensors header length {length} runs past the end of the file")
+    head = stream.read(length)
+    if len(head) != length:
+        raise EmbeddingFileError("safetensors header is truncated")
+    return parse_header(head, file_size)
+
+
+def tensor_from_bytes(info: TensorInfo, data: bytes | memoryview) -> np.ndarray:
+    """Decode one tensor's bytes. BF16 is widened to float32 exactly (it is float32's top half)."""
+    np_dtype, _ = DTYPES[info.dtype]
+    arr = np.frombuffer(data, dtype=np_dtype).reshape(info.shape)
+    if info.dtype == "BF16":
+        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    return arr
+
+
+def loads(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parse a whole safetensors file held in memory: (tensors, metadata)."""
+    import io
+
+    header = read_header(io.BytesIO(data), len(data))
+    view = memoryview(data)
+    tensors = {
+        name: tensor_from_bytes(info, view[header.data_start + info.begin : header.data_start + info.end])
+        for name, info in header.tensors.items()
+    }
+    return tensors, header.metadata
+
+
+def dumps(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialise tensors (little-endian, C order) deterministically."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name])
+        dtype = _NUMPY_TO_DTYPE.get(arr.dtype.name)
+        if dtype is None:
+            raise EmbeddingFileError(f"cannot store dtype {arr.dtype} in safetensors")
+        blob = np.ascontiguousarray(arr, dtype=DTYPES[dtype][0]).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        chunks.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
