@@ -1,0 +1,22 @@
+"""Options shared by many commands, declared once so every command spells them the same way."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+#: ``--db URL``: which catalogue to use (any SQLAlchemy URL); ``TIREG_DATABASE_URL`` sets it too.
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="TIREG_DATABASE_URL",
+        metavar="URL",
+        help="Catalogue database (any SQLAlchemy URL); default: SQLite under TIREG_HOME.",
+        show_envvar=True,
+    ),
+]
+
+#: ``--json``: print machine-readable JSON instead of tables.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

@@ -1,0 +1,1 @@
+"""Numbered migrations, one file each; every file says why it exists."""

@@ -1,0 +1,289 @@
+"""Opening the catalogue: engine, SQLite pragmas, automatic migrations, and transactions.
+
+Why it is built this way:
+
+* **WAL, synchronous=NORMAL, a generous busy timeout.** Readers never block the writer and a
+  killed process cannot corrupt the file; NORMAL is durable against process death (the case
+  that matters for a CLI) at a fraction of FULL's fsyncs.
+* **Every write transaction starts with ``BEGIN IMMEDIATE``.** A deferred transaction that reads
+  first and writes later must *upgrade* its lock, and two such processes deadlock: SQLite then
+  fails one of them at once with "database is locked", whatever the busy timeout. Taking the
+  write lock at BEGIN makes concurrent writers queue instead. pysqlite's own transaction
+  handling is switched off (``isolation_level = None``) so SQLAlchemy's BEGIN is the only one.
+* **Migrations run when the catalogue is opened**, under that same write lock, so four processes
+  opening a fresh catalogue at once migrate it exactly once. A catalogue stamped with a revision
+  this tireg does not know was written by a newer tireg and is refused, never "downgraded".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from tireg import config
+from tireg.errors import TiregError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+#: seconds SQLite itself waits for a lock before reporting "database is locked"
+BUSY_TIMEOUT_S = 30.0
+#: further attempts at BEGIN IMMEDIATE after SQLite's own wait ran out
+LOCK_RETRIES = 5
+
+_IMMEDIATE = "tireg_begin_immediate"
+
+#: the FTS5 search index; migrations create it (and SQLite its shadow tables) by hand, since
+#: SQLAlchemy models cannot declare virtual tables
+FTS_TABLE = "embedding_search"
+
+
+class CatalogueError(TiregError):
+    """The catalogue cannot be opened or written: permissions, a full disk, a newer schema."""
+
+
+class Catalogue:
+    """An open catalogue: an engine plus the two ways to use it.
+
+    :meth:`transaction` for anything that writes (one all-or-nothing transaction);
+    :meth:`reading` for queries (a consistent snapshot that never blocks writers).
+    """
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self.engine = engine
+        self._writer = engine.execution_options(**{_IMMEDIATE: True})
+        self._write_sessions = sessionmaker(bind=self._writer, expire_on_commit=False)
+        self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session whose changes commit together on clean exit, or not at all.
+
+        On SQLite the transaction holds the write lock from its first statement, so concurrent
+        writers wait for each other (up to :data:`BUSY_TIMEOUT_S`, then a bounded number of
+        retries) instead of failing.
+        """
+        with self._translate_errors(), self._write_sessions() as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Session]:
+        """Yield a session for queries; it is rolled back on exit (nothing it does is kept)."""
+        with self._translate_errors(), self._read_sessions() as session:
+            yield session
+
+    def close(self) -> None:
+        """Release every pooled connection (the file stays as it is)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalogue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Catalogue({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as exc:
+            raise _catalogue_error(exc, self.url) from exc
+
+
+def open_catalogue(url: str | None = None) -> Catalogue:
+    """Open (creating and migrating if needed) the catalogue at ``url``.
+
+    ``url`` is any SQLAlchemy URL; ``None`` means ``TIREG_DATABASE_URL`` or, failing that,
+    ``catalogue.sqlite`` under tireg's home (see :func:`tireg.config.database_url`).
+    """
+    resolved = config.database_url(url)
+    engine = _make_engine(resolved)
+    catalogue = Catalogue(resolved, engine)
+    try:
+        with catalogue._translate_errors():
+            _migrate(catalogue)
+    except BaseException:
+        engine.dispose()
+        raise
+    return catalogue
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """The Alembic configuration, built in code (tireg ships no alembic.ini)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration this tireg knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "tireg ships at least one migration"
+    return head
+
+
+# -- engine ----------------------------------------------------------------------------------
+
+
+def _make_engine(url: str) -> Engine:
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() != "sqlite":
+        return create_engine(sa_url, pool_pre_ping=True)
+    database = sa_url.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    if not in_memory:
+        path = Path(database).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CatalogueError(
+                f"cannot create the catalogue's folder: {exc.strerror}",
+                path=path.parent,
+                hint="check permissions, or set TIREG_HOME / --db to a writable place",
+            ) from exc
+    engine = create_engine(
+        sa_url,
+        connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+        # one in-memory database must be one connection, or every session sees an empty one
+        **({"poolclass": StaticPool} if in_memory else {}),
+    )
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    """Per-connection settings; WAL is persistent in the file, the others are not."""
+    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        _with_lock_retries(lambda: cursor.execute("PRAGMA journal_mode = WAL"))
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    """Emit BEGIN ourselves: IMMEDIATE for writers (see module docstring), deferred for readers."""
+    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_IMMEDIATE) else "BEGIN"
+    _with_lock_retries(lambda: conn.exec_driver_sql(statement))
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def _with_lock_retries(action: Any) -> None:
+    """Run ``action``, retrying with jittered backoff while another process holds the lock.
+
+    SQLite's busy handler already waited :data:`BUSY_TIMEOUT_S` before each failure, so the
+    retries only matter for a writer that holds the lock unusually long; they are bounded.
+    """
+    for attempt in range(LOCK_RETRIES + 1):
+        try:
+            action()
+            return
+        except (sqlite3.OperationalError, OperationalError) as exc:
+            if attempt == LOCK_RETRIES or not _is_lock_error(exc):
+                raise
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))  # noqa: S311
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """Alembic filter: compare everything but the FTS index, which the models do not declare."""
+    return not (type_ == "table" and name is not None and name.startswith(FTS_TABLE))
+
+
+def _current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _migrate(catalogue: Catalogue) -> None:
+    """Bring the schema to head; refuse a catalogue from a newer tireg."""
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    with catalogue.engine.connect() as conn:
+        current = _current_revision(conn)
+    if current == head:
+        return
+    # Under the write lock: another process may have migrated meanwhile, so look again.
+    with catalogue._writer.connect() as conn, conn.begin():
+        current = _current_revision(conn)
+        if current == head:
+            return
+        if current is not None:
+            try:
+                script.get_revision(current)
+            except CommandError as exc:
+                raise CatalogueError(
+                    f"catalogue was written by a newer tireg (revision {current}); upgrade tireg",
+                    path=_display(catalogue.url),
+                ) from exc
+        command.upgrade(alembic_config(conn), "head")
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _display(url: str) -> str:
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() == "sqlite" and sa_url.database:
+        return sa_url.database
+    return sa_url.render_as_string(hide_password=True)
+
+
+def _catalogue_error(exc: DBAPIError, url: str) -> CatalogueError:
+    """One line the user can act on, for the operational failures worth naming."""
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    where = _display(url)
+    if "locked" in text or "busy" in text:
+        return CatalogueError(
+            "the catalogue stayed locked by another tireg process",
+            path=where,
+            hint="wait for it to finish and try again",
+        )
+    if "disk is full" in text or "disk i/o error" in text:
+        return CatalogueError(
+            "cannot write the catalogue: disk full or file too large",
+            path=where,
+            hint="free some space and try again; nothing was half-written",
+        )
+    if "readonly" in text or "unable to open" in text or "permission" in text:
+        return CatalogueError(
+            f"cannot open the catalogue for writing: {exc.orig}",
+            path=where,
+            hint="check permissions, or set TIREG_HOME / --db to a writable place",
+        )
+    return CatalogueError(f"catalogue error: {exc.orig}", path=where)
