@@ -1,0 +1,615 @@
+"""One careful HTTP downloader, shared by every source (plain URLs, Civitai, MEGA, git hosts).
+
+Embedding files are small, but the hosts that serve them are not always kind: rate limits, 5xx
+bursts, connections dropped mid-body, login or quota pages served with status 200, redirects to
+short-lived signed URLs. :func:`download` handles all of that in one place so each source only
+says *what* to fetch:
+
+* bytes go to a temporary file beside the target (``tireg.files`` naming, so stale ones are swept),
+  are sha256-hashed while streaming, verified, fsynced and renamed into place;
+* an interrupted transfer resumes with ``Range`` (guarded by ``If-Range`` so a changed file is
+  never spliced onto an old prefix), within one call and across calls;
+* 429, 5xx, time-outs and dropped connections are retried with exponential backoff and jitter,
+  honouring ``Retry-After``, a bounded number of times;
+* redirects are followed a bounded number of times; sizes are capped before and while reading;
+* an HTML page (a login, quota or error page) is recognised from its first bytes and refused;
+* the file name from ``Content-Disposition`` or the URL is sanitised by :func:`safe_filename`.
+
+Offline (``TIREG_OFFLINE`` / ``HF_HUB_OFFLINE``) nothing is requested: a file already in the
+destination folder is returned, anything else is a :class:`SourceError` saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import email.utils
+import hashlib
+import json
+import os
+import random
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from tireg import __version__
+from tireg.config import offline
+from tireg.files import TMP_SUFFIX, fsync_dir
+from tireg.sources import SourceError
+
+#: an embedding is KB to a few MB; anything far bigger is not one (or is a mistake)
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: redirects followed before giving up (Civitai uses one, to a signed storage URL)
+MAX_REDIRECTS = 10
+#: statuses worth another try: rate limits and server trouble
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: seconds to wait for a connection / between bytes of a reply
+TIMEOUT = (10.0, 60.0)
+USER_AGENT = (
+    f"tireg/{__version__} (textual-inversion registry; python-requests/{requests.__version__})"
+)
+CHUNK = 64 * 1024
+
+#: progress callback: (bytes done, total bytes or None when the server does not say)
+Progress = Callable[[int, int | None], None]
+
+_OFFLINE_HINT = "unset TIREG_OFFLINE and HF_HUB_OFFLINE to download"
+
+
+class HttpStatusError(SourceError):
+    """The server answered with an error status; sources map ``status`` to their own advice."""
+
+    def __init__(
+        self, message: str, *, status: int, url: str, body: str = "", hint: str | None = None
+    ):
+        super().__init__(message, path=url, hint=hint)
+        self.status = status
+        self.url = url
+        self.body = body
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A complete, verified file in its final place."""
+
+    path: Path
+    sha256: str
+    size: int
+    url_final: str  # after redirects
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry transient failures.
+
+    ``TIREG_HTTP_RETRIES`` and ``TIREG_HTTP_BACKOFF`` (base seconds) override the defaults, so a
+    user on a flaky line can be more patient and a test can be quick.
+    """
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        default = cls()
+        try:
+            attempts = int(os.environ.get("TIREG_HTTP_RETRIES", default.attempts))
+            base = float(os.environ.get("TIREG_HTTP_BACKOFF", default.base_delay))
+        except ValueError:
+            return default
+        return cls(
+            attempts=max(1, attempts), base_delay=max(0.0, base), max_delay=default.max_delay
+        )
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait before try ``attempt + 1``: ``Retry-After`` if given, else backoff."""
+        if retry_after:
+            wanted = _parse_retry_after(retry_after)
+            if wanted is not None:
+                return min(wanted, self.max_delay)
+        backoff = min(self.max_delay, self.base_delay * (2**attempt))
+        return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
+
+
+def _parse_retry_after(value: str) -> float | None:
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_local = threading.local()
+
+
+def http_session() -> requests.Session:
+    """This thread's session: a real User-Agent, pooled connections, bounded redirects.
+
+    Sessions are per thread because ``requests.Session`` is not documented as thread-safe and
+    downloads run in thread pools.
+    """
+    session: requests.Session | None = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        session.headers["User-Agent"] = USER_AGENT
+        session.max_redirects = MAX_REDIRECTS
+        _local.session = session
+    return session
+
+
+# ---------------------------------------------------------------------------------------- names
+
+_WINDOWS_RESERVED = re.compile(
+    r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)$", re.I
+)
+_UNSAFE_CHARS = re.compile(r'[<>:"|?*\\/]')
+_MAX_NAME_BYTES = 200
+
+
+def safe_filename(name: str, *, fallback: str = "download") -> str:
+    """Turn a name chosen by a remote server into one that stays inside its folder on any OS.
+
+    Keeps only the last path component, drops control and formatting characters and the
+    characters Windows forbids, trims leading/trailing dots and spaces (so ``..`` and hidden
+    names vanish), defuses device names (``CON``, ``NUL.txt``, ``COM1``) and bounds the length.
+    Returns ``fallback`` when nothing usable is left.
+    """
+    name = unicodedata.normalize("NFC", name)
+    name = re.split(r"[/\\]", name)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in {"Cc", "Cf", "Zl", "Zp"})
+    name = _UNSAFE_CHARS.sub("_", name).strip(" .")
+    if not name:
+        return fallback
+    if _WINDOWS_RESERVED.match(name.split(".", 1)[0].rstrip(" ")):
+        name = f"_{name}"
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        if not dot or len(ext) > 16:
+            stem, ext = name, ""
+        budget = _MAX_NAME_BYTES - len(ext.encode()) - 1
+        stem = stem.encode()[:budget].decode(errors="ignore")
+        name = f"{stem}.{ext}" if ext else stem
+    return name
+
+
+def safe_relative_path(path: str) -> PurePosixPath:
+    """A remote *relative* path (a file in a repo or a folder share), each part made safe.
+
+    Absolute paths and ``..`` parts are refused outright: a source that sends them is either
+    broken or hostile, and guessing what it meant could write outside the target folder.
+    """
+    normalised = path.replace("\\", "/")
+    if normalised.startswith("/") or re.match(r"^[A-Za-z]:", normalised):
+        raise SourceError(f"refusing absolute remote path {path!r}")
+    parts = [p for p in normalised.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise SourceError(f"refusing remote path {path!r}", hint="it would leave the target folder")
+    return PurePosixPath(*(safe_filename(p, fallback="_") for p in parts))
+
+
+def filename_from_response(response: requests.Response) -> str | None:
+    """The name a server suggests: ``Content-Disposition`` (``filename*`` first), else the URL."""
+    disposition = response.headers.get("Content-Disposition")
+    if disposition:
+        message = email.message.Message()
+        message["Content-Disposition"] = disposition
+        suggested = message.get_filename()
+        if suggested:
+            return safe_filename(suggested)
+    tail = unquote(urlsplit(response.url).path.rsplit("/", 1)[-1])
+    return safe_filename(tail) if tail else None
+
+
+# ------------------------------------------------------------------------------------- sniffing
+
+_HTML_STARTS = (
+    b"<!doctype html",
+    b"<html",
+    b"<head",
+    b"<body",
+    b"<!--",
+    b"<meta",
+    b"<title",
+    b"<script",
+)
+
+
+def looks_like_html(first_bytes: bytes, content_type: str | None = None) -> bool:
+    """True for an HTML page where a file was expected (login, quota, Cloudflare, error pages)."""
+    head = first_bytes[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(_HTML_STARTS):
+        return True
+    is_html_type = (content_type or "").split(";")[0].strip().lower() in {
+        "text/html",
+        "application/xhtml+xml",
+    }
+    return is_html_type and head.startswith(b"<")
+
+
+def _html_error(url: str) -> SourceError:
+    return SourceError(
+        "got an HTML page (login/quota/error?) instead of a file",
+        path=url,
+        hint="open the URL in a browser; the host may need a login, an API key, or a pause",
+    )
+
+
+# ------------------------------------------------------------------------------------ download
+
+
+class _Transient(Exception):
+    """A failure worth retrying (after ``retry_after`` seconds, if the server said)."""
+
+    def __init__(self, reason: str, retry_after: str | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Partial:
+    """The resumable temporary file of one URL in one folder, with what validates its prefix."""
+
+    data: Path
+    meta: Path
+
+    @classmethod
+    def for_url(cls, url: str, dest_dir: Path) -> _Partial:
+        key = hashlib.sha256(url.encode()).hexdigest()[:20]
+        return cls(dest_dir / f".{key}.part{TMP_SUFFIX}", dest_dir / f".{key}.meta{TMP_SUFFIX}")
+
+    def validator(self) -> str | None:
+        try:
+            return str(json.loads(self.meta.read_text())["validator"]) or None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remember(self, validator: str | None) -> None:
+        if validator:
+            self.meta.write_text(json.dumps({"validator": validator}))
+        else:
+            self.meta.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        self.data.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
+
+
+def download(
+    url: str,
+    dest_dir: str | os.PathLike[str],
+    *,
+    filename: str | None = None,
+    expected_sha256: str | None = None,
+    expected_size: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    headers: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    retry: RetryPolicy | None = None,
+) -> Downloaded:
+    """Download ``url`` into ``dest_dir`` and return the verified file.
+
+    ``filename`` (made safe) overrides the server's name. With ``expected_sha256`` an existing
+    target with that hash is returned without any request, and a mismatch is an error (nothing is
+    left behind). ``headers`` are sent on the first request; ``requests`` drops ``Authorization``
+    when a redirect leaves the host, so an API key never reaches a storage CDN.
+    """
+    dest = Path(dest_dir)
+    expected = expected_sha256.lower() if expected_sha256 else None
+    if filename is not None:
+        filename = safe_filename(filename)
+        cached = _cached_file(dest / filename, expected)
+        if cached is not None:
+            return Downloaded(cached, _sha256_of(cached), cached.stat().st_size, url)
+    if offline():
+        return _offline_copy(url, dest, filename, expected)
+    dest.mkdir(parents=True, exist_ok=True)
+    partial = _Partial.for_url(url, dest)
+    with _locked(partial) as locked:
+        if not locked:  # another download of the same URL is in flight: do not share its file
+            unique = f"{os.getpid()}-{threading.get_ident()}"
+            partial = _Partial(
+                dest / f".{unique}.part{TMP_SUFFIX}", dest / f".{unique}.meta{TMP_SUFFIX}"
+            )
+            partial.clear()
+        job = _Job(url, dest, partial, filename, expected, expected_size, max_bytes, progress)
+        return job.run(dict(headers or {}), retry or RetryPolicy.from_env())
+
+
+@dataclass
+class _Job:
+    """One download in progress: where it goes and what it must turn out to be."""
+
+    url: str
+    dest: Path
+    partial: _Partial
+    filename: str | None
+    expected: str | None
+    expected_size: int | None
+    max_bytes: int
+    progress: Progress | None
+
+    def run(self, headers: dict[str, str], policy: RetryPolicy) -> Downloaded:
+        """Try until the file is complete and verified, a permanent error, or tries run out."""
+        restarted_after_mismatch = False
+        attempt = 0
+        while True:
+            try:
+                name, url_final, resumed = self.attempt(headers)
+            except _Transient as exc:
+                attempt += 1
+                if attempt >= policy.attempts:
+                    if self.partial.validator() is None:
+                        self.partial.clear()  # keep only a prefix the next call can resume
+                    raise SourceError(
+                        f"download failed after {attempt} tries: {exc}",
+                        path=self.url,
+                        hint="the server is busy or the connection is unreliable; try again later",
+                    ) from None
+                time.sleep(policy.delay(attempt - 1, exc.retry_after))
+                continue
+            except SourceError:
+                self.partial.clear()  # refused (HTML, too big, error status): nothing to resume
+                raise
+            except BaseException:
+                if self.partial.validator() is None:
+                    self.partial.clear()  # interrupted, and the prefix cannot be validated
+                raise
+            sha = _sha256_of(self.partial.data)
+            size = self.partial.data.stat().st_size
+            if self.expected and sha != self.expected:
+                self.partial.clear()
+                if resumed and not restarted_after_mismatch:
+                    restarted_after_mismatch = True  # the old prefix may be stale: start over
+                    continue
+                raise SourceError(
+                    f"sha256 mismatch: expected {self.expected}, got {sha}",
+                    path=self.url,
+                    hint="the file changed on the server or was corrupted; nothing was kept",
+                )
+            if self.expected_size is not None and size != self.expected_size:
+                self.partial.clear()
+                raise SourceError(
+                    f"size mismatch: expected {self.expected_size} bytes, got {size}",
+                    path=self.url,
+                )
+            target = self.dest / name
+            self.partial.data.replace(target)
+            self.partial.meta.unlink(missing_ok=True)
+            fsync_dir(self.dest)
+            return Downloaded(target, sha, size, url_final)
+
+    def attempt(self, headers: dict[str, str]) -> tuple[str, str, bool]:
+        """One request into the partial file; returns (final name, final URL, resumed?)."""
+        request_headers = {"Accept-Encoding": "identity", **headers}  # ranges of the real bytes
+        have = self.partial.data.stat().st_size if self.partial.data.exists() else 0
+        validator = self.partial.validator()
+        if have and validator and (self.expected_size is None or have < self.expected_size):
+            request_headers["Range"] = f"bytes={have}-"
+            request_headers["If-Range"] = validator
+        else:
+            have = 0
+        try:
+            response = http_session().get(
+                self.url, headers=request_headers, stream=True, timeout=TIMEOUT
+            )
+        except requests.TooManyRedirects:
+            raise SourceError(f"more than {MAX_REDIRECTS} redirects", path=self.url) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"connection failed ({type(exc).__name__})") from None
+        with response:
+            status = response.status_code
+            if status in RETRY_STATUSES:
+                raise _Transient(f"HTTP {status}", response.headers.get("Retry-After"))
+            if status == 416 and have:
+                self.partial.clear()  # our prefix is not a prefix of this file: start again
+                raise _Transient("range not satisfiable, restarting", "0")
+            if status >= 400:
+                raise _status_error(response)
+            resumed = status == 206 and have > 0 and _range_start(response) == have
+            if not resumed:
+                have = 0
+            total = _total_size(response, have)
+            if total is not None and total > self.max_bytes:
+                raise SourceError(
+                    f"refusing a {total}-byte download (limit {self.max_bytes} bytes)",
+                    path=self.url,
+                    hint="embeddings are KB to a few MB; is this the right URL?",
+                )
+            self.partial.remember(_validator(response))
+            name = self.filename or filename_from_response(response) or "download"
+            self.stream_body(response, have, total)
+            return name, response.url, resumed
+
+    def stream_body(self, response: requests.Response, have: int, total: int | None) -> None:
+        """Append the body to the partial file, sniffing its start and counting its size."""
+        done = have
+        first = have == 0
+        with self.partial.data.open("ab" if have else "wb") as out:
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    if first:
+                        first = False
+                        if looks_like_html(chunk, response.headers.get("Content-Type")):
+                            raise _html_error(response.url)
+                    done += len(chunk)
+                    if done > self.max_bytes:
+                        raise SourceError(
+                            f"download exceeds the {self.max_bytes}-byte limit", path=response.url
+                        )
+                    out.write(chunk)
+                    if self.progress:
+                        self.progress(done, total)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                out.flush()
+                raise _Transient(
+                    f"connection dropped after {done} bytes ({type(exc).__name__})"
+                ) from None
+            except requests.Timeout:
+                out.flush()
+                raise _Transient(f"read timed out after {done} bytes") from None
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and done != total:
+            raise _Transient(f"short body: {done} of {total} bytes")
+
+
+def _status_error(response: requests.Response) -> SourceError:
+    body = ""
+    with contextlib.suppress(Exception):
+        body = response.raw.read(2048, decode_content=True).decode("utf-8", "replace")
+    if looks_like_html(body.encode(), response.headers.get("Content-Type")):
+        body = ""
+    return HttpStatusError(
+        f"HTTP {response.status_code} {response.reason or ''}".strip(),
+        status=response.status_code,
+        url=response.url,
+        body=body,
+    )
+
+
+def _range_start(response: requests.Response) -> int | None:
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+def _total_size(response: requests.Response, have: int) -> int | None:
+    content_range = response.headers.get("Content-Range", "")
+    match = re.match(r"bytes \d+-\d+/(\d+)", content_range)
+    if match:
+        return int(match.group(1))
+    length = response.headers.get("Content-Length")
+    return have + int(length) if length and length.isdigit() else None
+
+
+def _validator(response: requests.Response) -> str | None:
+    """A strong ETag or Last-Modified: what makes a later ``If-Range`` resume safe."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+@contextlib.contextmanager
+def _locked(partial: _Partial) -> Iterator[bool]:
+    """Lock the URL's partial file; yields False when another download holds it."""
+    partial.data.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = partial.data.with_name(partial.data.name.replace(".part", ".lock"))
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; resume still works for one process
+        yield True
+        return
+    handle: IO[bytes] = lock_path.open("ab")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        handle.close()  # the lock file stays (unlinking it races); sweeps remove it with temps
+
+
+# ---------------------------------------------------------------------------------- cache, JSON
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cached_file(target: Path, expected: str | None) -> Path | None:
+    """``target`` if it is already there and (when a hash is known) has that hash."""
+    if not target.is_file():
+        return None
+    if expected is None:
+        return None
+    return target if _sha256_of(target) == expected else None
+
+
+def _offline_copy(url: str, dest: Path, filename: str | None, expected: str | None) -> Downloaded:
+    """Offline: the one finished file already in ``dest`` (sources give each URL its own folder)."""
+    candidates = (
+        [dest / filename]
+        if filename
+        else sorted(p for p in dest.glob("*") if p.is_file() and not p.name.startswith("."))
+        if dest.is_dir()
+        else []
+    )
+    found = [p for p in candidates if p.is_file()]
+    if len(found) == 1:
+        sha = _sha256_of(found[0])
+        if expected is None or sha == expected:
+            return Downloaded(found[0], sha, found[0].stat().st_size, url)
+    raise SourceError("offline, and this file is not in the cache", path=url, hint=_OFFLINE_HINT)
+
+
+def get_json(
+    url: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    retry: RetryPolicy | None = None,
+) -> Any:
+    """GET a JSON API with the same retries and HTML detection as downloads.
+
+    Error statuses raise :class:`HttpStatusError` (with the body's first KB) so each source can
+    turn 401/403/404 into its own advice.
+    """
+    if offline():
+        raise SourceError("offline: not asking the server", path=url, hint=_OFFLINE_HINT)
+    policy = retry or RetryPolicy.from_env()
+    request_headers = {"Accept": "application/json", **(headers or {})}
+    for attempt in range(policy.attempts):
+        retry_after: str | None = None
+        try:
+            response = http_session().get(
+                url, params=params, headers=request_headers, timeout=TIMEOUT
+            )
+        except requests.TooManyRedirects:
+            raise SourceError(f"more than {MAX_REDIRECTS} redirects", path=url) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            reason = f"connection failed ({type(exc).__name__})"
+        else:
+            if response.status_code not in RETRY_STATUSES:
+                if response.status_code >= 400:
+                    raise HttpStatusError(
+                        f"HTTP {response.status_code} {response.reason or ''}".strip(),
+                        status=response.status_code,
+                        url=response.url,
+                        body="" if looks_like_html(response.content) else response.text[:2048],
+                    )
+                if looks_like_html(response.content, response.headers.get("Content-Type")):
+                    raise _html_error(response.url)
+                try:
+                    return response.json()
+                except ValueError:
+                    raise SourceError("the server's reply is not JSON", path=response.url) from None
+            reason = f"HTTP {response.status_code}"
+            retry_after = response.headers.get("Retry-After")
+        if attempt + 1 < policy.attempts:
+            time.sleep(policy.delay(attempt, retry_after))
+    raise SourceError(
+        f"request failed after {policy.attempts} tries: {reason}",
+        path=url,
+        hint="the server is busy or unreachable; try again later",
+    )

@@ -1,0 +1,221 @@
+"""The shared downloader against a real loopback server with injected failures."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.sources.servers.http_server import FileServer, Served
+from tireg.files import TMP_SUFFIX
+from tireg.sources import SourceError
+from tireg.sources.http import (
+    HttpStatusError,
+    download,
+    get_json,
+    looks_like_html,
+    safe_filename,
+    safe_relative_path,
+)
+
+PAYLOAD = os.urandom(300_000)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(
+        p.name for p in folder.iterdir() if p.name.endswith(TMP_SUFFIX) and ".lock" not in p.name
+    )
+
+
+def test_download_names_file_from_content_disposition(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    url = file_server.add(
+        "/dl/1",
+        Served(PAYLOAD, disposition="attachment; filename*=UTF-8''b%C3%A4d%20cat.safetensors"),
+    )
+    seen: list[tuple[int, int | None]] = []
+    got = download(url, tmp_path, expected_sha256=SHA, progress=lambda d, t: seen.append((d, t)))
+    assert got.path == tmp_path / "bäd cat.safetensors"
+    assert got.path.read_bytes() == PAYLOAD and got.sha256 == SHA and got.size == len(PAYLOAD)
+    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert leftovers(tmp_path) == []
+
+
+def test_hostile_disposition_name_stays_in_folder(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add(
+        "/x", Served(PAYLOAD, disposition='attachment; filename="../../etc/passwd"')
+    )
+    got = download(url, tmp_path / "in")
+    assert got.path.parent == tmp_path / "in" and got.path.name == "passwd"
+
+
+def test_redirect_is_followed_and_named_by_final_url(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    target = file_server.add("/store/real-name.pt", Served(PAYLOAD))
+    url = file_server.add("/api/download/7", Served(location=target))
+    got = download(url, tmp_path)
+    assert got.path.name == "real-name.pt" and got.url_final == target
+
+
+def test_redirect_loop_is_bounded(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/loop", Served(location=file_server.url + "/loop"))
+    with pytest.raises(SourceError, match="redirects"):
+        download(url, tmp_path)
+
+
+def test_429_then_500_then_success(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/f.bin", Served(PAYLOAD), "429", "500")
+    got = download(url, tmp_path, expected_sha256=SHA)
+    assert got.sha256 == SHA and file_server.hits("/f.bin") == 3
+
+
+def test_persistent_500_gives_up_after_bounded_tries(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    url = file_server.add("/f.bin", Served(PAYLOAD), *["500"] * 10)
+    with pytest.raises(SourceError, match="after 4 tries"):
+        download(url, tmp_path)
+    assert file_server.hits("/f.bin") == 4
+    assert not (tmp_path / "f.bin").exists() and leftovers(tmp_path) == []
+
+
+def test_dropped_connection_resumes_with_range(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/f.bin", Served(PAYLOAD), "drop", "short")
+    got = download(url, tmp_path, expected_sha256=SHA)
+    assert got.path.read_bytes() == PAYLOAD
+    ranges = [h.get("Range") for m, p, h in file_server.requests if p == "/f.bin"]
+    assert ranges[0] is None and ranges[1] is not None  # resumed, not restarted
+    assert 0 < int(ranges[1][6:-1]) <= len(PAYLOAD) // 2
+    assert leftovers(tmp_path) == []
+
+
+def test_resume_across_calls(file_server: FileServer, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TIREG_HTTP_RETRIES", "1")
+    url = file_server.add("/f.bin", Served(PAYLOAD), "drop")
+    with pytest.raises(SourceError, match="connection dropped"):
+        download(url, tmp_path)
+    assert len(leftovers(tmp_path)) == 2  # the prefix and its validator, kept for the next call
+    got = download(url, tmp_path, expected_sha256=SHA)
+    assert got.path.read_bytes() == PAYLOAD
+    assert file_server.requests[-1][2]["Range"].startswith("bytes=")
+
+
+def test_changed_file_is_not_spliced_onto_old_prefix(
+    file_server: FileServer, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TIREG_HTTP_RETRIES", "1")
+    url = file_server.add("/f.bin", Served(PAYLOAD), "drop")
+    with pytest.raises(SourceError):
+        download(url, tmp_path)
+    new = os.urandom(1000)
+    file_server.add("/f.bin", Served(new))  # new ETag: If-Range fails, server sends it whole
+    got = download(url, tmp_path, expected_sha256=hashlib.sha256(new).hexdigest())
+    assert got.path.read_bytes() == new
+
+
+def test_wrong_hash_keeps_nothing(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/f.bin", Served(PAYLOAD))
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        download(url, tmp_path, expected_sha256="0" * 64)
+    assert list(p for p in tmp_path.iterdir() if ".lock" not in p.name) == []
+
+
+def test_wrong_size_is_refused(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/f.bin", Served(PAYLOAD))
+    with pytest.raises(SourceError, match="size mismatch"):
+        download(url, tmp_path, expected_size=len(PAYLOAD) + 1)
+
+
+def test_html_instead_of_file(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/f.bin", Served(PAYLOAD), "html")
+    with pytest.raises(SourceError, match="HTML page"):
+        download(url, tmp_path)
+    assert not (tmp_path / "f.bin").exists() and leftovers(tmp_path) == []
+
+
+def test_size_cap_from_header_and_while_streaming(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add("/big.bin", Served(PAYLOAD))
+    with pytest.raises(SourceError, match="limit"):
+        download(url, tmp_path, max_bytes=1000)
+    assert leftovers(tmp_path) == []
+
+
+def test_error_status_carries_code(file_server: FileServer, tmp_path: Path) -> None:
+    url = file_server.add(
+        "/gone", Served(b'{"error":"nope"}', status=403, content_type="application/json")
+    )
+    with pytest.raises(HttpStatusError) as info:
+        download(url, tmp_path)
+    assert info.value.status == 403 and "nope" in info.value.body
+
+
+def test_cached_file_with_known_hash_makes_no_request(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    url = file_server.add("/f.bin", Served(PAYLOAD))
+    download(url, tmp_path, filename="f.bin", expected_sha256=SHA)
+    download(url, tmp_path, filename="f.bin", expected_sha256=SHA)
+    assert file_server.hits("/f.bin") == 1
+
+
+def test_offline_uses_cache_and_says_when_missing(
+    file_server: FileServer, tmp_path: Path, monkeypatch
+) -> None:
+    url = file_server.add("/f.bin", Served(PAYLOAD))
+    download(url, tmp_path / "a")
+    monkeypatch.setenv("TIREG_OFFLINE", "1")
+    assert download(url, tmp_path / "a").path.read_bytes() == PAYLOAD
+    with pytest.raises(SourceError, match="offline"):
+        download(url, tmp_path / "b")
+    assert file_server.hits("/f.bin") == 1
+
+
+def test_get_json_retries_and_detects_html(file_server: FileServer) -> None:
+    url = file_server.add(
+        "/api", Served(b'{"a": 1}', content_type="application/json"), "429", "503"
+    )
+    assert get_json(url) == {"a": 1}
+    file_server.add(
+        "/cf", Served(b"<!DOCTYPE html><title>Just a moment...</title>", content_type="text/html")
+    )
+    with pytest.raises(SourceError, match="HTML page"):
+        get_json(file_server.url + "/cf")
+
+
+@pytest.mark.parametrize(
+    ("remote", "safe"),
+    [
+        ("../../x.pt", "x.pt"),
+        ("/etc/passwd", "passwd"),
+        ("C:\\Windows\\evil.bin", "evil.bin"),
+        ("..", "download"),
+        ("CON", "_CON"),
+        ("nul.txt", "_nul.txt"),
+        ("com1.pt", "_com1.pt"),
+        ("a\x00b\x1b[31m.pt", "ab[31m.pt"),
+        ("we<i>rd:na|me?.pt", "we_i_rd_na_me_.pt"),
+        (" .hidden. ", "hidden"),
+        ("x" * 300 + ".safetensors", "x" * 188 + ".safetensors"),
+    ],
+)
+def test_safe_filename(remote: str, safe: str) -> None:
+    assert safe_filename(remote) == safe
+
+
+def test_safe_relative_path() -> None:
+    assert str(safe_relative_path("concept_images/0.jpeg")) == "concept_images/0.jpeg"
+    for bad in ("../x", "a/../../x", "/abs", "C:/x", ""):
+        with pytest.raises(SourceError):
+            safe_relative_path(bad)
+
+
+def test_html_sniffing() -> None:
+    assert looks_like_html(b"\n  <!DOCTYPE HTML><html>")
+    assert looks_like_html(b"<div>", "text/html; charset=utf-8")
+    assert not looks_like_html(b"PK\x03\x04", "text/html")
+    assert not looks_like_html(b"\x08\x00\x00\x00\x00\x00\x00\x00{", None)
