@@ -17,7 +17,7 @@ from tireg.cli.output import err_console
 from tireg.errors import TiregError
 
 #: command-group modules under tireg.cli, in the order their commands appear in --help
-GROUPS = ("formats",)
+GROUPS = ("formats", "add")
 
 app = typer.Typer(
     name="tireg",
