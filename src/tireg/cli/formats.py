@@ -1,9 +1,116 @@
-"""``tireg inspect`` and ``tireg convert``: the converter layer on the command line."""
+"""``tireg inspect`` and ``tireg convert``: the converter layer on the command line.
+
+Both commands only parse, call one library function (:func:`tireg.converters.describe`,
+:func:`tireg.converters.convert`) and print.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from tireg.cli.output import console, err_console, print_json
+
+_FORMATS_HELP = "tireg, a1111-pt, diffusers-bin, diffusers-safetensors, safetensors, png"
+
+
+def _table(record: dict[str, Any]) -> Any:
+    """One panel per file; values are plain Text, so names and errors never parse as markup."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    if "error" in record:
+        hint = f" ({record['hint']})" if record.get("hint") else ""
+        table.add_row("error", Text(record["error"] + hint))
+        if "safety" in record:
+            table.add_row("safety", Text(record["safety"], style="red"))
+        if "sha256" in record:
+            table.add_row("sha256", Text(record["sha256"]))
+        return Panel(table, title=Text(record["path"]), title_align="left", border_style="red")
+    shapes = ", ".join(
+        f"{enc}: {n} x {w} ({record['dtypes'].get(enc, '?')}, norm {record['norms'][enc]:.4f})"
+        for enc, (n, w) in record["encoders"].items()
+    )
+    trained = record["trained_on"]
+    carrier = f", from its {record['carrier']}" if record["carrier"] else ""
+    rows = [
+        ("format", Text(record["format"] + carrier)),
+        ("name", Text(record["name"])),
+        ("family", Text(record["family"])),
+        ("vectors", Text(shapes)),
+        ("step", Text("-" if record["step"] is None else str(record["step"]))),
+        ("trained on", Text(f"{trained['hash'] or '-'} {trained['name'] or ''}".strip())),
+        ("sha256", Text(record["sha256"])),
+        ("A1111 hash", Text(record["a1111_short_hash"])),
+        ("safety", Text(record["safety"], style="green")),
+    ]
+    rows += [("warning", Text(w, style="yellow")) for w in record["warnings"]]
+    for label, value in rows:
+        table.add_row(label, value)
+    return Panel(table, title=Text(record["path"]), title_align="left")
+
+
+def inspect(
+    files: Annotated[list[Path], typer.Argument(help="Embedding files (any format).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """Show what each embedding file holds, without running any code from it.
+
+    Example: tireg inspect embeddings/*.pt --json
+    """
+    from tireg.converters import describe
+
+    records = [describe(path) for path in files]
+    if json_out:
+        print_json(records)
+    else:
+        for record in records:
+            console.print(_table(record))
+    if any("error" in r for r in records):
+        raise typer.Exit(1)
+
+
+def convert(
+    files: Annotated[list[Path], typer.Argument(help="Embedding files to convert.")],
+    to: Annotated[str, typer.Option("--to", help=f"Output format: {_FORMATS_HELP}.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Output file (one input only).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Output folder (default: current folder).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    sdxl_pair: Annotated[
+        bool,
+        typer.Option("--sdxl-pair", help="Read two inputs as one diffusers SDXL pair."),
+    ] = False,
+) -> None:
+    """Convert embeddings between formats; files are written atomically, never overwritten
+    without --force.
+
+    Example: tireg convert learned_embeds.bin --to a1111-pt --out-dir embeddings/
+    """
+    from tireg.converters import WRITE_FORMATS
+    from tireg.converters import convert as run_convert
+
+    if to not in WRITE_FORMATS:
+        raise typer.BadParameter(f"choose one of {_FORMATS_HELP}", param_hint="--to")
+    written = run_convert(
+        files, to, output=output, out_dir=out_dir, force=force, sdxl_pair=sdxl_pair
+    )
+    for path in written:
+        console.print(str(path), markup=False, highlight=False)
+    if not written:
+        err_console.print("nothing written")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
+    app.command("inspect")(inspect)
+    app.command("convert")(convert)

@@ -1,80 +1,270 @@
 """Read any embedding file, choosing the reader by content (magic bytes), never by extension.
 
-(Initial version: the internal format and safetensors layouts. The pickle and PNG readers plug in
-here.)
+Files arrive renamed (``.pt`` that is really safetensors, ``.bin`` pickles, cards saved as
+``.webp``), so the first bytes decide:
+
+==================================  =============================================================
+first bytes                         reader
+==================================  =============================================================
+8-byte length, then ``{``           safetensors (tireg's internal format, or a layout of
+                                    :mod:`tireg.converters.layouts`)
+``PK\\x03\\x04``                      torch zip file, through the allow-list unpickler
+``\\x80`` (pickle protocol)          legacy torch pickle, through the same unpickler
+PNG / WebP / other picture magic    A1111 image embedding (:mod:`tireg.converters.a1111_png`)
+==================================  =============================================================
+
+Every failure is an :class:`EmbeddingFileError` that says what the file turned out to be.
+Vectors holding NaN or Inf still load (the user may want to inspect or delete them), with a
+:class:`NonFiniteVectorsWarning`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tireg.converters import internal, safetensors_file
-from tireg.converters.embedding import CLIP_G, CLIP_L, Embedding, encoder_for_width
+import numpy as np
+
+from tireg.converters import a1111_png, internal, layouts, safetensors_file
+from tireg.converters.embedding import CLIP_G, CLIP_L, Embedding
 from tireg.converters.errors import EmbeddingFileError, NotAnEmbeddingError
 
 MAX_FILE_SIZE = 64 * 1024 * 1024  # embeddings are KB to a few MB; anything bigger is not one
 
+#: safetensors dtype -> the name the rest of tireg reports it under
+_SAFETENSORS_DTYPE_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+}
+
+SAFE_SAFETENSORS = "safetensors: no code"
+SAFE_PICKLE = "pickle: allow-listed globals only"
+SAFE_IMAGE = "image: no code"
+
+
+class NonFiniteVectorsWarning(UserWarning):
+    """An embedding was read whose vectors hold NaN or Inf (it loads; it will not work)."""
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """An embedding plus what was learned while reading its file (for ``tireg inspect``)."""
+
+    embedding: Embedding
+    #: ``safetensors``, ``torch-zip``, ``torch-pickle``, ``png``, ``webp``, ...
+    container: str
+    #: ``tireg``, ``a1111``, ``original``, ``diffusers``, ``kohya``, ``sdxl``
+    layout: str
+    #: encoder -> dtype the file stored the vectors in
+    dtypes: dict[str, str]
+    #: why reading it ran no code
+    safety: str
+    #: for image embeddings: ``text`` or ``pixels``, the carrier that was decoded
+    carrier: str | None = None
+    #: sha256 of the file's bytes (for ``tireg`` files this can differ from the provenance)
+    sha256: str = ""
+
+
+def container_of(data: bytes) -> str:
+    """Name the container by magic bytes: safetensors, torch-zip, torch-pickle, png, webp, ..."""
+    if len(data) >= 9 and data[8:9] == b"{":
+        return "safetensors"
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "torch-zip"
+    if data[:1] == b"\x80":
+        return "torch-pickle"
+    kind = a1111_png.image_kind(data)
+    if kind is not None:
+        return kind
+    return "unknown"
+
+
+def _unknown(data: bytes) -> EmbeddingFileError:
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return NotAnEmbeddingError(
+            "an HTML page, not an embedding", hint="the download link served a web page"
+        )
+    if head.startswith((b"{", b"[")):
+        return NotAnEmbeddingError("a JSON text file, not an embedding")
+    try:
+        text = data[:512].decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return NotAnEmbeddingError("a text file, not an embedding")
+    return EmbeddingFileError(
+        f"unrecognised file format (starts with bytes {data[:8].hex()}; "
+        "not safetensors, a torch file or an image)"
+    )
+
 
 def read_file(path: str | os.PathLike[str]) -> Embedding:
     """Read one embedding file; errors name the file."""
+    return read_file_detailed(path).embedding
+
+
+def read_file_detailed(path: str | os.PathLike[str]) -> ReadResult:
+    """Like :func:`read_file`, with the container, layout, stored dtypes and safety verdict."""
     p = Path(path)
     try:
         size = p.stat().st_size
         if size > MAX_FILE_SIZE:
-            raise NotAnEmbeddingError(f"{size} bytes is too large for an embedding")
+            raise _too_large(p, size)
         data = p.read_bytes()
     except OSError as exc:
-        raise EmbeddingFileError(f"cannot read file: {exc.strerror}") from exc
+        raise EmbeddingFileError(f"cannot read file: {exc.strerror or exc}", path=p) from exc
     except EmbeddingFileError as exc:
         raise exc.with_path(p) from None
     try:
-        return read_bytes(data, name_hint=p.stem)
+        return read_bytes_detailed(data, name_hint=p.stem, label=str(p))
     except EmbeddingFileError as exc:
         raise exc.with_path(p) from None
 
 
+def _too_large(path: Path, size: int) -> EmbeddingFileError:
+    """Say what a big file is without reading it all (a safetensors header is enough)."""
+    with path.open("rb") as stream:
+        head = stream.read(9)
+        if len(head) == 9 and head[8:9] == b"{":
+            stream.seek(0)
+            try:
+                header = safetensors_file.read_header(stream, size)
+            except EmbeddingFileError:
+                pass
+            else:
+                count = len(header.tensors)
+                return NotAnEmbeddingError(
+                    f"a safetensors file with {count:,} tensors ({size:,} bytes) — "
+                    "looks like a checkpoint, not an embedding"
+                )
+    return NotAnEmbeddingError(f"{size:,} bytes is too large for an embedding")
+
+
 def read_bytes(data: bytes, *, name_hint: str) -> Embedding:
-    """Read an embedding from bytes; ``name_hint`` (the file stem) names it when the file doesn't."""
+    """Read an embedding from bytes; ``name_hint`` (the file stem) names it if the file doesn't."""
+    return read_bytes_detailed(data, name_hint=name_hint).embedding
+
+
+def read_bytes_detailed(data: bytes, *, name_hint: str, label: str | None = None) -> ReadResult:
+    """Read bytes as an embedding, reporting how; ``label`` names the file in warnings."""
     if not data:
-        raise EmbeddingFileError("empty file")
+        raise EmbeddingFileError("empty file (0 bytes)")
+    container = container_of(data)
+    if container == "safetensors":
+        result = _read_safetensors(data, name_hint)
+    elif container in ("torch-zip", "torch-pickle"):
+        result = _read_torch(data, name_hint, container)
+    elif container != "unknown":
+        result = _read_image(data, name_hint, container)
+    else:
+        raise _unknown(data)
     sha = hashlib.sha256(data).hexdigest()
-    if len(data) >= 9 and data[8:9] == b"{":
-        tensors, metadata = safetensors_file.loads(data)
-        if internal.is_internal(metadata):
-            return internal.from_parts(tensors, metadata)
-        return _from_tensor_dict(tensors, name_hint).with_meta(
-            source_format=_safetensors_format(tensors), source_sha256=sha
+    embedding = result.embedding
+    if embedding.source_sha256 is None:
+        embedding = embedding.with_meta(source_sha256=sha)
+    if not embedding.is_finite:
+        bad = sum(int((~np.isfinite(a)).any(axis=1).sum()) for a in embedding.vectors.values())
+        warnings.warn(
+            NonFiniteVectorsWarning(
+                f"{label or embedding.name}: {bad} vector(s) hold NaN or Inf; "
+                "the embedding loads but will not work"
+            ),
+            stacklevel=2,
         )
-    raise EmbeddingFileError("unrecognised file format (not safetensors, torch, or an image)")
+    return ReadResult(
+        embedding,
+        result.container,
+        result.layout,
+        result.dtypes,
+        result.safety,
+        result.carrier,
+        sha,
+    )
 
 
-def _safetensors_format(tensors: dict) -> str:  # type: ignore[type-arg]
-    if CLIP_L in tensors and CLIP_G in tensors:
-        return "sdxl-safetensors"
-    if "emb_params" in tensors:
-        return "kohya-safetensors"
-    return "diffusers-safetensors"
+def _read_safetensors(data: bytes, name_hint: str) -> ReadResult:
+    header = safetensors_file.read_header(io.BytesIO(data), len(data))
+    view = memoryview(data)
+    start = header.data_start
+    tensors = {
+        name: safetensors_file.tensor_from_bytes(info, view[start + info.begin : start + info.end])
+        for name, info in header.tensors.items()
+    }
+    metadata = header.metadata
+    stored = {k: _SAFETENSORS_DTYPE_NAMES.get(v.dtype, v.dtype) for k, v in header.tensors.items()}
+    if internal.is_internal(metadata):
+        embedding = internal.from_parts(tensors, metadata)
+        if embedding.source_format is None:
+            sha = hashlib.sha256(data).hexdigest()
+            embedding = embedding.with_meta(source_format="tireg", source_sha256=sha)
+        dtypes = {k: stored.get(k, "float32") for k in embedding.vectors}
+        return ReadResult(embedding, "safetensors", "tireg", dtypes, SAFE_SAFETENSORS)
+    found = layouts.interpret(
+        tensors, container="safetensors", name_hint=name_hint, metadata=metadata
+    )
+    if found.layout == "sdxl":
+        dtypes = {CLIP_L: stored[CLIP_L], CLIP_G: stored[CLIP_G]}
+    else:
+        (only,) = stored.values()
+        dtypes = dict.fromkeys(found.embedding.vectors, only)
+    return ReadResult(found.embedding, "safetensors", found.layout, dtypes, SAFE_SAFETENSORS)
 
 
-def _from_tensor_dict(tensors: dict, name_hint: str) -> Embedding:  # type: ignore[type-arg]
-    if CLIP_L in tensors and CLIP_G in tensors:
-        return Embedding(name=name_hint, vectors={CLIP_L: tensors[CLIP_L], CLIP_G: tensors[CLIP_G]})
-    if len(tensors) != 1:
-        raise NotAnEmbeddingError(f"holds {len(tensors)} tensors, not one embedding")
-    ((key, value),) = tensors.items()
-    name = name_hint if key in ("emb_params", "*") else key
-    width = int(value.shape[-1]) if value.ndim else 0
-    return Embedding(name=name, vectors={encoder_for_width(width): value})
+def _read_torch(data: bytes, name_hint: str, container: str) -> ReadResult:
+    from tireg.converters import torch_file
+
+    obj: Any = torch_file.load(data)
+    found = layouts.interpret(obj, container="pt", name_hint=name_hint)
+    return ReadResult(found.embedding, container, found.layout, found.dtypes, SAFE_PICKLE)
+
+
+def _read_image(data: bytes, name_hint: str, container: str) -> ReadResult:
+    payload, carrier = a1111_png.loads(data)
+    found = layouts.interpret(payload, container=container, name_hint=name_hint)
+    # JSON numbers arrive as float64; A1111 stores float32, which is what the card held
+    dtypes = dict.fromkeys(found.embedding.vectors, "float32")
+    return ReadResult(found.embedding, container, found.layout, dtypes, SAFE_IMAGE, carrier)
 
 
 def read_sdxl_pair(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> Embedding:
-    """Combine diffusers' SDXL pair: ``learned_embeds`` (clip_l) + ``learned_embeds_2`` (clip_g)."""
-    a, b = read_file(first), read_file(second)
+    """Combine diffusers' SDXL pair: ``learned_embeds`` (768, clip_l) + ``learned_embeds_2`` (1280).
+
+    The files may come in either order (the widths tell them apart). The name is the first
+    file's token; ``source_sha256`` is the sha256 of the 768-wide file.
+    """
+    parts = [read_file(first), read_file(second)]
+    by_width: dict[int, Embedding] = {}
+    for path, part in zip((first, second), parts, strict=True):
+        if len(part.vectors) != 1:
+            raise EmbeddingFileError("is not a single-encoder file of an SDXL pair", path=path)
+        by_width[next(iter(part.widths.values()))] = part
+    if set(by_width) != {768, 1280}:
+        widths = [next(iter(p.widths.values())) for p in parts]
+        raise EmbeddingFileError(
+            f"an SDXL pair needs one 768-wide and one 1280-wide file, got widths {widths}",
+            path=first,
+        )
+    clip_l, clip_g = by_width[768], by_width[1280]
+    if clip_l.num_vectors != clip_g.num_vectors:
+        raise EmbeddingFileError(
+            "the pair disagrees on the vector count "
+            f"({clip_l.num_vectors} vs {clip_g.num_vectors})",
+            path=first,
+        )
     return Embedding(
-        name=a.name,
-        vectors={CLIP_L: next(iter(a.vectors.values())), CLIP_G: next(iter(b.vectors.values()))},
+        name=parts[0].name,
+        vectors={
+            CLIP_L: next(iter(clip_l.vectors.values())),
+            CLIP_G: next(iter(clip_g.vectors.values())),
+        },
         source_format="diffusers-sdxl-pair",
-        source_sha256=a.source_sha256,
+        source_sha256=clip_l.source_sha256,
     )

@@ -1,30 +1,257 @@
 """Write an embedding in any supported format, atomically, never overwriting without ``force``.
 
-(Initial version: the internal format. The other writers plug in here.)
+What each format keeps (:data:`CARRIES`; the round-trip tests assert exactly this):
+
+=========================  ===========================================  ==========================
+format                     file(s)                                      keeps
+=========================  ===========================================  ==========================
+``tireg``                  internal safetensors (:mod:`.internal`)      everything, provenance too
+``a1111-pt``               torch zip: A1111's dict (SDXL: clip_l/clip_g  vectors, name, step,
+                           plus the same metadata keys)                 trained-on hash and name
+``png``                    A1111 card, text chunk + pixel payload       as ``a1111-pt`` (no SDXL)
+``diffusers-bin``          torch zip ``{name: T}``; SDXL: a pair,        vectors, name (the token)
+                           ``X.bin`` (clip_l) + ``X_2.bin`` (clip_g)
+``diffusers-safetensors``  ``{name: T}``, metadata ``{"format": "pt"}``;  vectors, name
+                           SDXL: the same pair
+``safetensors``            kohya: ``emb_params`` or ``clip_l``/``clip_g``,  vectors, name (as
+                           ``modelspec.*`` metadata                     ``modelspec.title``),
+                                                                        ``modelspec.*`` extras
+=========================  ===========================================  ==========================
+
+Provenance (``source_format``, ``source_sha256``) describes the file a value was read from, so
+reading any file but ``tireg`` sets it afresh; ``tireg`` stores the original's.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from tireg.converters import internal
+from tireg.converters import a1111_png, internal, layouts, safetensors_file
 from tireg.converters.embedding import Embedding
 from tireg.converters.errors import UnsupportedConversionError
+from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes
 
-WRITE_FORMATS = ("tireg",)
+WRITE_FORMATS = (
+    "tireg",
+    "a1111-pt",
+    "diffusers-bin",
+    "diffusers-safetensors",
+    "safetensors",
+    "png",
+)
+
+#: default file extension of each output format
+EXTENSIONS = {
+    "tireg": ".tireg.safetensors",
+    "a1111-pt": ".pt",
+    "diffusers-bin": ".bin",
+    "diffusers-safetensors": ".safetensors",
+    "safetensors": ".safetensors",
+    "png": ".png",
+}
+
+_PROVENANCE = frozenset({"source_format", "source_sha256"})
+_A1111 = frozenset({"vectors", "name", "step", "trained_on_hash", "trained_on_name"})
+
+#: the Embedding fields each format stores; ``extras:modelspec`` = only ``modelspec.*`` extras
+CARRIES: dict[str, frozenset[str]] = {
+    "tireg": _A1111 | _PROVENANCE | {"extras"},
+    "a1111-pt": _A1111,
+    "png": _A1111,
+    "diffusers-bin": frozenset({"vectors", "name"}),
+    "diffusers-safetensors": frozenset({"vectors", "name"}),
+    "safetensors": frozenset({"vectors", "name", "extras:modelspec"}),
+}
+
+
+class OutputExistsError(TiregError):
+    """The target file exists and ``force`` was not given."""
+
+
+def kept_by(embedding: Embedding, fmt: str) -> Embedding:
+    """``embedding`` reduced to what ``fmt`` stores: the value a reader can give back.
+
+    Dropped fields become None / empty; provenance is dropped unless the format keeps it.
+    """
+    keeps = CARRIES[fmt]
+    extras = dict(embedding.extras) if "extras" in keeps else {}
+    if "extras:modelspec" in keeps:
+        extras = {
+            k: v
+            for k, v in embedding.extras.items()
+            if k.startswith("modelspec.") and k != layouts.TITLE_KEY
+        }
+    return Embedding(
+        name=embedding.name,
+        vectors=embedding.vectors,
+        step=embedding.step if "step" in keeps else None,
+        trained_on_hash=embedding.trained_on_hash if "trained_on_hash" in keeps else None,
+        trained_on_name=embedding.trained_on_name if "trained_on_name" in keeps else None,
+        source_format=embedding.source_format if "source_format" in keeps else None,
+        source_sha256=embedding.source_sha256 if "source_sha256" in keeps else None,
+        extras=extras,
+    )
+
+
+def encode(embedding: Embedding, fmt: str) -> list[bytes]:
+    """The bytes of each file ``fmt`` needs for ``embedding`` (two for a diffusers SDXL pair)."""
+    if fmt == "tireg":
+        return [internal.dumps(embedding)]
+    if fmt not in WRITE_FORMATS:
+        raise UnsupportedConversionError(
+            f"unknown output format {fmt!r}", hint=f"choose one of {', '.join(WRITE_FORMATS)}"
+        )
+    pair = layouts.is_pair(embedding)
+    if fmt == "png":
+        if pair:
+            raise UnsupportedConversionError(
+                "A1111 image embeddings cannot hold SDXL (two-encoder) embeddings",
+                hint="convert to safetensors (clip_l/clip_g): A1111, ComfyUI and InvokeAI read it",
+            )
+        return [a1111_png.dumps(embedding)]
+    if fmt == "a1111-pt":
+        return [_torch_dumps(layouts.a1111_dict(embedding))]
+    if fmt == "diffusers-bin":
+        return [_torch_dumps(d) for d in layouts.diffusers_dicts(embedding)]
+    _check_safetensors_name(embedding)
+    if fmt == "diffusers-safetensors":
+        return [
+            safetensors_file.dumps(d, {"format": "pt"}) for d in layouts.diffusers_dicts(embedding)
+        ]
+    tensors, metadata = layouts.kohya_dict(embedding)
+    return [safetensors_file.dumps(tensors, metadata)]
+
+
+def _torch_dumps(obj: object) -> bytes:
+    from tireg.converters import torch_file
+
+    return torch_file.dumps(obj)
+
+
+def _check_safetensors_name(embedding: Embedding) -> None:
+    if embedding.name == "__metadata__":
+        raise UnsupportedConversionError(
+            "the name '__metadata__' is reserved in safetensors files",
+            hint="rename the embedding first",
+        )
+
+
+def output_paths(path: str | os.PathLike[str], count: int) -> list[Path]:
+    """The files a write to ``path`` produces: ``path``, and for a pair ``<stem>_2<suffix>``."""
+    first = Path(path)
+    if count == 1:
+        return [first]
+    return [first, first.with_name(f"{first.stem}_2{first.suffix}")]
 
 
 def write_file(
     embedding: Embedding, path: str | os.PathLike[str], fmt: str, *, force: bool = False
 ) -> list[Path]:
-    """Write ``embedding`` to ``path`` in ``fmt``; return every file written."""
-    if fmt != "tireg":
-        raise UnsupportedConversionError(f"unknown output format {fmt!r}")
+    """Write ``embedding`` to ``path`` in ``fmt``; return every file written.
+
+    Either every file is written or none is: all targets are checked before the first write,
+    each write is atomic, and a pair whose second file fails loses its first file again.
+    """
+    blobs = encode(embedding, fmt)
+    targets = output_paths(path, len(blobs))
+    if not force:
+        for target in targets:
+            if target.exists():
+                raise _exists(target)
+    written: list[Path] = []
     try:
-        return [atomic_write_bytes(path, internal.dumps(embedding), overwrite=force)]
+        for target, blob in zip(targets, blobs, strict=True):
+            written.append(atomic_write_bytes(target, blob, overwrite=force))
     except FileExistsError as exc:
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise _exists(exc.args[0]) from exc
+    return written
+
+
+def _exists(path: str | os.PathLike[str]) -> OutputExistsError:
+    return OutputExistsError("already exists", path=path, hint="pass --force to overwrite")
+
+
+def safe_stem(text: str) -> str:
+    """A file stem from an embedding name: A1111's rule (alphanumerics and ``._- ``), no ``<>``."""
+    cleaned = "".join(
+        ch if ch.isalnum() or ch in "._- " else "_" for ch in text.strip().strip("<>")
+    )
+    return cleaned.strip(" .")
+
+
+def convert(
+    inputs: Sequence[str | os.PathLike[str]],
+    fmt: str,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    sdxl_pair: bool = False,
+) -> list[Path]:
+    """Convert files to ``fmt``; return every file written (the ``tireg convert`` command).
+
+    Output names default to ``<out_dir>/<name><ext>`` (``out_dir`` defaults to the current
+    directory); inputs whose names collide fall back to their file stems. Every input is read
+    and every target checked before anything is written, so a bad input writes nothing.
+    ``sdxl_pair`` reads exactly two inputs as one diffusers SDXL pair.
+    """
+    from tireg.converters.reading import read_file, read_sdxl_pair
+
+    if fmt not in WRITE_FORMATS:
         raise UnsupportedConversionError(
-            "file exists", path=path, hint="pass --force to overwrite"
-        ) from exc
+            f"unknown output format {fmt!r}", hint=f"choose one of {', '.join(WRITE_FORMATS)}"
+        )
+    if output is not None and out_dir is not None:
+        raise UnsupportedConversionError("give either an output file or an output folder, not both")
+    if sdxl_pair:
+        if len(inputs) != 2:
+            raise UnsupportedConversionError("an SDXL pair is exactly two files")
+        items = [(Path(inputs[0]), read_sdxl_pair(inputs[0], inputs[1]))]
+    else:
+        items = [(Path(p), read_file(p)) for p in inputs]
+    if output is not None:
+        if len(items) != 1:
+            raise UnsupportedConversionError(
+                f"one output file for {len(items)} inputs", hint="use --out-dir for several inputs"
+            )
+        plan = [(items[0][1], Path(output))]
+    else:
+        plan = _plan_names(items, fmt, Path(out_dir) if out_dir is not None else Path.cwd())
+    for embedding, target in plan:
+        encode(embedding, fmt)  # refuse unsupported conversions before writing anything
+        if not force:
+            for path in output_paths(target, 2 if _pair(embedding, fmt) else 1):
+                if path.exists():
+                    raise _exists(path)
+    written: list[Path] = []
+    for embedding, target in plan:
+        written.extend(write_file(embedding, target, fmt, force=force))
+    return written
+
+
+def _pair(embedding: Embedding, fmt: str) -> bool:
+    return fmt in ("diffusers-bin", "diffusers-safetensors") and layouts.is_pair(embedding)
+
+
+def _plan_names(
+    items: list[tuple[Path, Embedding]], fmt: str, out_dir: Path
+) -> list[tuple[Embedding, Path]]:
+    ext = EXTENSIONS[fmt]
+    by_name = [safe_stem(e.name) or safe_stem(p.stem) or "embedding" for p, e in items]
+    clashes = {s for s in by_name if by_name.count(s) > 1}
+    stems = [
+        (safe_stem(p.stem) or "embedding") if s in clashes else s
+        for (p, _), s in zip(items, by_name, strict=True)
+    ]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise UnsupportedConversionError(
+            f"several inputs would be written to {out_dir / (dup + ext)}",
+            hint="convert them one at a time with -o",
+        )
+    return [(e, out_dir / (s + ext)) for (_, e), s in zip(items, stems, strict=True)]

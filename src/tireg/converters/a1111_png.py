@@ -1,0 +1,328 @@
+"""A1111 "image embeddings": an embedding hidden in a PNG/WebP card, in and out.
+
+A card carries the A1111 embedding dict twice, and either copy is enough:
+
+* **text chunk** — tEXt ``sd-ti-embedding`` = base64 of the JSON dict, tensors written as
+  ``{"TORCHTENSOR": nested lists}``. Lost when a site strips metadata.
+* **pixel payload** — ``zlib(JSON)`` split into nibbles. The card is laid out as
+  ``[low nibbles][black column][picture][black column][high nibbles]`` on black. Both nibble
+  blocks have their low nibbles XORed with an LCG stream (m=2^32, a=1664525, c=1013904223, seed 0,
+  ``state % 255``) and their high nibbles decorated with a grid of dots shaded by the first
+  vector, which decoding masks away. Survives metadata stripping, not lossy re-encoding.
+
+Decoding follows A1111 step by step (crop the outer black, mask the low nibbles, split at the
+outermost all-zero columns, un-XOR, recombine), so any card A1111 can read, this reads too; the
+writer emits both carriers so A1111 and tireg read our cards with or without their text chunk.
+Everything here is plain numpy + Pillow: no pickle is involved, a card is data only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from tireg.converters.embedding import Embedding
+from tireg.converters.errors import EmbeddingFileError, NotAnEmbeddingError
+
+TEXT_KEY = "sd-ti-embedding"
+TENSOR_KEY = "TORCHTENSOR"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: a decoded payload larger than this is not an embedding (16 x 16384 floats as JSON is ~6 MB)
+MAX_PAYLOAD = 64 * 1024 * 1024
+#: pictures larger than this are refused before decoding their pixels (a card is ~600x512)
+MAX_PIXELS = 40_000_000
+
+_LCG_A = 1664525
+_LCG_C = 1013904223
+_LCG_MASK = (1 << 32) - 1
+_lcg_cache = np.zeros(0, dtype=np.uint8)
+
+_CARD_HEIGHT = 512
+_PICTURE_WIDTH = 384
+
+
+def image_kind(data: bytes) -> str | None:
+    """``"png"``, ``"webp"``, another picture type's name, or None if ``data`` is no picture."""
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[4:12] in (b"ftypavif", b"ftypavis"):
+        return "avif"
+    return None
+
+
+# -- the LCG mask ------------------------------------------------------------------------------
+
+
+def lcg_mask(count: int) -> np.ndarray:
+    """The first ``count`` values of A1111's LCG stream (``state % 255``), as uint8.
+
+    Computed by doubling (state[i+L] = A_L*state[i] + C_L mod 2^32) so a large card costs a few
+    numpy passes instead of millions of Python iterations; the result is cached and extended.
+    """
+    global _lcg_cache
+    if count <= _lcg_cache.size:
+        return _lcg_cache[:count]
+    states = np.empty(1, dtype=np.uint64)
+    states[0] = _LCG_C  # the state after one step from seed 0
+    mul, add = _LCG_A, _LCG_C  # the affine map that advances by len(states) steps
+    while states.size < count:
+        nxt = (states * np.uint64(mul) + np.uint64(add)) & np.uint64(_LCG_MASK)
+        states = np.concatenate([states, nxt])
+        mul, add = (mul * mul) & _LCG_MASK, (mul * add + add) & _LCG_MASK
+    _lcg_cache = (states % np.uint64(255)).astype(np.uint8)
+    return _lcg_cache[:count]
+
+
+def _xor_low_nibbles(block: np.ndarray) -> np.ndarray:
+    mask = (lcg_mask(block.size) & 0x0F).reshape(block.shape)
+    return np.bitwise_xor(block, mask)
+
+
+# -- the JSON payload --------------------------------------------------------------------------
+
+
+def _tensor_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and TENSOR_KEY in obj:
+        try:
+            arr = np.array(obj[TENSOR_KEY], dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise EmbeddingFileError(f"image embedding holds a malformed tensor ({exc})") from exc
+        return arr
+    return obj
+
+
+def _parse_payload(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw.decode("utf-8"), object_hook=_tensor_hook)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, EmbeddingFileError):
+            raise
+        raise EmbeddingFileError(f"image embedding payload is not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise EmbeddingFileError("image embedding payload is not a JSON object")
+    return value
+
+
+def _encode_payload(data: Mapping[str, Any]) -> bytes:
+    """JSON of the A1111 dict; float32 values go through float64 repr, so they survive exactly."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            return {TENSOR_KEY: obj.astype(np.float64).tolist()}
+        raise TypeError(f"cannot encode {type(obj).__name__}")
+
+    return json.dumps(data, default=default, ensure_ascii=False).encode("utf-8")
+
+
+def _inflate(blob: bytes) -> bytes:
+    """zlib-decompress with a ceiling (a small card must not expand into gigabytes)."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(blob, MAX_PAYLOAD + 1)
+    except zlib.error as exc:
+        raise EmbeddingFileError(f"image embedding pixel payload is corrupt ({exc})") from exc
+    if len(out) > MAX_PAYLOAD:
+        raise EmbeddingFileError("image embedding pixel payload decompresses to over 64 MiB")
+    if not inflater.eof:
+        raise EmbeddingFileError("image embedding pixel payload is truncated")
+    return out
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+def _open(data: bytes) -> Any:
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:
+            raise EmbeddingFileError(
+                f"picture of {image.width}x{image.height} pixels is too large for an embedding card"
+            )
+        image.load()
+    except EmbeddingFileError:
+        raise
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
+        raise EmbeddingFileError(
+            f"cannot decode the picture ({type(exc).__name__}: {exc})"
+        ) from exc
+    return image
+
+
+def decode_text(image: Any) -> dict[str, Any] | None:
+    """The payload from the ``sd-ti-embedding`` text chunk, or None when there is none."""
+    text = getattr(image, "text", None) or {}
+    value = text.get(TEXT_KEY) if isinstance(text, dict) else None
+    if value is None:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise EmbeddingFileError(f"the {TEXT_KEY} text chunk is not base64") from exc
+    return _parse_payload(raw)
+
+
+def crop_black(pixels: np.ndarray) -> np.ndarray:
+    """Trim outer rows/columns in which no pixel has all three channels above zero."""
+    lit: np.ndarray = np.all(pixels > 0, axis=2)
+    cols = np.flatnonzero(np.any(lit, axis=0))
+    rows = np.flatnonzero(np.any(lit, axis=1))
+    if cols.size == 0:
+        return pixels
+    return pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def decode_pixels(image: Any) -> dict[str, Any] | None:
+    """The payload hidden in the pixels, or None when the picture carries no nibble blocks."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    low = crop_black(pixels) & 0x0F
+    black = np.flatnonzero(low.sum(axis=(0, 2), dtype=np.int64) == 0)
+    if black.size < 2:
+        return None
+    left = np.ascontiguousarray(low[:, : black[0], :])
+    right = np.ascontiguousarray(low[:, black[-1] + 1 :, :])
+    if left.shape != right.shape or left.size == 0:
+        return None
+    combined = (_xor_low_nibbles(right) << 4) | _xor_low_nibbles(left)
+    try:
+        raw = _inflate(combined.tobytes())
+    except EmbeddingFileError:
+        return None  # black columns by chance in an ordinary picture: no payload here
+    return _parse_payload(raw)
+
+
+def loads(data: bytes) -> tuple[dict[str, Any], str]:
+    """Decode a card: (A1111 payload dict, carrier). Carrier is ``"text"`` or ``"pixels"``.
+
+    A picture with neither carrier raises :class:`NotAnEmbeddingError`.
+    """
+    kind = image_kind(data) or "picture"
+    image = _open(data)
+    payload = decode_text(image)
+    if payload is not None:
+        return payload, "text"
+    payload = decode_pixels(image)
+    if payload is not None:
+        return payload, "pixels"
+    raise NotAnEmbeddingError(
+        f"a {image.width}x{image.height} {kind.upper()} picture with no embedding in its text "
+        "chunks or pixels, not an embedding",
+        hint="preview pictures are best named NAME.preview.png",
+    )
+
+
+def loads_both(data: bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Decode each carrier on its own: (text payload, pixel payload); None where absent."""
+    image = _open(data)
+    return decode_text(image), decode_pixels(image)
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+
+def _dot_grid(height: int, width: int, shades: np.ndarray) -> np.ndarray:
+    """High-nibble decoration: 6 px dots on an 8 px pitch, odd rows shifted 4 px, one shade each."""
+    out = np.zeros((height, width), dtype=np.uint8)
+    if shades.size == 0:
+        return out
+    yy, xx = np.mgrid[0:8, 0:8]
+    disc = ((yy - 3.5) ** 2 + (xx - 3.5) ** 2) <= 9.0  # radius 3: 6 px across
+    k = 0
+    for row, top in enumerate(range(0, height, 8)):
+        for left in range(4 * (row % 2), width, 8):
+            patch = out[top : top + 8, left : left + 8]
+            patch[disc[: patch.shape[0], : patch.shape[1]]] = shades[k % shades.size]
+            k += 1
+    return out
+
+
+def _nibble_blocks(payload: bytes, height: int, first_vector: np.ndarray) -> tuple[np.ndarray, ...]:
+    raw = np.frombuffer(zlib.compress(payload, 9), dtype=np.uint8)
+    size = raw.size + (height - raw.size % height)
+    size += 3 * height - size % (3 * height)
+    padded = np.resize(raw, size)  # cyclic repetition; zlib ignores what follows its stream
+    lo = (padded & 0x0F).reshape(height, -1, 3)
+    hi = (padded >> 4).reshape(height, -1, 3)
+    magnitude = np.abs(first_vector[:1024].astype(np.float64))
+    peak = float(magnitude.max()) if magnitude.size and np.isfinite(magnitude).all() else 0.0
+    shades = (magnitude / peak * 255).astype(np.uint8) if peak > 0 else np.zeros(0, np.uint8)
+    dots = (_dot_grid(height, lo.shape[1], shades) & 0xF0)[:, :, None]
+    return _xor_low_nibbles(lo) ^ dots, _xor_low_nibbles(hi) ^ dots
+
+
+def _picture(embedding: Embedding, height: int) -> np.ndarray:
+    """The visible middle: the vectors as a heat map, with A1111's caption underneath."""
+    from PIL import Image, ImageDraw
+
+    vectors = next(iter(embedding.vectors.values())).astype(np.float64)
+    finite = np.where(np.isfinite(vectors), vectors, 0.0)
+    scale = float(np.abs(finite).max()) or 1.0
+    heat = np.clip(finite / scale * 127 + 128, 0, 255).astype(np.uint8)
+    rgb = np.stack([heat, 255 - heat, np.full_like(heat, 96)], axis=2)
+    map_height = height - 96
+    picture = Image.fromarray(rgb).resize((_PICTURE_WIDTH, map_height), Image.Resampling.NEAREST)
+    card = Image.new("RGB", (_PICTURE_WIDTH, height), (40, 40, 48))
+    card.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(card)
+    steps = "?" if embedding.step is None else str(embedding.step)
+    lines = [
+        f"<{embedding.name}>",
+        embedding.trained_on_name or "",
+        f"[{embedding.trained_on_hash}]" if embedding.trained_on_hash else "",
+        f"{embedding.num_vectors}v {steps}s",
+    ]
+    for i, line in enumerate(lines):
+        draw.text((8, map_height + 6 + 22 * i), line, fill=(235, 235, 235))
+    pixels = np.asarray(card, dtype=np.uint8).copy()
+    pixels[[0, -1], :, :] = np.maximum(pixels[[0, -1], :, :], 1)  # lit edges: crop_black keeps rows
+    return pixels
+
+
+def a1111_payload(embedding: Embedding) -> dict[str, Any]:
+    """The dict A1111 saves for a single-encoder embedding (tensor as a float32 array)."""
+    (matrix,) = embedding.vectors.values()
+    return {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": matrix},
+        "name": embedding.name,
+        "step": embedding.step,
+        "sd_checkpoint": embedding.trained_on_hash,
+        "sd_checkpoint_name": embedding.trained_on_name,
+    }
+
+
+def dumps(embedding: Embedding) -> bytes:
+    """A PNG card carrying ``embedding`` in its text chunk and in its pixels.
+
+    Only single-encoder embeddings fit: A1111's card holds ``string_to_param``; callers refuse
+    SDXL before getting here.
+    """
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    if len(embedding.vectors) != 1:
+        raise ValueError("an A1111 card holds one encoder's vectors")
+    payload = _encode_payload(a1111_payload(embedding))
+    first = next(iter(embedding.vectors.values()))[0]
+    lo, hi = _nibble_blocks(payload, _CARD_HEIGHT, first)
+    gap = np.zeros((_CARD_HEIGHT, 1, 3), dtype=np.uint8)
+    card = np.concatenate([lo, gap, _picture(embedding, _CARD_HEIGHT), gap, hi], axis=1)
+    info = PngInfo()
+    info.add_text(TEXT_KEY, base64.b64encode(payload).decode("ascii"))
+    out = io.BytesIO()
+    Image.fromarray(card, "RGB").save(out, format="PNG", pnginfo=info, optimize=False)
+    return out.getvalue()

@@ -1,0 +1,80 @@
+"""What ``tireg inspect`` reports about a file, as plain data (the CLI only prints it).
+
+:func:`describe` never raises for a bad file: a file that cannot be read becomes a record with
+``error`` (and, for a refused pickle, the global it asked for), so one bad file in a folder does
+not hide the report on the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from tireg.converters.embedding import a1111_short_hash
+from tireg.converters.errors import UnsafePickleError
+from tireg.converters.reading import NonFiniteVectorsWarning, read_file_detailed
+from tireg.errors import TiregError
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON-ready account of one file.
+
+    Keys for an embedding: ``path``, ``format`` (its ``source_format``), ``container``,
+    ``layout``, ``name``, ``family``, ``encoders`` (``{encoder: [vectors, width]}``), ``dtypes``,
+    ``norms``, ``step``, ``trained_on`` (``{hash, name}``), ``sha256``, ``a1111_short_hash``,
+    ``vectors_sha256``, ``safety``, ``warnings`` and, for image cards, ``carrier``. For a file
+    that fails: ``path``, ``error``, ``safety`` (and ``sha256`` when the file could be read).
+    """
+    p = Path(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NonFiniteVectorsWarning)
+        try:
+            result = read_file_detailed(p)
+        except TiregError as exc:
+            return _failure(p, exc)
+    e = result.embedding
+    file_sha = result.sha256
+    return {
+        "path": str(p),
+        "format": e.source_format,
+        "container": result.container,
+        "layout": result.layout,
+        "name": e.name,
+        "family": e.family.value,
+        "encoders": {k: [n, w] for k, (n, w) in ((k, a.shape) for k, a in e.vectors.items())},
+        "dtypes": result.dtypes,
+        "norms": {k: round(v, 4) for k, v in e.norms().items()},
+        "step": e.step,
+        "trained_on": {"hash": e.trained_on_hash, "name": e.trained_on_name},
+        "sha256": file_sha,
+        "a1111_short_hash": a1111_short_hash(file_sha),
+        "vectors_sha256": e.vectors_sha256(),
+        "safety": result.safety,
+        "carrier": result.carrier,
+        "extras": dict(e.extras),
+        "warnings": [
+            str(w.message) for w in caught if issubclass(w.category, NonFiniteVectorsWarning)
+        ],
+    }
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _failure(path: Path, exc: TiregError) -> dict[str, Any]:
+    record: dict[str, Any] = {"path": str(path), "error": exc.message}
+    if exc.hint:
+        record["hint"] = exc.hint
+    if isinstance(exc, UnsafePickleError):
+        record["safety"] = f"REFUSED: asks for {exc.global_name}"
+    sha = _file_sha256(path) if path.is_file() else None
+    if sha is not None:
+        record["sha256"] = sha
+    return record
