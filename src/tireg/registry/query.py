@@ -1,0 +1,494 @@
+"""Finding and looking at catalogued embeddings: list, ranked search, show, and naming one.
+
+**Naming rule** (the one every command that takes a NAME follows). Trigger names collide: two
+``cat-toy`` from different sources, three ``gasai yuno`` steps of one training run. A spec names
+exactly one embedding or the command refuses it:
+
+* ``NAME`` matches embeddings whose trigger is NAME, ignoring case and ``<...>`` brackets
+  (``birb-style`` finds ``<birb-style>``); spaces are part of the name (quote it in the shell);
+* a bare hex string of 6 or more digits also matches embeddings whose vectors sha256 starts
+  with it (the union of both is taken, so a name that happens to be hex is never shadowed);
+* ``NAME@HEX`` matches only NAME's embeddings whose vectors sha256 starts with HEX;
+* ``--source S`` keeps only candidates with a file from source kind S (``hf``, ``local``...)
+  or whose source locator or file location contains S.
+
+One candidate: that is the one. None: an error. Several: an error listing every candidate as the
+exact ``NAME@HEX`` to type. Every listing shows that ``ref`` too, so what you see is what you type.
+
+**Search** goes through the FTS5 table ``embedding_search`` (name, triggers, description, tags,
+sources; rowid = ``embeddings.id``) first and joins and filters afterwards, ordering by FTS5's
+``rank`` (BM25) alone and always with a LIMIT, which keeps a ranked query at about a microsecond
+per matching row instead of a scan per filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, func, literal_column, or_, select, text
+from sqlalchemy.orm import Session, selectinload
+
+from tireg import config
+from tireg.db.models import EmbeddingRow, InstallRow, ProvenanceRow, SourceRow, TagRow
+from tireg.db.session import FTS_TABLE
+from tireg.errors import TiregError
+from tireg.registry.search_index import has_index
+
+#: hex digits a bare spec needs before it is also tried as a vectors-sha256 prefix
+MIN_HASH_PREFIX = 6
+#: hex digits shown in a ref (``name@1a2b3c4d``); more where candidates share them
+REF_HEX = 8
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_WORD = re.compile(r"\w", re.UNICODE)
+
+
+class NotFoundError(TiregError):
+    """No catalogued embedding answers to a spec."""
+
+
+class AmbiguousNameError(TiregError):
+    """A spec answers to several embeddings; the message lists the exact spec for each."""
+
+    def __init__(self, spec: str, refs: Sequence[str]) -> None:
+        self.refs = list(refs)
+        super().__init__(
+            f"{spec!r} names {len(refs)} embeddings: {', '.join(refs)}",
+            hint="type one of these exactly",
+        )
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Narrow a listing or search. ``None`` means "any"; ``ids`` comes from another question
+    (for example the embeddings compatible with a model)."""
+
+    family: str | None = None
+    concept_type: str | None = None
+    source: str | None = None
+    tag: str | None = None
+    vectors: int | None = None
+    ids: frozenset[int] | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingSummary:
+    """One row of a listing; ``ref`` is the spec that names exactly this embedding."""
+
+    id: int
+    ref: str
+    name: str
+    vectors_sha256: str
+    family: str
+    num_vectors: int
+    concept_type: str | None
+    description: str | None
+    tags: list[str]
+    rank: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EmbeddingDetails:
+    """Everything the catalogue knows about one embedding (``tireg show``)."""
+
+    summary: EmbeddingSummary
+    facts: dict[str, Any]
+    store_file: str
+    store_file_present: bool
+    sources: list[dict[str, Any]]
+    installs: list[dict[str, Any]]
+    compat: list[dict[str, Any]]
+    same_name: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary.to_dict(),
+            **self.facts,
+            "store_file": self.store_file,
+            "store_file_present": self.store_file_present,
+            "sources": self.sources,
+            "installs": self.installs,
+            "compat": self.compat,
+            "same_name": self.same_name,
+        }
+
+
+# -- naming ----------------------------------------------------------------------------------
+
+
+def ref_of(row: EmbeddingRow, hex_digits: int = REF_HEX) -> str:
+    """The ``NAME@HEX`` spec that names ``row``."""
+    return f"{row.name}@{row.vectors_sha256[:hex_digits]}"
+
+
+def _refs(rows: Sequence[EmbeddingRow]) -> list[str]:
+    """Refs long enough to tell ``rows`` apart from each other."""
+    digits = REF_HEX
+    while len({r.vectors_sha256[:digits] for r in rows}) < len(rows) and digits < 64:
+        digits += 4
+    return [ref_of(r, digits) for r in rows]
+
+
+def _bare(name: str) -> str:
+    """The case-folded name without ``<...>`` brackets: names with equal bare forms collide."""
+    folded = name.strip().casefold()
+    if len(folded) > 2 and folded[0] == "<" and folded[-1] == ">":
+        return folded[1:-1]
+    return folded
+
+
+def _rows_named(session: Session, names: Iterable[str]) -> list[EmbeddingRow]:
+    """Embeddings whose trigger is one of ``names`` (see the naming rule).
+
+    The FTS index narrows the candidates (there is no B-tree index on names, and a
+    case-insensitive comparison could not use one); the exact comparison happens here. Names
+    without a letter or digit, which FTS cannot match, are compared in SQL.
+    """
+    wanted = {_bare(n) for n in names}
+    phrases = {b: _phrase(b) for b in wanted}
+    unmatchable = [b for b, p in phrases.items() if p is None]
+    conditions = []
+    if has_index(session):
+        matchable = sorted(p for p in phrases.values() if p is not None)
+        if matchable:
+            expression = f"name : ({' OR '.join(matchable)})"
+            match = text(f"{FTS_TABLE} MATCH :q").bindparams(q=expression)
+            ids = select(literal_column("rowid")).select_from(text(FTS_TABLE)).where(match)
+            conditions.append(EmbeddingRow.id.in_(ids))
+    else:
+        unmatchable = sorted(wanted)
+    if unmatchable:
+        keys = [k for b in unmatchable for k in (b, f"<{b}>")]
+        conditions.append(func.lower(EmbeddingRow.name).in_(keys))
+    if not conditions:
+        return []
+    found = session.scalars(select(EmbeddingRow).where(or_(*conditions)))
+    return [row for row in found if _bare(row.name) in wanted]
+
+
+def _rows_with_hash_prefix(session: Session, prefix: str) -> list[EmbeddingRow]:
+    """Embeddings whose vectors sha256 starts with ``prefix`` (a range on the unique index)."""
+    low = prefix.lower()
+    query = select(EmbeddingRow).where(
+        EmbeddingRow.vectors_sha256 >= low, EmbeddingRow.vectors_sha256 < low + "g"
+    )
+    return list(session.scalars(query.limit(50)))
+
+
+def _from_source(session: Session, ids: Iterable[int], source: str) -> set[int]:
+    """Which of ``ids`` have a file from ``source`` (see :func:`_source_clause`)."""
+    query = select(EmbeddingRow.id).where(EmbeddingRow.id.in_(list(ids)), _source_clause(source))
+    return set(session.scalars(query))
+
+
+def candidates(session: Session, spec: str, *, source: str | None = None) -> list[EmbeddingRow]:
+    """Every embedding ``spec`` could mean under the naming rule, oldest first."""
+    name, at, suffix = spec.rpartition("@")
+    found: dict[int, EmbeddingRow] = {}
+    if at and name and _HEX.fullmatch(suffix):
+        prefix = suffix.lower()
+        named = _rows_named(session, [name])
+        found = {r.id: r for r in named if r.vectors_sha256.startswith(prefix)}
+    else:
+        found = {r.id: r for r in _rows_named(session, [spec])}
+        if len(spec) >= MIN_HASH_PREFIX and _HEX.fullmatch(spec):
+            found.update((r.id, r) for r in _rows_with_hash_prefix(session, spec))
+    if source is not None and found:
+        keep = _from_source(session, found, source)
+        found = {i: r for i, r in found.items() if i in keep}
+    return [found[i] for i in sorted(found)]
+
+
+def resolve(session: Session, spec: str, *, source: str | None = None) -> EmbeddingRow:
+    """The one embedding ``spec`` names; raises :class:`NotFoundError` or
+    :class:`AmbiguousNameError` (whose message lists the exact spec for each candidate)."""
+    rows = candidates(session, spec, source=source)
+    if not rows:
+        where = f" from source {source!r}" if source else ""
+        raise NotFoundError(
+            f"no embedding named {spec!r}{where}", hint="find it with: tireg search WORDS"
+        )
+    if len(rows) > 1:
+        raise AmbiguousNameError(spec, _refs(rows))
+    return rows[0]
+
+
+def resolve_many(
+    session: Session, specs: Sequence[str], *, source: str | None = None
+) -> list[EmbeddingRow]:
+    """:func:`resolve` for each spec, in order, each embedding once; all specs are checked first
+    so one bad spec fails the command before anything changes."""
+    rows: dict[int, EmbeddingRow] = {}
+    for spec in specs:
+        row = resolve(session, spec, source=source)
+        rows.setdefault(row.id, row)
+    return list(rows.values())
+
+
+# -- listing and search ----------------------------------------------------------------------
+
+
+def _source_clause(source: str) -> Any:
+    """A provenance of the embedding is from source kind ``source``, or its source locator or
+    file location contains ``source``."""
+    pattern = f"%{source}%"
+    return exists(
+        select(ProvenanceRow.id)
+        .outerjoin(SourceRow, SourceRow.id == ProvenanceRow.source_id)
+        .where(
+            ProvenanceRow.embedding_id == EmbeddingRow.id,
+            or_(
+                SourceRow.kind == source,
+                SourceRow.locator.like(pattern),
+                ProvenanceRow.location.like(pattern),
+            ),
+        )
+    )
+
+
+def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
+    conditions: list[Any] = []
+    if filters.family is not None:
+        conditions.append(EmbeddingRow.family == filters.family)
+    if filters.concept_type is not None:
+        conditions.append(EmbeddingRow.concept_type == filters.concept_type)
+    if filters.vectors is not None:
+        conditions.append(EmbeddingRow.num_vectors == filters.vectors)
+    if filters.tag is not None:
+        conditions.append(
+            exists(
+                select(TagRow.tag).where(
+                    TagRow.embedding_id == EmbeddingRow.id,
+                    TagRow.tag == filters.tag.strip().lower(),
+                )
+            )
+        )
+    if filters.source is not None:
+        conditions.append(_source_clause(filters.source))
+    if filters.ids is not None:
+        conditions.append(EmbeddingRow.id.in_(sorted(filters.ids)))
+    return query.where(and_(*conditions)) if conditions else query
+
+
+def _summaries(
+    session: Session, rows: Sequence[EmbeddingRow], ranks: dict[int, float] | None = None
+) -> list[EmbeddingSummary]:
+    """Summaries whose ref is the bare name where it is unique in the catalogue, else
+    ``NAME@HEX``."""
+    namesakes = Counter(_bare(r.name) for r in _rows_named(session, {r.name for r in rows}))
+    return [
+        EmbeddingSummary(
+            id=r.id,
+            ref=ref_of(r) if namesakes[_bare(r.name)] > 1 else r.name,
+            name=r.name,
+            vectors_sha256=r.vectors_sha256,
+            family=r.family,
+            num_vectors=r.num_vectors,
+            concept_type=r.concept_type,
+            description=r.description,
+            tags=sorted(t.tag for t in r.tags),
+            rank=None if ranks is None else ranks[r.id],
+        )
+        for r in rows
+    ]
+
+
+def list_embeddings(
+    session: Session, filters: Filters = Filters(), *, limit: int | None = 100, offset: int = 0
+) -> list[EmbeddingSummary]:
+    """Catalogued embeddings matching ``filters``, by name; ``limit=None`` lists them all."""
+    query = _filtered(select(EmbeddingRow), filters).options(selectinload(EmbeddingRow.tags))
+    query = query.order_by(func.lower(EmbeddingRow.name), EmbeddingRow.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return _summaries(session, list(session.scalars(query)))
+
+
+def _phrase(word: str) -> str | None:
+    """``word`` as an FTS5 string (tokenised like the index, so ``cat-toy`` is a phrase), or
+    ``None`` when it holds no letters or digits to match."""
+    if not _WORD.search(word):
+        return None
+    return '"' + word.replace('"', '""') + '"'
+
+
+def fts_query(query: str) -> str | None:
+    """The FTS5 MATCH expression for what a user typed: every word must match, the last one as a
+    prefix (so ``gasai yu`` finds ``gasai yuno``). User input never reaches FTS5 syntax."""
+    phrases = [p for p in (_phrase(w) for w in query.split()) if p is not None]
+    if not phrases:
+        return None
+    phrases[-1] += "*"
+    return " ".join(phrases)
+
+
+def search(
+    session: Session, query: str, filters: Filters = Filters(), *, limit: int = 20
+) -> list[EmbeddingSummary]:
+    """The ``limit`` best BM25 matches of ``query`` among embeddings matching ``filters``.
+
+    Without filters FTS5 answers ``ORDER BY rank LIMIT n`` on its own; with filters the matches
+    are taken first (a materialised CTE) and only then joined and filtered, so a filter never
+    turns into a per-row FTS lookup.
+    """
+    if not has_index(session):
+        return _search_like(session, query, filters, limit=limit)
+    match = fts_query(query)
+    if match is None:
+        return []
+    if filters == Filters():
+        sql = text(
+            f"SELECT rowid, rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q "  # noqa: S608
+            "ORDER BY rank LIMIT :n"
+        )
+        hits = [(int(i), float(r)) for i, r in session.execute(sql, {"q": match, "n": limit})]
+    else:
+        matched = (
+            select(literal_column("rowid").label("id"), literal_column("rank").label("rank"))
+            .select_from(text(FTS_TABLE))
+            .where(text(f"{FTS_TABLE} MATCH :q").bindparams(q=match))
+            .cte("matched")
+            .prefix_with("MATERIALIZED", dialect="sqlite")
+        )
+        ranked = _filtered(
+            select(matched.c.id, matched.c.rank).join(
+                EmbeddingRow, EmbeddingRow.id == matched.c.id
+            ),
+            filters,
+        )
+        ranked = ranked.order_by(matched.c.rank).limit(limit)
+        hits = [(int(i), float(r)) for i, r in session.execute(ranked)]
+    ranks = dict(hits)
+    rows = session.scalars(
+        select(EmbeddingRow)
+        .where(EmbeddingRow.id.in_(list(ranks)))
+        .options(selectinload(EmbeddingRow.tags))
+    )
+    by_id = {r.id: r for r in rows}
+    return _summaries(session, [by_id[i] for i, _ in hits if i in by_id], ranks)
+
+
+def _search_like(
+    session: Session, query: str, filters: Filters, *, limit: int
+) -> list[EmbeddingSummary]:
+    """Search without FTS5 (catalogues on other databases): every word in the name or the
+    description, unranked, by name."""
+    words = query.split()
+    if not words:
+        return []
+    conditions = [
+        or_(EmbeddingRow.name.ilike(f"%{w}%"), EmbeddingRow.description.ilike(f"%{w}%"))
+        for w in words
+    ]
+    found = _filtered(select(EmbeddingRow).where(*conditions), filters)
+    found = found.order_by(func.lower(EmbeddingRow.name), EmbeddingRow.id).limit(limit)
+    return _summaries(
+        session, list(session.scalars(found.options(selectinload(EmbeddingRow.tags))))
+    )
+
+
+# -- show ------------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a whole file (embedding files are small, so one read)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def install_state(row: InstallRow) -> str:
+    """``ok`` (the file is what tireg wrote), ``modified`` (changed behind tireg's back) or
+    ``missing``."""
+    path = Path(row.path)
+    if not path.is_file():
+        return "missing"
+    try:
+        return "ok" if file_sha256(path) == row.sha256 else "modified"
+    except OSError:
+        return "missing"
+
+
+def install_record(row: InstallRow) -> dict[str, Any]:
+    """An install as plain data, with its current state."""
+    return {
+        "target": row.target,
+        "format": row.format,
+        "path": row.path,
+        "sha256": row.sha256,
+        "installed_at": row.installed_at,
+        "state": install_state(row),
+    }
+
+
+def store_file(row: EmbeddingRow) -> Path:
+    """Where the internal-format file of ``row`` lives in the content store."""
+    return config.store_dir() / row.store_path
+
+
+def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
+    """Every fact, file, source, install and compatibility record of ``row``."""
+    facts = {
+        "widths": row.widths,
+        "licence": row.licence,
+        "nsfw": row.nsfw,
+        "step": row.step,
+        "trained_on_hash": row.trained_on_hash,
+        "trained_on_name": row.trained_on_name,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+    sources = []
+    for prov in sorted(row.provenance, key=lambda p: p.id):
+        src = prov.source
+        sources.append(
+            {
+                "location": prov.location,
+                "format": prov.original_format,
+                "original_sha256": prov.original_sha256,
+                "name_in_file": prov.name_in_file,
+                "revision": prov.revision,
+                "imported_at": prov.imported_at,
+                "source": None
+                if src is None
+                else {
+                    "kind": src.kind,
+                    "locator": src.locator,
+                    "revision": src.revision,
+                    "title": src.title,
+                    "trigger": src.trigger,
+                    "licence": src.licence,
+                    "base_model_hint": src.base_model_hint,
+                    "status": src.status,
+                },
+            }
+        )
+    compat = [
+        {"relation": c.relation, "model_ref": c.model_ref, "evidence": c.evidence}
+        for c in sorted(row.compat, key=lambda c: c.id)
+    ]
+    others = [r for r in _rows_named(session, [row.name]) if r.id != row.id]
+    (summary,) = _summaries(session, [row])
+    path = store_file(row)
+    return EmbeddingDetails(
+        summary=summary,
+        facts=facts,
+        store_file=str(path),
+        store_file_present=path.is_file(),
+        sources=sources,
+        installs=[install_record(i) for i in sorted(row.installs, key=lambda i: i.id)],
+        compat=compat,
+        same_name=_refs(others) if others else [],
+    )
+
+
+def show(session: Session, spec: str, *, source: str | None = None) -> EmbeddingDetails:
+    """:func:`details` of the embedding ``spec`` names (see the naming rule)."""
+    return details(session, resolve(session, spec, source=source))
