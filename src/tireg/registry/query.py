@@ -156,13 +156,15 @@ def _rows_named(session: Session, names: Iterable[str]) -> list[EmbeddingRow]:
     wanted = {_bare(n) for n in names}
     phrases = {b: _phrase(b) for b in wanted}
     unmatchable = [b for b, p in phrases.items() if p is None]
-    conditions = []
+    conditions: list[Any] = []
     if has_index(session):
         matchable = sorted(p for p in phrases.values() if p is not None)
         if matchable:
             expression = f"name : ({' OR '.join(matchable)})"
             match = text(f"{FTS_TABLE} MATCH :q").bindparams(q=expression)
-            ids = select(literal_column("rowid")).select_from(text(FTS_TABLE)).where(match)
+            ids: Select[Any] = (
+                select(literal_column("rowid")).select_from(text(FTS_TABLE)).where(match)
+            )
             conditions.append(EmbeddingRow.id.in_(ids))
     else:
         unmatchable = sorted(wanted)
