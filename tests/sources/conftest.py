@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.sources.servers.http_server import FileServer, running
+from tests.sources.servers.hub_server import INDEX, HubServer, seed_from_index
 
 
 @pytest.fixture(autouse=True)
@@ -20,4 +21,14 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 def file_server() -> Iterator[FileServer]:
     """A plain HTTP server on 127.0.0.1 (Range, ETag, scripted faults)."""
     with running(FileServer()) as server:
+        yield server
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    """A Hub API stand-in seeded with the first 30 repos of the real sd-concepts listing."""
+    if not INDEX.is_file():
+        pytest.skip(f"shared corpus not found at {INDEX}")
+    server = HubServer(seed_from_index(30, fmt="safetensors"), page_size=7)
+    with running(server.http):
         yield server

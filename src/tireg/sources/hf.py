@@ -1,0 +1,406 @@
+"""Hugging Face Hub concept repos (``sd-concepts-library`` or any user/org), via huggingface_hub.
+
+Listing uses one paged ``list_models`` call with ``expand`` (sha, lastModified, cardData,
+siblings, gated), so a re-sync costs one request per page and only repos whose commit sha changed
+need more. The small text facts (``token_identifier.txt``, ``type_of_concept.txt``) are read with
+one size-capped GET each through :mod:`tireg.sources.http`; embeddings and concept images go
+through ``hf_hub_download`` pinned to the commit sha, then are re-hashed and checked against the
+hub's LFS sha256 (huggingface_hub itself only checks the size).
+
+Endpoint: ``--hf-endpoint``, else ``HF_ENDPOINT`` read *now* (huggingface_hub reads it once at
+import time, so it is always passed explicitly). huggingface_hub is imported lazily, inside the
+functions that need it. Its cache lives under ``tireg.config.cache_dir()/hf``: everything tireg
+keeps moves with ``TIREG_HOME``, and offline mode (``TIREG_OFFLINE`` / ``HF_HUB_OFFLINE``) serves
+from there with ``local_files_only``. Tokens: ``HF_TOKEN`` or a ``hf auth login``, as the library
+finds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from tireg.config import cache_dir, offline
+from tireg.sources import Fetched, SourceError
+from tireg.sources.http import (
+    DEFAULT_MAX_BYTES,
+    RETRY_STATUSES,
+    HttpStatusError,
+    Progress,
+    RetryPolicy,
+    download,
+    safe_relative_path,
+)
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+EMBEDDING_SUFFIXES = (".safetensors", ".bin", ".pt")
+TEXT_FACTS = {"trigger": "token_identifier.txt", "concept_type": "type_of_concept.txt"}
+MAX_TEXT_BYTES = 4096
+MAX_PREVIEWS = 8
+MAX_PREVIEW_BYTES = 16 * 1024 * 1024
+LOGIN_HINT = "accept the repo's conditions on the Hub, then set HF_TOKEN or run `hf auth login`"
+OFFLINE_HINT = "unset TIREG_OFFLINE and HF_HUB_OFFLINE, or install it once while online"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+T = TypeVar("T")
+
+
+def endpoint(override: str | None = None) -> str:
+    """The Hub's base URL: the argument, else ``HF_ENDPOINT`` as it is now, else huggingface.co."""
+    return (override or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hub_cache() -> Path:
+    """huggingface_hub's cache for tireg (``models--owner--repo/{blobs,refs,snapshots}``)."""
+    return cache_dir() / "hf"
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``hf:owner/repo[@revision]`` (the ``hf:`` optional) -> (repo id, revision or None)."""
+    body = spec[3:] if spec.startswith("hf:") else spec
+    repo_id, _, revision = body.partition("@")
+    if not _REPO_ID.match(repo_id) or ".." in repo_id:
+        raise SourceError(f"not a Hugging Face repo id: {spec!r}", hint="use hf:OWNER/REPO[@REV]")
+    return repo_id, revision or None
+
+
+@dataclass(frozen=True)
+class RepoSummary:
+    """What the Hub says about one repo, from a listing or ``model_info``."""
+
+    repo_id: str
+    sha: str | None
+    last_modified: str | None
+    licence: str | None
+    base_model: str | None
+    gated: bool
+    files: tuple[str, ...]
+    #: path -> (size, LFS sha256 or None); only from ``model_info(files_metadata=True)``
+    blobs: dict[str, tuple[int | None, str | None]] = field(default_factory=dict)
+
+    def embedding_files(self) -> list[str]:
+        """Top-level embedding files, one per stem, safetensors preferred over pickles."""
+        top = [p for p in self.files if "/" not in p and Path(p).suffix in EMBEDDING_SUFFIXES]
+        chosen: dict[str, str] = {}
+        for path in sorted(top, key=lambda p: EMBEDDING_SUFFIXES.index(Path(p).suffix)):
+            chosen.setdefault(Path(path).stem, path)
+        return sorted(chosen.values())
+
+    def preview_files(self) -> list[str]:
+        images = [p for p in self.files if p.startswith("concept_images/")]
+        return sorted(
+            p for p in images if Path(p).suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}
+        )
+
+    def file_url(self, base: str, path: str) -> str:
+        revision = self.sha or "main"
+        return f"{base}/{self.repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
+
+    def preview_urls(self, base: str) -> list[str]:
+        return [self.file_url(base, p) for p in self.preview_files()[:MAX_PREVIEWS]]
+
+
+def _summary(info: Any) -> RepoSummary:
+    """A huggingface_hub ``ModelInfo`` -> :class:`RepoSummary` (card data may be absent)."""
+    card = info.card_data
+    licence = base_model = None
+    if card is not None:
+        data = card.to_dict() if hasattr(card, "to_dict") else dict(card)
+        licence = data.get("license")
+        base = data.get("base_model")
+        base_model = ", ".join(base) if isinstance(base, list) else base
+    blobs: dict[str, tuple[int | None, str | None]] = {}
+    for sibling in info.siblings or []:
+        lfs = sibling.lfs
+        blobs[sibling.rfilename] = (sibling.size, lfs.sha256 if lfs is not None else None)
+    modified = info.last_modified
+    return RepoSummary(
+        repo_id=info.id,
+        sha=info.sha,
+        last_modified=modified.isoformat() if modified is not None else None,
+        licence=str(licence) if licence else None,
+        base_model=str(base_model) if base_model else None,
+        gated=bool(info.gated),
+        files=tuple(s.rfilename for s in info.siblings or []),
+        blobs={k: v for k, v in blobs.items() if v != (None, None)},
+    )
+
+
+# --------------------------------------------------------------------------------- the client
+
+
+def _hub() -> Any:
+    """Import huggingface_hub on first use, with its own progress bars off (tireg draws its own)."""
+    import huggingface_hub
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    return huggingface_hub
+
+
+def _call(what: str, fn: Callable[[], T], *, policy: RetryPolicy | None = None) -> T:
+    """Run a huggingface_hub call, retrying transient failures and translating the rest.
+
+    huggingface_hub retries some failures itself (429 on GET, HEAD backoff), but not a 5xx on
+    the download GET nor a failed HEAD when nothing is cached; this loop bounds all of them the
+    same way as every other source.
+    """
+    from huggingface_hub import errors
+
+    policy = policy or RetryPolicy.from_env()
+    for attempt in range(policy.attempts):
+        try:
+            return fn()
+        except errors.GatedRepoError:
+            raise SourceError(
+                f"{what}: gated repo, no access with this token", hint=LOGIN_HINT
+            ) from None
+        except errors.RepositoryNotFoundError:
+            raise SourceError(f"{what}: no such repo (or it is private)", hint=LOGIN_HINT) from None
+        except errors.RevisionNotFoundError:
+            raise SourceError(f"{what}: no such revision") from None
+        except errors.RemoteEntryNotFoundError:
+            raise SourceError(f"{what}: no such file in the repo") from None
+        except (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError) as exc:
+            if offline() or not _transient(exc.__cause__ or exc.__context__):
+                raise SourceError(
+                    f"{what}: offline, and not in the cache", hint=OFFLINE_HINT
+                ) from None
+            failure: BaseException = exc
+        except Exception as exc:
+            if not _transient(exc):
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                raise SourceError(
+                    f"{what}: the Hub failed ({status or type(exc).__name__})"
+                ) from None
+            failure = exc
+        if attempt + 1 < policy.attempts:
+            time.sleep(policy.delay(attempt))
+    raise SourceError(
+        f"{what}: the Hub kept failing ({type(failure).__name__})",
+        hint="try again later",
+    )
+
+
+def _transient(exc: BaseException | None) -> bool:
+    """429/5xx statuses, time-outs and dropped connections (httpx2 errors, by name)."""
+    if exc is None:
+        return False
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is not None:
+        return status in RETRY_STATUSES
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"TimeoutException", "NetworkError", "RemoteProtocolError", "ConnectError"})
+
+
+def list_repos(author: str, *, endpoint_url: str | None = None) -> Iterator[RepoSummary]:
+    """Every model repo of ``author``, with sha, dates, card data, file names and gating."""
+    if offline():
+        raise SourceError(
+            f"offline: cannot list {author}'s repos",
+            hint="the catalogue keeps what the last sync found; " + OFFLINE_HINT,
+        )
+    api = _hub().HfApi(endpoint=endpoint(endpoint_url))
+    expand = ["sha", "lastModified", "cardData", "siblings", "gated"]
+    infos = _call(f"listing {author}", lambda: list(api.list_models(author=author, expand=expand)))
+    return iter([_summary(info) for info in infos])
+
+
+def repo_info(
+    repo_id: str, *, revision: str | None = None, endpoint_url: str | None = None
+) -> RepoSummary:
+    """One repo at ``revision`` (default: main) with file sizes and LFS sha256s."""
+    api = _hub().HfApi(endpoint=endpoint(endpoint_url))
+    info = _call(
+        f"hf:{repo_id}", lambda: api.model_info(repo_id, revision=revision, files_metadata=True)
+    )
+    return _summary(info)
+
+
+def _auth_headers() -> dict[str, str]:
+    token = _hub().get_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def concept_facts(summary: RepoSummary, *, endpoint_url: str | None = None) -> dict[str, str]:
+    """``trigger`` and ``concept_type`` from the repo's text files (absent ones are left out).
+
+    Each is one capped GET on its resolve URL, cached per commit (so offline reads work).
+    """
+    facts: dict[str, str] = {}
+    folder = hub_cache() / "facts" / safe_relative_path(summary.repo_id) / (summary.sha or "main")
+    for key, name in TEXT_FACTS.items():
+        if name not in summary.files:
+            continue
+        path = folder / name
+        if not path.is_file() or not summary.sha:  # a file at a commit sha never changes
+            path = _download_text(summary, name, folder, endpoint_url)
+        text = path.read_bytes().decode("utf-8", "replace").strip()
+        if text:
+            facts[key] = text
+    return facts
+
+
+def _download_text(summary: RepoSummary, name: str, folder: Path, endpoint_url: str | None) -> Path:
+    url = summary.file_url(endpoint(endpoint_url), name)
+    try:
+        got = download(
+            url, folder, filename=name, max_bytes=MAX_TEXT_BYTES, headers=_auth_headers()
+        )
+    except HttpStatusError as exc:
+        if exc.status in (401, 403):
+            raise SourceError(f"hf:{summary.repo_id}: gated or private", hint=LOGIN_HINT) from None
+        if exc.status == 404:
+            raise SourceError(f"hf:{summary.repo_id}: {name} is missing at {summary.sha}") from None
+        raise
+    return got.path
+
+
+def fetch(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    endpoint_url: str | None = None,
+    previews: bool = True,
+    summary: RepoSummary | None = None,
+    progress: Progress | None = None,
+) -> list[Fetched]:
+    """Download a concept repo's embeddings (and concept images), pinned and verified.
+
+    The revision is resolved to a commit sha first, so every file comes from the same commit.
+    Offline, the cached snapshot of that sha (or of ``main``) is used.
+    """
+    if offline():
+        return _fetch_cached(repo_id, revision)
+    if summary is None or not summary.blobs:
+        summary = repo_info(repo_id, revision=revision, endpoint_url=endpoint_url)
+    if summary.sha is None:
+        raise SourceError(f"hf:{repo_id}: the Hub gave no commit sha")
+    names = summary.embedding_files()
+    if not names:
+        raise SourceError(f"hf:{repo_id}: no embedding file in the repo (.safetensors/.bin/.pt)")
+    facts = _facts_hints(summary, concept_facts(summary, endpoint_url=endpoint_url))
+    images = summary.preview_files()[:MAX_PREVIEWS] if previews else []
+    total = sum((summary.blobs.get(p, (0, None))[0] or 0) for p in names + images) or None
+    done = 0
+    preview_paths: list[Path] = []
+    for image in images:
+        preview_paths.append(_download_file(summary, image, MAX_PREVIEW_BYTES, endpoint_url))
+        done += preview_paths[-1].stat().st_size
+        if progress:
+            progress(done, total)
+    fetched = []
+    for name in names:
+        path = _download_file(summary, name, DEFAULT_MAX_BYTES, endpoint_url)
+        done += path.stat().st_size
+        if progress:
+            progress(done, total)
+        fetched.append(
+            Fetched(
+                path=path,
+                kind="hf",
+                locator=repo_id,
+                location=summary.file_url(endpoint(endpoint_url), name),
+                sha256=_sha256(path),
+                revision=summary.sha,
+                hints=facts,
+                previews=preview_paths,
+            )
+        )
+    return fetched
+
+
+def _facts_hints(summary: RepoSummary, facts: dict[str, str]) -> dict[str, str]:
+    hints = dict(facts)
+    hints["title"] = summary.repo_id.split("/", 1)[1]
+    if summary.licence:
+        hints["licence"] = summary.licence
+    if summary.base_model:
+        hints["base_model_hint"] = summary.base_model
+    return hints
+
+
+def _download_file(summary: RepoSummary, name: str, cap: int, endpoint_url: str | None) -> Path:
+    """``hf_hub_download`` of one file at the summary's sha; size-capped and sha256-checked."""
+    size, lfs_sha = summary.blobs.get(name, (None, None))
+    if size is not None and size > cap:
+        raise SourceError(f"hf:{summary.repo_id}/{name}: {size} bytes is over the {cap}-byte limit")
+    hub = _hub()
+    where = f"hf:{summary.repo_id}/{name}"
+    path = Path(
+        _call(
+            where,
+            lambda: hub.hf_hub_download(
+                summary.repo_id,
+                name,
+                revision=summary.sha,
+                cache_dir=hub_cache(),
+                endpoint=endpoint(endpoint_url),
+            ),
+        )
+    )
+    blob = path.resolve()
+    etag = blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else None
+    actual = _sha256(path)
+    for claimed in {lfs_sha, etag} - {None}:
+        if claimed != actual:
+            blob.unlink(missing_ok=True)  # never leave a bad blob for the next run to trust
+            raise SourceError(
+                f"{where}: sha256 mismatch: the Hub says {claimed}, got {actual}",
+                hint="the download was corrupted or the repo changed; nothing was kept",
+            )
+    if path.stat().st_size > cap:
+        raise SourceError(f"{where}: over the {cap}-byte limit")
+    return path
+
+
+def _fetch_cached(repo_id: str, revision: str | None) -> list[Fetched]:
+    """Offline: the files of the cached snapshot of ``revision`` (a sha) or of ``main``."""
+    repo_dir = hub_cache() / f"models--{repo_id.replace('/', '--')}"
+    sha = revision
+    if sha is None or not _SHA.match(sha):
+        ref = repo_dir / "refs" / (revision or "main")
+        sha = ref.read_text().strip() if ref.is_file() else None
+    if sha is None and revision is None:  # pinned downloads write no ref: take the newest
+        snapshots = sorted((repo_dir / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime)
+        sha = snapshots[-1].name if snapshots else None
+    if sha is None or not (repo_dir / "snapshots" / sha).is_dir():
+        raise SourceError(f"hf:{repo_id}: offline, and not in the cache", hint=OFFLINE_HINT)
+    snapshot = repo_dir / "snapshots" / sha
+    files = tuple(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    summary = RepoSummary(repo_id, sha, None, None, None, False, files)
+    names = summary.embedding_files()
+    if not names:
+        raise SourceError(f"hf:{repo_id}: offline, and no embedding is cached", hint=OFFLINE_HINT)
+    facts_dir = hub_cache() / "facts" / safe_relative_path(repo_id) / sha
+    facts = {}
+    for key, name in TEXT_FACTS.items():
+        if (facts_dir / name).is_file():
+            facts[key] = (facts_dir / name).read_text("utf-8", "replace").strip()
+    hints = _facts_hints(summary, {k: v for k, v in facts.items() if v})
+    images = [snapshot / p for p in summary.preview_files()]
+    return [
+        Fetched(
+            path=snapshot / name,
+            kind="hf",
+            locator=repo_id,
+            location=summary.file_url(endpoint(), name),
+            sha256=_sha256(snapshot / name),
+            revision=sha,
+            hints=hints,
+            previews=images,
+        )
+        for name in names
+    ]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
