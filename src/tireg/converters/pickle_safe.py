@@ -1,0 +1,477 @@
+"""A pickle reader that executes nothing: an allow-list of globals, each mapped to our own stand-in.
+
+Why this exists: ``.pt``/``.bin``/``.ckpt`` files are pickles, and a pickle is a program that may
+import and call anything (``os.system``, ``builtins.exec``, ...). Scanners that deny known-bad
+names keep being bypassed (perf-security.md §5.2); we do the opposite. Every global a pickle asks
+for is looked up in :data:`ALLOWED`; anything else raises :class:`UnsafePickleError` naming it,
+*before* anything is called. An allowed name never resolves to the real library object (torch is
+never imported): it resolves to a stand-in defined here that only validates its arguments and builds
+inert records (:class:`StorageRef`, :class:`TensorStub`, :class:`ModuleStub`). Turning those
+records into numpy arrays is :mod:`tireg.converters.torch_file`'s job, after unpickling has ended.
+
+The allow-list, and which real files need each entry:
+
+* ``torch._utils._rebuild_tensor_v2``: every tensor torch >= 1.0 writes;
+  ``_rebuild_tensor``: tensors in torch 0.4-era legacy files;
+  ``_rebuild_tensor_v3`` with ``torch.storage.UntypedStorage``: dtypes without a legacy storage
+  class (float8 checkpoints, torch >= 2.1);
+* ``torch._utils._rebuild_parameter`` (and ``_with_state``): ``nn.Parameter``, as in original
+  rinongal files and Parameters carrying Python attributes;
+* ``torch.<X>Storage`` (Float, Half, BFloat16, Double, Long, Int, Short, Char, Byte, Bool,
+  ComplexFloat, ComplexDouble): the storage type inside each persistent id;
+* ``torch.<dtype>`` (float32, float16, bfloat16, float8_*, ...): v3's dtype argument;
+* ``collections.OrderedDict``: state dicts and the empty backward-hook dict of every tensor;
+* ``torch.nn.modules.container.ParameterDict``: the original textual-inversion format;
+* ``builtins.set``: the ``_non_persistent_buffers_set`` inside a pickled module;
+* ``builtins.object`` and ``copyreg._reconstructor``: modules pickled with protocol 0 or 1;
+* ``_codecs.encode`` and ``builtins.bytes``: ``bytes`` values under protocol 2;
+* ``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint``: a dict key inside the
+  ``callbacks`` of SD ``.ckpt`` files (needed for checkpoint family detection).
+
+Python 2 spellings (``__builtin__``, ``copy_reg``) are accepted for the same names.
+
+Other ways a pickle can reach objects are closed too:
+
+* ``EXT1/EXT2/EXT4`` (the copyreg extension registry, whose cache the C unpickler consults *without*
+  calling ``find_class``) are refused by a static pre-scan of the opcode stream (:func:`scan`);
+* stand-ins are instances of :class:`Global` (slots, no ``__dict__``, ``__setattr__`` refused) or
+  classes of the :class:`_Sealed` metaclass, so ``BUILD`` cannot re-bind attributes on them and a
+  later load in the same process sees the same allow-list;
+* ``persistent_load`` accepts only torch's ``('storage', <storage type>, key, location, numel[,
+  view])`` tuples and returns a record; no bytes are read here;
+* memo indices are bounded, so ``LONG_BINPUT 0xFFFFFFFF`` cannot make the unpickler allocate
+  gigabytes for its memo table.
+
+Whatever goes wrong inside the unpickler surfaces as :class:`EmbeddingFileError` (the input is
+untrusted, so every failure is the file's fault); ``UnsafePickleError`` is one of those.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import pickle
+import pickletools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from tireg.converters.errors import EmbeddingFileError, UnsafePickleError
+
+#: Python 2 module names that protocol-0..2 pickles use, mapped to their Python 3 names.
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+#: torch legacy storage class name -> (dtype name, bytes per element)
+STORAGE_TYPES: dict[str, tuple[str, int]] = {
+    "FloatStorage": ("float32", 4),
+    "HalfStorage": ("float16", 2),
+    "BFloat16Storage": ("bfloat16", 2),
+    "DoubleStorage": ("float64", 8),
+    "LongStorage": ("int64", 8),
+    "IntStorage": ("int32", 4),
+    "ShortStorage": ("int16", 2),
+    "CharStorage": ("int8", 1),
+    "ByteStorage": ("uint8", 1),
+    "BoolStorage": ("bool", 1),
+    "ComplexFloatStorage": ("complex64", 8),
+    "ComplexDoubleStorage": ("complex128", 16),
+}
+
+#: torch dtype name -> bytes per element (the dtypes a ``torch.<name>`` global may name)
+DTYPE_SIZES: dict[str, int] = {
+    **{dtype: size for dtype, size in STORAGE_TYPES.values()},
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+    "float8_e4m3fnuz": 1,
+    "float8_e5m2fnuz": 1,
+    "uint16": 2,
+    "uint32": 4,
+    "uint64": 8,
+}
+
+MAX_DIMS = 32  # numpy's floor across versions; no embedding or checkpoint tensor comes close
+_MEMO_SLACK = 1024  # memo indices may run this far ahead of the PUTs seen so far
+
+
+def _fail(message: str) -> NoReturn:
+    raise EmbeddingFileError(message)
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageRef:
+    """A storage named by a persistent id: ``numel`` elements of ``dtype``, found under ``key``.
+
+    ``start``/``length`` describe the visible window; they differ from ``0``/``numel`` only for the
+    storage views of very old legacy files. ``numel`` is always the whole storage's element count.
+    """
+
+    key: str
+    dtype: str
+    itemsize: int
+    numel: int
+    start: int = 0
+    length: int = -1
+
+    @property
+    def visible(self) -> int:
+        return self.numel if self.length < 0 else self.length
+
+
+@dataclass(frozen=True, slots=True)
+class TensorStub:
+    """A tensor as the pickle describes it; nothing is read. Strides and offset are in elements."""
+
+    storage: StorageRef
+    dtype: str
+    itemsize: int
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+class Global:
+    """An allowed global: a name and the safe function that stands in for it.
+
+    Instances have no ``__dict__`` and refuse attribute assignment, so a ``BUILD`` opcode aimed at
+    a stand-in fails instead of changing it for every later load.
+    """
+
+    __slots__ = ("_call", "name")
+    name: str
+    _call: Callable[..., Any] | None
+
+    def __init__(self, name: str, call: Callable[..., Any] | None = None) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "_call", call)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"{self.name} is read-only")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"{self.name} is read-only")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._call is None or kwargs:
+            _fail(f"the pickle calls {self.name}, which is not callable that way")
+        return self._call(*args)
+
+    def __repr__(self) -> str:
+        return f"<stand-in {self.name}>"
+
+
+class StorageType(Global):
+    """``torch.FloatStorage`` and friends: only ever an element of a persistent id."""
+
+    __slots__ = ("dtype", "itemsize")
+    dtype: str
+    itemsize: int
+
+    def __init__(self, name: str, dtype: str, itemsize: int) -> None:
+        super().__init__(name)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "itemsize", itemsize)
+
+
+class DType(Global):
+    """``torch.float32`` and friends."""
+
+    __slots__ = ("dtype",)
+    dtype: str
+
+    def __init__(self, dtype: str) -> None:
+        super().__init__(f"torch.{dtype}")
+        object.__setattr__(self, "dtype", dtype)
+
+
+class _Sealed(type):
+    """Metaclass of the class stand-ins: their attributes cannot be re-bound by a pickle."""
+
+    def __setattr__(cls, key: str, value: object) -> None:
+        raise AttributeError(f"{cls.__name__} is read-only")
+
+    def __delattr__(cls, key: str) -> None:
+        raise AttributeError(f"{cls.__name__} is read-only")
+
+
+class ModuleStub(metaclass=_Sealed):
+    """Stands in for ``torch.nn.ParameterDict``: ``NEWOBJ`` makes one, ``BUILD`` gives its state.
+
+    Only the state dict is kept; :mod:`torch_file` turns ``state['_parameters']`` into a dict.
+    """
+
+    __slots__ = ("state",)
+    state: dict[str, Any] | None
+
+    def __new__(cls, *args: Any) -> ModuleStub:
+        if cls is not ModuleStub:
+            _fail("bad ParameterDict construction")
+        self = object.__new__(cls)
+        object.__setattr__(self, "state", None)
+        return self
+
+    def __init__(self, *args: Any) -> None:
+        """Arguments (none from torch) are ignored; the state arrives through ``BUILD``."""
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("ParameterDict stand-in is read-only")
+
+    def __setstate__(self, state: Any) -> None:
+        if self.state is not None or type(state) is not dict:
+            _fail("ParameterDict state must be one dict")
+        object.__setattr__(self, "state", state)
+
+
+def _tensor(
+    storage: Any, offset: Any, shape: Any, stride: Any, dtype: str | None = None
+) -> TensorStub:
+    """Validate a tensor's view of its storage, so every later read stays inside it."""
+    if not isinstance(storage, StorageRef):
+        _fail("tensor storage is not a persistent storage reference")
+    if not _is_int(offset) or offset < 0:
+        _fail("tensor storage offset must be a non-negative int")
+    for name, dims in (("shape", shape), ("stride", stride)):
+        if type(dims) is not tuple or not all(_is_int(d) and d >= 0 for d in dims):
+            _fail(f"tensor {name} must be a tuple of non-negative ints")
+    if len(shape) != len(stride) or len(shape) > MAX_DIMS:
+        _fail(f"tensor has {len(shape)} sizes and {len(stride)} strides")
+    if dtype is None:
+        dtype, itemsize, extent_unit = storage.dtype, storage.itemsize, storage.itemsize
+    else:  # v3: an untyped (byte) storage viewed as ``dtype``
+        itemsize = DTYPE_SIZES[dtype]
+        extent_unit = itemsize
+    numel = 1
+    for d in shape:
+        numel *= d
+    last = offset + sum((d - 1) * s for d, s in zip(shape, stride, strict=True)) if numel else 0
+    available = storage.visible * storage.itemsize // extent_unit
+    if (numel and last >= available) or offset > available:
+        _fail(f"tensor {list(shape)} at offset {offset} reaches outside its storage")
+    return TensorStub(storage, dtype, itemsize, offset, tuple(shape), tuple(stride))
+
+
+def _rebuild_tensor_v2(
+    storage: Any,
+    offset: Any,
+    shape: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> TensorStub:
+    if type(requires_grad) is not bool:
+        _fail("tensor requires_grad must be a bool")
+    return _tensor(storage, offset, shape, stride)
+
+
+def _rebuild_tensor_v3(
+    storage: Any,
+    offset: Any,
+    shape: Any,
+    stride: Any,
+    requires_grad: Any,
+    backward_hooks: Any,
+    dtype: Any,
+    metadata: Any = None,
+) -> TensorStub:
+    if not isinstance(dtype, DType) or not isinstance(storage, StorageRef):
+        _fail("tensor dtype must be a torch dtype over an untyped storage")
+    if storage.dtype != "uint8":
+        _fail("tensor v3 needs an untyped storage")
+    return _tensor(storage, offset, shape, stride, dtype.dtype)
+
+
+def _rebuild_tensor(storage: Any, offset: Any, shape: Any, stride: Any) -> TensorStub:
+    return _tensor(storage, offset, shape, stride)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any, *state: Any) -> Any:
+    """A Parameter is its tensor (``_rebuild_parameter_with_state`` adds one state argument)."""
+    if not isinstance(data, TensorStub) or len(state) > 1:
+        _fail("a Parameter must wrap one tensor")
+    return data
+
+
+def _ordered_dict(*args: Any) -> dict[Any, Any]:
+    """OrderedDict → dict (dicts keep insertion order); protocol 0/1 pass a list of pairs."""
+    if not args:
+        return {}
+    if len(args) != 1 or type(args[0]) not in (list, tuple, dict):
+        _fail("bad OrderedDict arguments")
+    return dict(args[0])
+
+
+def _set(*args: Any) -> set[Any]:
+    if not args:
+        return set()
+    if len(args) != 1 or type(args[0]) not in (list, tuple):
+        _fail("bad set arguments")
+    return set(args[0])
+
+
+def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    """Protocol 2 stores ``bytes`` as ``_codecs.encode(text, 'latin1')``."""
+    if type(text) is not str or encoding not in ("latin1", "latin-1"):
+        _fail("_codecs.encode is only allowed as protocol 2's latin-1 bytes encoding")
+    return text.encode("latin-1")
+
+
+def _bytes(*args: Any) -> bytes:
+    if args:
+        _fail("bytes() is only allowed without arguments (protocol 2's empty bytes)")
+    return b""
+
+
+_OBJECT = Global("builtins.object")
+
+
+def _reconstructor(cls: Any, base: Any, state: Any) -> ModuleStub:
+    """Protocol 0/1 build objects as ``copyreg._reconstructor(cls, object, None)``."""
+    if cls is not ModuleStub or base is not _OBJECT or state is not None:
+        _fail("copyreg._reconstructor is only allowed for ParameterDict")
+    return ModuleStub()
+
+
+def _allowed() -> dict[tuple[str, str], Any]:
+    table: dict[tuple[str, str], Any] = {
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+        ("collections", "OrderedDict"): _ordered_dict,
+        ("builtins", "set"): _set,
+        ("builtins", "bytes"): _bytes,
+        ("_codecs", "encode"): _codecs_encode,
+        ("copyreg", "_reconstructor"): _reconstructor,
+    }
+    out: dict[tuple[str, str], Any] = {key: Global(".".join(key), fn) for key, fn in table.items()}
+    out[("builtins", "object")] = _OBJECT
+    out[("torch.nn.modules.container", "ParameterDict")] = ModuleStub
+    lightning = ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint")
+    out[lightning] = Global(".".join(lightning))
+    for cls, (dtype, size) in STORAGE_TYPES.items():
+        out[("torch", cls)] = StorageType(f"torch.{cls}", dtype, size)
+    out[("torch.storage", "UntypedStorage")] = StorageType("torch.UntypedStorage", "uint8", 1)
+    for dtype in DTYPE_SIZES:
+        out[("torch", dtype)] = DType(dtype)
+    return out
+
+
+#: (module, name) → stand-in. Module names are the Python 3 spelling.
+ALLOWED: dict[tuple[str, str], Any] = _allowed()
+
+
+def _resolve(module: str, name: str) -> Any:
+    stand_in = ALLOWED.get((_PY2_MODULES.get(module, module), name))
+    if stand_in is None:
+        raise UnsafePickleError(f"{module}.{name}")
+    return stand_in
+
+
+def _storage_ref(pid: Any) -> StorageRef:
+    """Validate torch's persistent id ``('storage', type, key, location, numel[, view])``."""
+    if type(pid) is not tuple or len(pid) not in (5, 6) or pid[0] != "storage":
+        _fail("unsupported persistent id (not a torch storage)")
+    storage_type, key, location, numel = pid[1:5]
+    if not isinstance(storage_type, StorageType):
+        _fail("persistent id does not name a torch storage type")
+    if type(key) is not str or not 0 < len(key) <= 64 or type(location) is not str:
+        _fail("persistent id has a bad storage key or location")
+    if not _is_int(numel) or numel < 0:
+        _fail("persistent id has a bad element count")
+    view = pid[5] if len(pid) == 6 else None
+    if view is None:
+        return StorageRef(key, storage_type.dtype, storage_type.itemsize, numel)
+    # legacy storage view: (view_key, offset, size) inside the root storage ``key``
+    if (
+        type(view) is not tuple
+        or len(view) != 3
+        or not all(_is_int(v) and v >= 0 for v in view[1:])
+        or view[1] + view[2] > numel
+    ):
+        _fail("persistent id has a bad storage view")
+    return StorageRef(key, storage_type.dtype, storage_type.itemsize, numel, view[1], view[2])
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` whose globals and persistent ids resolve only to inert stand-ins.
+
+    Every storage reference met is also recorded in ``storages`` (by key), so a legacy file's
+    storage records, which follow the pickles, can be sized without walking the object.
+    """
+
+    def __init__(self, file: io.BytesIO, storages: dict[str, StorageRef]) -> None:
+        super().__init__(file, encoding="utf-8")
+        self.storages = storages
+
+    def find_class(self, module: str, name: str) -> Any:
+        return _resolve(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is tuple and len(pid) == 4 and pid[0] == "module":
+            # legacy format: a module class is saved as ('module', cls, source_file, source)
+            if pid[1] is not ModuleStub:
+                _fail("legacy module reference to something other than ParameterDict")
+            return ModuleStub
+        ref = _storage_ref(pid)
+        seen = self.storages.setdefault(ref.key, ref)
+        if (seen.itemsize, seen.numel) != (ref.itemsize, ref.numel):
+            _fail(f"storage {ref.key!r} is named with two different sizes")
+        return ref
+
+
+def scan(data: bytes, start: int = 0) -> int:
+    """Walk the opcodes of the pickle at ``data[start:]`` without running it; return its end.
+
+    Refuses statically what needs no execution to judge: a ``GLOBAL``/``INST`` outside the
+    allow-list, any ``EXT`` opcode, and memo indices far beyond the entries written so far.
+    """
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    puts = 0
+    try:
+        for opcode, arg, _pos in pickletools.genops(stream):
+            name = opcode.name
+            if name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                _resolve(module, attr)
+            elif name.startswith("EXT"):
+                known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
+                raise UnsafePickleError(
+                    ".".join(known) if known else f"copyreg extension code {arg}"
+                )
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                if name != "MEMOIZE" and int(str(arg)) > puts + _MEMO_SLACK:
+                    _fail(f"pickle memo index {arg} is out of range")
+                puts += 1
+    except EmbeddingFileError:
+        raise
+    except Exception as exc:  # untrusted input: any parse failure is the file's
+        raise EmbeddingFileError(f"corrupt pickle ({exc})") from None
+    end = stream.tell()
+    if data[end - 1 : end] != b".":
+        _fail("pickle has no STOP opcode")
+    return end
+
+
+def unpickle(
+    data: bytes, start: int = 0, storages: dict[str, StorageRef] | None = None
+) -> tuple[Any, int]:
+    """Scan, then unpickle the pickle at ``data[start:]``; return (object, end offset).
+
+    The object is built from plain containers and the records above; nothing outside this module
+    was called. Storage references met are added to ``storages`` when given.
+    """
+    end = scan(data, start)
+    sink: dict[str, StorageRef] = {} if storages is None else storages
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(data[start:end]), sink).load()
+    except EmbeddingFileError:
+        raise
+    except Exception as exc:  # untrusted input: any failure is the file's
+        raise EmbeddingFileError(f"corrupt pickle ({type(exc).__name__}: {exc})") from None
+    return obj, end

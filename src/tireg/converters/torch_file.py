@@ -1,0 +1,610 @@
+"""Read and write ``torch.save`` files without torch and without executing a pickle.
+
+Reading (:func:`load`, :func:`load_path`) handles both container formats torch has written:
+
+* **zip** (torch >= 1.6): members under one archive directory (``archive/`` today, the file's stem
+  in older releases): ``data.pkl`` (the object pickle), ``data/<key>`` (one raw little-endian blob
+  per storage), ``version``, and in newer releases ``byteorder``, ``.format_version``,
+  ``.storage_alignment`` and ``.data/serialization_id``, which we accept and ignore except
+  ``byteorder``;
+* **legacy** (``_use_new_zipfile_serialization=False``): five pickles back to back (the magic number
+  ``0x1950a86a20f9469cfc6c``, protocol version 1001, a sys-info dict, the object, the sorted list of
+  storage keys), then per key an int64 element count and the raw bytes.
+
+The object pickle goes through :mod:`tireg.converters.pickle_safe` (an allow-list of stand-ins), and
+the inert records it yields become plain Python: dicts (OrderedDict included) → ``dict``, lists,
+tuples, scalars, ``bytes``, tensors and Parameters → owned numpy arrays (bfloat16 widened to
+float32), ``ParameterDict`` → ``dict`` of arrays; allowed globals kept as values (a storage type, a
+dtype, Lightning's ``ModelCheckpoint`` key) → their dotted name. The storage location (``cuda:0``)
+is ignored. Every size is bounded (:data:`MAX_TOTAL_BYTES`), and only
+:mod:`tireg.converters.errors` exceptions leave this module, whatever the input bytes.
+
+Writing (:func:`dumps`) produces what ``torch.save`` (torch 2.13) produces for the same values,
+byte for byte except the random ``serialization_id``, which we derive from the content instead.
+
+**data.pkl** is pickle protocol 2, as torch's pickler emits it: ``PROTO 2``; each str as
+``BINUNICODE`` followed by ``BINPUT`` (a repeated str is a ``BINGET``); ints as ``BININT1``/
+``BININT2``/``BININT``/``LONG1``; floats ``BINFLOAT``; ``NEWTRUE``/``NEWFALSE``/``NONE``;
+a dict ``EMPTY_DICT BINPUT`` then its items in batches of 1000 (``SETITEM`` for a batch of one,
+``MARK … SETITEMS`` otherwise); a list likewise with ``EMPTY_LIST``/``APPEND``/``APPENDS``; tuples
+``EMPTY_TUPLE`` (not memoised) or ``TUPLE1/2/3`` or ``MARK … TUPLE``, then ``BINPUT``; an
+``OrderedDict`` ``GLOBAL 'collections OrderedDict' BINPUT EMPTY_TUPLE REDUCE BINPUT`` then its
+items. An array ``a`` becomes::
+
+    GLOBAL 'torch._utils _rebuild_tensor_v2' BINPUT          (a global is written once, then BINGET)
+    MARK
+      MARK 'storage' GLOBAL 'torch FloatStorage' '<key>' 'cpu' <a.size> TUPLE BINPUT BINPERSID
+      0  <shape tuple>  <C-order strides tuple, in elements>  NEWFALSE
+      GLOBAL 'collections OrderedDict' EMPTY_TUPLE REDUCE BINPUT
+    TUPLE BINPUT REDUCE BINPUT
+
+with storage keys ``'0'``, ``'1'``, … in order of first appearance (the same array object twice is
+one tensor, written once and then fetched with ``BINGET``).
+
+**The zip** is stored (no compression); members ``archive/data.pkl``, ``archive/.format_version``
+(``1``), ``archive/.storage_alignment`` (``64``), ``archive/byteorder`` (``little``),
+``archive/data/<key>``…, ``archive/version`` (``3\\n``), ``archive/.data/serialization_id`` (40
+decimal digits). Each local header has version 0, flags 0x0808 (data descriptor, UTF-8 names),
+time/date/CRC/sizes 0, and an extra field ``FB <u16 n> 'Z'*n`` that puts the member's data on a
+64-byte boundary; the data is followed by a descriptor ``PK\\x07\\x08 crc csize usize``. Then the
+central directory (the same fields, real CRC and sizes, no extra), a ZIP64 end record, its locator,
+and the classic end record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import zipfile
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, NoReturn
+
+import numpy as np
+
+from tireg.converters import pickle_safe
+from tireg.converters.errors import EmbeddingFileError
+from tireg.converters.pickle_safe import ModuleStub, StorageRef, TensorStub
+
+MAX_TOTAL_BYTES = 256 * 1024 * 1024  # all storages of one file, and all arrays built from them
+MAX_PICKLE_BYTES = 64 * 1024 * 1024  # data.pkl of a multi-GB checkpoint is well under 10 MB
+MAX_RATIO = 200  # a stored or deflated torch member never expands beyond this
+MAX_DEPTH = 100  # nesting of containers; real files nest 3 or 4 deep
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+_ZIP_MAGIC = b"PK\x03\x04"
+
+Tensors = Literal["load", "shape"]
+
+#: torch dtype name → numpy dtype (little-endian) its storage bytes are read as
+_NUMPY_DTYPES: dict[str, str] = {
+    "float32": "<f4",
+    "float16": "<f2",
+    "bfloat16": "<u2",
+    "float64": "<f8",
+    "int64": "<i8",
+    "int32": "<i4",
+    "int16": "<i2",
+    "int8": "i1",
+    "uint8": "u1",
+    "bool": "u1",
+    "complex64": "<c8",
+    "complex128": "<c16",
+}
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor seen without reading its data (``tensors="shape"``): torch dtype name and shape."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def _fail(message: str) -> NoReturn:
+    raise EmbeddingFileError(message)
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
+def load(data: bytes, *, tensors: Tensors = "load") -> Any:
+    """Decode a ``torch.save`` file held in ``data`` (zip or legacy format) into plain Python.
+
+    With ``tensors="shape"`` no storage is read: tensors come back as :class:`TensorRef`.
+    """
+    data = bytes(data)
+    if data.startswith(_ZIP_MAGIC):
+        return _guard(lambda: _Archive(io.BytesIO(data)).load(tensors))
+    if data.startswith(b"\x80"):
+        return _guard(lambda: _load_legacy(data, tensors))
+    _fail("not a torch file (neither a zip archive nor a legacy pickle)")
+
+
+def load_path(path: str | os.PathLike[str], *, tensors: Tensors = "load") -> Any:
+    """:func:`load` on a file. With ``tensors="shape"`` only the pickle is read, never the blobs:
+
+    for a zip, the central directory and ``data.pkl``; for a legacy file, its leading pickles.
+    That is what makes family detection on multi-GB ``.ckpt`` files cheap.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(4)
+            if tensors == "shape" and head == _ZIP_MAGIC:
+                fh.seek(0)
+                return _guard(lambda: _Archive(fh).load(tensors))
+            limit = MAX_PICKLE_BYTES if tensors == "shape" else MAX_TOTAL_BYTES + MAX_PICKLE_BYTES
+            size = os.fstat(fh.fileno()).st_size
+            if tensors == "load" and size > limit:
+                _fail(f"{size} bytes is too large for a torch embedding file")
+            fh.seek(0)
+            data = fh.read(limit)
+        return load(data, tensors=tensors)
+    except OSError as exc:
+        raise EmbeddingFileError(f"cannot read file: {exc.strerror}", path=p) from exc
+    except EmbeddingFileError as exc:
+        raise exc.with_path(p) from None
+
+
+def _guard(fn: Any) -> Any:
+    """Run a decoding step; any failure that is not already ours is the input's fault."""
+    try:
+        return fn()
+    except EmbeddingFileError:
+        raise
+    except Exception as exc:  # untrusted input must only ever raise our errors
+        raise EmbeddingFileError(f"corrupt torch file ({type(exc).__name__}: {exc})") from None
+
+
+class _Archive:
+    """A torch zip archive, read member by member with bounded reads."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.zip = zipfile.ZipFile(source)
+        infos = self.zip.infolist()
+        names = [info.filename for info in infos]
+        if len(set(names)) != len(names):
+            _fail("zip archive lists a member twice")
+        self.members = {info.filename: info for info in infos}
+        pickles = [n for n in names if n == "data.pkl" or _one_dir(n, "data.pkl")]
+        if not pickles:
+            _fail("zip archive has no data.pkl: not a torch file")
+        if len(pickles) > 1:
+            _fail("zip archive has several data.pkl members")
+        self.prefix = pickles[0][: -len("data.pkl")]
+        self.budget = MAX_TOTAL_BYTES
+        self.big_endian = False
+
+    def read(self, name: str, limit: int) -> bytes:
+        info = self.members.get(self.prefix + name)
+        if info is None:
+            _fail(f"zip archive has no member {self.prefix + name!r}")
+        if info.flag_bits & 1:
+            _fail(f"zip member {info.filename!r} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            _fail(f"zip member {info.filename!r} uses an unsupported compression method")
+        size = info.file_size
+        if size > min(limit, self.budget):
+            _fail(f"zip member {info.filename!r} declares {size} bytes, over the limit")
+        if size > 1024 * 1024 and size > MAX_RATIO * max(info.compress_size, 1):
+            _fail(f"zip member {info.filename!r} has an absurd compression ratio")
+        with self.zip.open(info) as fh:
+            blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
+        if len(blob) != size:
+            _fail(f"zip member {info.filename!r} holds {len(blob)} bytes, not {size}")
+        self.budget -= size
+        return blob
+
+    def load(self, tensors: Tensors) -> Any:
+        if self.prefix + "byteorder" in self.members:
+            order = self.read("byteorder", 16)
+            if order not in (b"little", b"big"):
+                _fail(f"unknown byteorder {order!r}")
+            self.big_endian = order == b"big"
+        obj, _ = pickle_safe.unpickle(self.read("data.pkl", MAX_PICKLE_BYTES))
+        blobs: dict[str, bytes] = {}
+
+        def fetch(ref: StorageRef) -> bytes:
+            if ref.key not in blobs:
+                blobs[ref.key] = self.read("data/" + ref.key, MAX_TOTAL_BYTES)
+            return blobs[ref.key]
+
+        return _Converter(tensors, fetch, self.big_endian).convert(obj, 0)
+
+
+def _one_dir(name: str, leaf: str) -> bool:
+    """``name`` is ``<dir>/<leaf>`` with exactly one directory level."""
+    head, sep, tail = name.partition("/")
+    return bool(head) and sep == "/" and tail == leaf
+
+
+def _load_legacy(data: bytes, tensors: Tensors) -> Any:
+    magic, pos = pickle_safe.unpickle(data, 0)
+    if magic != LEGACY_MAGIC:
+        _fail("not a torch file (a pickle without torch's magic number)")
+    protocol, pos = pickle_safe.unpickle(data, pos)
+    if protocol != LEGACY_PROTOCOL:
+        _fail(f"unsupported legacy torch protocol {protocol!r}")
+    sys_info, pos = pickle_safe.unpickle(data, pos)
+    if type(sys_info) is not dict or sys_info.get("little_endian") is not True:
+        _fail("legacy torch file from a big-endian machine or with bad system info")
+    storages: dict[str, StorageRef] = {}
+    obj, pos = pickle_safe.unpickle(data, pos, storages)
+    blobs: dict[str, bytes] = {}
+    if tensors == "load":
+        keys, pos = pickle_safe.unpickle(data, pos)
+        if type(keys) is not list or not all(type(k) is str for k in keys):
+            _fail("legacy torch file has a bad storage key list")
+        for key in keys:
+            ref = storages.get(key)
+            if ref is None or key in blobs:
+                _fail(f"legacy storage record {key!r} is unknown or repeated")
+            (numel,) = struct.unpack_from("<q", data, pos) if len(data) >= pos + 8 else (-1,)
+            end = pos + 8 + ref.numel * ref.itemsize
+            if numel != ref.numel or end > len(data):
+                _fail(f"legacy storage record {key!r} is truncated or has the wrong size")
+            blobs[key] = data[pos + 8 : end]
+            pos = end
+        if pos != len(data):
+            _fail("unexpected bytes after the last legacy storage record")
+        if set(blobs) != set(storages):
+            _fail("legacy torch file lacks a storage record")
+
+    def fetch(ref: StorageRef) -> bytes:
+        return blobs[ref.key]
+
+    return _Converter(tensors, fetch, big_endian=False).convert(obj, 0)
+
+
+class _Converter:
+    """Turn unpickled records into plain Python; shared values stay shared, cycles are refused."""
+
+    def __init__(self, tensors: Tensors, fetch: Any, big_endian: bool) -> None:
+        self.tensors = tensors
+        self.fetch = fetch
+        self.big_endian = big_endian
+        self.done: dict[int, Any] = {}
+        self.active: set[int] = set()
+        self.budget = MAX_TOTAL_BYTES
+
+    def convert(self, obj: Any, depth: int) -> Any:
+        kind = type(obj)
+        if obj is None or kind in (bool, int, float, str, bytes):
+            return obj
+        if depth > MAX_DEPTH:
+            _fail(f"pickle nests containers more than {MAX_DEPTH} deep")
+        oid = id(obj)
+        if oid in self.done:
+            return self.done[oid]
+        if oid in self.active:
+            _fail("pickle holds a container that contains itself")
+        self.active.add(oid)
+        out: Any
+        if kind is dict:
+            out = {self.key(k, depth): self.convert(v, depth + 1) for k, v in obj.items()}
+        elif kind is list:
+            out = [self.convert(v, depth + 1) for v in obj]
+        elif kind is tuple:
+            out = tuple(self.convert(v, depth + 1) for v in obj)
+        elif kind in (set, frozenset):
+            out = kind(self.key(v, depth) for v in obj)
+        elif kind is bytearray:
+            out = bytes(obj)
+        elif kind is TensorStub:
+            out = self.tensor(obj)
+        elif kind is ModuleStub:
+            params = obj.state.get("_parameters") if obj.state is not None else None
+            if type(params) is not dict:
+                _fail("ParameterDict without a _parameters dict")
+            out = {
+                self.key(k, depth): self.convert(v, depth + 1)
+                for k, v in params.items()
+                if v is not None
+            }
+        elif isinstance(obj, pickle_safe.Global):
+            out = obj.name
+        else:
+            _fail(f"unsupported value in pickle: {kind.__name__}")
+        self.active.discard(oid)
+        self.done[oid] = out
+        return out
+
+    def key(self, value: Any, depth: int) -> Any:
+        converted = self.convert(value, depth + 1)
+        try:
+            hash(converted)
+        except TypeError:
+            _fail(f"unusable dict key or set element in pickle: {type(converted).__name__}")
+        return converted
+
+    def tensor(self, stub: TensorStub) -> Any:
+        if self.tensors == "shape":
+            return TensorRef(stub.shape, stub.dtype)
+        numpy_dtype = _NUMPY_DTYPES.get(stub.dtype)
+        if numpy_dtype is None:
+            _fail(f"tensors of dtype {stub.dtype} cannot be loaded")
+        numel = int(np.prod(stub.shape, dtype=object))
+        self.budget -= numel * stub.itemsize
+        if self.budget < 0:
+            _fail("tensors of this file exceed the size limit")
+        ref = stub.storage
+        blob = self.fetch(ref)
+        if len(blob) != ref.numel * ref.itemsize:
+            _fail(
+                f"storage {ref.key!r} holds {len(blob)} bytes, expected {ref.numel * ref.itemsize}"
+            )
+        dtype = np.dtype(numpy_dtype)
+        if self.big_endian:
+            dtype = dtype.newbyteorder(">")
+        start = ref.start * ref.itemsize + stub.offset * stub.itemsize
+        window = np.frombuffer(blob, dtype=np.uint8)[start:]
+        if numel:
+            flat = window[: (len(window) // stub.itemsize) * stub.itemsize].view(dtype)
+            strides = tuple(s * stub.itemsize for s in stub.stride)
+            view = np.lib.stride_tricks.as_strided(flat, stub.shape, strides, writeable=False)
+            array = np.array(view, dtype=dtype.newbyteorder("="))
+        else:
+            array = np.zeros(stub.shape, dtype=dtype.newbyteorder("="))
+        if stub.dtype == "bfloat16":
+            return (array.astype(np.uint32) << 16).view(np.float32)
+        if stub.dtype == "bool":
+            return array != 0
+        return array
+
+
+# --------------------------------------------------------------------------------------- writing
+
+#: numpy dtype name → torch storage class written for it
+_STORAGE_CLASSES = {
+    "float32": "FloatStorage",
+    "float16": "HalfStorage",
+    "float64": "DoubleStorage",
+    "int64": "LongStorage",
+    "int32": "IntStorage",
+    "int16": "ShortStorage",
+    "int8": "CharStorage",
+    "uint8": "ByteStorage",
+    "bool": "BoolStorage",
+}
+_BATCH = 1000  # pickle's batch size for APPENDS/SETITEMS
+_ALIGNMENT = 64
+
+
+class _PickleWriter:
+    """Emit protocol-2 opcodes the way CPython's pickler does inside ``torch.save``."""
+
+    def __init__(self) -> None:
+        self.out = bytearray(b"\x80\x02")
+        self.memo: dict[Any, int] = {}
+        self.count = 0
+        self.storages: list[np.ndarray] = []
+        self.keep: list[Any] = []  # objects whose id() keys the memo stay alive while writing
+
+    def put(self, key: Any = None) -> None:
+        if key is not None:
+            self.memo[key] = self.count
+        idx = self.count
+        self.count += 1
+        self.out += b"q" + bytes([idx]) if idx < 256 else b"r" + struct.pack("<I", idx)
+
+    def get(self, key: Any) -> bool:
+        idx = self.memo.get(key)
+        if idx is None:
+            return False
+        self.out += b"h" + bytes([idx]) if idx < 256 else b"j" + struct.pack("<I", idx)
+        return True
+
+    def save(self, obj: Any, depth: int = 0) -> None:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"value nests more than {MAX_DEPTH} deep")
+        if obj is None:
+            self.out += b"N"
+        elif obj is True or obj is False:
+            self.out += b"\x88" if obj else b"\x89"
+        elif type(obj) is int:
+            self.save_int(obj)
+        elif type(obj) is float:
+            self.out += b"G" + struct.pack(">d", obj)
+        elif type(obj) is str:
+            self.save_str(obj)
+        elif self.get(("id", id(obj))):
+            return
+        elif type(obj) is tuple:
+            self.save_tuple(obj, depth)
+        elif type(obj) is list:
+            self.out += b"]"
+            self.identity_put(obj)
+            self.batches(list(obj), b"a", b"e", depth)
+        elif isinstance(obj, OrderedDict):
+            self.global_("collections", "OrderedDict")
+            self.out += b")R"
+            self.identity_put(obj)
+            self.batches(list(obj.items()), b"s", b"u", depth)
+        elif type(obj) is dict:
+            self.out += b"}"
+            self.identity_put(obj)
+            self.batches(list(obj.items()), b"s", b"u", depth)
+        elif isinstance(obj, np.ndarray):
+            self.tensor(obj)
+        else:
+            raise TypeError(f"cannot write a {type(obj).__name__} into a torch file")
+
+    def identity_put(self, obj: Any) -> None:
+        self.keep.append(obj)
+        self.put(("id", id(obj)))
+
+    def save_int(self, value: int) -> None:
+        if 0 <= value < 0x100:
+            self.out += b"K" + bytes([value])
+        elif 0 <= value < 0x10000:
+            self.out += b"M" + struct.pack("<H", value)
+        elif -0x80000000 <= value < 0x80000000:
+            self.out += b"J" + struct.pack("<i", value)
+        else:
+            raw = value.to_bytes((value.bit_length() >> 3) + 1, "little", signed=True)
+            if value < 0 and len(raw) > 1 and raw[-1] == 0xFF and raw[-2] & 0x80:
+                raw = raw[:-1]
+            if len(raw) < 256:
+                self.out += b"\x8a" + bytes([len(raw)]) + raw
+            else:
+                self.out += b"\x8b" + struct.pack("<i", len(raw)) + raw
+
+    def save_str(self, value: str) -> None:
+        if self.get(("str", value)):
+            return
+        encoded = value.encode("utf-8", "surrogatepass")
+        self.out += b"X" + struct.pack("<I", len(encoded)) + encoded
+        self.put(("str", value))
+
+    def global_(self, module: str, name: str) -> None:
+        if not self.get(("global", module, name)):
+            self.out += b"c" + f"{module}\n{name}\n".encode()
+            self.put(("global", module, name))
+
+    def save_tuple(self, value: tuple[Any, ...], depth: int) -> None:
+        if not value:
+            self.out += b")"
+            return
+        if len(value) > 3:
+            self.out += b"("
+        for item in value:
+            self.save(item, depth + 1)
+        self.out += b"t" if len(value) > 3 else b"\x85\x86\x87"[len(value) - 1 : len(value)]
+        self.identity_put(value)
+
+    def batches(self, items: list[Any], one: bytes, many: bytes, depth: int) -> None:
+        pairs = one == b"s"
+        for begin in range(0, len(items), _BATCH):
+            batch = items[begin : begin + _BATCH]
+            if len(batch) > 1:
+                self.out += b"("
+            for item in batch:
+                if pairs:
+                    self.save(item[0], depth + 1)
+                    self.save(item[1], depth + 1)
+                else:
+                    self.save(item, depth + 1)
+            self.out += many if len(batch) > 1 else one
+
+    def tensor(self, array: np.ndarray) -> None:
+        storage_class = _STORAGE_CLASSES.get(array.dtype.name)
+        if storage_class is None:
+            raise TypeError(f"cannot write a {array.dtype} array into a torch file")
+        self.keep.append(array)
+        contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        key = str(len(self.storages))
+        self.storages.append(contiguous)
+        self.global_("torch._utils", "_rebuild_tensor_v2")
+        self.out += b"("
+        self.out += b"("
+        self.save_str("storage")
+        self.global_("torch", storage_class)
+        self.save_str(key)
+        self.save_str("cpu")
+        self.save_int(contiguous.size)
+        self.out += b"t"
+        self.put()
+        self.out += b"Q"
+        self.save_int(0)
+        shape = tuple(int(d) for d in contiguous.shape)
+        self.tuple_fresh(shape)
+        self.tuple_fresh(_c_strides(shape))
+        self.out += b"\x89"
+        self.global_("collections", "OrderedDict")
+        self.out += b")R"
+        self.put()
+        self.out += b"t"
+        self.put()
+        self.out += b"R"
+        self.put(("id", id(array)))
+
+    def tuple_fresh(self, value: tuple[int, ...]) -> None:
+        """A tuple that torch builds anew for each tensor (never shared through the memo)."""
+        if not value:
+            self.out += b")"
+            return
+        if len(value) > 3:
+            self.out += b"("
+        for item in value:
+            self.save_int(item)
+        self.out += b"t" if len(value) > 3 else b"\x85\x86\x87"[len(value) - 1 : len(value)]
+        self.put()
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Row-major strides in elements, as torch reports them (also for empty tensors)."""
+    strides: list[int] = []
+    step = 1
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(strides))
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise ``obj`` as ``torch.save(obj)`` would (zip format), deterministically.
+
+    ``obj`` may nest dict (str keys; ``OrderedDict`` is written as one), list, tuple, str, int,
+    float, bool, None and numpy arrays (float32/16/64, int64/32/16/8, uint8, bool), which
+    become CPU tensors. Raises ``TypeError``/``ValueError`` for anything else (``bytes`` too:
+    torch's ``weights_only`` loader refuses them), a bug in the caller, not bad input.
+    """
+    writer = _PickleWriter()
+    writer.save(obj)
+    writer.out += b"."
+    records: list[tuple[str, bytes]] = [
+        ("data.pkl", bytes(writer.out)),
+        (".format_version", b"1"),
+        (".storage_alignment", str(_ALIGNMENT).encode()),
+        ("byteorder", b"little"),
+    ]
+    records += [(f"data/{i}", a.tobytes()) for i, a in enumerate(writer.storages)]
+    digest = hashlib.sha256()
+    for name, blob in records:
+        digest.update(name.encode() + b"\0" + struct.pack("<Q", len(blob)) + blob)
+    serialization_id = str(int.from_bytes(digest.digest(), "big") % 10**40).zfill(40)
+    records += [("version", b"3\n"), (".data/serialization_id", serialization_id.encode())]
+    return _zip(("archive/" + name, blob) for name, blob in records)
+
+
+def _zip(records: Any) -> bytes:
+    """Lay out stored members the way torch's PyTorchStreamWriter does (see module docstring)."""
+    out = bytearray()
+    central = bytearray()
+    count = 0
+    for name, blob in records:
+        encoded = name.encode("utf-8")
+        if len(blob) >= 0xFFFFFFFF:
+            raise ValueError("members of 4 GiB or more are not supported")
+        offset = len(out)
+        start = offset + 30 + len(encoded) + 4
+        pad = (-start) % _ALIGNMENT
+        extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+        out += struct.pack(
+            "<IHHHHHIIIHH", 0x04034B50, 0, 0x0808, 0, 0, 0, 0, 0, 0, len(encoded), len(extra)
+        )
+        out += encoded + extra + blob
+        crc = zlib.crc32(blob)
+        out += struct.pack("<IIII", 0x08074B50, crc, len(blob), len(blob))
+        central += struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50, 0, 0, 0x0808, 0, 0, 0, crc, len(blob), len(blob),
+            len(encoded), 0, 0, 0, 0, 0, offset,
+        )  # fmt: skip
+        central += encoded
+        count += 1
+    cd_offset = len(out)
+    out += central
+    zip64_offset = len(out)
+    out += struct.pack(
+        "<IQHHIIQQQQ", 0x06064B50, 44, 0x031E, 0x2D, 0, 0, count, count, len(central), cd_offset
+    )
+    out += struct.pack("<IIQI", 0x07064B50, 0, zip64_offset, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), cd_offset, 0)
+    return bytes(out)
