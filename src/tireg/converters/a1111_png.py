@@ -145,7 +145,7 @@ def _inflate(blob: bytes) -> bytes:
 
 
 def _open(data: bytes) -> Any:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         image = Image.open(io.BytesIO(data))
@@ -156,10 +156,11 @@ def _open(data: bytes) -> Any:
         image.load()
     except EmbeddingFileError:
         raise
+    except UnidentifiedImageError as exc:
+        raise EmbeddingFileError("the picture is truncated or corrupt (unreadable header)") from exc
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
-        raise EmbeddingFileError(
-            f"cannot decode the picture ({type(exc).__name__}: {exc})"
-        ) from exc
+        problem = f"{type(exc).__name__}: {exc}"
+        raise EmbeddingFileError(f"the picture is truncated or corrupt ({problem})") from exc
     return image
 
 
