@@ -283,7 +283,8 @@ def local_source(session: Session, folder: Path) -> int:
 @dataclass
 class _Candidate:
     path: Path
-    source_id: int | None
+    source_id: int | None  # given by the caller, or
+    folder: Path  # the folder named on the command line: its ``local`` source
 
 
 def _walk(root: Path) -> tuple[list[Path], int]:
@@ -351,13 +352,16 @@ def _import_file(
     reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != file_sha
     store.put(embedding)  # durable before the row that points at it commits
     with catalogue.transaction() as session:
+        source_id = candidate.source_id
+        if source_id is None:
+            source_id = local_source(session, candidate.folder)
         row, created = import_embedding(
             session,
             embedding,
             location=str(path),
             original_sha256=file_sha,
             original_format="tireg" if reencoded else embedding.source_format,
-            source_id=candidate.source_id,
+            source_id=source_id,
             hints=hints,
             store=store,
         )
@@ -379,7 +383,8 @@ def add_paths(
 
     Each file is read, stored and recorded in its own transaction; a file that cannot be read is
     reported with its reason and the others go on. Without ``source_id`` each folder named (or
-    the folder of each file named) becomes a ``local`` source. Failures of the catalogue or the
+    the folder of each file named) becomes a ``local`` source, when a file is first imported
+    from it. Failures of the catalogue or the
     store themselves (a full disk, no permission) stop the run with one :class:`TiregError`;
     files imported before it stay imported.
     """
@@ -394,11 +399,6 @@ def add_paths(
             continue
         root = given.resolve()
         folder = root if root.is_dir() else root.parent
-        if source_id is None:
-            with catalogue.transaction() as session:
-                this_source: int | None = local_source(session, folder)
-        else:
-            this_source = source_id
         if root.is_dir():
             files, skipped = _walk(root)
             report.skipped += skipped
@@ -407,7 +407,7 @@ def add_paths(
         for file in files:
             if file not in seen:
                 seen.add(file)
-                candidates.append(_Candidate(file, this_source))
+                candidates.append(_Candidate(file, source_id, folder))
 
     outcomes: dict[Path, FileOutcome] = {}
     for done, candidate in enumerate(candidates, 1):

@@ -1,12 +1,13 @@
 """Keeping the FTS5 search index (``embedding_search``) in step with the catalogue.
 
-One FTS row per embedding, ``rowid = embeddings.id``, with five columns: ``name``, ``triggers``
-(every name the vectors were seen under, plus the triggers sources gave), ``description``,
-``tags`` and ``sources`` (source kinds, locators and titles, base-model hints, file names). The
-columns aggregate several tables, so SQL triggers cannot maintain them; instead whoever changes an
-embedding's facts calls :func:`reindex` (or :func:`remove`) in the same transaction, and the index
-can never disagree with a committed catalogue. On databases without FTS5 (anything but SQLite)
-both are no-ops and search falls back to plain SQL.
+One FTS row per embedding, ``rowid = embeddings.id``, with five columns: ``name``,
+``triggers`` (every name the vectors were seen under, file stems included, and the triggers
+sources gave), ``description``, ``tags`` and ``sources`` (source kinds, locators and titles,
+base-model hints, file names). The columns aggregate several tables, so SQL triggers cannot
+maintain them; instead whoever changes an embedding's facts calls :func:`reindex` (or
+:func:`remove`) in the same transaction, and the index can never disagree with a committed
+catalogue. On databases without FTS5 (anything but SQLite) both are no-ops and search falls back
+to plain SQL.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import PurePath
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from tireg.db.models import EmbeddingRow, ProvenanceRow, SourceRow, TagRow
+from tireg.db.models import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
 from tireg.db.session import FTS_TABLE
 
 
@@ -49,11 +50,18 @@ def document(session: Session, embedding_id: int) -> dict[str, str] | None:
     triggers: list[str | None] = [row.name]
     sources: list[str | None] = []
     for name_in_file, location, source in found:
-        triggers.append(name_in_file)
-        sources.append(PurePath(location.rsplit("?", 1)[0]).name)
+        file_name = PurePath(location.rsplit("?", 1)[0]).name
+        # A1111 and ComfyUI type the file's stem, whatever name the file holds
+        triggers += [name_in_file, PurePath(file_name).stem]
+        sources.append(file_name)
         if source is not None:
             triggers.append(source.trigger)
             sources += [source.kind, source.locator, source.title, source.base_model_hint]
+    sources += session.scalars(
+        select(CompatRow.model_ref).where(
+            CompatRow.embedding_id == embedding_id, CompatRow.relation == "base_model_hint"
+        )
+    ).all()
     return {
         "name": row.name,
         "triggers": _joined(triggers),
