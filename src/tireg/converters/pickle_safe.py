@@ -40,7 +40,8 @@ Other ways a pickle can reach objects are closed too:
 * ``persistent_load`` accepts only torch's ``('storage', <storage type>, key, location, numel[,
   view])`` tuples and returns a record; no bytes are read here;
 * memo indices are bounded, so ``LONG_BINPUT 0xFFFFFFFF`` cannot make the unpickler allocate
-  gigabytes for its memo table.
+  gigabytes for its memo table, and tuple nesting is bounded (see :class:`_TupleDepth`), so a
+  crafted dict key cannot crash the interpreter.
 
 Whatever goes wrong inside the unpickler surfaces as :class:`EmbeddingFileError` (the input is
 untrusted, so every failure is the file's fault); ``UnsafePickleError`` is one of those.
@@ -91,10 +92,25 @@ DTYPE_SIZES: dict[str, int] = {
 
 MAX_DIMS = 32  # numpy's floor across versions; no embedding or checkpoint tensor comes close
 _MEMO_SLACK = 1024  # memo indices may run this far ahead of the PUTs seen so far
+MAX_TUPLE_DEPTH = 100  # torch nests tuples 2 deep (persistent id inside the rebuild arguments)
 
 
 def _fail(message: str) -> NoReturn:
     raise EmbeddingFileError(message)
+
+
+def describe(exc: BaseException) -> str:
+    """A short, safe description of an exception raised while decoding untrusted input.
+
+    ``str(exc)`` may embed the repr of a value the attacker built (huge, or nested deeply enough
+    to raise ``RecursionError`` itself), so it is computed defensively and cut short.
+    """
+    try:
+        text = str(exc)
+    except Exception:  # the message itself is hostile; the type is enough
+        text = ""
+    text = text if len(text) <= 200 else text[:200] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _is_int(value: object) -> bool:
@@ -424,15 +440,68 @@ class RestrictedUnpickler(pickle.Unpickler):
         return ref
 
 
+class _TupleDepth:
+    """Follows the unpickler's stack statically, tracking how deeply tuples nest.
+
+    Why: ``hash()`` of a tuple recurses in C without a recursion guard, so a key made of 200,000
+    nested ``TUPLE1`` (200 KB of pickle) crashes the interpreter with a segfault inside
+    ``SETITEM``, before any Python code of ours could react. Tuples and frozensets are immutable,
+    so their nesting is fixed when they are built and can be computed from the opcodes alone;
+    every other value (lists, dicts, stand-in results) counts as depth 0.
+    """
+
+    _MARK = -1
+    _KEEPS_CONTAINER = frozenset(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"))
+    _BUILDS_TUPLE = frozenset(("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET"))
+
+    def __init__(self) -> None:
+        self.stack: list[int] = []
+        self.memo: dict[int, int] = {}
+
+    def step(self, op: pickletools.OpcodeInfo, arg: Any) -> None:
+        name = op.name
+        if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if not self.stack or self.stack[-1] == self._MARK:
+                _fail("pickle memoizes an empty stack")
+            self.memo[len(self.memo) if name == "MEMOIZE" else int(str(arg))] = self.stack[-1]
+            return
+        popped: list[int] = []
+        before = op.stack_before
+        if pickletools.markobject in before:
+            while self.stack and self.stack[-1] != self._MARK:
+                popped.append(self.stack.pop())
+            if not self.stack:
+                _fail("pickle pops a mark that was never pushed")
+            self.stack.pop()
+            before = before[: before.index(pickletools.markobject)]
+        for _ in before:
+            if not self.stack or self.stack[-1] == self._MARK:
+                _fail("pickle stack underflow")
+            popped.append(self.stack.pop())
+        depth = 0
+        if name in self._BUILDS_TUPLE:
+            depth = 1 + max(popped, default=0)
+            if depth > MAX_TUPLE_DEPTH:
+                _fail(f"pickle nests tuples more than {MAX_TUPLE_DEPTH} deep")
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            depth = self.memo.get(int(str(arg)), 0)
+        elif name == "DUP" or name in self._KEEPS_CONTAINER:
+            depth = popped[-1]
+        for item in op.stack_after:
+            self.stack.append(self._MARK if item is pickletools.markobject else depth)
+
+
 def scan(data: bytes, start: int = 0) -> int:
     """Walk the opcodes of the pickle at ``data[start:]`` without running it; return its end.
 
     Refuses statically what needs no execution to judge: a ``GLOBAL``/``INST`` outside the
-    allow-list, any ``EXT`` opcode, and memo indices far beyond the entries written so far.
+    allow-list, any ``EXT`` opcode, memo indices far beyond the entries written so far, and tuples
+    nested deeper than :data:`MAX_TUPLE_DEPTH`.
     """
     stream = io.BytesIO(data)
     stream.seek(start)
     puts = 0
+    depth = _TupleDepth()
     try:
         for opcode, arg, _pos in pickletools.genops(stream):
             name = opcode.name
@@ -448,10 +517,11 @@ def scan(data: bytes, start: int = 0) -> int:
                 if name != "MEMOIZE" and int(str(arg)) > puts + _MEMO_SLACK:
                     _fail(f"pickle memo index {arg} is out of range")
                 puts += 1
+            depth.step(opcode, arg)
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
-        raise EmbeddingFileError(f"corrupt pickle ({exc})") from None
+        raise EmbeddingFileError(f"corrupt pickle ({describe(exc)})") from None
     end = stream.tell()
     if data[end - 1 : end] != b".":
         _fail("pickle has no STOP opcode")
@@ -473,5 +543,5 @@ def unpickle(
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any failure is the file's
-        raise EmbeddingFileError(f"corrupt pickle ({type(exc).__name__}: {exc})") from None
+        raise EmbeddingFileError(f"corrupt pickle ({describe(exc)})") from None
     return obj, end

@@ -159,7 +159,7 @@ def _guard(fn: Any) -> Any:
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input must only ever raise our errors
-        raise EmbeddingFileError(f"corrupt torch file ({type(exc).__name__}: {exc})") from None
+        raise EmbeddingFileError(f"corrupt torch file ({pickle_safe.describe(exc)})") from None
 
 
 class _Archive:
