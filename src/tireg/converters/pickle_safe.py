@@ -99,7 +99,7 @@ def _fail(message: str) -> NoReturn:
     raise EmbeddingFileError(message)
 
 
-def describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """A short, safe description of an exception raised while decoding untrusted input.
 
     ``str(exc)`` may embed the repr of a value the attacker built (huge, or nested deeply enough
@@ -521,7 +521,7 @@ def scan(data: bytes, start: int = 0) -> int:
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
-        raise EmbeddingFileError(f"corrupt pickle ({describe(exc)})") from None
+        raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
     end = stream.tell()
     if data[end - 1 : end] != b".":
         _fail("pickle has no STOP opcode")
@@ -543,5 +543,5 @@ def unpickle(
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any failure is the file's
-        raise EmbeddingFileError(f"corrupt pickle ({describe(exc)})") from None
+        raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
     return obj, end

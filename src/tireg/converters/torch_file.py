@@ -159,7 +159,9 @@ def _guard(fn: Any) -> Any:
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input must only ever raise our errors
-        raise EmbeddingFileError(f"corrupt torch file ({pickle_safe.describe(exc)})") from None
+        raise EmbeddingFileError(
+            f"corrupt torch file ({pickle_safe.describe_error(exc)})"
+        ) from None
 
 
 class _Archive:
