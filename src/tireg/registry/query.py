@@ -210,6 +210,14 @@ def candidates(session: Session, spec: str, *, source: str | None = None) -> lis
     return [found[i] for i in sorted(found)]
 
 
+def refs(session: Session, rows: Iterable[EmbeddingRow]) -> dict[int, str]:
+    """The shortest spec naming each row: the bare name where no other embedding shares it,
+    else ``NAME@HEX``. Listings show these, so what a user sees is what they can type."""
+    rows = list(rows)
+    namesakes = Counter(_bare(r.name) for r in _rows_named(session, {r.name for r in rows}))
+    return {r.id: ref_of(r) if namesakes[_bare(r.name)] > 1 else r.name for r in rows}
+
+
 def resolve(session: Session, spec: str, *, source: str | None = None) -> EmbeddingRow:
     """The one embedding ``spec`` names; raises :class:`NotFoundError` or
     :class:`AmbiguousNameError` (whose message lists the exact spec for each candidate)."""
@@ -284,13 +292,12 @@ def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
 def _summaries(
     session: Session, rows: Sequence[EmbeddingRow], ranks: dict[int, float] | None = None
 ) -> list[EmbeddingSummary]:
-    """Summaries whose ref is the bare name where it is unique in the catalogue, else
-    ``NAME@HEX``."""
-    namesakes = Counter(_bare(r.name) for r in _rows_named(session, {r.name for r in rows}))
+    """Summaries of ``rows`` with their :func:`refs`."""
+    shown = refs(session, rows)
     return [
         EmbeddingSummary(
             id=r.id,
-            ref=ref_of(r) if namesakes[_bare(r.name)] > 1 else r.name,
+            ref=shown[r.id],
             name=r.name,
             vectors_sha256=r.vectors_sha256,
             family=r.family,

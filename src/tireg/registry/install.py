@@ -1,0 +1,395 @@
+"""Installing catalogued embeddings into UIs and folders, and keeping track of what was installed.
+
+Where files go and what they are called is :mod:`tireg.registry.uis`; this module writes them and
+records each in ``installs`` (target, format, path, sha256 of the bytes written).
+
+**Never overwrite a different embedding.** Before anything is written, every target path is
+checked: a file already there holding the same vectors (byte-identical, or readable as the same
+embedding) makes the install a no-op; anything else, installed by tireg or not, refuses the whole
+command with one line that says to choose another name with ``--as NEWNAME`` or to replace it with
+``--force``. A UI looks an embedding up by stem whatever the extension, so a ``NAME.pt`` beside a
+new ``NAME.safetensors`` counts as the same name: holding the same vectors it makes the install a
+no-op, holding others it is a collision.
+
+**Concurrency.** Files are published with an atomic hard link that fails if the name exists, so
+of two processes writing one path exactly one wins; the loser then sees the winner's file and
+either finds the same embedding (no-op) or reports the collision. The ``installs`` row is
+written after the file, in a write-locked transaction keyed by the unique path, so rows are never
+duplicated; a process killed between the two leaves a file the next identical install adopts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from tireg.converters import EmbeddingFileError, encode, read_file
+from tireg.converters.writing import EXTENSIONS, output_paths
+from tireg.db.models import EmbeddingRow, InstallRow, utcnow
+from tireg.db.session import Catalogue
+from tireg.errors import TiregError
+from tireg.files import atomic_write_bytes
+from tireg.registry import query, uis
+from tireg.registry.store import ContentStore
+
+
+class InstallError(TiregError):
+    """An install that would overwrite a different embedding, or cannot go where it was sent."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an install goes: a located UI root, or a plain folder (target ``dir``)."""
+
+    target: str
+    root: Path
+    fmt: str
+
+    @classmethod
+    def ui(cls, ui: str, ui_root: str | os.PathLike[str] | None = None) -> Destination:
+        """A UI's embeddings folder, under ``ui_root`` or the first usual place it is found."""
+        found = uis.locate(ui, ui_root)
+        return cls(found.ui, found.root, uis.UI_FORMAT)
+
+    @classmethod
+    def folder(cls, path: str | os.PathLike[str], fmt: str = uis.UI_FORMAT) -> Destination:
+        """Any folder, in any format tireg writes (created if missing)."""
+        if fmt not in EXTENSIONS:
+            raise InstallError(
+                f"unknown format {fmt!r}", hint=f"choose one of {', '.join(EXTENSIONS)}"
+            )
+        return cls("dir", Path(path).expanduser().resolve(), fmt)
+
+    def directory(self, family: str) -> Path:
+        if self.target == "dir":
+            return self.root
+        return uis.embeddings_dir(uis.UiRoot(self.target, self.root), family)
+
+
+@dataclass(frozen=True)
+class InstallOutcome:
+    """One installed file: ``status`` is ``installed``, ``present`` (already there, nothing
+    written) or ``replaced`` (``--force`` over a different file); ``prompt`` is what to type."""
+
+    ref: str
+    target: str
+    path: str
+    format: str
+    status: str
+    prompt: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class InstalledFile:
+    """A row of ``tireg installed``: an install and its state: ``ok``, ``modified``, ``missing``."""
+
+    ref: str
+    name: str
+    target: str
+    format: str
+    path: str
+    sha256: str
+    installed_at: Any
+    state: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A file to place: its bytes, and whether a same-named file beside it already holds it."""
+
+    row: EmbeddingRow
+    stem: str
+    path: Path
+    blob: bytes
+    present_as: Path | None
+
+
+def _holds(path: Path, blob: bytes, vectors_sha256: str, *, whole: bool) -> bool:
+    """Whether the file at ``path`` is this embedding: the same bytes, or (for a single-file
+    format) a file any reader gives the same vectors from."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if data == blob:
+        return True
+    if not whole:
+        return False
+    try:
+        return read_file(path).vectors_sha256() == vectors_sha256
+    except (EmbeddingFileError, ValueError):
+        return False
+
+
+def _collision(path: Path, what: str) -> InstallError:
+    return InstallError(
+        f"{what}; not overwriting it",
+        path=path,
+        hint="install under another name with --as NEWNAME, or replace it with --force",
+    )
+
+
+def _plan(
+    rows: Sequence[EmbeddingRow],
+    dest: Destination,
+    *,
+    as_name: str | None,
+    force: bool,
+    store: ContentStore,
+) -> list[_Planned]:
+    """Encode every file and check every target before anything is written."""
+    if as_name is not None and len(rows) != 1:
+        raise InstallError("--as renames one embedding; name exactly one")
+    planned: list[_Planned] = []
+    claimed: dict[Path, str] = {}
+    for row in rows:
+        folder = dest.directory(row.family)
+        stem = uis.file_stem(dest.target, as_name or row.name)
+        embedding = store.get(row.vectors_sha256).with_meta(name=stem)
+        blobs = encode(embedding, dest.fmt)
+        paths = output_paths(folder / f"{stem}{EXTENSIONS[dest.fmt]}", len(blobs))
+        whole = len(blobs) == 1
+        for path, blob in zip(paths, blobs, strict=True):
+            if path in claimed and claimed[path] != row.vectors_sha256:
+                raise _collision(path, "two of the embeddings named would share this file")
+            claimed[path] = row.vectors_sha256
+            present_as = None
+            if path.exists() and not _holds(path, blob, row.vectors_sha256, whole=whole):
+                if not force:
+                    raise _collision(path, "a different embedding is already installed here")
+            elif not path.exists() and dest.target != "dir":
+                for rival in uis.rival_files(folder, stem):
+                    if _holds(rival, blob, row.vectors_sha256, whole=True):
+                        present_as = rival
+                    elif not force:
+                        raise _collision(rival, f"a different embedding is already called {stem!r}")
+            planned.append(_Planned(row, stem, path, blob, present_as))
+    return planned
+
+
+def _place(plan: _Planned, *, force: bool) -> str:
+    """Put one file in place; returns ``installed``, ``present`` or ``replaced``."""
+    path, blob, sha = plan.path, plan.blob, plan.row.vectors_sha256
+    for _ in range(3):  # another process may publish or remove the file between our looks
+        if path.exists():
+            if _holds(path, blob, sha, whole=True):
+                return "present"
+            if not force:
+                raise _collision(path, "a different embedding is already installed here")
+            atomic_write_bytes(path, blob, overwrite=True)
+            return "replaced"
+        try:
+            atomic_write_bytes(path, blob, overwrite=False)
+            return "installed"
+        except FileExistsError:
+            continue
+    raise InstallError("the file kept changing while installing", path=path, hint="try again")
+
+
+def _record(session: Session, row_id: int, dest: Destination, path: Path) -> None:
+    """Point the install row for ``path`` at what is there now (one row per path, ever)."""
+    sha = query.file_sha256(path)
+    found = session.scalar(select(InstallRow).where(InstallRow.path == str(path)))
+    if found is None:
+        session.add(
+            InstallRow(
+                embedding_id=row_id, target=dest.target, format=dest.fmt, path=str(path), sha256=sha
+            )
+        )
+    elif (found.embedding_id, found.sha256, found.target) != (row_id, sha, dest.target):
+        found.embedding_id, found.sha256, found.target = row_id, sha, dest.target
+        found.format, found.installed_at = dest.fmt, utcnow()
+
+
+def install(
+    catalogue: Catalogue,
+    specs: Sequence[str],
+    dest: Destination,
+    *,
+    as_name: str | None = None,
+    force: bool = False,
+    source: str | None = None,
+    store: ContentStore | None = None,
+) -> list[InstallOutcome]:
+    """Install the embeddings ``specs`` name (see :mod:`tireg.registry.query`) into ``dest``.
+
+    Every spec is resolved and every target checked first, so a bad spec or a collision writes
+    nothing. ``as_name`` installs one embedding under another trigger; ``force`` replaces a
+    different file at the target. Installing what is already there is a no-op (``present``).
+    """
+    store = store if store is not None else ContentStore()
+    with catalogue.reading() as session:
+        rows = query.resolve_many(session, specs, source=source)
+        refs = query.refs(session, rows)
+    return install_rows(catalogue, rows, dest, as_name=as_name, force=force, store=store, refs=refs)
+
+
+def install_ids(
+    catalogue: Catalogue,
+    embedding_ids: Sequence[int],
+    dest: Destination,
+    *,
+    force: bool = False,
+    store: ContentStore | None = None,
+) -> list[InstallOutcome]:
+    """:func:`install` for embeddings known by id (what a remote install returns)."""
+    with catalogue.reading() as session:
+        rows = [session.get_one(EmbeddingRow, i) for i in dict.fromkeys(embedding_ids)]
+        refs = query.refs(session, rows)
+    return install_rows(catalogue, rows, dest, force=force, store=store, refs=refs)
+
+
+def install_rows(
+    catalogue: Catalogue,
+    rows: Sequence[EmbeddingRow],
+    dest: Destination,
+    *,
+    as_name: str | None = None,
+    force: bool = False,
+    store: ContentStore | None = None,
+    refs: dict[int, str] | None = None,
+) -> list[InstallOutcome]:
+    """Install catalogue rows already resolved (the shared tail of :func:`install`)."""
+    store = store if store is not None else ContentStore()
+    plans = _plan(rows, dest, as_name=as_name, force=force, store=store)
+    outcomes: list[InstallOutcome] = []
+    for plan in plans:
+        if plan.present_as is not None:
+            status, path = "present", plan.present_as
+        else:
+            status, path = _place(plan, force=force), plan.path
+            with catalogue.transaction() as session:
+                _record(session, plan.row.id, dest, path)
+        ref = (refs or {}).get(plan.row.id, query.ref_of(plan.row))
+        word = uis.prompt_word(dest.target, plan.stem)
+        outcomes.append(InstallOutcome(ref, dest.target, str(path), dest.fmt, status, word))
+    return outcomes
+
+
+# -- what is installed -----------------------------------------------------------------------
+
+
+def _install_rows(
+    session: Session,
+    *,
+    embedding_ids: Sequence[int] | None = None,
+    target: str | None = None,
+    under: Path | None = None,
+) -> list[InstallRow]:
+    found = select(InstallRow).options(selectinload(InstallRow.embedding)).order_by(InstallRow.path)
+    if embedding_ids is not None:
+        found = found.where(InstallRow.embedding_id.in_(list(embedding_ids)))
+    if target is not None:
+        found = found.where(InstallRow.target == target)
+    rows = list(session.scalars(found))
+    if under is not None:
+        rows = [r for r in rows if Path(r.path).is_relative_to(under)]
+    return rows
+
+
+def installed(
+    catalogue: Catalogue,
+    *,
+    specs: Sequence[str] = (),
+    target: str | None = None,
+    under: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+) -> list[InstalledFile]:
+    """Every install (of ``specs``, into ``target``, under folder ``under``) with its state."""
+    folder = Path(under).expanduser().resolve() if under is not None else None
+    with catalogue.reading() as session:
+        ids = [r.id for r in query.resolve_many(session, specs, source=source)] if specs else None
+        rows = _install_rows(session, embedding_ids=ids, target=target, under=folder)
+        shown = query.refs(session, {r.embedding for r in rows})
+        result = []
+        for inst in rows:
+            row = inst.embedding
+            result.append(
+                InstalledFile(
+                    ref=shown[row.id],
+                    name=row.name,
+                    target=inst.target,
+                    format=inst.format,
+                    path=inst.path,
+                    sha256=inst.sha256,
+                    installed_at=inst.installed_at,
+                    state=query.install_state(inst),
+                )
+            )
+        return result
+
+
+@dataclass(frozen=True)
+class UninstallOutcome:
+    """``removed`` (file deleted), ``forgotten`` (the file was already gone) or ``kept``
+    (changed since tireg wrote it, so left in place; ``force`` removes it)."""
+
+    ref: str
+    path: str
+    status: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def uninstall_rows(
+    catalogue: Catalogue,
+    installs: Sequence[InstallRow],
+    *,
+    force: bool = False,
+    refs: dict[int, str] | None = None,
+) -> list[UninstallOutcome]:
+    """Delete installed files and their rows; a file modified behind tireg's back is kept
+    (and stays listed) unless ``force``."""
+    outcomes: list[UninstallOutcome] = []
+    gone: list[int] = []
+    for inst in installs:
+        state = query.install_state(inst)
+        ref = (refs or {}).get(inst.embedding_id) or query.ref_of(inst.embedding)
+        if state == "modified" and not force:
+            outcomes.append(UninstallOutcome(ref, inst.path, "kept"))
+            continue
+        if state != "missing":
+            Path(inst.path).unlink(missing_ok=True)
+        gone.append(inst.id)
+        outcomes.append(
+            UninstallOutcome(ref, inst.path, "forgotten" if state == "missing" else "removed")
+        )
+    if gone:
+        with catalogue.transaction() as session:
+            for inst_id in gone:
+                found = session.get(InstallRow, inst_id)
+                if found is not None:
+                    session.delete(found)
+    return outcomes
+
+
+def uninstall(
+    catalogue: Catalogue,
+    specs: Sequence[str],
+    *,
+    target: str | None = None,
+    under: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    source: str | None = None,
+) -> list[UninstallOutcome]:
+    """Remove what tireg installed of ``specs`` (everywhere, or only into ``target`` / under
+    folder ``under``). Files tireg did not write are never touched."""
+    folder = Path(under).expanduser().resolve() if under is not None else None
+    with catalogue.reading() as session:
+        ids = [r.id for r in query.resolve_many(session, specs, source=source)]
+        rows = _install_rows(session, embedding_ids=ids, target=target, under=folder)
+        shown = query.refs(session, {r.embedding for r in rows})
+    return uninstall_rows(catalogue, rows, force=force, refs=shown)
