@@ -1,0 +1,104 @@
+"""Family detection from real key names: safetensors headers, .ckpt pickles, diffusers folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.checkpoints.builders import write_checkpoint, write_ckpt
+from tireg.checkpoints import CheckpointError, detect_family
+
+CASES = [
+    ("sd1", "sd1", True, {"clip_l": 768}),
+    ("sd1_early", "sd1", True, {"clip_l": 768}),
+    ("sd2", "sd2", True, {"clip_h": 1024}),
+    ("sdxl", "sdxl", True, {"clip_l": 768, "clip_g": 1280}),
+    ("sdxl_refiner", "sdxl_refiner", False, {"clip_g": 1280}),
+    ("sdxl_unet_only", "sdxl", True, {}),
+    ("sd3", "sd3", False, {}),
+    ("flux", "flux", False, {}),
+    ("lora", "unknown", False, {}),
+]
+
+
+@pytest.mark.parametrize(("kind", "family", "supported", "widths"), CASES)
+def test_safetensors_families(
+    tmp_path: Path, kind: str, family: str, supported: bool, widths: dict[str, int]
+) -> None:
+    found = detect_family(write_checkpoint(tmp_path / f"{kind}.safetensors", kind))
+    assert (found.family, found.supported, found.widths) == (family, supported, widths)
+    assert found.evidence
+
+
+def test_unsupported_families_are_named(tmp_path: Path) -> None:
+    sd3 = detect_family(write_checkpoint(tmp_path / "a.safetensors", "sd3"))
+    flux = detect_family(write_checkpoint(tmp_path / "b.safetensors", "flux"))
+    assert sd3.label == "SD3" and "SD3" in sd3.evidence
+    assert flux.label == "Flux" and "Flux" in flux.evidence
+    lora = detect_family(write_checkpoint(tmp_path / "c.safetensors", "lora"))
+    assert "LoRA" in lora.evidence
+
+
+@pytest.mark.parametrize(("kind", "family"), [("sd1", "sd1"), ("sd2", "sd2"), ("sdxl", "sdxl")])
+def test_ckpt_families(tmp_path: Path, kind: str, family: str) -> None:
+    pytest.importorskip(
+        "tireg.converters.torch_file", reason="restricted .ckpt loader not built yet"
+    )
+    path = write_ckpt(tmp_path / f"{kind}.ckpt", kind)
+    assert detect_family(path).family == family
+
+
+def test_ckpt_with_a_malicious_global_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "tireg.converters.torch_file", reason="restricted .ckpt loader not built yet"
+    )
+    import pickle
+
+    class Boom:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("owned",))
+
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": {"x": Boom()}}, protocol=2))
+    with pytest.raises(CheckpointError, match="print"):
+        detect_family(path)
+
+
+def test_diffusers_folders_from_real_pipelines(tmp_path: Path) -> None:
+    from tests.pipelines import build_sd_pipeline, build_sdxl_pipeline, write_clip_tokenizer
+
+    for sub in ("tokenizer", "tokenizer_2"):
+        write_clip_tokenizer(tmp_path / sub)
+    expected = {"sd1": "sd1", "sd2": "sd2", "sdxl": "sdxl"}
+    for name, pipe in (
+        ("sd1", build_sd_pipeline(tmp_path, width=768)),
+        ("sd2", build_sd_pipeline(tmp_path, width=1024)),
+        ("sdxl", build_sdxl_pipeline(tmp_path)),
+    ):
+        folder = tmp_path / f"pipe-{name}"
+        pipe.save_pretrained(folder)
+        found = detect_family(folder)
+        assert (found.family, found.layout) == (expected[name], "diffusers")
+
+
+def test_diffusers_pipeline_of_another_backbone(tmp_path: Path) -> None:
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    found = detect_family(tmp_path)
+    assert found.family == "flux" and not found.supported
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"model_index\.json"):
+        detect_family(tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello there, not a model")
+    with pytest.raises(CheckpointError, match="neither safetensors"):
+        detect_family(text)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        detect_family(broken)
+    with pytest.raises(CheckpointError, match="no such"):
+        detect_family(tmp_path / "missing.safetensors")
