@@ -278,7 +278,7 @@ def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
             exists(
                 select(TagRow.tag).where(
                     TagRow.embedding_id == EmbeddingRow.id,
-                    TagRow.tag == filters.tag.strip().lower(),
+                    func.lower(TagRow.tag) == filters.tag.strip().lower(),
                 )
             )
         )
