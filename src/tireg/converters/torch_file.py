@@ -499,7 +499,7 @@ class _PickleWriter:
         if storage_class is None:
             raise TypeError(f"cannot write a {array.dtype} array into a torch file")
         self.keep.append(array)
-        contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        contiguous = np.asarray(array, dtype=array.dtype.newbyteorder("<"), order="C")
         key = str(len(self.storages))
         self.storages.append(contiguous)
         self.global_("torch._utils", "_rebuild_tensor_v2")
