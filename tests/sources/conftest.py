@@ -6,8 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.sources.servers.civitai_server import CivitaiServer
 from tests.sources.servers.http_server import FileServer, running
 from tests.sources.servers.hub_server import INDEX, HubServer, seed_from_index
+from tireg.db.session import Catalogue, open_catalogue
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +34,41 @@ def hub() -> Iterator[HubServer]:
     server = HubServer(seed_from_index(30, fmt="safetensors"), page_size=7)
     with running(server.http):
         yield server
+
+
+@pytest.fixture
+def civitai_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[CivitaiServer]:
+    """A Civitai API stand-in; TIREG_CIVITAI_API points at it."""
+    server = CivitaiServer()
+    monkeypatch.setenv("TIREG_CIVITAI_API", server.api)
+    for name in ("CIVITAI_API_KEY", "TIREG_CIVITAI_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with running(server.http):
+        yield server
+
+
+@pytest.fixture
+def catalogue() -> Iterator[Catalogue]:
+    """A fresh catalogue in this test's TIREG_HOME."""
+    opened = open_catalogue()
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def reads_pickles() -> bool:
+    """Whether tireg's converters read torch ``.bin`` files yet (restricted loader)."""
+    import io
+
+    import torch
+
+    from tireg.converters import read_bytes
+
+    buffer = io.BytesIO()
+    torch.save({"<x>": torch.zeros(768)}, buffer)
+    try:
+        read_bytes(buffer.getvalue(), name_hint="x")
+    except Exception:
+        return False
+    return True
