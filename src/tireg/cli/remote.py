@@ -1,0 +1,143 @@
+"""``tireg sync hf`` and ``tireg lookup``: the catalogue's view of remote sources.
+
+(``tireg install`` and ``tireg search --remote`` live with the install and search commands and
+call :mod:`tireg.registry.remote` too.) Other source groups may add commands to :data:`sync_app`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tireg.cli.options import DbOption, JsonOption
+from tireg.cli.output import console, err_console, print_json
+from tireg.db import open_catalogue
+from tireg.registry.remote import SyncReport, lookup, sync_hf
+
+sync_app = typer.Typer(
+    name="sync",
+    help="Record what a remote source offers in the catalogue (and optionally download it).",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to ``app``."""
+    app.add_typer(sync_app, name="sync")
+    sync_app.command("hf")(sync_hf_command)
+    app.command("lookup")(lookup_command)
+
+
+def sync_hf_command(
+    author: Annotated[
+        str, typer.Option("--author", help="Hugging Face user or organisation to list.")
+    ] = "sd-concepts-library",
+    download: Annotated[
+        bool, typer.Option("--download", help="Also download and import every embedding.")
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=64, help="Repos fetched at once.")
+    ] = 8,
+    hf_endpoint: Annotated[
+        str | None,
+        typer.Option("--hf-endpoint", metavar="URL", help="Hub URL (default: HF_ENDPOINT)."),
+    ] = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List a Hugging Face author's concept repos and record each as an available source.
+
+    A re-sync asks the Hub only for the listing; repos whose commit is unchanged are skipped.
+    Gated repos are recorded with a hint on how to log in (HF_TOKEN or `hf auth login`).
+
+    Example: tireg sync hf --author sd-concepts-library --download
+    """
+    catalogue = open_catalogue(db)
+    try:
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+            disable=json_out,
+        ) as bar:
+            task = bar.add_task(f"listing {author}", total=None)
+
+            def advance(done: int, total: int, repo_id: str) -> None:
+                bar.update(task, completed=done, total=total, description=repo_id[-40:])
+
+            report = sync_hf(
+                catalogue,
+                author,
+                download=download,
+                concurrency=concurrency,
+                progress=advance,
+                endpoint=hf_endpoint,
+            )
+    finally:
+        catalogue.close()
+    if json_out:
+        print_json(report.to_json())
+    else:
+        _print_sync(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_sync(report: SyncReport) -> None:
+    table = Table(title=f"tireg sync hf --author {report.author}")
+    table.add_column("repos")
+    table.add_column("count", justify="right")
+    for label, value in (
+        ("listed", report.listed),
+        ("new", len(report.new)),
+        ("changed", len(report.changed)),
+        ("unchanged (skipped)", report.unchanged),
+        ("downloaded", len(report.downloaded)),
+        ("gated (need a login)", len(report.gated)),
+        ("gone", len(report.gone)),
+        ("failed", len(report.failed)),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+    for repo_id, reason in report.failed:
+        console.print(f"failed: {repo_id}: {reason}", markup=False, soft_wrap=True)
+
+
+def lookup_command(
+    target: Annotated[str, typer.Argument(help="An embedding file, or a name in the catalogue.")],
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Find an embedding on Civitai by the SHA256 of its file, and record what Civitai says.
+
+    Records the Civitai model version, trigger words, base model and preview URLs. Set
+    TIREG_CIVITAI_API to use another server; CIVITAI_API_KEY is sent when set.
+
+    Example: tireg lookup embeddings/EasyNegative.safetensors
+    """
+    catalogue = open_catalogue(db)
+    try:
+        results = lookup(catalogue, target)
+    finally:
+        catalogue.close()
+    if json_out:
+        print_json([r.to_json() for r in results])
+        return
+    table = Table(title=f"tireg lookup {target}")
+    for column in ("sha256", "civitai", "name", "base model", "trigger words"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.sha256[:12],
+            r.spec or "not found",
+            r.name or "",
+            r.base_model or "",
+            ", ".join(r.trigger_words),
+        )
+    console.print(table)

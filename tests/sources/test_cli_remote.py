@@ -1,0 +1,44 @@
+"""`tireg sync hf` and `tireg lookup` in-process, against the loopback servers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.sources.servers.civitai_server import CivitaiModel, CivitaiServer, CivitaiVersion
+from tests.sources.servers.hub_server import HubServer, embedding_bytes
+
+
+def test_sync_hf_cli_download_then_resync(hub: HubServer, tireg_cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    result = tireg_cli("sync", "hf", "--hf-endpoint", hub.url, "--download", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["listed"] == 30 and len(report["downloaded"]) == 30 - len(report["gated"])
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)  # read at call time, not at import
+    again = tireg_cli("sync", "hf")
+    assert again.code == 0 and "unchanged (skipped)" in again.stdout
+
+
+def test_sync_hf_offline_says_so(tireg_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = tireg_cli("sync", "hf", "--hf-endpoint", "http://127.0.0.1:9")
+    assert result.code == 1 and "offline" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_lookup_cli(civitai_server: CivitaiServer, tireg_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = embedding_bytes("emb_params", "safetensors", seed=4)
+    civitai_server.add(
+        CivitaiModel(
+            5,
+            "Bad Hands",
+            [CivitaiVersion(55, {"bh.safetensors": data}, trained_words=["bad-hands"])],
+        )
+    )
+    (tmp_path / "bh.safetensors").write_bytes(data)
+    result = tireg_cli("lookup", tmp_path / "bh.safetensors", "--json")
+    assert result.code == 0, result.stderr
+    [found] = json.loads(result.stdout)
+    assert found["spec"] == "civitai:5@55" and found["trigger_words"] == ["bad-hands"]
+    by_name = tireg_cli("lookup", "bad-hands")
+    assert by_name.code == 0 and "civitai:5@55" in by_name.stdout
