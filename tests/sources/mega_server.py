@@ -13,10 +13,12 @@ import os
 import re
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 
@@ -244,3 +246,16 @@ def serve(state: MegaStandIn) -> tuple[ThreadingHTTPServer, str]:
     base = f"http://127.0.0.1:{server.server_address[1]}"
     state.base = base
     return server, base
+
+
+@pytest.fixture
+def fake_mega(monkeypatch: pytest.MonkeyPatch) -> Iterator[MegaStandIn]:
+    """A running stand-in, with ``TIREG_MEGA_API`` pointing at it."""
+    state = MegaStandIn()
+    server, base = serve(state)
+    monkeypatch.setenv("TIREG_MEGA_API", base)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +13,7 @@ from tests.sources.mega_server import MegaStandIn
 from tireg.converters import read_file, safetensors_file
 from tireg.sources import SourceError, mega
 
-
-@pytest.fixture
-def fake_mega(monkeypatch: pytest.MonkeyPatch) -> Iterator[MegaStandIn]:
-    state = MegaStandIn()
-    server, base = mega_server.serve(state)
-    monkeypatch.setenv("TIREG_MEGA_API", base)
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+fake_mega = mega_server.fake_mega  # the fixture
 
 
 def embedding_bytes(seed: int = 0, vectors: int = 2, width: int = 768) -> bytes:
