@@ -109,7 +109,7 @@ def test_colliding_name_lists_exact_specs(catalogue: Catalogue, filled: dict[str
         query.resolve(session, "cat-toy")
     refs = err.value.refs
     assert len(refs) == 2
-    assert "type one of these exactly" in str(err.value)
+    assert "type one of the NAME@HEX exactly" in str(err.value)
     with catalogue.reading() as session:
         resolved = {query.resolve(session, ref).id for ref in refs}
     assert resolved == {filled["cat-hf"], filled["cat-local"]}

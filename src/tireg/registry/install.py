@@ -35,8 +35,9 @@ from tireg.db.models import EmbeddingRow, InstallRow, utcnow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes
-from tireg.registry import query, uis
+from tireg.registry import query, remote, uis
 from tireg.registry.store import ContentStore
+from tireg.sources.http import Progress
 
 
 class InstallError(TiregError):
@@ -236,21 +237,6 @@ def install(
     return install_rows(catalogue, rows, dest, as_name=as_name, force=force, store=store, refs=refs)
 
 
-def install_ids(
-    catalogue: Catalogue,
-    embedding_ids: Sequence[int],
-    dest: Destination,
-    *,
-    force: bool = False,
-    store: ContentStore | None = None,
-) -> list[InstallOutcome]:
-    """:func:`install` for embeddings known by id (what a remote install returns)."""
-    with catalogue.reading() as session:
-        rows = [session.get_one(EmbeddingRow, i) for i in dict.fromkeys(embedding_ids)]
-        refs = query.refs(session, rows)
-    return install_rows(catalogue, rows, dest, force=force, store=store, refs=refs)
-
-
 def install_rows(
     catalogue: Catalogue,
     rows: Sequence[EmbeddingRow],
@@ -276,6 +262,56 @@ def install_rows(
         word = uis.prompt_word(dest.target, plan.stem)
         outcomes.append(InstallOutcome(ref, dest.target, str(path), dest.fmt, status, word))
     return outcomes
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What :func:`install_specs` did: embeddings fetched into the catalogue, files installed."""
+
+    fetched: list[str]
+    installed: list[InstallOutcome]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fetched": self.fetched, "installed": [o.to_dict() for o in self.installed]}
+
+
+def install_specs(
+    catalogue: Catalogue,
+    specs: Sequence[str],
+    dest: Destination | None,
+    *,
+    as_name: str | None = None,
+    force: bool = False,
+    source: str | None = None,
+    sha256: str | None = None,
+    progress: Progress | None = None,
+) -> InstallResult:
+    """``tireg install``: catalogue names and remote specs, into ``dest`` (if given).
+
+    Remote specs (``hf:``, ``civitai:``, URLs, MEGA links; see :mod:`tireg.registry.remote`) are
+    downloaded, verified and catalogued first; names are resolved before any download, so a
+    typo costs nothing. Without ``dest`` remote specs are only catalogued.
+    """
+    local = [s for s in specs if not remote.is_remote_spec(s)]
+    if local and dest is None:
+        raise InstallError(
+            f"where should {local[0]!r} go?", hint="pass --ui UI (with --ui-root) or --to DIR"
+        )
+    with catalogue.reading() as session:
+        rows = query.resolve_many(session, local, source=source)
+    fetched_ids: list[int] = []
+    for spec in specs:
+        if remote.is_remote_spec(spec):
+            fetched_ids += remote.install_remote(catalogue, spec, sha256=sha256, progress=progress)
+    with catalogue.reading() as session:
+        rows += [session.get_one(EmbeddingRow, i) for i in dict.fromkeys(fetched_ids)]
+        rows = list({row.id: row for row in rows}.values())
+        refs = query.refs(session, rows)
+    fetched = [refs[i] for i in dict.fromkeys(fetched_ids)]
+    if dest is None:
+        return InstallResult(fetched, [])
+    outcomes = install_rows(catalogue, rows, dest, as_name=as_name, force=force, refs=refs)
+    return InstallResult(fetched, outcomes)
 
 
 # -- what is installed -----------------------------------------------------------------------

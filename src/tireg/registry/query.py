@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, func, literal_column, or_, select, text
@@ -56,11 +56,11 @@ class NotFoundError(TiregError):
 class AmbiguousNameError(TiregError):
     """A spec answers to several embeddings; the message lists the exact spec for each."""
 
-    def __init__(self, spec: str, refs: Sequence[str]) -> None:
-        self.refs = list(refs)
+    def __init__(self, spec: str, candidates: Sequence[str]) -> None:
+        self.refs = [c.split(" (", 1)[0] for c in candidates]
         super().__init__(
-            f"{spec!r} names {len(refs)} embeddings: {', '.join(refs)}",
-            hint="type one of these exactly",
+            f"{spec!r} names {len(candidates)} embeddings: {'; '.join(candidates)}",
+            hint="type one of the NAME@HEX exactly",
         )
 
 
@@ -228,8 +228,20 @@ def resolve(session: Session, spec: str, *, source: str | None = None) -> Embedd
             f"no embedding named {spec!r}{where}", hint="find it with: tireg search WORDS"
         )
     if len(rows) > 1:
-        raise AmbiguousNameError(spec, _refs(rows))
+        described = zip(_refs(rows), rows, strict=True)
+        raise AmbiguousNameError(spec, [f"{ref} ({_hint(row)})" for ref, row in described])
     return rows[0]
+
+
+def _hint(row: EmbeddingRow) -> str:
+    """What tells same-named embeddings apart at a glance: family, size, step, first file."""
+    parts = [row.family, f"{row.num_vectors}v"]
+    if row.step is not None:
+        parts.append(f"step {row.step}")
+    if row.provenance:
+        first = min(row.provenance, key=lambda p: p.id)
+        parts.append(PurePath(first.location.rsplit("?", 1)[0]).name or first.location)
+    return ", ".join(parts)
 
 
 def resolve_many(

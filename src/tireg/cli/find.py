@@ -1,0 +1,273 @@
+"""``tireg list``, ``search``, ``show``, ``tag`` and ``rm``: finding and looking at the catalogue.
+
+Every command that takes a NAME follows the naming rule of :mod:`tireg.registry.query`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from tireg.cli.options import DbOption, JsonOption
+from tireg.cli.output import console, print_json
+from tireg.db import open_catalogue
+from tireg.registry import query, remote, tags
+from tireg.registry.query import EmbeddingSummary, Filters
+
+NAMING_RULE = (
+    "NAME is an embedding's trigger (case and <brackets> ignored), a vectors-hash prefix of 6+ "
+    "hex digits, or NAME@HEX when several share a name; listings show exactly what to type in "
+    "their first column. --source narrows by source kind (hf, civitai, local...) or location."
+)
+
+SourceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--source", metavar="SOURCE", help="Only embeddings from this source kind or location."
+    ),
+]
+FamilyOption = Annotated[
+    Literal["sd1", "sd2", "sdxl", "unknown"] | None,
+    typer.Option("--family", help="Model family."),
+]
+TypeOption = Annotated[
+    Literal["object", "style"] | None, typer.Option("--type", help="Concept type.")
+]
+#: the remotes :func:`tireg.registry.remote.search_remote` knows (a test keeps them equal)
+Remote = Literal["civitai"]
+TagOption = Annotated[str | None, typer.Option("--tag", help="Only embeddings with this tag.")]
+VectorsOption = Annotated[
+    int | None, typer.Option("--vectors", min=1, help="Only embeddings with this many vectors.")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to ``app``."""
+    app.command("list")(list_command)
+    app.command("search")(search_command)
+    app.command("show", epilog=NAMING_RULE)(show_command)
+    app.command("tag", epilog=NAMING_RULE)(tag_command)
+    app.command("rm", epilog=NAMING_RULE)(rm_command)
+
+
+def _table(rows: list[EmbeddingSummary], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("name (type this)", "family", "vectors", "type", "tags", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        description = (row.description or "").splitlines()[0][:60] if row.description else ""
+        table.add_row(
+            Text(row.ref),
+            row.family,
+            str(row.num_vectors),
+            row.concept_type or "",
+            Text(", ".join(row.tags)),
+            Text(description),
+        )
+    return table
+
+
+def list_command(
+    family: FamilyOption = None,
+    concept_type: TypeOption = None,
+    source: SourceOption = None,
+    tag: TagOption = None,
+    vectors: VectorsOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many; 0: all.")] = 100,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List catalogued embeddings by name.
+
+    Example: tireg list --family sdxl --type style
+    """
+    filters = Filters(family, concept_type, source, tag, vectors)
+    with open_catalogue(db) as catalogue, catalogue.reading() as session:
+        rows = query.list_embeddings(session, filters, limit=limit or None)
+    if json_out:
+        print_json([r.to_dict() for r in rows])
+        return
+    console.print(_table(rows, "catalogue"))
+    if limit and len(rows) == limit:
+        console.print(f"(first {limit}; --limit 0 lists all)")
+
+
+def search_command(
+    words: Annotated[list[str], typer.Argument(help="Words to find (all must match).")],
+    family: FamilyOption = None,
+    concept_type: TypeOption = None,
+    source: SourceOption = None,
+    tag: TagOption = None,
+    vectors: VectorsOption = None,
+    remote_name: Annotated[
+        Remote | None,
+        typer.Option("--remote", help="Search a remote site instead of the catalogue."),
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="With --remote: only this base model.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Search the catalogue, best matches first.
+
+    Searches names, triggers, description, tags and sources; every word must match, the last
+    one also as a prefix. With --remote civitai the site is searched instead, and each result's
+    spec can be given to tireg install.
+
+    Example: tireg search cat toy --family sd1
+    """
+    text = " ".join(words)
+    if remote_name is not None:
+        found = remote.search_remote(remote_name, text, base_model=base_model, limit=limit)
+        _print_remote(found, json_out)
+        return
+    filters = Filters(family, concept_type, source, tag, vectors)
+    with open_catalogue(db) as catalogue, catalogue.reading() as session:
+        rows = query.search(session, text, filters, limit=limit)
+    if json_out:
+        print_json([r.to_dict() for r in rows])
+    else:
+        console.print(_table(rows, f"search: {text}"))
+
+
+def _print_remote(found: list[dict[str, Any]], json_out: bool) -> None:
+    if json_out:
+        print_json(found)
+        return
+    table = Table(title="remote search")
+    for column in ("spec (tireg install)", "name", "trigger", "base models", "downloads"):
+        table.add_column(column, overflow="fold")
+    for item in found:
+        table.add_row(
+            Text(item["spec"]),
+            Text(item.get("name") or ""),
+            Text(item.get("trigger") or ""),
+            Text(", ".join(item.get("base_models") or [])),
+            str(item.get("downloads") or ""),
+        )
+    console.print(table)
+
+
+def show_command(
+    name: Annotated[str, typer.Argument(help="NAME, NAME@HEX or a hash prefix.")],
+    source: SourceOption = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Show everything known about one embedding.
+
+    Facts, the stored file, sources, installs with their state, compatibility records, and
+    other embeddings with the same name.
+
+    Example: tireg show "gasai yuno@1a2b3c4d"
+    """
+    with open_catalogue(db) as catalogue, catalogue.reading() as session:
+        info = query.show(session, name, source=source)
+    data = info.to_dict()
+    if json_out:
+        print_json(data)
+        return
+    facts = Table(title=Text(info.summary.ref), show_header=False)
+    facts.add_column("fact", style="bold")
+    facts.add_column("value", overflow="fold")
+    for key in (
+        "name",
+        "vectors_sha256",
+        "family",
+        "num_vectors",
+        "widths",
+        "concept_type",
+        "tags",
+        "description",
+        "licence",
+        "nsfw",
+        "step",
+        "trained_on_hash",
+        "trained_on_name",
+        "created_at",
+        "store_file",
+        "store_file_present",
+    ):
+        value = data[key]
+        facts.add_row(key, Text(", ".join(value) if isinstance(value, list) else _text(value)))
+    console.print(facts)
+    _records("sources", data["sources"], ("location", "format", "original_sha256", "source"))
+    _records("installs", data["installs"], ("state", "target", "path", "format"))
+    _records("compatibility", data["compat"], ("relation", "model_ref", "evidence"))
+    if info.same_name:
+        console.print("same name, other embeddings: " + ", ".join(info.same_name), markup=False)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items() if v not in (None, ""))
+    return "" if value is None else str(value)
+
+
+def _records(title: str, records: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    if not records:
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for record in records:
+        table.add_row(*(Text(_text(record.get(c))) for c in columns))
+    console.print(table)
+
+
+def tag_command(
+    name: Annotated[str, typer.Argument(help="NAME, NAME@HEX or a hash prefix.")],
+    add: Annotated[list[str] | None, typer.Argument(help="Tags to add.")] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", "-r", help="A tag to remove (repeatable).")
+    ] = None,
+    source: SourceOption = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Add tags to an embedding (or remove them with -r); prints its tags afterwards.
+
+    Example: tireg tag cat-toy toy cute -r wip
+    """
+    with open_catalogue(db) as catalogue:
+        now = tags.tag(catalogue, name, add or [], remove or [], source=source)
+    if json_out:
+        print_json(now)
+    else:
+        console.print(", ".join(now) if now else "(no tags)", markup=False)
+
+
+def rm_command(
+    names: Annotated[list[str], typer.Argument(help="NAMEs, NAME@HEX or hash prefixes.")],
+    uninstall: Annotated[
+        bool, typer.Option("--uninstall", help="Also delete the files tireg installed.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --uninstall: also files modified since.")
+    ] = False,
+    source: SourceOption = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Remove embeddings from the catalogue and the content store.
+
+    Installed files stay where they are (a UI may be using them) unless --uninstall.
+
+    Example: tireg rm "cat-toy@1a2b3c4d" --uninstall
+    """
+    with open_catalogue(db) as catalogue:
+        removals = tags.remove(catalogue, names, uninstall=uninstall, force=force, source=source)
+    if json_out:
+        print_json([r.to_dict() for r in removals])
+        return
+    for removal in removals:
+        console.print(f"removed {removal.ref}", markup=False)
+        for done in removal.uninstalled:
+            console.print(f"  {done.status}: {done.path}", markup=False)
+        for path in removal.left_installed:
+            console.print(f"  still installed (no longer tracked): {path}", markup=False)
