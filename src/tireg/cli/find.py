@@ -5,15 +5,18 @@ Every command that takes a NAME follows the naming rule of :mod:`tireg.registry.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.orm import Session
 
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import console, print_json
 from tireg.db import open_catalogue
+from tireg.db.session import Catalogue
 from tireg.registry import query, remote, tags
 from tireg.registry.query import EmbeddingSummary, Filters
 
@@ -42,6 +45,14 @@ TagOption = Annotated[str | None, typer.Option("--tag", help="Only embeddings wi
 VectorsOption = Annotated[
     int | None, typer.Option("--vectors", min=1, help="Only embeddings with this many vectors.")
 ]
+CompatibleOption = Annotated[
+    str | None,
+    typer.Option(
+        "--compatible-with",
+        metavar="MODEL",
+        help="Only embeddings that work on this model (checkpoint path, hash or name).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -51,6 +62,11 @@ def register(app: typer.Typer) -> None:
     app.command("show", epilog=NAMING_RULE)(show_command)
     app.command("tag", epilog=NAMING_RULE)(tag_command)
     app.command("rm", epilog=NAMING_RULE)(rm_command)
+
+
+def _session(catalogue: Catalogue, filters: Filters) -> AbstractContextManager[Session]:
+    """A read session, or a write transaction when a model file may get recorded."""
+    return catalogue.reading() if filters.compatible_with is None else catalogue.transaction()
 
 
 def _table(rows: list[EmbeddingSummary], title: str) -> Table:
@@ -76,6 +92,7 @@ def list_command(
     source: SourceOption = None,
     tag: TagOption = None,
     vectors: VectorsOption = None,
+    compatible_with: CompatibleOption = None,
     limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many; 0: all.")] = 100,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -84,8 +101,8 @@ def list_command(
 
     Example: tireg list --family sdxl --type style
     """
-    filters = Filters(family, concept_type, source, tag, vectors)
-    with open_catalogue(db) as catalogue, catalogue.reading() as session:
+    filters = Filters(family, concept_type, source, tag, vectors, compatible_with=compatible_with)
+    with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
         rows = query.list_embeddings(session, filters, limit=limit or None)
     if json_out:
         print_json([r.to_dict() for r in rows])
@@ -102,6 +119,7 @@ def search_command(
     source: SourceOption = None,
     tag: TagOption = None,
     vectors: VectorsOption = None,
+    compatible_with: CompatibleOption = None,
     remote_name: Annotated[
         Remote | None,
         typer.Option("--remote", help="Search a remote site instead of the catalogue."),
@@ -126,8 +144,8 @@ def search_command(
         found = remote.search_remote(remote_name, text, base_model=base_model, limit=limit)
         _print_remote(found, json_out)
         return
-    filters = Filters(family, concept_type, source, tag, vectors)
-    with open_catalogue(db) as catalogue, catalogue.reading() as session:
+    filters = Filters(family, concept_type, source, tag, vectors, compatible_with=compatible_with)
+    with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
         rows = query.search(session, text, filters, limit=limit)
     if json_out:
         print_json([r.to_dict() for r in rows])

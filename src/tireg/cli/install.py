@@ -88,6 +88,14 @@ def install_command(
     sha256: Annotated[
         str | None, typer.Option("--sha256", help="A remote download must have this sha256.")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            metavar="MODEL",
+            help="Refuse embeddings that cannot work on this model (path, hash or name).",
+        ),
+    ] = None,
     source: SourceOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -95,7 +103,8 @@ def install_command(
     """Install embeddings into a UI (or a folder), in the format it reads best.
 
     Remote specs are downloaded, verified and catalogued first; without --ui/--to they are only
-    catalogued. Installing what is already installed does nothing.
+    catalogued. Installing what is already installed does nothing. Embeddings that cannot work
+    on --model, or (without --model) on any checkpoint the UI has, are refused unless --force.
 
     Example: tireg install cat-toy "gasai yuno" --ui comfyui
     """
@@ -125,6 +134,7 @@ def install_command(
             force=force,
             source=source,
             sha256=sha256,
+            model=model,
             progress=advance,
         )
     if json_out:

@@ -35,7 +35,7 @@ from tireg.db.models import EmbeddingRow, InstallRow, utcnow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes
-from tireg.registry import query, remote, uis
+from tireg.registry import compat, query, remote, uis
 from tireg.registry.store import ContentStore
 from tireg.sources.http import Progress
 
@@ -67,10 +67,13 @@ class Destination:
             )
         return cls("dir", Path(path).expanduser().resolve(), fmt)
 
+    def as_ui(self) -> uis.UiRoot:
+        return uis.UiRoot(self.target, self.root)
+
     def directory(self, family: str) -> Path:
         if self.target == "dir":
             return self.root
-        return uis.embeddings_dir(uis.UiRoot(self.target, self.root), family)
+        return uis.embeddings_dir(self.as_ui(), family)
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,21 @@ def _collision(path: Path, what: str) -> InstallError:
     )
 
 
+def _check_model(
+    catalogue: Catalogue, rows: Sequence[EmbeddingRow], model: str, *, force: bool
+) -> None:
+    """Refuse embeddings a UI would skip on ``model`` (see :mod:`tireg.registry.compat`)."""
+    with catalogue.transaction() as session:  # a model given as a file is recorded
+        ref = compat.resolve_model(session, model)
+        for row in rows:
+            verdict = compat.verdict(session, session.get_one(EmbeddingRow, row.id), ref)
+            if verdict.cannot_work and not force:
+                raise InstallError(
+                    f"{query.ref_of(row)} on {ref.name}: {verdict.reason}",
+                    hint="--force installs it anyway",
+                )
+
+
 def _plan(
     rows: Sequence[EmbeddingRow],
     dest: Destination,
@@ -149,14 +167,28 @@ def _plan(
     as_name: str | None,
     force: bool,
     store: ContentStore,
+    check_checkpoints: bool = True,
 ) -> list[_Planned]:
-    """Encode every file and check every target before anything is written."""
+    """Encode every file and check every target before anything is written.
+
+    Unless ``force`` (or a model was checked instead), an embedding whose family matches none of
+    the UI's checkpoints is refused."""
     if as_name is not None and len(rows) != 1:
         raise InstallError("--as renames one embedding; name exactly one")
     planned: list[_Planned] = []
     claimed: dict[Path, str] = {}
+    gate = check_checkpoints and not force and dest.target != "dir"
+    families = uis.checkpoint_families(dest.as_ui()) if gate else {}
     for row in rows:
         folder = dest.directory(row.family)
+        if families and row.family not in families:
+            have = ", ".join(f"{n} {f}" for f, n in sorted(families.items()))
+            raise InstallError(
+                f"{query.ref_of(row)} is {row.family}, but this {dest.target} has no {row.family} "
+                f"checkpoint (it has {have}), so the embedding would do nothing there",
+                path=dest.root,
+                hint="--force installs it anyway",
+            )
         stem = uis.file_stem(dest.target, as_name or row.name)
         embedding = store.get(row.vectors_sha256).with_meta(name=stem)
         blobs = encode(embedding, dest.fmt)
@@ -222,19 +254,24 @@ def install(
     as_name: str | None = None,
     force: bool = False,
     source: str | None = None,
+    model: str | None = None,
     store: ContentStore | None = None,
 ) -> list[InstallOutcome]:
     """Install the embeddings ``specs`` name (see :mod:`tireg.registry.query`) into ``dest``.
 
     Every spec is resolved and every target checked first, so a bad spec or a collision writes
     nothing. ``as_name`` installs one embedding under another trigger; ``force`` replaces a
-    different file at the target. Installing what is already there is a no-op (``present``).
+    different file at the target and skips the compatibility checks. ``model`` (a checkpoint
+    path, hash or name) refuses embeddings that cannot work on it; without it, embeddings whose
+    family none of the UI's checkpoints has are refused. Installing what is already there is a
+    no-op (``present``).
     """
-    store = store if store is not None else ContentStore()
     with catalogue.reading() as session:
         rows = query.resolve_many(session, specs, source=source)
         refs = query.refs(session, rows)
-    return install_rows(catalogue, rows, dest, as_name=as_name, force=force, store=store, refs=refs)
+    return install_rows(
+        catalogue, rows, dest, as_name=as_name, force=force, model=model, store=store, refs=refs
+    )
 
 
 def install_rows(
@@ -244,12 +281,17 @@ def install_rows(
     *,
     as_name: str | None = None,
     force: bool = False,
+    model: str | None = None,
     store: ContentStore | None = None,
     refs: dict[int, str] | None = None,
 ) -> list[InstallOutcome]:
     """Install catalogue rows already resolved (the shared tail of :func:`install`)."""
     store = store if store is not None else ContentStore()
-    plans = _plan(rows, dest, as_name=as_name, force=force, store=store)
+    if model is not None:
+        _check_model(catalogue, rows, model, force=force)
+    plans = _plan(
+        rows, dest, as_name=as_name, force=force, store=store, check_checkpoints=model is None
+    )
     outcomes: list[InstallOutcome] = []
     for plan in plans:
         if plan.present_as is not None:
@@ -284,6 +326,7 @@ def install_specs(
     force: bool = False,
     source: str | None = None,
     sha256: str | None = None,
+    model: str | None = None,
     progress: Progress | None = None,
 ) -> InstallResult:
     """``tireg install``: catalogue names and remote specs, into ``dest`` (if given).
@@ -310,7 +353,9 @@ def install_specs(
     fetched = [refs[i] for i in dict.fromkeys(fetched_ids)]
     if dest is None:
         return InstallResult(fetched, [])
-    outcomes = install_rows(catalogue, rows, dest, as_name=as_name, force=force, refs=refs)
+    outcomes = install_rows(
+        catalogue, rows, dest, as_name=as_name, force=force, model=model, refs=refs
+    )
     return InstallResult(fetched, outcomes)
 
 

@@ -27,7 +27,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -66,8 +66,10 @@ class AmbiguousNameError(TiregError):
 
 @dataclass(frozen=True)
 class Filters:
-    """Narrow a listing or search. ``None`` means "any"; ``ids`` comes from another question
-    (for example the embeddings compatible with a model)."""
+    """Narrow a listing or search. ``None`` means "any"; ``ids`` comes from another question;
+    ``compatible_with`` names a model (path, hash or name) the embeddings must work on, judged
+    by :mod:`tireg.registry.compat` (a model given as a file is recorded, so pass a session
+    from ``Catalogue.transaction()`` then)."""
 
     family: str | None = None
     concept_type: str | None = None
@@ -75,6 +77,7 @@ class Filters:
     tag: str | None = None
     vectors: int | None = None
     ids: frozenset[int] | None = None
+    compatible_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,19 @@ def _source_clause(source: str) -> Any:
     )
 
 
+def _resolved(session: Session, filters: Filters) -> Filters:
+    """``filters`` with ``compatible_with`` turned into the ids of the embeddings that work."""
+    if filters.compatible_with is None:
+        return filters
+    from tireg.registry import compat  # compat names embeddings through this module
+
+    model = compat.resolve_model(session, filters.compatible_with)
+    ids = frozenset(compat.compatible_embedding_ids(session, model))
+    if filters.ids is not None:
+        ids &= filters.ids
+    return replace(filters, ids=ids, compatible_with=None)
+
+
 def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
     conditions: list[Any] = []
     if filters.family is not None:
@@ -327,6 +343,7 @@ def list_embeddings(
     session: Session, filters: Filters = Filters(), *, limit: int | None = 100, offset: int = 0
 ) -> list[EmbeddingSummary]:
     """Catalogued embeddings matching ``filters``, by name; ``limit=None`` lists them all."""
+    filters = _resolved(session, filters)
     query = _filtered(select(EmbeddingRow), filters).options(selectinload(EmbeddingRow.tags))
     query = query.order_by(func.lower(EmbeddingRow.name), EmbeddingRow.id).offset(offset)
     if limit is not None:
@@ -361,6 +378,7 @@ def search(
     are taken first (a materialised CTE) and only then joined and filtered, so a filter never
     turns into a per-row FTS lookup.
     """
+    filters = _resolved(session, filters)
     if not has_index(session):
         return _search_like(session, query, filters, limit=limit)
     match = fts_query(query)

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tireg.checkpoints import detect_family
 from tireg.errors import TiregError
 
 #: the UIs tireg installs into; "dir" is a plain folder chosen with --to
@@ -191,6 +192,35 @@ def prompt_word(target: str, stem: str) -> str:
     if target == "invokeai":
         return f"<{stem}>"
     return stem
+
+
+#: where each UI keeps its checkpoints, relative to its root (InvokeAI sorts by base already)
+CHECKPOINT_DIRS = {
+    "a1111": ("models", "Stable-diffusion"),
+    "forge": ("models", "Stable-diffusion"),
+    "comfyui": ("models", "checkpoints"),
+}
+
+
+def checkpoint_families(target: UiRoot) -> dict[str, int]:
+    """How many of the UI's ``.safetensors`` checkpoints are of each family (headers only).
+
+    Lets an install refuse an embedding no checkpoint of the UI can use (an SDXL embedding
+    where there are only SD 1.5 models). Files that cannot be read are left out; an empty
+    answer means "unknown", never "nothing works".
+    """
+    parts = CHECKPOINT_DIRS.get(target.ui)
+    folder = target.root.joinpath(*parts) if parts else None
+    if folder is None or not folder.is_dir():
+        return {}
+    counts: dict[str, int] = {}
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            family = detect_family(path).family
+        except TiregError:
+            continue
+        counts[family] = counts.get(family, 0) + 1
+    return counts
 
 
 def rival_files(directory: Path, stem: str) -> list[Path]:
