@@ -14,7 +14,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +147,7 @@ class HashCache:
 
 
 def file_hashes(
-    paths: list[str | os.PathLike[str]] | str | os.PathLike[str],
+    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     refresh: bool = False,
     progress: Progress | None = None,

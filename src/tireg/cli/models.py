@@ -1,0 +1,242 @@
+"""``tireg hash``, ``tireg model add|list`` and ``tireg check``: checkpoints and compatibility."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from tireg.checkpoints import FAMILY_LABELS, file_hashes
+from tireg.cli.options import DbOption, JsonOption
+from tireg.cli.output import console, err_console, print_json
+from tireg.db import open_catalogue
+from tireg.registry.compat import check as check_compat
+from tireg.registry.models import add_models, list_models
+
+model_app = typer.Typer(
+    name="model",
+    help="Register and list checkpoints (models).\n\nExample: tireg model add ~/models/x.ckpt",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to ``app``."""
+    app.command("hash")(hash_command)
+    app.add_typer(model_app)
+    model_app.command("add")(model_add)
+    model_app.command("list")(model_list)
+    app.command("check")(check)
+
+
+@contextlib.contextmanager
+def _byte_bar(total: int, disable: bool) -> Iterator[Callable[[int], None]]:
+    """A transient bytes progress bar on stderr; yields the ``progress(n)`` callback."""
+    with Progress(
+        TextColumn("hashing"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=disable,
+    ) as bar:
+        task = bar.add_task("hashing", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _total_size(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def hash_command(
+    files: Annotated[list[Path], typer.Argument(help="Files to hash.")],
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Ignore the hash cache and read the files again.")
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Every checkpoint hash in one read: SHA-256, AutoV2, A1111 old hash, CRC32, BLAKE3, addnet.
+
+    Results are cached by path, size, mtime and inode, so asking again about an unchanged file
+    reads nothing. The old A1111 hash of a file under 1 MiB is the hash of nothing and is shown
+    as "not meaningful".
+
+    Example: tireg hash ~/models/v1-5-pruned-emaonly.safetensors --json
+    """
+    with _byte_bar(_total_size(files), json_out) as progress:
+        results = list(file_hashes(files, refresh=refresh, progress=progress))
+    if json_out:
+        print_json([r.as_dict() for r in results])
+        return
+    for result in results:
+        h = result.hashes
+        table = Table(title=Text(str(result.path)), show_header=False, title_justify="left")
+        table.add_column("hash", style="bold")
+        table.add_column("value", overflow="fold")
+        table.add_row("SHA-256", h.sha256)
+        table.add_row("AutoV2", h.autov2)
+        table.add_row(
+            "old (AutoV1)", h.old_hash if h.old_hash_meaningful else "not meaningful (< 1 MiB)"
+        )
+        table.add_row("CRC32", h.crc32)
+        table.add_row("BLAKE3", h.blake3)
+        table.add_row("addnet", h.addnet or "— (not safetensors)")
+        table.add_row("size", f"{h.size:,} bytes" + (" (cached)" if result.cached else ""))
+        console.print(table)
+
+
+def model_add(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Checkpoint files (.safetensors, .ckpt) or diffusers folders."),
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name for a single checkpoint.")
+    ] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Re-hash even if cached.")] = False,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Register checkpoints: hash them (cached) and detect their family from the header.
+
+    Example: tireg model add ~/models/sd_xl_base_1.0.safetensors --name "SDXL base"
+    """
+    catalogue = open_catalogue(db)
+    try:
+        with _byte_bar(_total_size(paths), json_out) as progress:
+            added = add_models(catalogue, paths, name=name, refresh=refresh, progress=progress)
+    finally:
+        catalogue.close()
+    if json_out:
+        print_json([a.to_dict() for a in added])
+        return
+    table = Table(title="tireg model add")
+    table.add_column("name", overflow="fold")
+    table.add_column("family", no_wrap=True)
+    table.add_column("old hash", no_wrap=True)
+    table.add_column("AutoV2", no_wrap=True)
+    table.add_column("known as", overflow="fold")
+    table.add_column("path", overflow="fold")
+    for item in added:
+        facts = item.facts
+        family = facts.detection.label + ("" if facts.detection.supported else " (not served)")
+        h = facts.hashes
+        table.add_row(
+            Text(item.name),
+            family,
+            h.old_hash if h and h.old_hash_meaningful else "—",
+            h.autov2 if h else "—",
+            ", ".join(facts.known_as) or "—",
+            Text(str(facts.path)),
+        )
+    console.print(table)
+
+
+def model_list(
+    origin: Annotated[
+        str | None,
+        typer.Option("--origin", help="Only 'user' (your files) or 'known' (the shipped table)."),
+    ] = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List registered checkpoints and the shipped table of well-known ones.
+
+    Example: tireg model list --origin known
+    """
+    catalogue = open_catalogue(db)
+    try:
+        records = list_models(catalogue, origin=origin)
+    finally:
+        catalogue.close()
+    if json_out:
+        print_json(records)
+        return
+    table = Table(title=f"checkpoints ({len(records)})")
+    table.add_column("name", overflow="fold", min_width=20)
+    table.add_column("family")
+    table.add_column("old hash", no_wrap=True)
+    table.add_column("AutoV2", no_wrap=True)
+    table.add_column("file", overflow="fold")
+    for r in records:
+        table.add_row(
+            Text(r["name"]),
+            FAMILY_LABELS.get(r["family"], r["family"]),
+            r["old_hash"] or "—",
+            r["autov2"] or "—",
+            Text(r["path"] or f"({r['origin']})"),
+        )
+    console.print(table)
+
+
+_STYLE = {
+    "exact": "green",
+    "same_family": "green",
+    "sd1_on_sdxl": "yellow",
+    "wrong_family": "red",
+    "unknown": "dim",
+}
+
+
+def check(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Checkpoint path, hash (8/10/64 hex) or name.")
+    ],
+    embeddings: Annotated[
+        list[str] | None,
+        typer.Argument(help="Embeddings (name, name@hash); all catalogued ones when omitted."),
+    ] = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Will these embeddings work on a model? Each gets a verdict with its evidence.
+
+    Verdicts: exact (trained on this model, from the hash A1111 recorded), same_family (works,
+    may differ), wrong_family (768 vs 1024...: the UI skips it), sd1_on_sdxl (ComfyUI applies it
+    to CLIP-L only; A1111 skips it), unknown.
+
+    Example: tireg check --model ~/models/animefull-latest.ckpt "gasai yuno"
+    """
+    catalogue = open_catalogue(db)
+    try:
+        with catalogue.transaction() as session:
+            ref, results = check_compat(session, model, embeddings or ())
+    finally:
+        catalogue.close()
+    if json_out:
+        print_json({"model": ref.as_dict(), "embeddings": [r.to_dict() for r in results]})
+        return
+    console.print(
+        f"model: {ref.name} — {ref.label}" + (f" ({ref.note})" if ref.note else ""), markup=False
+    )
+    table = Table()
+    for column in ("embedding", "family", "verdict", "reason"):
+        table.add_column(column)
+    for r in results:
+        style = _STYLE.get(r.verdict.relation, "")
+        table.add_row(
+            Text(r.ref),
+            FAMILY_LABELS.get(r.family, r.family),
+            Text(r.verdict.relation, style=style),
+            Text(r.verdict.reason),
+        )
+    console.print(table)
+    if embeddings:
+        for r in results:
+            for line in r.verdict.evidence:
+                console.print(f"  {r.ref}: {line}", markup=False, soft_wrap=True)

@@ -1,0 +1,518 @@
+"""Will this embedding work on that model? Verdicts with their evidence.
+
+An embedding carries compatibility *facts* (``compat`` rows, written at import): the hash A1111
+recorded as ``sd_checkpoint`` ("trained_on"), a base model a source names ("base_model_hint",
+from Civitai or rentry), its family from its vector widths ("family"), and later validation
+runs ("validated"). A model is named by a path, a hash or a name (:func:`resolve_model`).
+The verdict, decided by :func:`judge` from those facts alone:
+
+* ``exact`` — a recorded hash identifies this model: 8 hex against its old A1111 hash
+  ("probably": old hashes collide), 10 hex against its AutoV2, 64 hex or a prefix against its
+  SHA-256. An old-hash match whose families disagree is ignored as a collision.
+* ``same_family`` — works; results may differ from the model it was trained on.
+* ``sd1_on_sdxl`` — an SD 1.x embedding on SDXL: ComfyUI applies it to CLIP-L only (a 768-wide
+  vector fits that encoder), A1111 skips it. Counted as not working.
+* ``wrong_family`` — 768 vs 1024 and the like: the UI skips it; or a model family (SD3, Flux...)
+  that SD textual-inversion embeddings do not apply to.
+* ``unknown`` — the embedding's or the model's family is not known.
+
+``works`` is True only for ``exact`` and ``same_family``; :attr:`Verdict.cannot_work` is True for
+the two relations a UI is known to skip (what ``install --model`` refuses without ``--force``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from tireg.checkpoints import (
+    FAMILY_LABELS,
+    SUPPORTED_FAMILIES,
+    hash_match,
+    known_models,
+    lookup_name,
+    normalise_hash,
+)
+from tireg.checkpoints.known_models import OLD_HASH
+from tireg.db.models import CheckpointRow, CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
+from tireg.errors import TiregError
+from tireg.registry.models import KNOWN, inspect_checkpoint, record_checkpoint
+from tireg.registry.query import ref_of, resolve_many
+
+EXACT, SAME_FAMILY, WRONG_FAMILY, SD1_ON_SDXL, UNKNOWN = (
+    "exact",
+    "same_family",
+    "wrong_family",
+    "sd1_on_sdxl",
+    "unknown",
+)
+RELATIONS = (EXACT, SAME_FAMILY, SD1_ON_SDXL, WRONG_FAMILY, UNKNOWN)
+
+TRAINED_ON, BASE_MODEL_HINT, FAMILY, VALIDATED = (
+    "trained_on",
+    "base_model_hint",
+    "family",
+    "validated",
+)
+#: fact relations whose model_ref may identify a model by hash
+_IDENTIFYING = (TRAINED_ON, BASE_MODEL_HINT, VALIDATED)
+
+_WIDTHS = {"sd1": "768", "sd2": "1024", "sdxl": "768 + 1280", "sdxl_refiner": "1280"}
+
+
+class ModelNotFoundError(TiregError):
+    """A model spec names no known checkpoint, or several different ones."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file a model spec stands for, with the hashes that identify it."""
+
+    name: str
+    family: str
+    old_hash: str | None = None
+    autov2: str | None = None
+    sha256: str | None = None
+    path: str | None = None
+    checkpoint_id: int | None = None
+    origin: str = "hash"  # user (catalogued file) | known (shipped table) | hash (only a hash)
+
+    def match(self, text: str) -> str | None:
+        """How ``text`` identifies this file (old_hash / autov2 / sha256 / sha256_prefix)."""
+        return hash_match(text, old_hash=self.old_hash, autov2=self.autov2, sha256=self.sha256)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as the user named it: one file, or several that share the spec (the same
+    old hash, or the same name in several containers)."""
+
+    spec: str
+    name: str
+    family: str
+    files: tuple[ModelFile, ...]
+    evidence: str = ""  # how the family is known
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        return FAMILY_LABELS.get(self.family, self.family)
+
+    @property
+    def sha256(self) -> str | None:
+        return self.files[0].sha256 if self.files else None
+
+    @property
+    def old_hash(self) -> str | None:
+        return self.files[0].old_hash if self.files else None
+
+    @property
+    def autov2(self) -> str | None:
+        return self.files[0].autov2 if self.files else None
+
+    @property
+    def path(self) -> str | None:
+        return self.files[0].path if self.files else None
+
+    def match(self, text: str) -> tuple[ModelFile, str] | None:
+        """The first of this model's files ``text`` identifies, and how."""
+        for file in self.files:
+            via = file.match(text)
+            if via is not None:
+                return file, via
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "family": self.family,
+            "label": self.label,
+            "evidence": self.evidence,
+            "note": self.note,
+            "files": [vars(f) for f in self.files],
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether an embedding works on a model, why, and the facts behind it."""
+
+    relation: str  # exact | same_family | wrong_family | sd1_on_sdxl | unknown
+    works: bool
+    reason: str
+    evidence: list[str] = field(default_factory=list)
+
+    @property
+    def cannot_work(self) -> bool:
+        """True where a UI is known to skip the embedding (wrong family, SD 1.x on SDXL)."""
+        return self.relation in (WRONG_FAMILY, SD1_ON_SDXL)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "relation": self.relation,
+            "works": self.works,
+            "cannot_work": self.cannot_work,
+            "reason": self.reason,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One compatibility fact about an embedding (a ``compat`` row, or one implied by a column)."""
+
+    relation: str
+    model_ref: str
+    evidence: str
+
+
+# -- naming a model --------------------------------------------------------------------------
+
+
+def _user_files(session: Session) -> list[ModelFile]:
+    rows = session.scalars(select(CheckpointRow).where(CheckpointRow.origin != KNOWN))
+    return [
+        ModelFile(
+            name=r.name,
+            family=r.family,
+            old_hash=r.old_hash,
+            autov2=r.sha256[:10] if r.sha256 else None,
+            sha256=r.sha256,
+            path=r.path,
+            checkpoint_id=r.id,
+            origin="user",
+        )
+        for r in rows
+    ]
+
+
+def _known_files() -> list[ModelFile]:
+    return [
+        ModelFile(
+            name=m.name,
+            family=m.family,
+            old_hash=m.old_hash,
+            autov2=m.autov2,
+            sha256=m.sha256,
+            origin=KNOWN,
+        )
+        for m in known_models()
+    ]
+
+
+def _combine(spec: str, files: Sequence[ModelFile], evidence: str) -> ModelRef:
+    families = {f.family for f in files}
+    family = families.pop() if len(families) == 1 else UNKNOWN
+    names = list(dict.fromkeys(f.name for f in files))
+    note = None
+    if len(names) > 1:
+        note = f"{spec} names {len(names)} different files: {', '.join(names)}"
+    return ModelRef(spec, names[0], family, tuple(files), evidence, note)
+
+
+def _files_for_hash(value: str, user: Sequence[ModelFile]) -> list[ModelFile]:
+    """Catalogued files first, then the shipped table; certain matches beat old-hash ones."""
+    matches = [(f, via) for f in [*user, *_known_files()] if (via := f.match(value))]
+    certain = [f for f, via in matches if via != OLD_HASH]
+    return certain or [f for f, _ in matches]
+
+
+def _hash_only(value: str) -> ModelFile:
+    return ModelFile(
+        name=value,
+        family=UNKNOWN,
+        old_hash=value if len(value) == 8 else None,
+        autov2=value if len(value) == 10 else None,
+        sha256=value if len(value) == 64 else None,
+    )
+
+
+def resolve_model(session: Session, spec: str) -> ModelRef:
+    """The model ``spec`` names: a checkpoint file or diffusers folder (hashed through the
+    cache, detected from its header, and recorded in the caller's transaction), a hash (8 / 10 /
+    64 hex or a SHA-256 prefix; looked up among catalogued checkpoints and the shipped table),
+    or a name (a catalogued checkpoint's, else the shipped table's).
+
+    An unknown hash still makes a model (family unknown), so exact matches can be found.
+    Raises :class:`ModelNotFoundError` for an unknown name or one that names several models.
+
+    Example: ``resolve_model(session, "7460a6fa").name == "Stable Diffusion 1.4"``."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        facts = inspect_checkpoint(path)  # before any statement: hashing holds no lock
+        row = record_checkpoint(session, facts)
+        hashes = facts.hashes
+        file = ModelFile(
+            name=row.name,
+            family=row.family,
+            old_hash=row.old_hash,
+            autov2=hashes.autov2 if hashes else None,
+            sha256=row.sha256,
+            path=row.path,
+            checkpoint_id=row.id,
+            origin="user",
+        )
+        known_as = facts.known_as
+        note = f"known as {', '.join(known_as)}" if known_as else None
+        return ModelRef(spec, row.name, row.family, (file,), facts.detection.evidence, note)
+
+    value = normalise_hash(spec)
+    if value is not None:
+        files = _files_for_hash(value, _user_files(session))
+        if files:
+            return _combine(spec, files, "catalogue / known-models table")
+        return ModelRef(
+            spec,
+            value,
+            UNKNOWN,
+            (_hash_only(value),),
+            "",
+            "hash not in the catalogue or the known-models table",
+        )
+
+    wanted = spec.strip().lower()
+    user = [
+        f
+        for f in _user_files(session)
+        if wanted in (f.name.lower(), Path(f.path or "").name.lower())
+    ]
+    if user:
+        return _combine(spec, user, "catalogued checkpoint")
+    known = lookup_name(spec)
+    names = list(dict.fromkeys(m.name for m in known))
+    if len(names) > 1:
+        raise ModelNotFoundError(
+            f"{spec!r} names {len(names)} models: {'; '.join(names)}",
+            hint="give the full name, a hash, or a path",
+        )
+    if known:
+        files = [f for f in _known_files() if f.name == names[0]]
+        return _combine(spec, files, "known-models table")
+    raise ModelNotFoundError(
+        f"no model named {spec!r}",
+        hint="give a checkpoint path, a hash, or register it with: tireg model add PATH",
+    )
+
+
+def _names_for_hash(value: str, user: Sequence[ModelFile]) -> list[str]:
+    if normalise_hash(value) is None:
+        return []
+    return list(dict.fromkeys(f.name for f in _files_for_hash(value, user)))
+
+
+def name_hash(session: Session, value: str) -> list[str]:
+    """Names of the models a recorded hash points at (several for an old-hash collision).
+
+    Example: ``name_hash(session, "e6e8e1fc") == ["NovelAI anime, full, latest"]``."""
+    return _names_for_hash(value, _user_files(session))
+
+
+# -- facts and verdicts ----------------------------------------------------------------------
+
+
+def _implied_facts(
+    family: str, trained_on_hash: str | None, hints: Iterable[tuple[str, str]]
+) -> list[Fact]:
+    facts = []
+    if trained_on_hash:
+        facts.append(Fact(TRAINED_ON, trained_on_hash.lower(), "a1111 sd_checkpoint"))
+    facts += [Fact(BASE_MODEL_HINT, hint, f"{kind} source") for kind, hint in hints]
+    facts.append(Fact(FAMILY, family, "vector widths"))
+    return facts
+
+
+def _dedupe(facts: Iterable[Fact]) -> list[Fact]:
+    """One fact per (relation, model_ref): compat rows come first and keep their evidence."""
+    seen: dict[tuple[str, str], Fact] = {}
+    for fact in facts:
+        seen.setdefault((fact.relation, fact.model_ref.lower()), fact)
+    return list(seen.values())
+
+
+def embedding_facts(row: EmbeddingRow) -> list[Fact]:
+    """Every compatibility fact the catalogue holds about one embedding."""
+    hints = [
+        (p.source.kind, p.source.base_model_hint)
+        for p in row.provenance
+        if p.source is not None and p.source.base_model_hint
+    ]
+    recorded = [Fact(c.relation, c.model_ref, c.evidence) for c in row.compat]
+    return _dedupe([*recorded, *_implied_facts(row.family, row.trained_on_hash, hints)])
+
+
+def _describe(fact: Fact, names: Mapping[str, Sequence[str]]) -> str:
+    known = names.get(fact.model_ref.lower(), ())
+    text = {
+        TRAINED_ON: f"trained on {fact.model_ref}",
+        BASE_MODEL_HINT: f"base model hint {fact.model_ref!r}",
+        FAMILY: f"embedding family {FAMILY_LABELS.get(fact.model_ref, fact.model_ref)}",
+        VALIDATED: f"validated on {fact.model_ref}",
+    }.get(fact.relation, f"{fact.relation} {fact.model_ref}")
+    text += f" ({fact.evidence})"
+    if known:
+        prefix = "probably " if len(fact.model_ref) == 8 else ""
+        text += f": {prefix}{' or '.join(known)}"
+    return text
+
+
+def judge(
+    family: str,
+    facts: Sequence[Fact],
+    model: ModelRef,
+    names: Mapping[str, Sequence[str]] | None = None,
+) -> Verdict:
+    """The verdict for an embedding of ``family`` with ``facts`` on ``model`` (pure; ``names``
+    only enriches the evidence with the models recorded hashes point at)."""
+    names = names or {}
+    evidence = [_describe(f, names) for f in facts]
+    evidence.append(
+        f"model {model.name}: {model.label}" + (f" ({model.evidence})" if model.evidence else "")
+    )
+    if model.note:
+        evidence.append(model.note)
+    supported_pair = family in SUPPORTED_FAMILIES and model.family in SUPPORTED_FAMILIES
+    validated = False
+    for fact in facts:
+        if fact.relation not in _IDENTIFYING or (hit := model.match(fact.model_ref)) is None:
+            continue
+        file, via = hit
+        if supported_pair and family != model.family:
+            evidence.append(
+                f"{fact.model_ref} matches {file.name} by {via}, but the families differ: ignored"
+            )
+            continue
+        if fact.relation == VALIDATED:
+            validated = True
+            continue
+        how = {OLD_HASH: "old A1111 hash; probably, as old hashes collide"}.get(
+            via, via.replace("_", " ")
+        )
+        return Verdict(EXACT, True, f"trained on this model ({how})", evidence)
+    if family == UNKNOWN or model.family == UNKNOWN:
+        which = "embedding's" if family == UNKNOWN else "model's"
+        return Verdict(UNKNOWN, False, f"cannot tell: the {which} family is unknown", evidence)
+    if model.family not in SUPPORTED_FAMILIES:
+        return Verdict(
+            WRONG_FAMILY,
+            False,
+            f"{model.label} models do not take SD textual-inversion embeddings "
+            "(tireg serves SD 1.x, SD 2.x and SDXL)",
+            evidence,
+        )
+    if family == model.family:
+        reason = (
+            f"same family ({model.label}): works; "
+            "results may differ from the model it was trained on"
+        )
+        if validated:
+            reason = f"same family ({model.label}); validated on this model"
+        return Verdict(SAME_FAMILY, True, reason, evidence)
+    if family == "sd1" and model.family == "sdxl":
+        return Verdict(
+            SD1_ON_SDXL,
+            False,
+            "SD 1.x embedding on SDXL: ComfyUI applies it to the CLIP-L encoder only; "
+            "A1111 skips it",
+            evidence,
+        )
+    return Verdict(
+        WRONG_FAMILY,
+        False,
+        f"wrong family: a {FAMILY_LABELS.get(family, family)} embedding (width "
+        f"{_WIDTHS.get(family, '?')}) on {model.label} (width {_WIDTHS.get(model.family, '?')}); "
+        "the UI skips it",
+        evidence,
+    )
+
+
+def _verdict(row: EmbeddingRow, model: ModelRef, user: Sequence[ModelFile]) -> Verdict:
+    facts = embedding_facts(row)
+    names = {
+        f.model_ref.lower(): _names_for_hash(f.model_ref, user)
+        for f in facts
+        if f.relation in _IDENTIFYING
+    }
+    return judge(row.family, facts, model, names)
+
+
+def verdict(session: Session, embedding_row: EmbeddingRow, model: ModelRef) -> Verdict:
+    """:func:`judge` for a catalogued embedding, naming the models its recorded hashes mean."""
+    return _verdict(embedding_row, model, _user_files(session))
+
+
+def compatible_embedding_ids(session: Session, model: ModelRef) -> set[int]:
+    """Ids of every catalogued embedding whose verdict on ``model`` says it works."""
+    recorded: dict[int, list[Fact]] = defaultdict(list)
+    for emb_id, relation, ref, evidence in session.execute(
+        select(CompatRow.embedding_id, CompatRow.relation, CompatRow.model_ref, CompatRow.evidence)
+    ):
+        recorded[emb_id].append(Fact(relation, ref, evidence))
+    hints: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for emb_id, kind, hint in session.execute(
+        select(ProvenanceRow.embedding_id, SourceRow.kind, SourceRow.base_model_hint).join(
+            SourceRow, ProvenanceRow.source_id == SourceRow.id
+        )
+    ):
+        if hint:
+            hints[emb_id].append((kind, hint))
+    ids = set()
+    for emb_id, family, trained_on in session.execute(
+        select(EmbeddingRow.id, EmbeddingRow.family, EmbeddingRow.trained_on_hash)
+    ):
+        facts = _dedupe([*recorded[emb_id], *_implied_facts(family, trained_on, hints[emb_id])])
+        if judge(family, facts, model).works:
+            ids.add(emb_id)
+    return ids
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One embedding's verdict, for ``tireg check``."""
+
+    embedding_id: int
+    ref: str
+    name: str
+    family: str
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.embedding_id,
+            "ref": self.ref,
+            "name": self.name,
+            "family": self.family,
+            **self.verdict.as_dict(),
+        }
+
+
+def check(
+    session: Session, model_spec: str, embedding_specs: Sequence[str] = ()
+) -> tuple[ModelRef, list[CheckResult]]:
+    """``tireg check``: resolve the model, then judge each named embedding (all when none)."""
+    model = resolve_model(session, model_spec)
+    user = _user_files(session)
+    if embedding_specs:
+        rows = resolve_many(session, embedding_specs)
+    else:
+        rows = list(
+            session.scalars(
+                select(EmbeddingRow)
+                .options(
+                    selectinload(EmbeddingRow.compat),
+                    selectinload(EmbeddingRow.provenance).selectinload(ProvenanceRow.source),
+                )
+                .order_by(EmbeddingRow.name, EmbeddingRow.id)
+            )
+        )
+    results = [
+        CheckResult(row.id, ref_of(row), row.name, row.family, _verdict(row, model, user))
+        for row in rows
+    ]
+    return model, results
