@@ -90,22 +90,19 @@ def sync(
         print_json(report.to_json())
     else:
         table = Table(title="tireg source sync")
-        for column in ("id", "kind", "status", "new", "known", "notes"):
-            table.add_column(column)
+        for column in ("id", "kind", "status", "new", "known", "locator"):
+            table.add_column(column, overflow="fold")
+        for s in report.sources:
+            status = f"{s.status} (offline: cached copies only)" if s.offline else s.status
+            table.add_row(
+                str(s.id), s.kind, status, str(len(s.imported)), str(len(s.known)), s.locator
+            )
+        console.print(table)
         for s in report.sources:
             notes = [s.message] if s.message else []
             notes += [f"{where}: {why}" for where, why in s.problems]
-            if s.offline:
-                notes.append("offline: used cached copies only")
-            table.add_row(
-                str(s.id),
-                s.kind,
-                s.status,
-                str(len(s.imported)),
-                str(len(s.known)),
-                "\n".join(n for n in notes if n),
-            )
-        console.print(table)
+            for note in notes:
+                console.print(f"source {s.id}: {note}", markup=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
 
@@ -132,18 +129,21 @@ def list_(
 
 
 def _table(rows: list[source_sync.SourceSummary], *, title: str) -> None:
+    """Sources as a table; reasons (manual, gone, failed) follow it, one line each."""
     table = Table(title=title)
-    for column in ("id", "kind", "title", "status", "base model", "embeddings", "locator"):
+    for column in ("id", "kind", "status", "embeddings", "title", "base model", "locator"):
         table.add_column(column, overflow="fold")
     for s in rows:
-        status = f"{s.status}: {s.status_reason}" if s.status_reason else s.status
         table.add_row(
             str(s.id),
             s.kind,
-            s.title or "",
-            status,
-            s.base_model_hint or "",
+            s.status,
             str(s.embeddings),
+            s.title or "",
+            s.base_model_hint or "",
             s.locator,
         )
     console.print(table)
+    for s in rows:
+        if s.status_reason:
+            console.print(f"source {s.id}: {s.status_reason}", markup=False, soft_wrap=True)
