@@ -6,6 +6,7 @@ import base64
 import contextlib
 import io
 import json
+import os
 import struct
 import zlib
 
@@ -27,7 +28,7 @@ from tireg.converters import (
 
 from .strategies import embeddings
 
-FUZZ_EXAMPLES = 300
+FUZZ_EXAMPLES = 300 * int(os.environ.get("TIREG_FUZZ_SCALE", "1"))
 
 
 def strip_text_chunks(png: bytes) -> bytes:

@@ -122,7 +122,7 @@ def _parse_entry(name: str, entry: Any) -> TensorInfo:
     if not isinstance(entry, dict):
         raise EmbeddingFileError(f"safetensors entry {name!r} is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise EmbeddingFileError(f"safetensors entry {name!r} has unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
