@@ -16,7 +16,7 @@ from tests.sources.servers.civitai_server import (
     CivitaiVersion,
 )
 from tests.sources.servers.http_server import FileServer, Served
-from tests.sources.servers.hub_server import HubServer, concept_repo, embedding_bytes
+from tests.sources.servers.hub_server import HF_TEST_TOKEN, HubServer, concept_repo, embedding_bytes
 from tireg.db.models import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
@@ -229,3 +229,42 @@ def test_sync_without_download_records_available(hub: HubServer, catalogue: Cata
     assert not report.downloaded and rows(catalogue, EmbeddingRow) == []
     assert {s.status for s in rows(catalogue, SourceRow)} == {"available"}
     assert hub.count("GET", "/api/models/") == 0  # no model_info needed without --download
+
+
+def test_offline_installs_come_from_the_cache(
+    hub: HubServer,
+    civitai_server: CivitaiServer,
+    file_server: FileServer,
+    catalogue: Catalogue,
+    monkeypatch,
+) -> None:
+    civitai_server.add(civitai_model())
+    hub.add(concept_repo("someone/thing", "<thing>", "object", fmt="safetensors", images=1))
+    url = file_server.add("/e.safetensors", Served(embedding_bytes("<e>", "safetensors", seed=8)))
+    online = [
+        remote.install_remote(catalogue, "civitai:7@77"),
+        remote.install_remote(catalogue, "hf:someone/thing", hf_endpoint=hub.url),
+        remote.install_remote(catalogue, url),
+    ]
+    monkeypatch.setenv("TIREG_OFFLINE", "1")
+    hub.http.requests.clear()
+    civitai_server.http.requests.clear()
+    file_server.requests.clear()
+    offline = [
+        remote.install_remote(catalogue, "civitai:7@77"),
+        remote.install_remote(catalogue, "hf:someone/thing", hf_endpoint=hub.url),
+        remote.install_remote(catalogue, url),
+    ]
+    assert offline == online
+    assert not hub.http.requests and not civitai_server.http.requests and not file_server.requests
+    for spec in ("civitai:7", "hf:someone/other", file_server.url + "/nope"):
+        with pytest.raises(SourceError, match="offline"):
+            remote.install_remote(catalogue, spec, hf_endpoint=hub.url)
+
+
+def test_sync_with_token_fetches_gated_repos(
+    hub: HubServer, catalogue: Catalogue, monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", HF_TEST_TOKEN)
+    report = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert not report.gated and len(report.downloaded) == 30

@@ -37,6 +37,8 @@ from tireg.sources import Fetched, SourceError, civitai, hf
 from tireg.sources.http import Progress, download
 
 REMOTES = ("civitai", "hf")
+#: repos recorded per catalogue transaction by :func:`sync_hf`
+RECORD_BATCH = 200
 _URL_PREFIXES = ("http://", "https://")
 
 
@@ -123,37 +125,48 @@ def _read(path: Path) -> Embedding:
         raise exc.with_path(path) from None
 
 
-def record(catalogue: Catalogue, items: Iterable[tuple[Fetched, Embedding]]) -> list[int]:
+def record(
+    catalogue: Catalogue,
+    items: Iterable[tuple[Fetched, Embedding]],
+    *,
+    store: ContentStore | None = None,
+) -> list[int]:
     """Record fetched, already-read embeddings with their source and previews (one transaction)."""
-    store = ContentStore()
+    store = store if store is not None else ContentStore()
     items = list(items)
     for _, embedding in items:
         store.put(embedding)  # durable before the rows that point at it
-    previews = {p: _keep_preview(p) for item, _ in items for p in item.previews}
-    ids: list[int] = []
     with catalogue.transaction() as session:
-        for item, embedding in items:
-            source = _upsert_source(session, item.kind, item.locator)
-            _apply_hints(source, item)
-            source.status = "fetched"
-            source.status_reason = None
-            source.synced_at = _now()
-            session.flush()
-            row, _ = import_embedding(
-                session,
-                embedding,
-                location=item.location,
-                original_sha256=item.sha256,
-                source_id=source.id,
-                revision=item.revision,
-                hints=item.hints,
-                store=store,
-            )
-            for path in item.previews:
-                stored = previews.get(path)
-                if stored is not None:
-                    _add_preview(session, row.id, str(stored[0]), stored[1])
-            ids.append(row.id)
+        return _record_in(session, store, items)
+
+
+def _record_in(
+    session: Session, store: ContentStore, items: list[tuple[Fetched, Embedding]]
+) -> list[int]:
+    """The rows of :func:`record`, inside the caller's transaction (store files already put)."""
+    ids: list[int] = []
+    for item, embedding in items:
+        source = _upsert_source(session, item.kind, item.locator)
+        _apply_hints(source, item)
+        source.status = "fetched"
+        source.status_reason = None
+        source.synced_at = _now()
+        session.flush()
+        row, _ = import_embedding(
+            session,
+            embedding,
+            location=item.location,
+            original_sha256=item.sha256,
+            source_id=source.id,
+            revision=item.revision,
+            hints=item.hints,
+            store=store,
+        )
+        for path in item.previews:
+            stored = _keep_preview(path)
+            if stored is not None:
+                _add_preview(session, row.id, str(stored[0]), stored[1])
+        ids.append(row.id)
     return ids
 
 
@@ -258,8 +271,8 @@ def sync_hf(
 
     One listing call (paged) finds every repo's commit sha; only repos whose sha differs from the
     catalogue's (or, with ``download``, that were never fetched) get further requests, run
-    ``concurrency`` at a time. Each repo is recorded in its own transaction as it completes, so
-    an interrupted sync keeps what it finished. Repos no longer listed are marked ``gone``.
+    ``concurrency`` at a time; then everything is recorded, :data:`RECORD_BATCH` repos per
+    transaction. Repos no longer listed are marked ``gone``.
     """
     report = SyncReport(author)
     summaries = list(hf.list_repos(author, endpoint_url=endpoint))
@@ -281,16 +294,25 @@ def sync_hf(
     listed = {s.repo_id for s in summaries}
     report.gone = sorted(set(known) - listed)
 
-    def work(summary: hf.RepoSummary) -> _RepoResult:
-        return _sync_one(summary, download=download, endpoint=endpoint)
+    store = ContentStore()
 
+    def work(summary: hf.RepoSummary) -> _RepoResult:
+        return _sync_one(summary, store, download=download, endpoint=endpoint)
+
+    results: list[_RepoResult] = []
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [pool.submit(work, summary) for summary in todo]
         for done, future in enumerate(as_completed(futures), 1):
-            result = future.result()
-            _record_sync_result(catalogue, result, endpoint, report)
+            results.append(future.result())
             if progress:
-                progress(done, len(todo), result.summary.repo_id)
+                progress(done, len(todo), results[-1].summary.repo_id)
+    # Recorded after the downloads, in large transactions: catalogue writes interleaved with busy
+    # worker threads wait on the GIL at every SQLite call. A sync killed before this point has
+    # its files in the caches, so the next run re-reads them without downloading.
+    for start in range(0, len(results), RECORD_BATCH):
+        _record_sync_results(
+            catalogue, store, results[start : start + RECORD_BATCH], endpoint, report
+        )
     if report.gone:
         with catalogue.transaction() as session:
             for source in session.scalars(
@@ -311,11 +333,13 @@ def _known_hf_sources(catalogue: Catalogue, author: str) -> dict[str, tuple[str 
         return {locator: (revision, status) for locator, revision, status in rows}
 
 
-def _sync_one(summary: hf.RepoSummary, *, download: bool, endpoint: str | None) -> _RepoResult:
-    """Network and parsing for one repo (runs in a worker thread; touches no catalogue)."""
+def _sync_one(
+    summary: hf.RepoSummary, store: ContentStore, *, download: bool, endpoint: str | None
+) -> _RepoResult:
+    """Network, parsing and store writes for one repo (a worker thread; no catalogue access)."""
     result = _RepoResult(summary)
     try:
-        if summary.gated:
+        if summary.gated and not hf.has_token():
             result.gated = True
             return result  # no token-less access to its files; the listing facts are recorded
         result.facts = hf.concept_facts(summary, endpoint_url=endpoint)
@@ -323,41 +347,58 @@ def _sync_one(summary: hf.RepoSummary, *, download: bool, endpoint: str | None) 
             for item in hf.fetch(
                 summary.repo_id, revision=summary.sha, endpoint_url=endpoint, previews=False
             ):
-                result.fetched.append((item, _read(item.path)))
+                embedding = _read(item.path)
+                store.put(embedding)  # durable before the rows that point at it
+                result.fetched.append((item, embedding))
     except TiregError as exc:
         result.error = str(exc)
     return result
 
 
+def _record_sync_results(
+    catalogue: Catalogue,
+    store: ContentStore,
+    results: list[_RepoResult],
+    endpoint: str | None,
+    report: SyncReport,
+) -> None:
+    with catalogue.transaction() as session:
+        for result in results:
+            _record_sync_result(session, store, result, endpoint, report)
+
+
 def _record_sync_result(
-    catalogue: Catalogue, result: _RepoResult, endpoint: str | None, report: SyncReport
+    session: Session,
+    store: ContentStore,
+    result: _RepoResult,
+    endpoint: str | None,
+    report: SyncReport,
 ) -> None:
     summary = result.summary
     if result.error:
         report.failed.append((summary.repo_id, result.error))
     if result.gated:
         report.gated.append(summary.repo_id)
-    if result.fetched and not result.error:
-        record(catalogue, result.fetched)
+    fetched = bool(result.fetched) and not result.error
+    if fetched:
+        _record_in(session, store, result.fetched)
         report.downloaded.append(summary.repo_id)
-    with catalogue.transaction() as session:
-        source = _upsert_source(session, "hf", summary.repo_id)
+    source = _upsert_source(session, "hf", summary.repo_id)
+    if not result.error:  # a failed repo keeps its old sha, so the next sync tries it again
         source.revision = summary.sha
-        source.title = summary.repo_id.split("/", 1)[1]
-        source.trigger = result.facts.get("trigger", source.trigger)
-        source.concept_type = result.facts.get("concept_type", source.concept_type)
-        source.licence = summary.licence
-        source.base_model_hint = summary.base_model
-        source.gated = summary.gated
-        source.preview_urls = json.dumps(summary.preview_urls(hf.endpoint(endpoint)))
-        source.extras = json.dumps({"last_modified": summary.last_modified})
-        source.synced_at = _now()
-        if result.fetched and not result.error:
-            source.status = "fetched"
-            source.status_reason = None
-        else:
-            source.status = "available" if source.status != "fetched" else source.status
-            source.status_reason = "gated: " + hf.LOGIN_HINT if result.gated else result.error
+    source.title = summary.repo_id.split("/", 1)[1]
+    source.trigger = result.facts.get("trigger", source.trigger)
+    source.concept_type = result.facts.get("concept_type", source.concept_type)
+    source.licence = summary.licence
+    source.base_model_hint = summary.base_model
+    source.gated = summary.gated
+    source.preview_urls = json.dumps(summary.preview_urls(hf.endpoint(endpoint)))
+    source.extras = json.dumps({"last_modified": summary.last_modified})
+    source.synced_at = _now()
+    # only new, changed or never-fetched repos get here: unless fetched now, what the catalogue
+    # holds (if anything) is from an older commit
+    source.status = "fetched" if fetched else "available"
+    source.status_reason = "gated: " + hf.LOGIN_HINT if result.gated else result.error
 
 
 # ------------------------------------------------------------------------------ search, lookup

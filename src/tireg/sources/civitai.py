@@ -12,6 +12,7 @@ Status codes become advice: 401 means log in, 403 early access or a Cloudflare w
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tireg.config import cache_dir
+from tireg.config import cache_dir, offline
+from tireg.files import atomic_write_bytes
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import DEFAULT_MAX_BYTES, HttpStatusError, Progress, download, get_json
 
@@ -32,6 +34,7 @@ MAX_PREVIEWS = 4
 MAX_PREVIEW_BYTES = 16 * 1024 * 1024
 #: file types that hold the embedding itself (a TI version may also ship training data)
 EMBEDDING_FILE_TYPES = ("Model", "Negative")
+VERSION_JSON = ".version.json"
 
 
 def api_base() -> str:
@@ -171,6 +174,8 @@ def _embedding_files(info: dict[str, Any]) -> list[dict[str, Any]]:
 def fetch(spec: str, *, progress: Progress | None = None) -> list[Fetched]:
     """Download a Civitai TI version (the model's newest when no version is given), verified."""
     model_id, version_id = parse_spec(spec)
+    if offline():
+        return _fetch_cached(spec, model_id, version_id)
     model_info = model(model_id)
     if model_info.get("type") not in (None, TI_TYPE):
         raise SourceError(f"{spec}: a {model_info.get('type')}, not a textual inversion")
@@ -182,8 +187,35 @@ def fetch(spec: str, *, progress: Progress | None = None) -> list[Fetched]:
     info = version(version_id)
     if int(info.get("modelId") or model_id) != model_id:
         raise SourceError(f"{spec}: version {version_id} belongs to another model")
-    facts = version_facts(info, model_info)
     folder = cache_dir() / "civitai" / str(version_id)
+    # kept so an offline install of this version knows what the API said
+    atomic_write_bytes(folder / VERSION_JSON, json.dumps([info, model_info]).encode())
+    return _download_files(spec, model_id, info, model_info, folder, progress)
+
+
+def _fetch_cached(spec: str, model_id: int, version_id: int | None) -> list[Fetched]:
+    """Offline: the files and API answers an earlier install of this version left in the cache."""
+    cached = cache_dir() / "civitai" / str(version_id) / VERSION_JSON
+    if version_id is None or not cached.is_file():
+        raise SourceError(
+            f"{spec}: offline, and this version is not in the cache",
+            hint="name the version (civitai:MODEL@VERSION) of an earlier install, or go online",
+        )
+    info, model_info = json.loads(cached.read_text())
+    return _download_files(spec, model_id, info, model_info, cached.parent, None)
+
+
+def _download_files(
+    spec: str,
+    model_id: int,
+    info: dict[str, Any],
+    model_info: dict[str, Any],
+    folder: Path,
+    progress: Progress | None,
+) -> list[Fetched]:
+    """Each embedding file of a version, checked against Civitai's SHA256 (cached ones reused)."""
+    version_id = int(info["id"])
+    facts = version_facts(info, model_info)
     previews = _previews(facts.preview_urls, folder / "previews")
     fetched = []
     for file in _embedding_files(info):
@@ -226,6 +258,8 @@ def _previews(urls: list[str], folder: Path) -> list[Path]:
     """Preview images are nice to have: a failed one is skipped, never fatal."""
     paths = []
     for index, url in enumerate(urls):  # one folder each: many previews share a file name
+        if offline() and not (folder / str(index)).is_dir():
+            continue
         try:
             paths.append(download(url, folder / str(index), max_bytes=MAX_PREVIEW_BYTES).path)
         except SourceError:

@@ -225,6 +225,11 @@ def repo_info(
     return _summary(info)
 
 
+def has_token() -> bool:
+    """Whether a Hub token is available (``HF_TOKEN`` or a stored ``hf auth login``)."""
+    return bool(_hub().get_token())
+
+
 def _auth_headers() -> dict[str, str]:
     token = _hub().get_token()
     return {"Authorization": f"Bearer {token}"} if token else {}
