@@ -116,3 +116,15 @@ def test_unwritable_catalogue_folder_is_one_clear_line(tmp_path: Path) -> None:
         open_catalogue(f"sqlite:///{blocker}/sub/c.sqlite")
     assert "cannot create the catalogue's folder" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_migration_files_are_numbered_by_their_revision() -> None:
+    from alembic.script import ScriptDirectory
+
+    from tireg.db.session import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    for revision in script.walk_revisions():
+        assert Path(revision.path).name.startswith(f"{revision.revision}_")
+        assert (revision.module.__doc__ or "").strip(), f"{revision.path} must say why it exists"
+    assert script.get_current_head() == head_revision()

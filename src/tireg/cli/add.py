@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -11,8 +11,9 @@ from rich.table import Table
 
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import console, err_console, print_json
-from tireg.db import open_catalogue
-from tireg.registry.importer import ImportReport, add_paths
+
+if TYPE_CHECKING:
+    from tireg.registry.importer import ImportReport
 
 _PROBLEMS = (
     ("refused as unsafe", "unsafe"),
@@ -42,6 +43,9 @@ def add(
 
     Example: tireg add ~/stable-diffusion-webui/embeddings --tag mine
     """
+    from tireg.db import open_catalogue
+    from tireg.registry.importer import add_paths
+
     catalogue = open_catalogue(db)
     hints = {"tags": ",".join(tag)} if tag else None
     try:

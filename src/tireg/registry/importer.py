@@ -6,8 +6,9 @@ Two levels:
   :func:`add_paths`) inside the caller's transaction: the embedding row keyed by its vectors, a
   provenance row for the file it came from, compatibility facts, tags, and its search-index row.
 * :func:`add_paths` walks files and folders, reads each file with
-  :func:`tireg.converters.read_file`, stores it, and records it in **its own transaction**, so a
-  bad file, or a process killed half-way, never loses the files before it. Pictures beside an
+  :func:`tireg.converters.read_file`, stores it, and records it in a small batch transaction,
+  each file in its own savepoint, so a bad file, or a process killed half-way, never loses the
+  files committed before it. Pictures beside an
   embedding (``name.preview.png``, A1111's ``name.png``, ``concept_images/``) become its previews.
 
 Ordering is what makes a kill at any moment safe: the store file is written (atomically, and
@@ -20,12 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from tireg.converters import (
@@ -34,7 +38,14 @@ from tireg.converters import (
     UnsafePickleError,
     read_file,
 )
-from tireg.db.models import CompatRow, EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow, TagRow
+from tireg.db.models import (
+    CompatRow,
+    EmbeddingRow,
+    PreviewRow,
+    ProvenanceRow,
+    SourceRow,
+    TagRow,
+)
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.registry import search_index
@@ -47,6 +58,12 @@ WALK_EXTENSIONS = frozenset(
 )
 #: pictures that can be previews (jpg cannot hold an A1111 image embedding, png/webp can)
 PICTURE_EXTENSIONS = frozenset({".png", ".webp", ".jpg", ".jpeg", ".jxl", ".avif"})
+#: files recorded per transaction: large enough that commits cost little, small enough that a
+#: concurrent writer waits a fraction of a second for the lock
+BATCH_FILES = 64
+#: threads reading and storing files ahead of the transaction that records them
+PREPARE_THREADS = 8
+PREPARE_AHEAD = 4 * BATCH_FILES
 #: the sd-concepts-library layout keeps example pictures in this folder beside the embedding
 CONCEPT_IMAGES = "concept_images"
 
@@ -153,18 +170,67 @@ def import_embedding(
     Returns the embedding's row and whether it is new. The same vectors seen again, under any
     name or from any source, add a provenance row to the existing embedding; facts it lacked
     (description, licence, concept type, ...) are filled in from ``hints``, never overwritten.
-    The store file is written here if it is not there yet, before the caller commits.
+    The store file is written here if it is not there yet, before the caller commits, and the
+    search index is brought up to date.
     """
-    hints = dict(hints or {})
+    row, created, changed = _record(
+        session,
+        embedding,
+        _FileFacts(location, original_sha256, original_format, source_id, revision),
+        dict(hints or {}),
+        store if store is not None else ContentStore(),
+    )
+    if changed:
+        search_index.reindex(session, row.id)
+    return row, created
+
+
+@dataclass
+class _FileFacts:
+    """Where one file came from (the provenance row's columns)."""
+
+    location: str
+    original_sha256: str | None = None
+    original_format: str | None = None
+    source_id: int | None = None
+    revision: str | None = None
+
+
+# Built once: an import runs these for every file, and building a statement costs more than
+# running one.
+_BY_VECTORS = select(EmbeddingRow).where(EmbeddingRow.vectors_sha256 == bindparam("sha"))
+_PROVENANCE_EXISTS = select(ProvenanceRow.id).where(
+    ProvenanceRow.embedding_id == bindparam("id"),
+    ProvenanceRow.original_sha256 == bindparam("sha"),
+    ProvenanceRow.location == bindparam("location"),
+)
+_FACTS = select(CompatRow.relation, CompatRow.model_ref, CompatRow.evidence).where(
+    CompatRow.embedding_id == bindparam("id")
+)
+_TAGS = select(TagRow.tag).where(TagRow.embedding_id == bindparam("id"))
+
+
+def _record(
+    session: Session,
+    embedding: Embedding,
+    file: _FileFacts,
+    hints: Mapping[str, str],
+    store: ContentStore,
+) -> tuple[EmbeddingRow, bool, bool]:
+    """:func:`import_embedding` without the reindex: (row, created, anything changed).
+
+    Rows that only ever get inserted (provenance, facts, tags) go in as plain INSERTs, and
+    lookups are skipped for a new embedding, which has nothing yet: an import is a handful of
+    statements, not dozens.
+    """
     sha = embedding.vectors_sha256()
-    store = store if store is not None else ContentStore()
     store_path = relative_path(sha) if sha in store else store.put(embedding)
-    row = session.scalar(select(EmbeddingRow).where(EmbeddingRow.vectors_sha256 == sha))
+    row = session.scalar(_BY_VECTORS, {"sha": sha})
     created = row is None
     if row is None:
         row = EmbeddingRow(
             vectors_sha256=sha,
-            name=hints.get("trigger") or embedding.name or PurePath(location).stem,
+            name=hints.get("trigger") or embedding.name or PurePath(file.location).stem,
             family=embedding.family.value,
             num_vectors=embedding.num_vectors,
             widths=",".join(f"{key}:{width}" for key, width in embedding.widths.items()),
@@ -172,40 +238,41 @@ def import_embedding(
             store_path=store_path,
         )
         session.add(row)
-    _fill_facts(row, embedding, hints)
+    changed = _fill_facts(row, embedding, hints) or created
     session.flush()
 
-    original_sha256 = original_sha256 or embedding.source_sha256 or sha
-    if (
-        session.scalar(
-            select(ProvenanceRow.id).where(
-                ProvenanceRow.embedding_id == row.id,
-                ProvenanceRow.original_sha256 == original_sha256,
-                ProvenanceRow.location == location,
-            )
-        )
-        is None
-    ):
-        session.add(
-            ProvenanceRow(
+    original_sha256 = file.original_sha256 or embedding.source_sha256 or sha
+    seen_file = {"id": row.id, "sha": original_sha256, "location": file.location}
+    if created or session.scalar(_PROVENANCE_EXISTS, seen_file) is None:
+        session.execute(
+            insert(ProvenanceRow).values(
                 embedding_id=row.id,
-                source_id=source_id,
-                location=location,
-                original_format=original_format or embedding.source_format or "tireg",
+                source_id=file.source_id,
+                location=file.location,
+                original_format=file.original_format or embedding.source_format or "tireg",
                 original_sha256=original_sha256,
                 name_in_file=embedding.name,
-                revision=revision,
+                revision=file.revision,
             )
         )
-    for relation, model_ref, evidence in _compat_facts(embedding, hints):
-        _add_fact(session, row.id, relation, model_ref, evidence)
-    add_tags(session, row.id, split_tags(hints.get("tags", "")))
-    search_index.reindex(session, row.id)
-    return row, created
+        changed = True
+    facts = _compat_facts(embedding, hints)
+    if not created:
+        known = {tuple(fact) for fact in session.execute(_FACTS, {"id": row.id})}
+        facts = [fact for fact in facts if fact not in known]
+    if facts:
+        session.execute(
+            insert(CompatRow),
+            [dict(embedding_id=row.id, relation=r, model_ref=m, evidence=e) for r, m, e in facts],
+        )
+    tags = split_tags(hints.get("tags", ""))
+    changed = add_tags(session, row.id, tags, known=set() if created else None) or changed
+    return row, created, changed
 
 
-def _fill_facts(row: EmbeddingRow, embedding: Embedding, hints: Mapping[str, str]) -> None:
-    """Fill facts the row does not have yet; what is known is never overwritten."""
+def _fill_facts(row: EmbeddingRow, embedding: Embedding, hints: Mapping[str, str]) -> bool:
+    """Fill facts the row does not have yet (what is known is never overwritten); say if any."""
+    changed = False
     for column, value in (
         ("concept_type", hints.get("concept_type")),
         ("description", hints.get("description")),
@@ -216,8 +283,11 @@ def _fill_facts(row: EmbeddingRow, embedding: Embedding, hints: Mapping[str, str
     ):
         if value not in (None, "") and getattr(row, column) is None:
             setattr(row, column, value)
-    if hints.get("nsfw", "").strip().lower() in ("1", "true", "yes"):
+            changed = True
+    if hints.get("nsfw", "").strip().lower() in ("1", "true", "yes") and not row.nsfw:
         row.nsfw = True
+        changed = True
+    return changed
 
 
 def _compat_facts(embedding: Embedding, hints: Mapping[str, str]) -> list[tuple[str, str, str]]:
@@ -230,37 +300,28 @@ def _compat_facts(embedding: Embedding, hints: Mapping[str, str]) -> list[tuple[
     return facts
 
 
-def _add_fact(
-    session: Session, embedding_id: int, relation: str, model_ref: str, evidence: str
-) -> None:
-    exists = session.scalar(
-        select(CompatRow.id).where(
-            CompatRow.embedding_id == embedding_id,
-            CompatRow.relation == relation,
-            CompatRow.model_ref == model_ref,
-            CompatRow.evidence == evidence,
-        )
-    )
-    if exists is None:
-        session.add(
-            CompatRow(
-                embedding_id=embedding_id, relation=relation, model_ref=model_ref, evidence=evidence
-            )
-        )
-
-
 def split_tags(text: str) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
     return [tag.strip() for tag in text.split(",") if tag.strip()]
 
 
-def add_tags(session: Session, embedding_id: int, tags: Iterable[str]) -> None:
-    """Attach tags not already on the embedding (the caller reindexes)."""
-    have = set(session.scalars(select(TagRow.tag).where(TagRow.embedding_id == embedding_id)))
-    for tag in tags:
-        if tag not in have:
-            session.add(TagRow(embedding_id=embedding_id, tag=tag))
-            have.add(tag)
+def add_tags(
+    session: Session, embedding_id: int, tags: Iterable[str], *, known: set[str] | None = None
+) -> bool:
+    """Attach the tags not already on the embedding; say whether any were added.
+
+    ``known`` is the embedding's tags when the caller already has them (it looks them up
+    otherwise). The caller reindexes.
+    """
+    wanted = list(dict.fromkeys(tags))
+    if not wanted:
+        return False
+    if known is None:
+        known = set(session.scalars(_TAGS, {"id": embedding_id}))
+    new = [tag for tag in wanted if tag not in known]
+    if new:
+        session.execute(insert(TagRow), [{"embedding_id": embedding_id, "tag": t} for t in new])
+    return bool(new)
 
 
 def local_source(session: Session, folder: Path) -> int:
@@ -333,41 +394,89 @@ def _read(path: Path) -> Embedding | FileOutcome:
         return FileOutcome(where, ERROR, f"unreadable ({type(exc).__name__}: {exc})")
 
 
-def _import_file(
-    catalogue: Catalogue,
-    store: ContentStore,
-    candidate: _Candidate,
-    hints: Mapping[str, str],
-) -> FileOutcome:
+@dataclass
+class _Ready:
+    """A file read, hashed and stored, waiting for its batch's transaction."""
+
+    candidate: _Candidate
+    embedding: Embedding
+    file: _FileFacts
+
+
+def _prepare(store: ContentStore, candidate: _Candidate) -> _Ready | FileOutcome:
+    """Everything that needs no lock: read, hash, and write the store file (durably)."""
     path = candidate.path
     read = _read(path)
     if isinstance(read, FileOutcome):
         return read
-    embedding = read
     try:
         file_sha = _file_sha256(path)
     except OSError as exc:
         return FileOutcome(str(path), ERROR, f"cannot read file: {exc.strerror or exc}")
     # a tireg-format file carries its original's hash; this file is then a re-encoding
-    reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != file_sha
-    store.put(embedding)  # durable before the row that points at it commits
+    reencoded = read.source_sha256 is not None and read.source_sha256 != file_sha
+    store.put(read)  # StoreError (disk full, permissions) propagates: every file would fail
+    facts = _FileFacts(str(path), file_sha, "tireg" if reencoded else read.source_format)
+    return _Ready(candidate, read, facts)
+
+
+def _prepared(
+    store: ContentStore, candidates: list[_Candidate]
+) -> Iterator[tuple[_Candidate, _Ready | FileOutcome]]:
+    """:func:`_prepare` every candidate on a few threads, yielding results in order.
+
+    Reading and hashing are cheap; what costs is waiting for each store file's fsync, and
+    threads overlap those waits (and the filesystem groups their journal commits). At most
+    :data:`PREPARE_AHEAD` results wait in memory, however large the folder.
+    """
+    upcoming = iter(candidates)
+    with ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="tireg-add") as pool:
+        pending: deque[tuple[_Candidate, Future[_Ready | FileOutcome]]] = deque()
+        try:
+            for candidate in upcoming:
+                pending.append((candidate, pool.submit(_prepare, store, candidate)))
+                if len(pending) >= PREPARE_AHEAD:
+                    first, future = pending.popleft()
+                    yield first, future.result()
+            while pending:
+                first, future = pending.popleft()
+                yield first, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def _commit(
+    catalogue: Catalogue, store: ContentStore, batch: list[_Ready], hints: Mapping[str, str]
+) -> list[FileOutcome]:
+    """Record a batch of stored files in one transaction, each file in its own savepoint."""
+    outcomes = []
+    touched: set[int] = set()
     with catalogue.transaction() as session:
-        source_id = candidate.source_id
-        if source_id is None:
-            source_id = local_source(session, candidate.folder)
-        row, created = import_embedding(
-            session,
-            embedding,
-            location=str(path),
-            original_sha256=file_sha,
-            original_format="tireg" if reencoded else embedding.source_format,
-            source_id=source_id,
-            hints=hints,
-            store=store,
-        )
-        return FileOutcome(
-            str(path), IMPORTED if created else KNOWN, None, row.id, row.name, row.vectors_sha256
-        )
+        sources: dict[Path, int] = {}
+        for ready in batch:
+            path = str(ready.candidate.path)
+            ready.file.source_id = ready.candidate.source_id
+            if ready.file.source_id is None:
+                folder = ready.candidate.folder
+                if folder not in sources:
+                    sources[folder] = local_source(session, folder)
+                ready.file.source_id = sources[folder]
+            try:
+                with session.begin_nested():
+                    row, created, changed = _record(
+                        session, ready.embedding, ready.file, hints, store
+                    )
+            except (IntegrityError, DataError) as exc:
+                outcomes.append(FileOutcome(path, ERROR, f"the catalogue refused it: {exc.orig}"))
+                continue
+            if changed:
+                touched.add(row.id)
+            status = IMPORTED if created else KNOWN
+            outcomes.append(FileOutcome(path, status, None, row.id, row.name, row.vectors_sha256))
+        for embedding_id in sorted(touched):
+            search_index.reindex(session, embedding_id)
+    return outcomes
 
 
 def add_paths(
@@ -381,12 +490,14 @@ def add_paths(
 ) -> ImportReport:
     """Import every embedding in ``paths`` (files, and folders walked recursively).
 
-    Each file is read, stored and recorded in its own transaction; a file that cannot be read is
-    reported with its reason and the others go on. Without ``source_id`` each folder named (or
-    the folder of each file named) becomes a ``local`` source, when a file is first imported
-    from it. Failures of the catalogue or the
-    store themselves (a full disk, no permission) stop the run with one :class:`TiregError`;
-    files imported before it stay imported.
+    Files are read and stored outside any lock (on a few threads), then recorded
+    :data:`BATCH_FILES` at a time in one transaction, each file in its own savepoint: a file
+    that cannot be read (or that the catalogue refuses) is reported with its reason and the
+    others go on, and a killed process loses at most the uncommitted batch, which the next run
+    imports again. Without ``source_id`` each folder named (or the folder of each file named)
+    becomes a ``local`` source when a file is first imported from it. Failures of the catalogue
+    or the store themselves (a full disk, no permission) stop the run with one
+    :class:`TiregError`; batches committed before it stay imported.
     """
     store = store if store is not None else ContentStore()
     hints = dict(hints or {})
@@ -410,11 +521,31 @@ def add_paths(
                 candidates.append(_Candidate(file, source_id, folder))
 
     outcomes: dict[Path, FileOutcome] = {}
-    for done, candidate in enumerate(candidates, 1):
-        # StoreError / CatalogueError propagate: every further file would fail the same way
-        outcomes[candidate.path] = _import_file(catalogue, store, candidate, hints)
-        if progress is not None:
-            progress(done, len(candidates), str(candidate.path))
+    batch: list[_Ready] = []
+    waiting: list[_Candidate] = []  # files whose outcome the next commit decides
+    done = 0
+
+    def flush() -> None:
+        nonlocal done
+        if batch:
+            for outcome in _commit(catalogue, store, batch, hints):
+                outcomes[Path(outcome.path)] = outcome
+            batch.clear()
+        for candidate in waiting:
+            done += 1
+            if progress is not None:
+                progress(done, len(candidates), str(candidate.path))
+        waiting.clear()
+
+    for candidate, ready in _prepared(store, candidates):
+        waiting.append(candidate)
+        if isinstance(ready, FileOutcome):
+            outcomes[candidate.path] = ready
+        else:
+            batch.append(ready)
+        if len(waiting) >= BATCH_FILES:
+            flush()
+    flush()
 
     _record_previews(catalogue, outcomes)
     for outcome in outcomes.values():

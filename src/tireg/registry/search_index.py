@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from tireg.db.models import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
@@ -35,38 +35,54 @@ def _joined(values: list[str | None]) -> str:
     return "\n".join(seen)
 
 
+# Built once: an import reindexes every file it records, and building a statement costs more
+# than running one.
+_ROW = select(EmbeddingRow.name, EmbeddingRow.description).where(EmbeddingRow.id == bindparam("id"))
+_TAGS = select(TagRow.tag).where(TagRow.embedding_id == bindparam("id")).order_by(TagRow.tag)
+_FOUND = (
+    select(
+        ProvenanceRow.name_in_file,
+        ProvenanceRow.location,
+        SourceRow.trigger,
+        SourceRow.kind,
+        SourceRow.locator,
+        SourceRow.title,
+        SourceRow.base_model_hint,
+    )
+    .outerjoin(SourceRow, ProvenanceRow.source_id == SourceRow.id)
+    .where(ProvenanceRow.embedding_id == bindparam("id"))
+    .order_by(ProvenanceRow.id)
+)
+_HINTS = select(CompatRow.model_ref).where(
+    CompatRow.embedding_id == bindparam("id"), CompatRow.relation == "base_model_hint"
+)
+_DELETE = text(f"DELETE FROM {FTS_TABLE} WHERE rowid = :id")  # noqa: S608
+_INSERT = text(
+    f"INSERT INTO {FTS_TABLE} (rowid, name, triggers, description, tags, sources) "  # noqa: S608
+    "VALUES (:id, :name, :triggers, :description, :tags, :sources)"
+)
+
+
 def document(session: Session, embedding_id: int) -> dict[str, str] | None:
     """The five searchable texts of one embedding (``None`` if it does not exist)."""
-    row = session.get(EmbeddingRow, embedding_id)
+    key = {"id": embedding_id}
+    row = session.execute(_ROW, key).one_or_none()
     if row is None:
         return None
-    tags = session.scalars(select(TagRow.tag).where(TagRow.embedding_id == embedding_id)).all()
-    found = session.execute(
-        select(ProvenanceRow.name_in_file, ProvenanceRow.location, SourceRow)
-        .outerjoin(SourceRow, ProvenanceRow.source_id == SourceRow.id)
-        .where(ProvenanceRow.embedding_id == embedding_id)
-        .order_by(ProvenanceRow.id)
-    ).all()
-    triggers: list[str | None] = [row.name]
+    name, description = row
+    triggers: list[str | None] = [name]
     sources: list[str | None] = []
-    for name_in_file, location, source in found:
+    for name_in_file, location, trigger, *source in session.execute(_FOUND, key):
         file_name = PurePath(location.rsplit("?", 1)[0]).name
         # A1111 and ComfyUI type the file's stem, whatever name the file holds
-        triggers += [name_in_file, PurePath(file_name).stem]
-        sources.append(file_name)
-        if source is not None:
-            triggers.append(source.trigger)
-            sources += [source.kind, source.locator, source.title, source.base_model_hint]
-    sources += session.scalars(
-        select(CompatRow.model_ref).where(
-            CompatRow.embedding_id == embedding_id, CompatRow.relation == "base_model_hint"
-        )
-    ).all()
+        triggers += [name_in_file, PurePath(file_name).stem, trigger]
+        sources += [file_name, *source]
+    sources += session.scalars(_HINTS, key).all()
     return {
-        "name": row.name,
+        "name": name,
         "triggers": _joined(triggers),
-        "description": row.description or "",
-        "tags": _joined(list(tags)),
+        "description": description or "",
+        "tags": _joined(list(session.scalars(_TAGS, key))),
         "sources": _joined(sources),
     }
 
@@ -80,22 +96,16 @@ def reindex(session: Session, embedding_id: int) -> None:
     if not has_index(session):
         return
     session.flush()  # the document is read back through SQL
-    remove(session, embedding_id)
+    session.execute(_DELETE, {"id": embedding_id})
     doc = document(session, embedding_id)
     if doc is not None:
-        session.execute(
-            text(
-                f"INSERT INTO {FTS_TABLE} (rowid, name, triggers, description, tags, sources) "  # noqa: S608
-                "VALUES (:id, :name, :triggers, :description, :tags, :sources)"
-            ),
-            {"id": embedding_id, **doc},
-        )
+        session.execute(_INSERT, {"id": embedding_id, **doc})
 
 
 def remove(session: Session, embedding_id: int) -> None:
     """Drop the FTS row of ``embedding_id`` (call when deleting the embedding)."""
     if has_index(session):
-        session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid = :id"), {"id": embedding_id})  # noqa: S608
+        session.execute(_DELETE, {"id": embedding_id})
 
 
 def rebuild(session: Session) -> int:

@@ -1,0 +1,88 @@
+"""How fast ``tireg add`` imports: files per second for 2,000 mixed-format files.
+
+Measured in one run, on fresh catalogues:
+
+* library: :func:`tireg.registry.importer.add_paths` into a fresh catalogue (cold: every file new);
+* again: the same folder a second time (warm: every file already known);
+* CLI: ``python -m tireg add`` as a real process, fresh catalogue (includes start-up);
+* alternative: only reading every file with :func:`tireg.converters.read_file` (no hashing,
+  store or catalogue) -- the floor the import cost is compared with.
+
+Run: ``.venv/bin/python bench/import.py [--files N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.registry.make_files import formats_available, write_mixed  # noqa: E402
+
+from tireg.converters import read_file  # noqa: E402
+from tireg.db import open_catalogue  # noqa: E402
+from tireg.registry.importer import add_paths  # noqa: E402
+
+
+def timed(label: str, count: int, action) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    action()
+    seconds = time.perf_counter() - start
+    print(f"{label:<44} {seconds:7.2f} s  {count / seconds:8.0f} files/s")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tireg-bench-") as tmp:
+        root = Path(tmp)
+        folder = root / "embeddings"
+        files = write_mixed(folder, args.files, seed=1, per_folder=200)
+        kinds = Counter(p.name.split(".", 1)[1] for p in files)
+        print(f"{len(files)} files, formats {formats_available()}: {dict(kinds)}")
+        size = sum(p.stat().st_size for p in files)
+        print(f"{size / 1e6:.1f} MB in all")
+
+        floor = timed(
+            "read_file only (the floor)", len(files), lambda: [read_file(p) for p in files]
+        )
+
+        os.environ["TIREG_HOME"] = str(root / "home-lib")
+        with open_catalogue() as cat:
+            report = {}
+
+            def cold() -> None:
+                report["first"] = add_paths(cat, [folder])
+
+            lib = timed("add_paths, fresh catalogue", len(files), cold)
+            assert report["first"].counts()["imported"] == len(files), report["first"].counts()
+            timed(
+                "add_paths again (all already known)", len(files), lambda: add_paths(cat, [folder])
+            )
+
+        env = {**os.environ, "TIREG_HOME": str(root / "home-cli")}
+
+        def cli() -> None:
+            subprocess.run(
+                [sys.executable, "-m", "tireg", "add", str(folder), "--json"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+
+        timed("python -m tireg add, fresh catalogue", len(files), cli)
+        print(f"import / read-only time ratio: {lib / floor:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
