@@ -105,7 +105,7 @@ def convert(
         files, to, output=output, out_dir=out_dir, force=force, sdxl_pair=sdxl_pair
     )
     for path in written:
-        console.print(str(path), markup=False, highlight=False)
+        console.print(str(path), markup=False, highlight=False, soft_wrap=True)
     if not written:
         err_console.print("nothing written")
 
