@@ -149,14 +149,14 @@ def _bare(name: str) -> str:
     return folded
 
 
-def _rows_named(session: Session, names: Iterable[str]) -> list[EmbeddingRow]:
-    """Embeddings whose trigger is one of ``names`` (see the naming rule).
+def _named(session: Session, wanted: set[str]) -> Any:
+    """A WHERE clause for embeddings whose bare name may be in ``wanted`` (a superset: callers
+    compare :func:`_bare` names exactly), or ``None`` when nothing can match.
 
     The FTS index narrows the candidates (there is no B-tree index on names, and a
-    case-insensitive comparison could not use one); the exact comparison happens here. Names
-    without a letter or digit, which FTS cannot match, are compared in SQL.
+    case-insensitive comparison could not use one). Names without a letter or digit, which FTS
+    cannot match, are compared in SQL.
     """
-    wanted = {_bare(n) for n in names}
     phrases = {b: _phrase(b) for b in wanted}
     unmatchable = [b for b, p in phrases.items() if p is None]
     conditions: list[Any] = []
@@ -174,9 +174,16 @@ def _rows_named(session: Session, names: Iterable[str]) -> list[EmbeddingRow]:
     if unmatchable:
         keys = [k for b in unmatchable for k in (b, f"<{b}>")]
         conditions.append(func.lower(EmbeddingRow.name).in_(keys))
-    if not conditions:
+    return or_(*conditions) if conditions else None
+
+
+def _rows_named(session: Session, names: Iterable[str]) -> list[EmbeddingRow]:
+    """Embeddings whose trigger is one of ``names`` (see the naming rule)."""
+    wanted = {_bare(n) for n in names}
+    condition = _named(session, wanted)
+    if condition is None:
         return []
-    found = session.scalars(select(EmbeddingRow).where(or_(*conditions)))
+    found = session.scalars(select(EmbeddingRow).where(condition))
     return [row for row in found if _bare(row.name) in wanted]
 
 
@@ -217,7 +224,12 @@ def refs(session: Session, rows: Iterable[EmbeddingRow]) -> dict[int, str]:
     """The shortest spec naming each row: the bare name where no other embedding shares it,
     else ``NAME@HEX``. Listings show these, so what a user sees is what they can type."""
     rows = list(rows)
-    namesakes = Counter(_bare(r.name) for r in _rows_named(session, {r.name for r in rows}))
+    wanted = {_bare(r.name) for r in rows}
+    condition = _named(session, wanted)
+    found: Iterable[str] = []
+    if condition is not None:
+        found = session.scalars(select(EmbeddingRow.name).where(condition))
+    namesakes = Counter(bare for bare in map(_bare, found) if bare in wanted)
     return {r.id: ref_of(r) if namesakes[_bare(r.name)] > 1 else r.name for r in rows}
 
 
