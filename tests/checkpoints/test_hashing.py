@@ -101,3 +101,27 @@ def test_not_safetensors_has_no_addnet(tmp_path: Path) -> None:
     path = tmp_path / "fake.safetensors"
     path.write_bytes(b"\xff" * 64)  # a header length past the end of the file
     assert hash_file(path).addnet is None
+
+
+class _FailingHasher:
+    def update(self, data: memoryview, /) -> None:
+        raise MemoryError("simulated")
+
+    def hexdigest(self) -> str:  # pragma: no cover - never reached
+        return ""
+
+
+class _FailingBlake3Module:
+    blake3 = _FailingHasher
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_a_failing_lane_raises_instead_of_hanging(
+    tmp_path: Path, lanes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tireg.checkpoints.hashing.THREADED_MIN_SIZE", 1)
+    monkeypatch.setattr("tireg.checkpoints.hashing._blake3", _FailingBlake3Module)
+    path = tmp_path / "m"
+    path.write_bytes(os.urandom(1 << 20))
+    with pytest.raises(MemoryError, match="simulated"):
+        hash_file(path, lanes=lanes, block_size=4096)
