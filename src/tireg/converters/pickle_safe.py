@@ -49,11 +49,13 @@ untrusted, so every failure is the file's fault); ``UnsafePickleError`` is one o
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import io
 import pickle
 import pickletools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -500,24 +502,9 @@ def scan(data: bytes, start: int = 0) -> int:
     """
     stream = io.BytesIO(data)
     stream.seek(start)
-    puts = 0
-    depth = _TupleDepth()
     try:
-        for opcode, arg, _pos in pickletools.genops(stream):
-            name = opcode.name
-            if name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                _resolve(module, attr)
-            elif name.startswith("EXT"):
-                known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
-                raise UnsafePickleError(
-                    ".".join(known) if known else f"copyreg extension code {arg}"
-                )
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-                if name != "MEMOIZE" and int(str(arg)) > puts + _MEMO_SLACK:
-                    _fail(f"pickle memo index {arg} is out of range")
-                puts += 1
-            depth.step(opcode, arg)
+        with _quiet():
+            _check_opcodes(stream)
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
@@ -526,6 +513,32 @@ def scan(data: bytes, start: int = 0) -> int:
     if data[end - 1 : end] != b".":
         _fail("pickle has no STOP opcode")
     return end
+
+
+def _check_opcodes(stream: io.BytesIO) -> None:
+    puts = 0
+    depth = _TupleDepth()
+    for opcode, arg, _pos in pickletools.genops(stream):
+        name = opcode.name
+        if name in ("GLOBAL", "INST"):
+            module, _, attr = str(arg).partition(" ")
+            _resolve(module, attr)
+        elif name.startswith("EXT"):
+            known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
+            raise UnsafePickleError(".".join(known) if known else f"copyreg extension code {arg}")
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if name != "MEMOIZE" and int(str(arg)) > puts + _MEMO_SLACK:
+                _fail(f"pickle memo index {arg} is out of range")
+            puts += 1
+        depth.step(opcode, arg)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the DeprecationWarnings that malformed ``STRING`` escapes make the parsers print."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def unpickle(
@@ -539,7 +552,8 @@ def unpickle(
     end = scan(data, start)
     sink: dict[str, StorageRef] = {} if storages is None else storages
     try:
-        obj = RestrictedUnpickler(io.BytesIO(data[start:end]), sink).load()
+        with _quiet():
+            obj = RestrictedUnpickler(io.BytesIO(data[start:end]), sink).load()
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any failure is the file's
