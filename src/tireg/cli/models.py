@@ -214,8 +214,11 @@ def check(
     """
     catalogue = open_catalogue(db)
     try:
-        with catalogue.transaction() as session:
-            ref, results = check_compat(session, model, embeddings or ())
+        with (
+            _byte_bar(_total_size([Path(model)]), json_out) as progress,
+            catalogue.transaction() as session,
+        ):
+            ref, results = check_compat(session, model, embeddings or (), progress=progress)
     finally:
         catalogue.close()
     if json_out:

@@ -42,7 +42,7 @@ from tireg.checkpoints import (
 from tireg.checkpoints.known_models import OLD_HASH
 from tireg.db.models import CheckpointRow, CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
 from tireg.errors import TiregError
-from tireg.registry.models import KNOWN, inspect_checkpoint, record_checkpoint
+from tireg.registry.models import KNOWN, ByteProgress, inspect_checkpoint, record_checkpoint
 from tireg.registry.query import ref_of, resolve_many
 
 EXACT, SAME_FAMILY, WRONG_FAMILY, SD1_ON_SDXL, UNKNOWN = (
@@ -234,7 +234,7 @@ def _hash_only(value: str) -> ModelFile:
     )
 
 
-def resolve_model(session: Session, spec: str) -> ModelRef:
+def resolve_model(session: Session, spec: str, *, progress: ByteProgress | None = None) -> ModelRef:
     """The model ``spec`` names: a checkpoint file or diffusers folder (hashed through the
     cache, detected from its header, and recorded in the caller's transaction), a hash (8 / 10 /
     64 hex or a SHA-256 prefix; looked up among catalogued checkpoints and the shipped table),
@@ -246,7 +246,8 @@ def resolve_model(session: Session, spec: str) -> ModelRef:
     Example: ``resolve_model(session, "7460a6fa").name == "Stable Diffusion 1.4"``."""
     path = Path(spec).expanduser()
     if path.exists():
-        facts = inspect_checkpoint(path)  # before any statement: hashing holds no lock
+        # before any statement, so hashing a new file never holds the catalogue's write lock
+        facts = inspect_checkpoint(path, progress=progress)
         row = record_checkpoint(session, facts)
         hashes = facts.hashes
         file = ModelFile(
@@ -493,10 +494,15 @@ class CheckResult:
 
 
 def check(
-    session: Session, model_spec: str, embedding_specs: Sequence[str] = ()
+    session: Session,
+    model_spec: str,
+    embedding_specs: Sequence[str] = (),
+    *,
+    progress: ByteProgress | None = None,
 ) -> tuple[ModelRef, list[CheckResult]]:
-    """``tireg check``: resolve the model, then judge each named embedding (all when none)."""
-    model = resolve_model(session, model_spec)
+    """``tireg check``: resolve the model, then judge each named embedding (all when none).
+    ``progress(n)`` sees the bytes read when the model is a file not hashed before."""
+    model = resolve_model(session, model_spec, progress=progress)
     user = _user_files(session)
     if embedding_specs:
         rows = resolve_many(session, embedding_specs)
