@@ -155,12 +155,19 @@ def write_file(
     Either every file is written or none is: all targets are checked before the first write,
     each write is atomic, and a pair whose second file fails loses its first file again.
     """
-    blobs = encode(embedding, fmt)
+    return _write_blobs(encode(embedding, fmt), path, force=force)
+
+
+def _check_targets(blobs: list[bytes], path: str | os.PathLike[str]) -> list[Path]:
     targets = output_paths(path, len(blobs))
-    if not force:
-        for target in targets:
-            if target.exists():
-                raise _exists(target)
+    for target in targets:
+        if target.exists():
+            raise _exists(target)
+    return targets
+
+
+def _write_blobs(blobs: list[bytes], path: str | os.PathLike[str], *, force: bool) -> list[Path]:
+    targets = output_paths(path, len(blobs)) if force else _check_targets(blobs, path)
     written: list[Path] = []
     try:
         for target, blob in zip(targets, blobs, strict=True):
@@ -222,20 +229,15 @@ def convert(
         plan = [(items[0][1], Path(output))]
     else:
         plan = _plan_names(items, fmt, Path(out_dir) if out_dir is not None else Path.cwd())
-    for embedding, target in plan:
-        encode(embedding, fmt)  # refuse unsupported conversions before writing anything
-        if not force:
-            for path in output_paths(target, 2 if _pair(embedding, fmt) else 1):
-                if path.exists():
-                    raise _exists(path)
+    # encode everything and check every target first: a refused conversion writes nothing
+    encoded = [(encode(embedding, fmt), target) for embedding, target in plan]
+    if not force:
+        for blobs, target in encoded:
+            _check_targets(blobs, target)
     written: list[Path] = []
-    for embedding, target in plan:
-        written.extend(write_file(embedding, target, fmt, force=force))
+    for blobs, target in encoded:
+        written.extend(_write_blobs(blobs, target, force=force))
     return written
-
-
-def _pair(embedding: Embedding, fmt: str) -> bool:
-    return fmt in ("diffusers-bin", "diffusers-safetensors") and layouts.is_pair(embedding)
 
 
 def _plan_names(
