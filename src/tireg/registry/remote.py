@@ -36,7 +36,8 @@ from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, civitai, hf
 from tireg.sources.http import Progress, download
 
-REMOTES = ("civitai", "hf")
+#: the sites :func:`search_remote` can search
+REMOTES = ("civitai",)
 #: repos recorded per catalogue transaction by :func:`sync_hf`
 RECORD_BATCH = 200
 _URL_PREFIXES = ("http://", "https://")
@@ -412,8 +413,8 @@ def search_remote(
     Each has ``remote``, ``spec`` (what ``tireg install`` takes), ``name``, ``creator``,
     ``base_models``, ``trigger``, ``downloads``, ``nsfw`` and ``url``.
     """
-    if remote != "civitai":
-        raise SourceError(f"unknown remote {remote!r}", hint="remote search supports: civitai")
+    if remote not in REMOTES:
+        raise SourceError(f"unknown remote {remote!r}", hint=f"remotes: {', '.join(REMOTES)}")
     results = []
     for item in civitai.search(query, base_model=base_model, limit=limit):
         versions = item.get("modelVersions") or []

@@ -258,7 +258,12 @@ def _download_text(summary: RepoSummary, name: str, folder: Path, endpoint_url: 
     url = summary.file_url(endpoint(endpoint_url), name)
     try:
         got = download(
-            url, folder, filename=name, max_bytes=MAX_TEXT_BYTES, headers=_auth_headers()
+            url,
+            folder,
+            filename=name,
+            max_bytes=MAX_TEXT_BYTES,
+            headers=_auth_headers(),
+            durable=False,  # a cache entry, pinned to a commit: fetched again if lost
         )
     except HttpStatusError as exc:
         if exc.status in (401, 403):

@@ -297,6 +297,7 @@ def download(
     headers: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     retry: RetryPolicy | None = None,
+    durable: bool = True,
 ) -> Downloaded:
     """Download ``url`` into ``dest_dir`` and return the verified file.
 
@@ -304,6 +305,8 @@ def download(
     target with that hash is returned without any request, and a mismatch is an error (nothing is
     left behind). ``headers`` are sent on the first request; ``requests`` drops ``Authorization``
     when a redirect leaves the host, so an API key never reaches a storage CDN.
+    ``durable=False`` skips the fsyncs (the rename stays atomic), for cache entries that are
+    cheap to fetch again: on many disks each fsync costs milliseconds.
     """
     dest = Path(dest_dir)
     expected = expected_sha256.lower() if expected_sha256 else None
@@ -323,7 +326,9 @@ def download(
                 dest / f".{unique}.part{TMP_SUFFIX}", dest / f".{unique}.meta{TMP_SUFFIX}"
             )
             partial.clear()
-        job = _Job(url, dest, partial, filename, expected, expected_size, max_bytes, progress)
+        job = _Job(
+            url, dest, partial, filename, expected, expected_size, max_bytes, progress, durable
+        )
         return job.run(dict(headers or {}), retry or RetryPolicy.from_env())
 
 
@@ -339,6 +344,7 @@ class _Job:
     expected_size: int | None
     max_bytes: int
     progress: Progress | None
+    durable: bool
 
     def run(self, headers: dict[str, str], policy: RetryPolicy) -> Downloaded:
         """Try until the file is complete and verified, a permanent error, or tries run out."""
@@ -387,7 +393,8 @@ class _Job:
             target = self.dest / name
             self.partial.data.replace(target)
             self.partial.meta.unlink(missing_ok=True)
-            fsync_dir(self.dest)
+            if self.durable:
+                fsync_dir(self.dest)
             return Downloaded(target, sha, size, url_final)
 
     def attempt(self, headers: dict[str, str]) -> tuple[str, str, bool]:
@@ -460,7 +467,8 @@ class _Job:
                 out.flush()
                 raise _Transient(f"read timed out after {done} bytes") from None
             out.flush()
-            os.fsync(out.fileno())
+            if self.durable:
+                os.fsync(out.fileno())
         if total is not None and done != total:
             raise _Transient(f"short body: {done} of {total} bytes")
 
