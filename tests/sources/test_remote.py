@@ -8,6 +8,7 @@ import json
 import pytest
 from sqlalchemy import select
 
+from tests.sources import mega_server
 from tests.sources.conftest import reads_pickles
 from tests.sources.servers.civitai_server import (
     CIVITAI_TEST_KEY,
@@ -268,3 +269,18 @@ def test_sync_with_token_fetches_gated_repos(
     monkeypatch.setenv("HF_TOKEN", HF_TEST_TOKEN)
     report = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
     assert not report.gated and len(report.downloaded) == 30
+
+
+fake_mega = mega_server.fake_mega  # H7's MEGA stand-in fixture
+
+
+def test_install_mega_link_end_to_end(
+    fake_mega: mega_server.MegaStandIn, catalogue: Catalogue
+) -> None:
+    data = embedding_bytes("<mega-thing>", "safetensors", seed=12)
+    link = fake_mega.add_file("mega thing.safetensors", data)
+    [embedding_id] = remote.install_remote(catalogue, link, sha256=hashlib.sha256(data).hexdigest())
+    [source] = rows(catalogue, SourceRow)
+    [prov] = rows(catalogue, ProvenanceRow)
+    assert source.kind == "mega" and prov.embedding_id == embedding_id
+    assert prov.original_sha256 == hashlib.sha256(data).hexdigest()
