@@ -218,7 +218,11 @@ def show_command(
     _records("installs", data["installs"], ("state", "target", "path", "format"))
     _records("compatibility", data["compat"], ("relation", "model_ref", "evidence"))
     if info.same_name:
-        console.print("same name, other embeddings: " + ", ".join(info.same_name), markup=False)
+        console.print(
+            "same name, other embeddings: " + ", ".join(info.same_name),
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _text(value: Any) -> str:
@@ -257,7 +261,7 @@ def tag_command(
     if json_out:
         print_json(now)
     else:
-        console.print(", ".join(now) if now else "(no tags)", markup=False)
+        console.print(", ".join(now) if now else "(no tags)", markup=False, soft_wrap=True)
 
 
 def rm_command(
@@ -284,8 +288,10 @@ def rm_command(
         print_json([r.to_dict() for r in removals])
         return
     for removal in removals:
-        console.print(f"removed {removal.ref}", markup=False)
+        console.print(f"removed {removal.ref}", markup=False, soft_wrap=True)
         for done in removal.uninstalled:
-            console.print(f"  {done.status}: {done.path}", markup=False)
+            console.print(f"  {done.status}: {done.path}", markup=False, soft_wrap=True)
         for path in removal.left_installed:
-            console.print(f"  still installed (no longer tracked): {path}", markup=False)
+            console.print(
+                f"  still installed (no longer tracked): {path}", markup=False, soft_wrap=True
+            )

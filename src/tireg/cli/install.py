@@ -141,7 +141,7 @@ def install_command(
         print_json(result.to_dict())
         return
     for ref in result.fetched:
-        console.print(f"catalogued {ref}", markup=False)
+        console.print(f"catalogued {ref}", markup=False, soft_wrap=True)
     if result.installed:
         table = Table(title="installed")
         for column in ("embedding", "status", "type in a prompt", "file"):
@@ -186,7 +186,7 @@ def uninstall_command(
     if not done:
         console.print("nothing installed matched")
     for item in done:
-        console.print(f"{item.status}: {item.ref}: {item.path}", markup=False)
+        console.print(f"{item.status}: {item.ref}: {item.path}", markup=False, soft_wrap=True)
 
 
 def installed_command(
