@@ -180,6 +180,27 @@ def test_bad_files_are_reported_and_the_rest_imported(catalogue: Catalogue, tmp_
     assert later.exists()
 
 
+def test_a_file_the_catalogue_refuses_fails_alone(catalogue: Catalogue, tmp_path: Path) -> None:
+    write_mixed(tmp_path, 10, seed=13)
+    poison = write_one(
+        random_embedding(np.random.default_rng(13), "p"), tmp_path, "poison", "tireg"
+    )
+    with catalogue.transaction() as session:  # a real constraint, enforced by SQLite itself
+        session.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON provenance WHEN NEW.location LIKE "
+                "'%poison%' BEGIN SELECT RAISE(ABORT, 'poisoned file'); END"
+            )
+        )
+    report = add_paths(catalogue, [tmp_path])
+    assert len(report.imported) == 10
+    assert [(Path(o.path), o.reason) for o in report.errors] == [
+        (poison, "the catalogue refused it: poisoned file")
+    ]
+    assert count(catalogue, EmbeddingRow) == count(catalogue, ProvenanceRow) == 10
+    assert len(search(catalogue, "emb")) == 10
+
+
 def test_import_embedding_records_source_facts(catalogue: Catalogue) -> None:
     emb = Embedding(
         name="learned",

@@ -7,9 +7,9 @@ Two levels:
   provenance row for the file it came from, compatibility facts, tags, and its search-index row.
 * :func:`add_paths` walks files and folders, reads each file with
   :func:`tireg.converters.read_file`, stores it, and records it in a small batch transaction,
-  each file in its own savepoint, so a bad file, or a process killed half-way, never loses the
-  files committed before it. Pictures beside an
-  embedding (``name.preview.png``, A1111's ``name.png``, ``concept_images/``) become its previews.
+  so a bad file, or a process killed half-way, never loses the files committed before it.
+  Pictures beside an embedding (``name.preview.png``, A1111's ``name.png``,
+  ``concept_images/``) become its previews.
 
 Ordering is what makes a kill at any moment safe: the store file is written (atomically, and
 durably) *before* the transaction that references it commits. A killed process can leave an
@@ -24,7 +24,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -449,33 +449,43 @@ def _prepared(
 def _commit(
     catalogue: Catalogue, store: ContentStore, batch: list[_Ready], hints: Mapping[str, str]
 ) -> list[FileOutcome]:
-    """Record a batch of stored files in one transaction, each file in its own savepoint."""
+    """Record a batch of stored files in one transaction.
+
+    Should the catalogue refuse one of them (a constraint no file should break), the batch is
+    rolled back whole and recorded again one file per transaction, so only that file fails.
+    """
+    try:
+        return _commit_together(catalogue, store, batch, hints)
+    except (IntegrityError, DataError) as exc:
+        if len(batch) == 1:
+            reason = f"the catalogue refused it: {exc.orig}"
+            return [FileOutcome(str(batch[0].candidate.path), ERROR, reason)]
+    return [out for ready in batch for out in _commit(catalogue, store, [ready], hints)]
+
+
+def _commit_together(
+    catalogue: Catalogue, store: ContentStore, batch: list[_Ready], hints: Mapping[str, str]
+) -> list[FileOutcome]:
     outcomes = []
     touched: set[int] = set()
     with catalogue.transaction() as session:
         sources: dict[Path, int] = {}
         for ready in batch:
-            path = str(ready.candidate.path)
-            ready.file.source_id = ready.candidate.source_id
-            if ready.file.source_id is None:
+            source_id = ready.candidate.source_id
+            if source_id is None:
                 folder = ready.candidate.folder
                 if folder not in sources:
                     sources[folder] = local_source(session, folder)
-                ready.file.source_id = sources[folder]
-            try:
-                with session.begin_nested():
-                    row, created, changed = _record(
-                        session, ready.embedding, ready.file, hints, store
-                    )
-            except (IntegrityError, DataError) as exc:
-                outcomes.append(FileOutcome(path, ERROR, f"the catalogue refused it: {exc.orig}"))
-                continue
+                source_id = sources[folder]
+            file = replace(ready.file, source_id=source_id)
+            row, created, changed = _record(session, ready.embedding, file, hints, store)
             if changed:
                 touched.add(row.id)
             status = IMPORTED if created else KNOWN
-            outcomes.append(FileOutcome(path, status, None, row.id, row.name, row.vectors_sha256))
-        for embedding_id in sorted(touched):
-            search_index.reindex(session, embedding_id)
+            outcomes.append(
+                FileOutcome(file.location, status, None, row.id, row.name, row.vectors_sha256)
+            )
+        search_index.reindex_many(session, touched)
     return outcomes
 
 
@@ -491,8 +501,8 @@ def add_paths(
     """Import every embedding in ``paths`` (files, and folders walked recursively).
 
     Files are read and stored outside any lock (on a few threads), then recorded
-    :data:`BATCH_FILES` at a time in one transaction, each file in its own savepoint: a file
-    that cannot be read (or that the catalogue refuses) is reported with its reason and the
+    :data:`BATCH_FILES` at a time in one transaction: a file that cannot be read (or that the
+    catalogue refuses) is reported with its reason and the
     others go on, and a killed process loses at most the uncommitted batch, which the next run
     imports again. Without ``source_id`` each folder named (or the folder of each file named)
     becomes a ``local`` source when a file is first imported from it. Failures of the catalogue

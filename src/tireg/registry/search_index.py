@@ -12,10 +12,12 @@ to plain SQL.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import PurePath
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from tireg.db.models import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
 from tireg.db.session import FTS_TABLE
@@ -35,12 +37,20 @@ def _joined(values: list[str | None]) -> str:
     return "\n".join(seen)
 
 
-# Built once: an import reindexes every file it records, and building a statement costs more
-# than running one.
-_ROW = select(EmbeddingRow.name, EmbeddingRow.description).where(EmbeddingRow.id == bindparam("id"))
-_TAGS = select(TagRow.tag).where(TagRow.embedding_id == bindparam("id")).order_by(TagRow.tag)
+# Built once: an import reindexes every embedding it touches, and building a statement costs
+# more than running one. Each reads a whole batch of embeddings (``ids``) at a time.
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_ROWS = select(EmbeddingRow.id, EmbeddingRow.name, EmbeddingRow.description).where(
+    EmbeddingRow.id.in_(_IDS)
+)
+_TAGS = (
+    select(TagRow.embedding_id, TagRow.tag)
+    .where(TagRow.embedding_id.in_(_IDS))
+    .order_by(TagRow.embedding_id, TagRow.tag)
+)
 _FOUND = (
     select(
+        ProvenanceRow.embedding_id,
         ProvenanceRow.name_in_file,
         ProvenanceRow.location,
         SourceRow.trigger,
@@ -50,62 +60,90 @@ _FOUND = (
         SourceRow.base_model_hint,
     )
     .outerjoin(SourceRow, ProvenanceRow.source_id == SourceRow.id)
-    .where(ProvenanceRow.embedding_id == bindparam("id"))
+    .where(ProvenanceRow.embedding_id.in_(_IDS))
     .order_by(ProvenanceRow.id)
 )
-_HINTS = select(CompatRow.model_ref).where(
-    CompatRow.embedding_id == bindparam("id"), CompatRow.relation == "base_model_hint"
+_HINTS = (
+    select(CompatRow.embedding_id, CompatRow.model_ref)
+    .where(CompatRow.embedding_id.in_(_IDS), CompatRow.relation == "base_model_hint")
+    .order_by(CompatRow.id)
 )
-_DELETE = text(f"DELETE FROM {FTS_TABLE} WHERE rowid = :id")  # noqa: S608
+_DELETE = text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN :ids").bindparams(_IDS)  # noqa: S608
 _INSERT = text(
     f"INSERT INTO {FTS_TABLE} (rowid, name, triggers, description, tags, sources) "  # noqa: S608
     "VALUES (:id, :name, :triggers, :description, :tags, :sources)"
 )
+#: SQLite allows a limited number of bound values per statement; reindex in slices of this
+_SLICE = 500
+
+
+def documents(session: Session, embedding_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+    """The five searchable texts of each embedding that exists, by id."""
+    ids = {"ids": sorted(set(embedding_ids))}
+    triggers: dict[int, list[str | None]] = {}
+    descriptions: dict[int, str] = {}
+    names: dict[int, str] = {}
+    for embedding_id, name, description in session.execute(_ROWS, ids):
+        names[embedding_id] = name
+        descriptions[embedding_id] = description or ""
+        triggers[embedding_id] = [name]
+    sources: dict[int, list[str | None]] = {i: [] for i in names}
+    tags: dict[int, list[str | None]] = {i: [] for i in names}
+    for embedding_id, name_in_file, location, trigger, *source in session.execute(_FOUND, ids):
+        file_name = PurePath(location.rsplit("?", 1)[0]).name
+        # A1111 and ComfyUI type the file's stem, whatever name the file holds
+        triggers[embedding_id] += [name_in_file, PurePath(file_name).stem, trigger]
+        sources[embedding_id] += [file_name, *source]
+    for embedding_id, model_ref in session.execute(_HINTS, ids):
+        sources[embedding_id].append(model_ref)
+    for embedding_id, tag in session.execute(_TAGS, ids):
+        tags[embedding_id].append(tag)
+    return {
+        i: {
+            "name": names[i],
+            "triggers": _joined(triggers[i]),
+            "description": descriptions[i],
+            "tags": _joined(tags[i]),
+            "sources": _joined(sources[i]),
+        }
+        for i in names
+    }
 
 
 def document(session: Session, embedding_id: int) -> dict[str, str] | None:
     """The five searchable texts of one embedding (``None`` if it does not exist)."""
-    key = {"id": embedding_id}
-    row = session.execute(_ROW, key).one_or_none()
-    if row is None:
-        return None
-    name, description = row
-    triggers: list[str | None] = [name]
-    sources: list[str | None] = []
-    for name_in_file, location, trigger, *source in session.execute(_FOUND, key):
-        file_name = PurePath(location.rsplit("?", 1)[0]).name
-        # A1111 and ComfyUI type the file's stem, whatever name the file holds
-        triggers += [name_in_file, PurePath(file_name).stem, trigger]
-        sources += [file_name, *source]
-    sources += session.scalars(_HINTS, key).all()
-    return {
-        "name": name,
-        "triggers": _joined(triggers),
-        "description": description or "",
-        "tags": _joined(list(session.scalars(_TAGS, key))),
-        "sources": _joined(sources),
-    }
+    return documents(session, [embedding_id]).get(embedding_id)
 
 
-def reindex(session: Session, embedding_id: int) -> None:
-    """Rewrite the FTS row of ``embedding_id`` from the catalogue (removing it if the row is gone).
+def reindex_many(session: Session, embedding_ids: Iterable[int]) -> None:
+    """Rewrite the FTS rows of these embeddings from the catalogue (dropping rows of any gone).
 
-    Call after any change to an embedding's name, description, tags, provenance or sources,
-    in the same transaction.
+    Call after changing embeddings' names, descriptions, tags, provenance or sources, in the
+    same transaction; a whole batch costs a handful of statements.
     """
     if not has_index(session):
         return
-    session.flush()  # the document is read back through SQL
-    session.execute(_DELETE, {"id": embedding_id})
-    doc = document(session, embedding_id)
-    if doc is not None:
-        session.execute(_INSERT, {"id": embedding_id, **doc})
+    ids = sorted(set(embedding_ids))
+    if not ids:
+        return
+    session.flush()  # the documents are read back through SQL
+    for start in range(0, len(ids), _SLICE):
+        part = ids[start : start + _SLICE]
+        session.execute(_DELETE, {"ids": part})
+        docs = documents(session, part)
+        if docs:
+            session.execute(_INSERT, [{"id": i, **doc} for i, doc in docs.items()])
+
+
+def reindex(session: Session, embedding_id: int) -> None:
+    """Rewrite the FTS row of one embedding (see :func:`reindex_many`)."""
+    reindex_many(session, [embedding_id])
 
 
 def remove(session: Session, embedding_id: int) -> None:
     """Drop the FTS row of ``embedding_id`` (call when deleting the embedding)."""
     if has_index(session):
-        session.execute(_DELETE, {"id": embedding_id})
+        session.execute(_DELETE, {"ids": [embedding_id]})
 
 
 def rebuild(session: Session) -> int:
@@ -114,6 +152,5 @@ def rebuild(session: Session) -> int:
         return 0
     session.execute(text(f"DELETE FROM {FTS_TABLE}"))  # noqa: S608
     ids = session.scalars(select(EmbeddingRow.id).order_by(EmbeddingRow.id)).all()
-    for embedding_id in ids:
-        reindex(session, embedding_id)
+    reindex_many(session, ids)
     return len(ids)
