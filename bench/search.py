@@ -189,7 +189,7 @@ def main() -> None:
         like50, like99 = _percentiles(timings[like_label])
         for label, samples in timings.items():
             p50, p99 = _percentiles(samples)
-            print(f"  {label:42s} {p50:9.3f} {p99:9.3f} {p50 / like50:11.2f} {p99 / like99:7.2f}")
+            print(f"  {label:42s} {p50:9.3f} {p99:9.3f} {p50 / like50:11.3f} {p99 / like99:7.3f}")
     p50, p99 = _percentiles(show_samples)
     print(f"\nshow NAME (resolve + every record): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
     for set_name, timings in results.items():
