@@ -67,17 +67,6 @@ PREPARE_AHEAD = 4 * BATCH_FILES
 #: the sd-concepts-library layout keeps example pictures in this folder beside the embedding
 CONCEPT_IMAGES = "concept_images"
 
-#: keys a source (or ``tireg add --tag``) may pass as hints; all values are strings
-HINT_KEYS = (
-    "trigger",  # the word a source says to type; names a new embedding
-    "concept_type",  # object | style
-    "licence",
-    "description",
-    "base_model_hint",  # "SD 1.5", "Waifu Diffusion v1.2": becomes a compat fact
-    "base_model_evidence",  # where that hint came from ("civitai baseModel"); default "source hint"
-    "nsfw",  # "true" / "false"
-    "tags",  # comma-separated
-)
 
 IMPORTED, KNOWN, NOT_EMBEDDING, UNSAFE, ERROR, PREVIEW = (
     "imported",
@@ -172,6 +161,12 @@ def import_embedding(
     (description, licence, concept type, ...) are filled in from ``hints``, never overwritten.
     The store file is written here if it is not there yet, before the caller commits, and the
     search index is brought up to date.
+
+    ``hints`` (strings; other keys are ignored): ``trigger`` (the word a source says to type;
+    names a new embedding), ``concept_type`` (object | style), ``licence``, ``description``,
+    ``base_model_hint`` ("SD 1.5": becomes a compat fact) with ``base_model_evidence`` (where it
+    came from, e.g. "civitai baseModel"; default "source hint"), ``nsfw`` ("true"), ``tags``
+    (comma-separated).
     """
     row, created, changed = _record(
         session,
