@@ -171,11 +171,6 @@ def test_convert_name_collisions_fall_back_to_stems(tireg_cli, tmp_path: Path) -
     assert sorted(p.name for p in out.iterdir()) == ["run-1000.pt", "run-2000.pt"]
 
 
-@pytest.mark.xfail(
-    reason="cli/app.py main() catches click's exceptions, but typer 0.29 raises its vendored "
-    "typer._click ones, so usage errors escape with a traceback instead of exit code 2",
-    strict=False,
-)
 def test_convert_usage_errors(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     src = _a1111_file(tmp_path / "src.pt")
     assert tireg_cli("convert", src, "--to", "ckpt").code == 2

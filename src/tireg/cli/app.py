@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from tireg.cli.output import err_console
@@ -23,7 +22,8 @@ app = typer.Typer(
     name="tireg",
     help=(
         "tireg: the textual-inversion embedding registry.\n\n"
-        "Find, convert, check and install Stable Diffusion embeddings; pickles are never executed.\n\n"
+        "Find, convert, check and install Stable Diffusion embeddings;"
+        " pickles are never executed.\n\n"
         "Example: tireg inspect embeddings/*.pt"
     ),
     no_args_is_help=True,
@@ -35,26 +35,14 @@ for _group in GROUPS:
     importlib.import_module(f"tireg.cli.{_group}").register(app)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns (and exits with) the process exit code."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: exits 0 on success, 1 on a data or user error, 2 on bad usage.
+
+    typer's standalone mode already turns usage errors into exit 2 and its own exceptions into
+    messages; what it lets through is ours, and a :class:`TiregError` becomes one line.
+    """
     try:
-        result = app(args=argv, standalone_mode=False)
-        code = result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.UsageError as exc:
-        exc.show()
-        code = 2
-    except click.ClickException as exc:
-        exc.show()
-        code = 1
-    except click.Abort:
-        err_console.print("aborted")
-        code = 1
+        app(args=argv, prog_name="tireg")
     except TiregError as exc:
         err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
-        code = 1
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        code = 130
-    sys.exit(code)
+        sys.exit(1)

@@ -15,6 +15,10 @@ A file with a ``tireg.schema`` newer than this module understands is refused, no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
+
 from tireg.converters import safetensors_file
 from tireg.converters.embedding import Embedding
 from tireg.converters.errors import EmbeddingFileError
@@ -45,7 +49,7 @@ def is_internal(metadata: dict[str, str]) -> bool:
     return "tireg.schema" in metadata
 
 
-def from_parts(tensors: dict, metadata: dict[str, str]) -> Embedding:  # type: ignore[type-arg]
+def from_parts(tensors: Mapping[str, np.ndarray], metadata: dict[str, str]) -> Embedding:
     """Build the embedding from a parsed internal-format file."""
     try:
         schema = int(metadata["tireg.schema"])
