@@ -59,7 +59,9 @@ def tireg_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-de
     return run
 
 
-def run_tireg_process(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+def run_tireg_process(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> CliResult:
     """Run ``python -m tireg ARGS...`` as a real process (for kill and concurrency tests)."""
     proc = subprocess.run(
         [sys.executable, "-m", "tireg", *map(str, args)],

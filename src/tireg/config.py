@@ -34,7 +34,7 @@ def cache_dir() -> Path:
 
 
 def database_url(override: str | None = None) -> str:
-    """The catalogue's SQLAlchemy URL: ``--db``, then ``TIREG_DATABASE_URL``, then SQLite in home."""
+    """The catalogue URL: ``--db``, then ``TIREG_DATABASE_URL``, then SQLite in home."""
     if override:
         return override
     env = os.environ.get("TIREG_DATABASE_URL")

@@ -60,7 +60,9 @@ def atomic_writer(target: str | os.PathLike[str], *, overwrite: bool = True) -> 
         raise
 
 
-def atomic_write_bytes(target: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> Path:
+def atomic_write_bytes(
+    target: str | os.PathLike[str], data: bytes, *, overwrite: bool = True
+) -> Path:
     """Write ``data`` to ``target`` atomically and return the path."""
     with atomic_writer(target, overwrite=overwrite) as stream:
         stream.write(data)

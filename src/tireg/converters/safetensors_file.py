@@ -44,8 +44,17 @@ DTYPES: dict[str, tuple[str, int]] = {
     "F8_E4M3": ("u1", 1),
     "F8_E5M2": ("u1", 1),
 }
-_NUMPY_TO_DTYPE = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64",
-                   "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+_NUMPY_TO_DTYPE = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
 
 
 @dataclass(frozen=True)
@@ -152,9 +161,13 @@ def read_header(stream: BinaryIO, file_size: int) -> Header:
         raise EmbeddingFileError("file too short for a safetensors header")
     (length,) = struct.unpack("<Q", prefix)
     if length > MAX_HEADER_SIZE:
-        raise EmbeddingFileError(f"safetensors header claims {length} bytes (limit {MAX_HEADER_SIZE})")
+        raise EmbeddingFileError(
+            f"safetensors header claims {length} bytes (limit {MAX_HEADER_SIZE})"
+        )
     if length > file_size - 8:
-        raise EmbeddingFileError(f"safetensors header length {length} runs past the end of the file")
+        raise EmbeddingFileError(
+            f"safetensors header length {length} runs past the end of the file"
+        )
     head = stream.read(length)
     if len(head) != length:
         raise EmbeddingFileError("safetensors header is truncated")
@@ -177,7 +190,9 @@ def loads(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     header = read_header(io.BytesIO(data), len(data))
     view = memoryview(data)
     tensors = {
-        name: tensor_from_bytes(info, view[header.data_start + info.begin : header.data_start + info.end])
+        name: tensor_from_bytes(
+            info, view[header.data_start + info.begin : header.data_start + info.end]
+        )
         for name, info in header.tensors.items()
     }
     return tensors, header.metadata
@@ -196,7 +211,11 @@ def dumps(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None 
         if dtype is None:
             raise EmbeddingFileError(f"cannot store dtype {arr.dtype} in safetensors")
         blob = np.ascontiguousarray(arr, dtype=DTYPES[dtype][0]).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
         chunks.append(blob)
         offset += len(blob)
     head = json.dumps(header, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()

@@ -50,23 +50,37 @@ class EmbeddingRow(Base):
     step: Mapped[int | None] = mapped_column(Integer)
     trained_on_hash: Mapped[str | None] = mapped_column(String(64))
     trained_on_name: Mapped[str | None] = mapped_column(String)
-    store_path: Mapped[str] = mapped_column(String)  # relative to the store: "ab/abcd....safetensors"
+    store_path: Mapped[str] = mapped_column(
+        String
+    )  # relative to the store: "ab/abcd....safetensors"
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
-    tags: Mapped[list[TagRow]] = relationship(back_populates="embedding", cascade="all, delete-orphan")
+    tags: Mapped[list[TagRow]] = relationship(
+        back_populates="embedding", cascade="all, delete-orphan"
+    )
     provenance: Mapped[list[ProvenanceRow]] = relationship(
         back_populates="embedding", cascade="all, delete-orphan"
     )
-    previews: Mapped[list[PreviewRow]] = relationship(back_populates="embedding", cascade="all, delete-orphan")
-    compat: Mapped[list[CompatRow]] = relationship(back_populates="embedding", cascade="all, delete-orphan")
-    installs: Mapped[list[InstallRow]] = relationship(back_populates="embedding", cascade="all, delete-orphan")
+    previews: Mapped[list[PreviewRow]] = relationship(
+        back_populates="embedding", cascade="all, delete-orphan"
+    )
+    compat: Mapped[list[CompatRow]] = relationship(
+        back_populates="embedding", cascade="all, delete-orphan"
+    )
+    installs: Mapped[list[InstallRow]] = relationship(
+        back_populates="embedding", cascade="all, delete-orphan"
+    )
 
 
 class TagRow(Base):
     __tablename__ = "tags"
 
-    embedding_id: Mapped[int] = mapped_column(ForeignKey("embeddings.id", ondelete="CASCADE"), primary_key=True)
+    embedding_id: Mapped[int] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="CASCADE"), primary_key=True
+    )
     tag: Mapped[str] = mapped_column(String, primary_key=True, index=True)
 
     embedding: Mapped[EmbeddingRow] = relationship(back_populates="tags")
@@ -81,7 +95,9 @@ class SourceRow(Base):
     __table_args__ = (UniqueConstraint("kind", "locator"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16), index=True)  # local|hf|git|mega|url|civitai|rentry
+    kind: Mapped[str] = mapped_column(
+        String(16), index=True
+    )  # local|hf|git|mega|url|civitai|rentry
     locator: Mapped[str] = mapped_column(String)  # repo id, URL, path
     revision: Mapped[str | None] = mapped_column(String)  # commit sha, version id, etag
     title: Mapped[str | None] = mapped_column(String)
@@ -94,7 +110,9 @@ class SourceRow(Base):
     base_model_hint: Mapped[str | None] = mapped_column(String)  # "Waifu Diffusion v1.2", "SD 1.5"
     preview_urls: Mapped[str | None] = mapped_column(Text)  # JSON list
     extras: Mapped[str | None] = mapped_column(Text)  # JSON object
-    status: Mapped[str] = mapped_column(String(16), default="available")  # available|fetched|manual|gone
+    status: Mapped[str] = mapped_column(
+        String(16), default="available"
+    )  # available|fetched|manual|gone
     status_reason: Mapped[str | None] = mapped_column(String)
     synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -108,8 +126,12 @@ class ProvenanceRow(Base):
     __table_args__ = (UniqueConstraint("embedding_id", "original_sha256", "location"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    embedding_id: Mapped[int] = mapped_column(ForeignKey("embeddings.id", ondelete="CASCADE"), index=True)
-    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"), index=True)
+    embedding_id: Mapped[int] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="CASCADE"), index=True
+    )
+    source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sources.id", ondelete="SET NULL"), index=True
+    )
     location: Mapped[str] = mapped_column(String)  # local path or URL of the file itself
     original_format: Mapped[str] = mapped_column(String(32))
     original_sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -122,13 +144,15 @@ class ProvenanceRow(Base):
 
 
 class PreviewRow(Base):
-    """A picture of what an embedding does (a ``.preview.png``, a concept image, a Civitai image)."""
+    """A picture of what an embedding does (``.preview.png``, a concept image, a Civitai image)."""
 
     __tablename__ = "previews"
     __table_args__ = (UniqueConstraint("embedding_id", "location"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    embedding_id: Mapped[int] = mapped_column(ForeignKey("embeddings.id", ondelete="CASCADE"), index=True)
+    embedding_id: Mapped[int] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="CASCADE"), index=True
+    )
     location: Mapped[str] = mapped_column(String)  # stored path or URL
     sha256: Mapped[str | None] = mapped_column(String(64))
 
@@ -161,9 +185,15 @@ class CompatRow(Base):
     __table_args__ = (UniqueConstraint("embedding_id", "relation", "model_ref", "evidence"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    embedding_id: Mapped[int] = mapped_column(ForeignKey("embeddings.id", ondelete="CASCADE"), index=True)
-    relation: Mapped[str] = mapped_column(String(24))  # trained_on | base_model_hint | family | validated
-    model_ref: Mapped[str] = mapped_column(String)  # a hash (8/10/64 hex), a model name, or a family
+    embedding_id: Mapped[int] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="CASCADE"), index=True
+    )
+    relation: Mapped[str] = mapped_column(
+        String(24)
+    )  # trained_on | base_model_hint | family | validated
+    model_ref: Mapped[str] = mapped_column(
+        String
+    )  # a hash (8/10/64 hex), a model name, or a family
     evidence: Mapped[str] = mapped_column(String)  # "a1111 sd_checkpoint", "civitai baseModel", ...
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -176,7 +206,9 @@ class InstallRow(Base):
     __tablename__ = "installs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    embedding_id: Mapped[int] = mapped_column(ForeignKey("embeddings.id", ondelete="CASCADE"), index=True)
+    embedding_id: Mapped[int] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="CASCADE"), index=True
+    )
     target: Mapped[str] = mapped_column(String(16))  # a1111 | forge | comfyui | invokeai | dir
     format: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(String, unique=True)
