@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.registry.make_files import formats_available, write_mixed  # noqa: E402
+from tests.registry.make_files import FORMATS, write_mixed  # noqa: E402
 
 from tireg.converters import read_file  # noqa: E402
 from tireg.db import open_catalogue  # noqa: E402
@@ -49,7 +49,7 @@ def main() -> None:
         folder = root / "embeddings"
         files = write_mixed(folder, args.files, seed=1, per_folder=200)
         kinds = Counter(p.name.split(".", 1)[1] for p in files)
-        print(f"{len(files)} files, formats {formats_available()}: {dict(kinds)}")
+        print(f"{len(files)} files, formats {FORMATS}: {dict(kinds)}")
         size = sum(p.stat().st_size for p in files)
         print(f"{size / 1e6:.1f} MB in all")
 

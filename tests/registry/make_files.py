@@ -13,7 +13,7 @@ import numpy as np
 from tireg.converters import CLIP_G, CLIP_H, CLIP_L, Embedding, write_file
 
 #: every output format, rotated through by :func:`write_mixed`
-ALL_FORMATS = ("tireg", "a1111-pt", "diffusers-bin", "diffusers-safetensors", "safetensors", "png")
+FORMATS = ("tireg", "a1111-pt", "diffusers-bin", "diffusers-safetensors", "safetensors", "png")
 EXTENSION = {
     "tireg": ".tireg.safetensors",
     "a1111-pt": ".pt",
@@ -22,18 +22,6 @@ EXTENSION = {
     "safetensors": ".safetensors",
     "png": ".png",
 }
-
-
-def _writable(fmt: str) -> bool:
-    """Whether this checkout can write ``fmt`` yet (the torch writers land separately)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            write_one(random_embedding(np.random.default_rng(0), "probe"), Path(tmp), "p", fmt)
-        except ImportError:
-            return False
-    return True
 
 
 def random_embedding(rng: np.random.Generator, name: str, family: str = "sd1") -> Embedding:
@@ -57,11 +45,10 @@ def write_mixed(folder: Path, count: int, *, seed: int, per_folder: int = 50) ->
     training checkpoint (in upper case, as some trainers wrote it).
     """
     rng = np.random.default_rng(seed)
-    formats = formats_available()
     written = []
     for i in range(count):
-        fmt = formats[i % len(formats)]
-        family = ("sd1", "sd2", "sdxl")[(i // len(formats)) % 3]
+        fmt = FORMATS[i % len(FORMATS)]
+        family = ("sd1", "sd2", "sdxl")[(i // len(FORMATS)) % 3]
         if family == "sdxl" and fmt not in ("tireg", "a1111-pt", "safetensors"):
             family = "sd1"
         embedding = random_embedding(rng, f"emb-{seed}-{i}", family)
@@ -70,14 +57,3 @@ def write_mixed(folder: Path, count: int, *, seed: int, per_folder: int = 50) ->
         sub = folder / f"part{i // per_folder:03d}"
         written.append(write_one(embedding, sub, f"emb-{seed}-{i}", fmt))
     return written
-
-
-_available: tuple[str, ...] | None = None
-
-
-def formats_available() -> tuple[str, ...]:
-    """The formats of :data:`ALL_FORMATS` this checkout writes (probed once)."""
-    global _available
-    if _available is None:
-        _available = tuple(f for f in ALL_FORMATS if _writable(f))
-    return _available

@@ -72,8 +72,20 @@ def test_imports_a_mixed_folder(catalogue: Catalogue, tmp_path: Path) -> None:
                 by_location[str(file)].original_sha256
                 == hashlib.sha256(file.read_bytes()).hexdigest()
             )
+        assert {p.original_format for p in by_location.values()} == {
+            "tireg",
+            "a1111-pt",
+            "diffusers-bin",
+            "diffusers-safetensors",
+            "kohya-safetensors",
+            "a1111-png",
+            "sdxl-pt",
+            "sdxl-safetensors",
+        }
         facts = session.scalars(select(CompatRow).where(CompatRow.relation == "family")).all()
         assert len(facts) == 24
+        trained = session.scalars(select(CompatRow).where(CompatRow.relation == "trained_on")).all()
+        assert {(c.model_ref, c.evidence) for c in trained} == {("e6e8e1fc", "a1111 sd_checkpoint")}
     assert len(search(catalogue, '"emb-7-3"')) == 1
 
 
