@@ -212,7 +212,12 @@ def payloads(sentinel: str) -> list[Payload]:
         ("copyreg", "__newobj__"),
         ("builtins", "frozenset"),
         ("builtins", "type"),
-        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "_reconstruct.__globals__"),
+        ("numpy.ma.core", "_mareconstruct"),
+        ("numpy", "matrix"),
+        ("numpy", "dtype.__setstate__"),
         ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint.__init__"),
     ]
     for module, name in lookalikes:

@@ -70,6 +70,12 @@ def seeds() -> dict[str, bytes]:
         "string_to_token": {"*": torch.tensor(265)},
         "string_to_param": torch.nn.ParameterDict({"*": torch.nn.Parameter(torch.ones(1, 8))}),
     }
+    lightning = {  # numpy values as in the training state of SD .ckpt files
+        "state_dict": {"w": torch.randn(3, 4, generator=gen)},
+        "callbacks": {"score": np.float64(0.25), "flag": np.bool_(True), "dtype": np.dtype("<u2")},
+        "history": np.arange(6, dtype=">i4").reshape(2, 3),
+        "global_step": 470000,
+    }
     views = {
         "h": torch.ones(3, 4).half()[:, 1],
         "b": torch.ones(2).bfloat16(),
@@ -79,11 +85,12 @@ def seeds() -> dict[str, bytes]:
         "zip-a1111": _save(a1111),
         "zip-original": _save(original),
         "zip-views": _save(views),
+        "zip-ckpt": _save(lightning),
         "legacy-a1111": _save(a1111, legacy=True),
         "legacy-original": _save(original, legacy=True),
         "ours": torch_file.dumps({"<tok>": np.ones((2, 8), np.float32), "l": [1, (2.5, None)]}),
     }
-    for name in ("zip-a1111", "zip-original", "zip-views"):
+    for name in ("zip-a1111", "zip-original", "zip-views", "zip-ckpt"):
         out["pkl-" + name[4:]] = zipfile.ZipFile(io.BytesIO(out[name])).read("archive/data.pkl")
     return out
 
@@ -139,7 +146,7 @@ def test_random_bytes(prefix: bytes, body: bytes) -> None:
 
 
 @FUZZ
-@given(seed=st.sampled_from(["zip-a1111", "zip-original", "zip-views", "ours"]),
+@given(seed=st.sampled_from(["zip-a1111", "zip-original", "zip-views", "zip-ckpt", "ours"]),
        steps=st.lists(mutations, min_size=1, max_size=4))  # fmt: skip
 def test_mutated_zip_files(seed: str, steps: list[tuple[str, float, int, int]]) -> None:
     check(mutate(seeds()[seed], steps))
@@ -153,7 +160,7 @@ def test_mutated_legacy_files(seed: str, steps: list[tuple[str, float, int, int]
 
 
 @FUZZ
-@given(seed=st.sampled_from(["pkl-a1111", "pkl-original", "pkl-views"]),
+@given(seed=st.sampled_from(["pkl-a1111", "pkl-original", "pkl-views", "pkl-ckpt"]),
        steps=st.lists(mutations, min_size=1, max_size=4))  # fmt: skip
 def test_mutated_data_pkl_inside_a_valid_zip(
     seed: str, steps: list[tuple[str, float, int, int]]
@@ -172,7 +179,7 @@ def test_mutated_data_pkl_inside_a_valid_zip(
 
 
 @FUZZ
-@given(seed=st.sampled_from(["pkl-a1111", "pkl-original", "pkl-views"]),
+@given(seed=st.sampled_from(["pkl-a1111", "pkl-original", "pkl-views", "pkl-ckpt"]),
        steps=st.lists(mutations, min_size=1, max_size=4))  # fmt: skip
 def test_mutated_raw_pickles(seed: str, steps: list[tuple[str, float, int, int]]) -> None:
     data = mutate(seeds()[seed], steps)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copyreg
 import io
+import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -244,3 +246,143 @@ def test_count_of_malicious_files(tensor_file: bytes, legacy_file: bytes, tmp_pa
     print(f"\nmalicious files: {total} ({len(cases)} payloads x {len(CONTAINERS)} containers); "
           f"refused naming the global: {refused}")  # fmt: skip
     assert refused == total and not sentinel.exists()
+
+
+# ------------------------------------------------------------------------- numpy stand-ins
+
+NP = "numpy._core.multiarray"
+g, s = malicious.g, malicious.s
+_NO_FIELDS = b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00"  # None, None, None, -1, -1, 0
+
+
+def _in_zip(pkl: bytes) -> bytes:
+    """A torch zip whose data.pkl is ``pkl`` (the form numpy values reach us in)."""
+    return malicious.torch_zip(pkl[2:-1], _torch_save({"x": torch.ones(1)}))
+
+
+def _bare_dtype(code: str) -> bytes:
+    """``numpy.dtype(code, False, True)``, without its BUILD."""
+    return g("numpy", "dtype") + s(code) + b"\x89\x88\x87R"
+
+
+def _dtype(code: str, order: str = "<", tail: bytes = _NO_FIELDS) -> bytes:
+    """A dtype as numpy pickles it: then BUILD with the state ``(3, order, <tail>)``."""
+    return _bare_dtype(code) + b"(K\x03" + s(order) + tail + b"tb"
+
+
+def _scalar(*args: bytes) -> bytes:
+    return g(NP, "scalar") + b"(" + b"".join(args) + b"tR"
+
+
+def _array(state_items: bytes, cls: bytes = g("numpy", "ndarray")) -> bytes:
+    """``_reconstruct(cls, (0,), b'b')`` then BUILD with ``(state_items)``."""
+    head = g(NP, "_reconstruct") + cls + b"K\x00\x85C\x01b\x87R"
+    return head + b"(" + state_items + b"tb"
+
+
+@pytest.mark.parametrize(
+    ("make", "refused"),
+    [
+        (lambda: np.array(["a", 1], dtype=object), "numpy.dtype('O8')"),
+        (lambda: np.ma.masked_array([1, 2], mask=[0, 1]), "numpy.ma.core._mareconstruct"),
+        (lambda: np.rec.array([(1, 2.0)]), "numpy.rec.recarray"),
+    ],
+    ids=["object-array", "masked-array", "record-array"],
+)
+def test_numpy_values_beyond_plain_arrays_are_unsafe(make: Any, refused: str) -> None:
+    """Real pickles numpy writes for objects and ndarray subclasses: refused, naming why."""
+    with pytest.raises(UnsafePickleError) as info:
+        torch_file.load(_in_zip(pickle.dumps(make(), protocol=2)))
+    assert info.value.global_name == refused
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.zeros(2, dtype=[("a", "<f4")]), "'V4' is not supported"),
+        (np.datetime64("2020-01-01"), "'M8' is not supported"),
+        (np.str_("ab"), "'U2' is not supported"),
+        (np.longdouble(1), "'f16' is not supported"),
+    ],
+    ids=["structured", "datetime", "str", "longdouble"],
+)
+def test_numpy_dtypes_other_than_plain_numbers_are_refused(value: object, message: str) -> None:
+    with pytest.raises(EmbeddingFileError, match=message):
+        torch_file.load(_in_zip(pickle.dumps(value, protocol=2)))
+
+
+_F8 = _dtype("f8")
+_EIGHT = b"C\x08" + b"\x00" * 8  # SHORT_BINBYTES
+_SHAPE_2 = b"K\x01K\x02\x85"  # version 1, shape (2,)
+_OK_ARRAY = _SHAPE_2 + _F8 + b"\x89C\x10" + b"\x00" * 16  # (1, (2,), f8, False, 16 bytes)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_scalar(_F8, b"C\x07" + b"\x00" * 7), "holds 7 bytes"),
+        (_scalar(_F8, s("x" * 8)), "raw bytes"),
+        (_scalar(g("numpy", "ndarray"), _EIGHT), "needs a numpy dtype"),
+        (_scalar(_bare_dtype("f8"), _EIGHT), "before its state"),
+        (_array(_SHAPE_2 + _F8 + b"\x89C\x0f" + b"\x00" * 15), "does not hold 15 bytes"),
+        (_array(_SHAPE_2 + _F8 + b"\x89](K\x01K\x02e"), "raw bytes"),
+        (_array(b"K\x01K\x02J\xff\xff\xff\xff\x86" + _F8 + b"\x89C\x00"), "non-negative ints"),
+        (_array(b"K\x02" + _OK_ARRAY[2:]), "unknown version"),
+        (_array(_OK_ARRAY, g("collections", "OrderedDict")), "only allowed for numpy.ndarray"),
+        (_array(_OK_ARRAY) + b"(" + _OK_ARRAY + b"tb", "state twice"),
+        (_F8 + b"(K\x03" + s("<") + _NO_FIELDS + b"tb", "state twice"),
+        (_dtype("f8", "|"), "bad byte order"),
+        (_dtype("u1", "<"), "bad byte order"),
+        (_dtype("f8", tail=_NO_FIELDS[:-1] + b"\x3f"), "fields, subarrays or flags"),
+        (_dtype("f8", tail=b"N)}" + _NO_FIELDS[3:]), "fields, subarrays or flags"),
+        (g("numpy", "dtype") + s("f8") + b"K\x00\x88\x87R", "bad numpy.dtype arguments"),
+    ],
+    ids=[
+        "scalar-short", "scalar-str", "scalar-no-dtype", "scalar-dtype-without-state",
+        "array-short", "array-list-data", "array-negative-dim", "array-version",
+        "reconstruct-other-class", "array-build-twice", "dtype-build-twice",
+        "dtype-order-multi-byte", "dtype-order-single-byte", "dtype-flags", "dtype-fields",
+        "dtype-align-int",
+    ],
+)  # fmt: skip
+def test_malformed_numpy_pickles_are_refused(body: bytes, message: str) -> None:
+    with pytest.raises(EmbeddingFileError, match=message):
+        torch_file.load(_in_zip(malicious.wrap(body, protocol=3)))
+
+
+def test_the_numpy_builders_above_are_valid_when_unbroken() -> None:
+    """Control: the hand-written streams the refusals above break do load when left intact."""
+    obj = torch_file.load(_in_zip(malicious.wrap(_array(_OK_ARRAY), protocol=3)))
+    np.testing.assert_array_equal(obj["evil"], np.zeros(2))
+    scalar = torch_file.load(_in_zip(malicious.wrap(_scalar(_F8, _EIGHT), protocol=3)))["evil"]
+    assert type(scalar) is np.float64 and scalar == 0
+
+
+def _tensor_then_build(state: bytes) -> bytes:
+    """A valid tensor (memo 201: its storage reference) followed by a BUILD with ``state``."""
+    pid = b"(" + s("storage") + g("torch", "FloatStorage") + s("0") + s("cpu") + b"M\x00\x06tQq\xc9"
+    tensor = (
+        g("torch._utils", "_rebuild_tensor_v2") + b"(" + pid + b"K\x00K\x02K\x01\x86K\x01K\x01\x86"
+    )
+    tensor += b"\x89" + g("collections", "OrderedDict") + b")RtR"
+    return tensor + state + b"b"
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        # (storage, dtype, itemsize, offset, shape, stride): a stride 2**28 elements past the end
+        b"(h\xc9" + s("float32") + b"K\x04K\x00K\x02K\x01\x86J\x00\x00\x00\x10K\x01\x86t",
+        b"N}" + s("stride") + b"J\x00\x00\x00\x10K\x01\x86s\x86",  # slot state
+    ],
+    ids=["setstate", "slot-state"],
+)
+def test_build_cannot_rewrite_a_checked_tensor(state: bytes, tensor_file: bytes) -> None:
+    """Frozen slotted dataclasses get a ``__setstate__`` that rebinds every field; a BUILD after
+    ``_rebuild_tensor_v2`` would swap in strides never checked against the storage and make the
+    reader copy memory outside it (this crashed the interpreter before the records refused)."""
+    with pytest.raises(EmbeddingFileError, match="change a TensorStub after it was built"):
+        torch_file.load(malicious.torch_zip(_tensor_then_build(state), tensor_file))
+    # control: the same tensor without the BUILD loads
+    ok = torch_file.load(malicious.torch_zip(_tensor_then_build(b"")[:-1], tensor_file))
+    np.testing.assert_array_equal(ok["evil"], ok["string_to_param"][0, :2, None])

@@ -7,7 +7,10 @@ torch is used here only to *create* files and as the real consumer of files we w
 from __future__ import annotations
 
 import io
+import pickle
 import struct
+import sys
+import types
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -557,3 +560,128 @@ def test_dumps_load_round_trip(value: dict[str, Any]) -> None:
 @given(value=st.dictionaries(keys, values, max_size=5))
 def test_dumps_torch_round_trip(value: dict[str, Any]) -> None:
     assert_same(torch_load(torch_file.dumps(value)), value)
+
+
+# ----------------------------------------------- numpy values, as in Lightning-trained .ckpt files
+
+
+NUMPY_VALUES: dict[str, Any] = {
+    "float64": np.float64(0.3141592653589793),
+    "float32": np.float32(-2.5),
+    "float16": np.float16(1.5),
+    "int64": np.int64(-(2**40)),
+    "uint8": np.uint8(200),
+    "bool": np.bool_(True),
+    "complex128": np.complex128(1 - 2j),
+    "dtype": np.dtype("float32"),
+    "dtype-big-endian": np.dtype(">i2"),
+    "floats": np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4),
+    "ints-big-endian": np.arange(6, dtype=">i4").reshape(2, 3),
+    "fortran": np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+    "bools": np.array([[True, False, True]]),
+    "empty": np.zeros((0, 7), np.int16),
+    "0-d": np.array(7.25),
+}
+
+
+def assert_numpy_equal(loaded: Any, expected: Any) -> None:
+    """Same value and type; arrays come back owned and in native byte order."""
+    if isinstance(expected, np.ndarray):
+        assert type(loaded) is np.ndarray and loaded.flags.owndata and loaded.flags.writeable
+        assert loaded.dtype == expected.dtype.newbyteorder("=")
+        np.testing.assert_array_equal(loaded, expected)
+    else:
+        assert type(loaded) is type(expected) and loaded == expected
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("name", list(NUMPY_VALUES))
+def test_numpy_values_pickled_by_numpy_load_to_equal_values(name: str, protocol: int) -> None:
+    """``pickle.dumps`` of each numpy value (numpy 2 spells its module ``numpy._core``) as the
+    data.pkl of a torch zip: every pickle protocol numpy values reach us in."""
+    value = NUMPY_VALUES[name]
+    pkl = pickle.dumps({"v": value, "again": value}, protocol=protocol)
+    loaded = torch_file.load(rezip(torch_save({}), {"archive/data.pkl": pkl}))
+    assert_numpy_equal(loaded["v"], value)
+    assert loaded["again"] is loaded["v"]  # one object in the pickle, one value out
+
+
+def test_numpy_1_spelling_of_the_module() -> None:
+    """numpy < 2 (which trained SD 1.x) wrote ``numpy.core.multiarray``; both spellings load."""
+    value = {"score": np.float64(0.5), "a": np.arange(3, dtype=np.int64)}
+    pkl = pickle.dumps(value, protocol=2)
+    assert b"numpy._core.multiarray\n" in pkl
+    old = pkl.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    loaded = torch_file.load(rezip(torch_save({}), {"archive/data.pkl": old}))
+    assert_numpy_equal(loaded["score"], value["score"])
+    assert_numpy_equal(loaded["a"], value["a"])
+
+
+def _lightning_checkpoint_class(monkeypatch: pytest.MonkeyPatch) -> type:
+    """A class that pickles as Lightning's ``ModelCheckpoint``, the key of a .ckpt's callbacks.
+
+    pytorch_lightning is not a dependency; pickle only needs the module importable by that name
+    to write the same ``GLOBAL`` the real class produces.
+    """
+    name = "pytorch_lightning.callbacks.model_checkpoint"
+    for depth in range(1, 4):  # the import pickle does needs the parent packages too
+        package = ".".join(name.split(".")[:depth])
+        monkeypatch.setitem(sys.modules, package, types.ModuleType(package))
+    cls = type("ModelCheckpoint", (), {"__module__": name})
+    sys.modules[name].ModelCheckpoint = cls  # type: ignore[attr-defined]
+    return cls
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_sd_ckpt_like_file_loads_in_both_modes(
+    legacy: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layout of sd-v1-4.ckpt: a state dict of tensors beside Lightning's training state,
+    which carries numpy scalars and small arrays."""
+    checkpoint_cls = _lightning_checkpoint_class(monkeypatch)
+    gen = torch.Generator().manual_seed(1)
+    state_dict = {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.randn(8, 4, 3, 3, generator=gen),
+        "model.diffusion_model.input_blocks.0.0.bias": torch.randn(8, generator=gen),
+        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.randn(
+            16, 12, generator=gen
+        ).half(),
+    }
+    callback_state = {
+        "monitor": None,
+        "best_model_score": np.float64(0.1234),
+        "best_model_path": "/logs/checkpoints/last.ckpt",
+        "current_score": np.float32(0.5),
+        "dirpath": "/logs/checkpoints",
+        "history": np.array([0.9, 0.5, 0.1234]),
+    }
+    ckpt = {
+        "epoch": 5,
+        "global_step": 470000,
+        "pytorch-lightning_version": "1.4.2",
+        "state_dict": state_dict,
+        "callbacks": {checkpoint_cls: callback_state},
+    }
+    path = tmp_path / "sd-like.ckpt"
+    path.write_bytes(torch_save(ckpt, **(LEGACY if legacy else {})))
+    key = "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"
+
+    for mode in ("load", "shape"):
+        obj = torch_file.load_path(path, tensors=mode)  # type: ignore[arg-type]
+        assert obj["global_step"] == 470000 and obj["epoch"] == 5
+        assert list(obj["callbacks"]) == [key]
+        loaded = obj["callbacks"][key]
+        assert loaded.keys() == callback_state.keys()
+        for name, value in callback_state.items():
+            if isinstance(value, np.generic | np.ndarray):
+                assert_numpy_equal(loaded[name], value)
+            else:
+                assert loaded[name] == value
+        assert obj["state_dict"].keys() == state_dict.keys()
+        for name, tensor in state_dict.items():
+            if mode == "shape":
+                assert obj["state_dict"][name] == TensorRef(
+                    tuple(tensor.shape), str(tensor.dtype)[6:]
+                )
+            else:
+                np.testing.assert_array_equal(obj["state_dict"][name], as_numpy(tensor))

@@ -26,9 +26,18 @@ The allow-list, and which real files need each entry:
 * ``builtins.object`` and ``copyreg._reconstructor``: modules pickled with protocol 0 or 1;
 * ``_codecs.encode`` and ``builtins.bytes``: ``bytes`` values under protocol 2;
 * ``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint``: a dict key inside the
-  ``callbacks`` of SD ``.ckpt`` files (needed for checkpoint family detection).
+  ``callbacks`` of SD ``.ckpt`` files (needed for checkpoint family detection);
+* ``numpy.dtype``, ``numpy.core.multiarray.scalar``: numpy scalars (a Lightning callback's
+  ``best_model_score``, training counters) in SD ``.ckpt`` files; only plain number and bool dtypes
+  (:data:`NUMPY_DTYPE_SIZES`) in numpy's own pickled form, and an object dtype (``'O'``), the way
+  numpy pickles arbitrary Python objects, is refused as unsafe;
+* ``numpy.core.multiarray._reconstruct`` with ``numpy.ndarray`` as its class argument (and nothing
+  else): small numpy arrays in the same files; their ``BUILD`` state must hold raw bytes of
+  exactly the size the shape and dtype imply.
 
-Python 2 spellings (``__builtin__``, ``copy_reg``) are accepted for the same names.
+``numpy._core.multiarray`` (numpy >= 2) and Python 2 spellings (``__builtin__``, ``copy_reg``) are
+accepted for the same names. numpy's own unpickling code is never called: the numpy stand-ins only
+validate and record, and :mod:`tireg.converters.torch_file` builds fresh values from the bytes.
 
 Other ways a pickle can reach objects are closed too:
 
@@ -37,6 +46,11 @@ Other ways a pickle can reach objects are closed too:
 * stand-ins are instances of :class:`Global` (slots, no ``__dict__``, ``__setattr__`` refused) or
   classes of the :class:`_Sealed` metaclass, so ``BUILD`` cannot re-bind attributes on them and a
   later load in the same process sees the same allow-list;
+* the records stand-ins return refuse ``BUILD`` (:class:`StorageRef`, :class:`TensorStub`,
+  :class:`NumpyScalar`) or take exactly one validated state (:class:`ModuleStub`,
+  :class:`NumpyDType`, :class:`NumpyArray`), so a pickle cannot rewrite a tensor's checked
+  strides after the fact (frozen slotted dataclasses otherwise get a ``__setstate__`` that
+  rebinds every field);
 * ``persistent_load`` accepts only torch's ``('storage', <storage type>, key, location, numel[,
   view])`` tuples and returns a record; no bytes are read here;
 * memo indices are bounded, so ``LONG_BINPUT 0xFFFFFFFF`` cannot make the unpickler allocate
@@ -92,6 +106,24 @@ DTYPE_SIZES: dict[str, int] = {
     "uint64": 8,
 }
 
+#: numpy dtype codes, as ``numpy.dtype.__reduce__`` spells them, that a pickle may name → itemsize
+NUMPY_DTYPE_SIZES: dict[str, int] = {
+    "b1": 1,
+    "i1": 1,
+    "u1": 1,
+    "i2": 2,
+    "u2": 2,
+    "f2": 2,
+    "i4": 4,
+    "u4": 4,
+    "f4": 4,
+    "i8": 8,
+    "u8": 8,
+    "f8": 8,
+    "c8": 8,
+    "c16": 16,
+}
+
 MAX_DIMS = 32  # numpy's floor across versions; no embedding or checkpoint tensor comes close
 _MEMO_SLACK = 1024  # memo indices may run this far ahead of the PUTs seen so far
 MAX_TUPLE_DEPTH = 100  # torch nests tuples 2 deep (persistent id inside the rebuild arguments)
@@ -119,6 +151,21 @@ def _is_int(value: object) -> bool:
     return type(value) is int
 
 
+def _dims(value: Any, what: str) -> tuple[int, ...]:
+    """A shape or stride: a tuple of at most :data:`MAX_DIMS` non-negative ints."""
+    if type(value) is not tuple or not all(_is_int(d) and d >= 0 for d in value):
+        _fail(f"{what} must be a tuple of non-negative ints")
+    if len(value) > MAX_DIMS:
+        _fail(f"{what} has {len(value)} dimensions")
+    return value
+
+
+def _refuse_build(self: object, state: object) -> None:
+    """``__setstate__`` of the frozen records: without it, a slotted frozen dataclass gets one
+    that re-binds every field, and a ``BUILD`` could undo the checks its constructor made."""
+    _fail(f"the pickle tries to change a {type(self).__name__} after it was built")
+
+
 @dataclass(frozen=True, slots=True)
 class StorageRef:
     """A storage named by a persistent id: ``numel`` elements of ``dtype``, found under ``key``.
@@ -133,6 +180,8 @@ class StorageRef:
     numel: int
     start: int = 0
     length: int = -1
+
+    __setstate__ = _refuse_build
 
     @property
     def visible(self) -> int:
@@ -149,6 +198,8 @@ class TensorStub:
     offset: int
     shape: tuple[int, ...]
     stride: tuple[int, ...]
+
+    __setstate__ = _refuse_build
 
 
 class Global:
@@ -215,32 +266,147 @@ class _Sealed(type):
         raise AttributeError(f"{cls.__name__} is read-only")
 
 
-class ModuleStub(metaclass=_Sealed):
+class _Built:
+    """A record whose state arrives through exactly one ``BUILD``, checked by :meth:`_check`.
+
+    Attributes cannot be assigned otherwise, and a second ``BUILD`` is refused, so what the
+    converter reads is what was checked. ``state`` is ``None`` until the ``BUILD``.
+    """
+
+    __slots__ = ("state",)
+    state: Any
+
+    def __new__(cls, *args: Any) -> Any:
+        # ``__new__``, not ``__init__``: the NEWOBJ opcode calls only ``__new__``
+        self = object.__new__(cls)
+        object.__setattr__(self, "state", None)
+        return self
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __delattr__(self, key: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __setstate__(self, state: Any) -> None:
+        if self.state is not None:
+            _fail(f"the pickle gives a {type(self).__name__} its state twice")
+        object.__setattr__(self, "state", self._check(state))
+
+    def _check(self, state: Any) -> Any:
+        """Validate the ``BUILD`` state; return what to keep (never ``None``)."""
+        raise NotImplementedError
+
+
+class ModuleStub(_Built, metaclass=_Sealed):
     """Stands in for ``torch.nn.ParameterDict``: ``NEWOBJ`` makes one, ``BUILD`` gives its state.
 
     Only the state dict is kept; :mod:`torch_file` turns ``state['_parameters']`` into a dict.
     """
 
-    __slots__ = ("state",)
+    __slots__ = ()
     state: dict[str, Any] | None
 
     def __new__(cls, *args: Any) -> ModuleStub:
         if cls is not ModuleStub:
             _fail("bad ParameterDict construction")
-        self = object.__new__(cls)
-        object.__setattr__(self, "state", None)
-        return self
+        stub: ModuleStub = super().__new__(cls)
+        return stub
 
     def __init__(self, *args: Any) -> None:
         """Arguments (none from torch) are ignored; the state arrives through ``BUILD``."""
 
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError("ParameterDict stand-in is read-only")
-
-    def __setstate__(self, state: Any) -> None:
-        if self.state is not None or type(state) is not dict:
+    def _check(self, state: Any) -> dict[str, Any]:
+        if type(state) is not dict:
             _fail("ParameterDict state must be one dict")
-        object.__setattr__(self, "state", state)
+        return state
+
+
+class NumpyDType(_Built):
+    """``numpy.dtype(code, align, copy)``; its ``BUILD`` state gives the byte order.
+
+    Only the exact state numpy writes for a plain number or bool dtype is accepted:
+    ``(3, byteorder, None, None, None, -1, -1, 0)`` (no subarray, fields, or flags).
+    """
+
+    __slots__ = ("code",)
+    code: str
+    state: str | None
+
+    def __init__(self, code: str) -> None:
+        object.__setattr__(self, "code", code)
+
+    @property
+    def itemsize(self) -> int:
+        return NUMPY_DTYPE_SIZES[self.code]
+
+    @property
+    def descr(self) -> str:
+        """The dtype as numpy's ``dtype.str`` spells it, e.g. ``'<f8'``; the dtype must be built."""
+        if self.state is None:
+            _fail("numpy dtype used before its state was given")
+        return self.state + self.code
+
+    def _check(self, state: Any) -> str:
+        if type(state) is not tuple or len(state) != 8:
+            _fail("numpy dtype state must be numpy's 8-tuple")
+        version, order, subarray, names, fields, elsize, alignment, flags = state
+        if not all(_is_int(v) for v in (version, elsize, alignment, flags)) or version != 3:
+            _fail("numpy dtype state has an unknown version or bad numbers")
+        if (subarray, names, fields, elsize, alignment, flags) != (None, None, None, -1, -1, 0):
+            _fail(f"numpy dtype {self.code!r} with fields, subarrays or flags is not supported")
+        if order not in (("|",) if self.itemsize == 1 else ("<", ">")):
+            _fail(f"numpy dtype {self.code!r} has a bad byte order")
+        return str(order)
+
+
+@dataclass(frozen=True, slots=True)
+class NumpyScalar:
+    """A numpy scalar: its dtype (``'<f8'``) and exactly ``itemsize`` raw bytes."""
+
+    descr: str
+    data: bytes
+
+    __setstate__ = _refuse_build
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayData:
+    """A numpy array's checked ``BUILD`` state: ``len(data)`` is exactly numel × itemsize."""
+
+    shape: tuple[int, ...]
+    descr: str
+    fortran: bool
+    data: bytes
+
+    __setstate__ = _refuse_build
+
+
+class NumpyArray(_Built):
+    """``_reconstruct(numpy.ndarray, (0,), b'b')``; ``BUILD`` then gives
+    ``(1, shape, dtype, is_fortran, raw bytes)``. Object arrays (whose data is a list of
+    arbitrary pickled objects) never get here: their dtype is refused."""
+
+    __slots__ = ()
+    state: ArrayData | None
+
+    def _check(self, state: Any) -> ArrayData:
+        if type(state) is not tuple or len(state) != 5:
+            _fail("numpy array state must be numpy's 5-tuple")
+        version, shape, dtype, fortran, data = state
+        if not _is_int(version) or version != 1:
+            _fail("numpy array state has an unknown version")
+        shape = _dims(shape, "numpy array shape")
+        if type(dtype) is not NumpyDType or type(fortran) is not bool:
+            _fail("numpy array state needs a numpy dtype and a bool order flag")
+        if type(data) is not bytes:
+            _fail("numpy array data must be raw bytes")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if numel * dtype.itemsize != len(data):
+            _fail(f"numpy array {list(shape)} of {dtype.descr} does not hold {len(data)} bytes")
+        return ArrayData(shape, dtype.descr, fortran, data)
 
 
 def _tensor(
@@ -251,10 +417,8 @@ def _tensor(
         _fail("tensor storage is not a persistent storage reference")
     if not _is_int(offset) or offset < 0:
         _fail("tensor storage offset must be a non-negative int")
-    for name, dims in (("shape", shape), ("stride", stride)):
-        if type(dims) is not tuple or not all(_is_int(d) and d >= 0 for d in dims):
-            _fail(f"tensor {name} must be a tuple of non-negative ints")
-    if len(shape) != len(stride) or len(shape) > MAX_DIMS:
+    shape, stride = _dims(shape, "tensor shape"), _dims(stride, "tensor stride")
+    if len(shape) != len(stride):
         _fail(f"tensor has {len(shape)} sizes and {len(stride)} strides")
     if dtype is None:
         dtype, itemsize, extent_unit = storage.dtype, storage.itemsize, storage.itemsize
@@ -344,6 +508,7 @@ def _bytes(*args: Any) -> bytes:
 
 
 _OBJECT = Global("builtins.object")
+_NDARRAY = Global("numpy.ndarray")
 
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> ModuleStub:
@@ -351,6 +516,35 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> ModuleStub:
     if cls is not ModuleStub or base is not _OBJECT or state is not None:
         _fail("copyreg._reconstructor is only allowed for ParameterDict")
     return ModuleStub()
+
+
+def _numpy_dtype(code: Any, align: Any = False, copy: Any = True) -> NumpyDType:
+    """``numpy.dtype(code, align, copy)`` as numpy pickles a dtype; plain number and bool codes."""
+    if type(code) is not str or len(code) > 8 or type(align) is not bool or type(copy) is not bool:
+        _fail("bad numpy.dtype arguments")
+    if code.startswith("O"):  # an object array or scalar: numpy's vehicle for arbitrary objects
+        raise UnsafePickleError(f"numpy.dtype({code!r})")
+    if code not in NUMPY_DTYPE_SIZES:
+        _fail(f"numpy dtype {code!r} is not supported (only plain numbers and bool)")
+    return NumpyDType(code)
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> NumpyScalar:
+    """``numpy.core.multiarray.scalar(dtype, raw bytes)``: one value's bytes, checked for size."""
+    if type(dtype) is not NumpyDType or type(data) is not bytes:
+        _fail("numpy scalar needs a numpy dtype and raw bytes")
+    if len(data) != dtype.itemsize:
+        _fail(f"numpy scalar of {dtype.descr} holds {len(data)} bytes")
+    return NumpyScalar(dtype.descr, data)
+
+
+def _numpy_reconstruct(cls: Any, shape: Any, typecode: Any) -> NumpyArray:
+    """``_reconstruct(numpy.ndarray, (0,), b'b')``: an empty array the ``BUILD`` then fills."""
+    if cls is not _NDARRAY:
+        _fail("numpy's _reconstruct is only allowed for numpy.ndarray")
+    if type(shape) is not tuple or shape != (0,) or typecode not in (b"b", "b"):
+        _fail("bad numpy _reconstruct arguments")
+    return NumpyArray()
 
 
 def _allowed() -> dict[tuple[str, str], Any]:
@@ -365,9 +559,14 @@ def _allowed() -> dict[tuple[str, str], Any]:
         ("builtins", "bytes"): _bytes,
         ("_codecs", "encode"): _codecs_encode,
         ("copyreg", "_reconstructor"): _reconstructor,
+        ("numpy", "dtype"): _numpy_dtype,
     }
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        table[(module, "scalar")] = _numpy_scalar
+        table[(module, "_reconstruct")] = _numpy_reconstruct
     out: dict[tuple[str, str], Any] = {key: Global(".".join(key), fn) for key, fn in table.items()}
     out[("builtins", "object")] = _OBJECT
+    out[("numpy", "ndarray")] = _NDARRAY
     out[("torch.nn.modules.container", "ParameterDict")] = ModuleStub
     lightning = ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint")
     out[lightning] = Global(".".join(lightning))

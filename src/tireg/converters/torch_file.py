@@ -14,9 +14,11 @@ Reading (:func:`load`, :func:`load_path`) handles both container formats torch h
 The object pickle goes through :mod:`tireg.converters.pickle_safe` (an allow-list of stand-ins), and
 the inert records it yields become plain Python: dicts (OrderedDict included) → ``dict``, lists,
 tuples, scalars, ``bytes``, tensors and Parameters → owned numpy arrays (bfloat16 widened to
-float32), ``ParameterDict`` → ``dict`` of arrays; allowed globals kept as values (a storage type, a
-dtype, Lightning's ``ModelCheckpoint`` key) → their dotted name. The storage location (``cuda:0``)
-is ignored. Every size is bounded (:data:`MAX_TOTAL_BYTES`), and only
+float32), ``ParameterDict`` → ``dict`` of arrays; numpy values (as in SD ``.ckpt`` callback state)
+→ fresh numpy dtypes, scalars and owned native-byte-order arrays, built from the checked bytes
+(in both ``tensors`` modes: their data is inside the pickle); allowed globals kept as values (a
+storage type, a dtype, Lightning's ``ModelCheckpoint`` key) → their dotted name. The storage
+location (``cuda:0``) is ignored. Every size is bounded (:data:`MAX_TOTAL_BYTES`), and only
 :mod:`tireg.converters.errors` exceptions leave this module, whatever the input bytes.
 
 Writing (:func:`dumps`) produces what ``torch.save`` (torch 2.13) produces for the same values,
@@ -68,7 +70,14 @@ import numpy as np
 
 from tireg.converters import pickle_safe
 from tireg.converters.errors import EmbeddingFileError
-from tireg.converters.pickle_safe import ModuleStub, StorageRef, TensorStub
+from tireg.converters.pickle_safe import (
+    ModuleStub,
+    NumpyArray,
+    NumpyDType,
+    NumpyScalar,
+    StorageRef,
+    TensorStub,
+)
 
 MAX_TOTAL_BYTES = 256 * 1024 * 1024  # all storages of one file, and all arrays built from them
 MAX_PICKLE_BYTES = 64 * 1024 * 1024  # data.pkl of a multi-GB checkpoint is well under 10 MB
@@ -309,6 +318,12 @@ class _Converter:
                 for k, v in params.items()
                 if v is not None
             }
+        elif kind is NumpyDType:
+            out = np.dtype(obj.descr)
+        elif kind is NumpyScalar:
+            out = _numpy_values(obj.descr, obj.data, ())[()]
+        elif kind is NumpyArray:
+            out = self.numpy_array(obj)
         elif isinstance(obj, pickle_safe.Global):
             out = obj.name
         else:
@@ -324,6 +339,15 @@ class _Converter:
         except TypeError:
             _fail(f"unusable dict key or set element in pickle: {type(converted).__name__}")
         return converted
+
+    def numpy_array(self, record: NumpyArray) -> np.ndarray:
+        if record.state is None:
+            _fail("numpy array without its state")
+        self.budget -= len(record.state.data)
+        if self.budget < 0:
+            _fail("arrays of this file exceed the size limit")
+        state = record.state
+        return _numpy_values(state.descr, state.data, state.shape, state.fortran)
 
     def tensor(self, stub: TensorStub) -> Any:
         if self.tensors == "shape":
@@ -358,6 +382,21 @@ class _Converter:
         if stub.dtype == "bool":
             return array != 0
         return array
+
+
+def _numpy_values(
+    descr: str, data: bytes, shape: tuple[int, ...], fortran: bool = False
+) -> np.ndarray:
+    """An owned, native-byte-order array of ``shape`` from raw bytes whose size was checked.
+
+    Bool bytes other than 0/1 are normalised, as for bool tensors.
+    """
+    dtype = np.dtype(descr)
+    flat = np.frombuffer(data, dtype=np.uint8 if dtype.kind == "b" else dtype)
+    array = flat.reshape(shape, order="F" if fortran else "C")
+    if dtype.kind == "b":
+        return array != 0
+    return array.astype(dtype.newbyteorder("="), order="K")
 
 
 # --------------------------------------------------------------------------------------- writing
