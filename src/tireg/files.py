@@ -8,6 +8,7 @@ never a partial one, even if the process is killed mid-write. This module import
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -78,3 +79,12 @@ def sweep_temp_files(directory: Path) -> int:
         leftover.unlink(missing_ok=True)
         count += 1
     return count
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file, streamed in 1 MiB blocks (files may be far larger than memory)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

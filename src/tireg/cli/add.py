@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import console, err_console, print_json
+from tireg.cli.output import console, item_progress, print_json
 
 if TYPE_CHECKING:
     from tireg.registry.importer import ImportReport
@@ -49,15 +48,7 @@ def add(
     catalogue = open_catalogue(db)
     hints = {"tags": ",".join(tag)} if tag else None
     try:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-            disable=json_out,
-        ) as bar:
+        with item_progress(disable=json_out) as bar:
             task = bar.add_task("importing", total=None)
 
             def advance(done: int, total: int, path: str) -> None:

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
 from tireg.cli.find import NAMING_RULE, SourceOption
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import console, err_console, print_json
+from tireg.cli.output import byte_progress, console, print_json
 from tireg.db import open_catalogue
 from tireg.errors import TiregError
 from tireg.registry import install as installing
@@ -111,15 +110,7 @@ def install_command(
     dest = _destination(ui, ui_root, to, fmt)
     with (
         open_catalogue(db) as catalogue,
-        Progress(
-            TextColumn("downloading"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=err_console,
-            transient=True,
-            disable=json_out or not any(remote.is_remote_spec(s) for s in specs),
-        ) as bar,
+        byte_progress(disable=json_out or not any(remote.is_remote_spec(s) for s in specs)) as bar,
     ):
         task = bar.add_task("download", total=None)
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import console, err_console, print_json
+from tireg.cli.output import console, item_progress, print_json
 from tireg.db import open_catalogue
 from tireg.registry.remote import SyncReport, lookup, sync_hf
 
@@ -57,15 +56,7 @@ def sync_hf_command(
     """
     catalogue = open_catalogue(db)
     try:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-            disable=json_out,
-        ) as bar:
+        with item_progress(disable=json_out) as bar:
             task = bar.add_task(f"listing {author}", total=None)
 
             def advance(done: int, total: int, repo_id: str) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import console, err_console, print_json
+from tireg.cli.output import console, item_progress, print_json
 from tireg.db import open_catalogue
 from tireg.registry import source_sync
 
@@ -71,14 +70,7 @@ def sync(
     wanted = source_sync.source_ids(ids or [])
     with (
         open_catalogue(db) as catalogue,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err_console,
-            transient=True,
-            disable=json_out,
-        ) as bar,
+        item_progress(disable=json_out) as bar,
     ):
         task = bar.add_task("syncing", total=None)
 

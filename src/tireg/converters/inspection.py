@@ -7,7 +7,6 @@ not hide the report on the others.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from tireg.converters.embedding import a1111_short_hash
 from tireg.converters.errors import UnsafePickleError
 from tireg.converters.reading import NonFiniteVectorsWarning, read_file_detailed
 from tireg.errors import TiregError
+from tireg.files import sha256_file
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def _norm(matrix: np.ndarray) -> float:
 
 def _file_sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 

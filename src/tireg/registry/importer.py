@@ -19,7 +19,6 @@ row pointing at a missing or partial file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -48,6 +47,7 @@ from tireg.db.models import (
 )
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
+from tireg.files import sha256_file
 from tireg.registry import search_index
 from tireg.registry.store import ContentStore, relative_path
 
@@ -319,17 +319,27 @@ def add_tags(
     return bool(new)
 
 
+def upsert_source(session: Session, kind: str, locator: str) -> SourceRow:
+    """The source row for (``kind``, ``locator``), added (status ``available``) on first use.
+
+    Every source client (local folders, HF, git, MEGA, URLs, Civitai, rentry rows) records its
+    origin through this one function, so the (kind, locator) uniqueness has one owner.
+    """
+    source = session.scalar(
+        select(SourceRow).where(SourceRow.kind == kind, SourceRow.locator == locator)
+    )
+    if source is None:
+        source = SourceRow(kind=kind, locator=locator, status="available")
+        session.add(source)
+    return source
+
+
 def local_source(session: Session, folder: Path) -> int:
     """The id of the ``local`` source for ``folder``, created on first use."""
-    locator = str(folder)
-    found = session.scalar(
-        select(SourceRow.id).where(SourceRow.kind == "local", SourceRow.locator == locator)
-    )
-    if found is not None:
-        return found
-    source = SourceRow(kind="local", locator=locator, title=folder.name, status="fetched")
-    session.add(source)
-    session.flush()
+    source = upsert_source(session, "local", str(folder))
+    if source.id is None:
+        source.title, source.status = folder.name, "fetched"
+        session.flush()
     return source.id
 
 
@@ -361,14 +371,6 @@ def _walk(root: Path) -> tuple[list[Path], int]:
             else:
                 skipped += 1
     return found, skipped
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read(path: Path) -> Embedding | FileOutcome:
@@ -405,7 +407,7 @@ def _prepare(store: ContentStore, candidate: _Candidate) -> _Ready | FileOutcome
     if isinstance(read, FileOutcome):
         return read
     try:
-        file_sha = _file_sha256(path)
+        file_sha = sha256_file(path)
     except OSError as exc:
         return FileOutcome(str(path), ERROR, f"cannot read file: {exc.strerror or exc}")
     # a tireg-format file carries its original's hash; this file is then a re-encoding
@@ -613,7 +615,7 @@ def _record_previews(catalogue: Catalogue, outcomes: dict[Path, FileOutcome]) ->
             location = str(picture)
             if picture not in hashes:
                 try:
-                    hashes[picture] = _file_sha256(picture)
+                    hashes[picture] = sha256_file(picture)
                 except OSError:
                     continue
             exists = session.scalar(

@@ -34,7 +34,7 @@ from tireg.converters.writing import EXTENSIONS, output_paths
 from tireg.db.models import EmbeddingRow, InstallRow, utcnow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.files import atomic_write_bytes
+from tireg.files import atomic_write_bytes, sha256_file
 from tireg.registry import compat, query, remote, uis
 from tireg.registry.store import ContentStore
 from tireg.sources.http import Progress
@@ -233,7 +233,7 @@ def _place(plan: _Planned, *, force: bool) -> str:
 
 def _record(session: Session, row_id: int, dest: Destination, path: Path) -> None:
     """Point the install row for ``path`` at what is there now (one row per path, ever)."""
-    sha = query.file_sha256(path)
+    sha = sha256_file(path)
     found = session.scalar(select(InstallRow).where(InstallRow.path == str(path)))
     if found is None:
         session.add(

@@ -23,7 +23,6 @@ per matching row instead of a scan per filter.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -38,6 +37,7 @@ from tireg import config
 from tireg.db.models import EmbeddingRow, InstallRow, ProvenanceRow, SourceRow, TagRow
 from tireg.db.session import FTS_TABLE
 from tireg.errors import TiregError
+from tireg.files import sha256_file
 from tireg.registry.search_index import has_index
 
 #: hex digits a bare spec needs before it is also tried as a vectors-sha256 prefix
@@ -450,11 +450,6 @@ def _search_like(
 # -- show ------------------------------------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a whole file (embedding files are small, so one read)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def install_state(row: InstallRow) -> str:
     """``ok`` (the file is what tireg wrote), ``modified`` (changed behind tireg's back) or
     ``missing``."""
@@ -462,7 +457,7 @@ def install_state(row: InstallRow) -> str:
     if not path.is_file():
         return "missing"
     try:
-        return "ok" if file_sha256(path) == row.sha256 else "modified"
+        return "ok" if sha256_file(path) == row.sha256 else "modified"
     except OSError:
         return "missing"
 

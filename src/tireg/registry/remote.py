@@ -31,7 +31,7 @@ from tireg.db.models import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes
-from tireg.registry.importer import import_embedding
+from tireg.registry.importer import import_embedding, upsert_source
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, civitai, hf
 from tireg.sources.http import Progress, download
@@ -147,7 +147,7 @@ def _record_in(
     """The rows of :func:`record`, inside the caller's transaction (store files already put)."""
     ids: list[int] = []
     for item, embedding in items:
-        source = _upsert_source(session, item.kind, item.locator)
+        source = upsert_source(session, item.kind, item.locator)
         _apply_hints(source, item)
         source.status = "fetched"
         source.status_reason = None
@@ -169,16 +169,6 @@ def _record_in(
                 _add_preview(session, row.id, str(stored[0]), stored[1])
         ids.append(row.id)
     return ids
-
-
-def _upsert_source(session: Session, kind: str, locator: str) -> SourceRow:
-    source = session.scalar(
-        select(SourceRow).where(SourceRow.kind == kind, SourceRow.locator == locator)
-    )
-    if source is None:
-        source = SourceRow(kind=kind, locator=locator)
-        session.add(source)
-    return source
 
 
 def _apply_hints(source: SourceRow, item: Fetched) -> None:
@@ -384,7 +374,7 @@ def _record_sync_result(
     if fetched:
         _record_in(session, store, result.fetched)
         report.downloaded.append(summary.repo_id)
-    source = _upsert_source(session, "hf", summary.repo_id)
+    source = upsert_source(session, "hf", summary.repo_id)
     if not result.error:  # a failed repo keeps its old sha, so the next sync tries it again
         source.revision = summary.sha
     source.title = summary.repo_id.split("/", 1)[1]

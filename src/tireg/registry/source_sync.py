@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from tireg import config
 from tireg.converters import Embedding, read_file
 from tireg.db.models import ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.registry.importer import import_embedding
+from tireg.registry.importer import import_embedding, upsert_source
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, git, mega, rentry
 from tireg.sources.http import download
@@ -133,7 +132,7 @@ def add_source(
     if kind == "url" and not url.startswith(("http://", "https://")):
         raise SourceSpecError("not an http(s) URL", path=url)
     with catalogue.transaction() as session:
-        source = _upsert(session, kind, url)
+        source = upsert_source(session, kind, url)
         if kind == "git":
             extras = _extras(source)
             if (extras.get("ref"), extras.get("path")) != (ref, path):
@@ -174,7 +173,7 @@ def _add_rentry(catalogue: Catalogue, page: str) -> list[int]:
                             exc.message,
                         ),
                     )
-            source = _upsert(session, kind, locator)
+            source = upsert_source(session, kind, locator)
             source.title = row.name
             source.base_model_hint = row.base_model
             extras = _extras(source)
@@ -190,16 +189,6 @@ def _add_rentry(catalogue: Catalogue, page: str) -> list[int]:
             session.flush()
             ids.append(source.id)
     return ids
-
-
-def _upsert(session: Session, kind: str, locator: str) -> SourceRow:
-    source = session.scalar(
-        select(SourceRow).where(SourceRow.kind == kind, SourceRow.locator == locator)
-    )
-    if source is None:
-        source = SourceRow(kind=kind, locator=locator, status="available")
-        session.add(source)
-    return source
 
 
 def _extras(source: SourceRow) -> dict[str, Any]:

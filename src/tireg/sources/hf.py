@@ -17,7 +17,6 @@ finds them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from tireg.config import cache_dir, offline
+from tireg.files import sha256_file
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
     DEFAULT_MAX_BYTES,
@@ -319,7 +319,7 @@ def fetch(
                 kind="hf",
                 locator=repo_id,
                 location=summary.file_url(endpoint(endpoint_url), name),
-                sha256=_sha256(path),
+                sha256=sha256_file(path),
                 revision=summary.sha,
                 hints=facts,
                 previews=preview_paths,
@@ -359,7 +359,7 @@ def _download_file(summary: RepoSummary, name: str, cap: int, endpoint_url: str 
     )
     blob = path.resolve()
     etag = blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else None
-    actual = _sha256(path)
+    actual = sha256_file(path)
     for claimed in {lfs_sha, etag} - {None}:
         if claimed != actual:
             blob.unlink(missing_ok=True)  # never leave a bad blob for the next run to trust
@@ -403,14 +403,10 @@ def _fetch_cached(repo_id: str, revision: str | None) -> list[Fetched]:
             kind="hf",
             locator=repo_id,
             location=summary.file_url(endpoint(), name),
-            sha256=_sha256(snapshot / name),
+            sha256=sha256_file(snapshot / name),
             revision=sha,
             hints=hints,
             previews=images,
         )
         for name in names
     ]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -42,7 +42,7 @@ import requests
 
 from tireg import __version__
 from tireg.config import offline
-from tireg.files import TMP_SUFFIX, fsync_dir
+from tireg.files import TMP_SUFFIX, fsync_dir, sha256_file
 from tireg.sources import SourceError
 
 #: an embedding is KB to a few MB; anything far bigger is not one (or is a mistake)
@@ -314,7 +314,7 @@ def download(
         filename = safe_filename(filename)
         cached = _cached_file(dest / filename, expected)
         if cached is not None:
-            return Downloaded(cached, _sha256_of(cached), cached.stat().st_size, url)
+            return Downloaded(cached, sha256_file(cached), cached.stat().st_size, url)
     if offline():
         return _offline_copy(url, dest, filename, expected)
     dest.mkdir(parents=True, exist_ok=True)
@@ -372,7 +372,7 @@ class _Job:
                 if self.partial.validator() is None:
                     self.partial.clear()  # interrupted, and the prefix cannot be validated
                 raise
-            sha = _sha256_of(self.partial.data)
+            sha = sha256_file(self.partial.data)
             size = self.partial.data.stat().st_size
             if self.expected and sha != self.expected:
                 self.partial.clear()
@@ -537,21 +537,13 @@ def _locked(partial: _Partial) -> Iterator[bool]:
 # ---------------------------------------------------------------------------------- cache, JSON
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cached_file(target: Path, expected: str | None) -> Path | None:
     """``target`` if it is already there and (when a hash is known) has that hash."""
     if not target.is_file():
         return None
     if expected is None:
         return None
-    return target if _sha256_of(target) == expected else None
+    return target if sha256_file(target) == expected else None
 
 
 def _offline_copy(url: str, dest: Path, filename: str | None, expected: str | None) -> Downloaded:
@@ -565,7 +557,7 @@ def _offline_copy(url: str, dest: Path, filename: str | None, expected: str | No
     )
     found = [p for p in candidates if p.is_file()]
     if len(found) == 1:
-        sha = _sha256_of(found[0])
+        sha = sha256_file(found[0])
         if expected is None or sha == expected:
             return Downloaded(found[0], sha, found[0].stat().st_size, url)
     raise SourceError("offline, and this file is not in the cache", path=url, hint=_OFFLINE_HINT)

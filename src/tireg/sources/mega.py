@@ -38,7 +38,7 @@ import requests
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tireg import config
-from tireg.files import atomic_write_bytes, atomic_writer
+from tireg.files import atomic_write_bytes, atomic_writer, sha256_file
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
     RETRY_STATUSES,
@@ -654,7 +654,7 @@ def _fetch_one(
         known
         and known.get("mac") == remote.mac
         and target.is_file()
-        and _sha256_of(target) == known.get("sha256")
+        and sha256_file(target) == known.get("sha256")
     ):
         sha = str(known["sha256"])
     else:
@@ -777,7 +777,7 @@ def _offline(link: MegaLink, cache: Path, dest: Path) -> list[Fetched]:
     out: list[Fetched] = []
     for entry in _read_manifest(cache).values():
         path = cache / "files" / PurePosixPath(str(entry.get("rel", "")))
-        if not path.is_file() or _sha256_of(path) != entry.get("sha256"):
+        if not path.is_file() or sha256_file(path) != entry.get("sha256"):
             continue
         hints = {**entry.get("hints", {}), "offline": "cached copy used (TIREG_OFFLINE)"}
         cached = Fetched(
@@ -797,11 +797,3 @@ def _offline(link: MegaLink, cache: Path, dest: Path) -> list[Fetched]:
             hint=OFFLINE_HINT,
         )
     return out
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
