@@ -8,20 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
 from tireg.checkpoints import FAMILY_LABELS, file_hashes
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import console, err_console, print_json
+from tireg.cli.output import byte_progress, console, print_json
 from tireg.db import open_catalogue
 from tireg.registry.compat import check as check_compat
 from tireg.registry.models import add_models, list_models
@@ -45,16 +37,7 @@ def register(app: typer.Typer) -> None:
 @contextlib.contextmanager
 def _byte_bar(total: int, disable: bool) -> Iterator[Callable[[int], None]]:
     """A transient bytes progress bar on stderr; yields the ``progress(n)`` callback."""
-    with Progress(
-        TextColumn("hashing"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=disable,
-    ) as bar:
+    with byte_progress(disable=disable) as bar:
         task = bar.add_task("hashing", total=total)
         yield lambda n: bar.advance(task, n)
 
