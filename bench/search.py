@@ -52,7 +52,7 @@ def main() -> None:
 
     home = tempfile.mkdtemp(prefix="tireg-bench-search-")
     os.environ["TIREG_HOME"] = home
-    from tireg.db.models import EmbeddingRow, TagRow
+    from tireg.db.models import EmbeddingRow, TagRow, name_key
     from tireg.db.session import FTS_TABLE, open_catalogue
     from tireg.registry import query
     from tireg.registry.query import Filters
@@ -96,6 +96,7 @@ def main() -> None:
                     "description": description,
                     "nsfw": False,
                     "store_path": f"{sha[:2]}/{sha}.safetensors",
+                    "name_key": name_key(name),
                     "created_at": now,
                     "updated_at": now,
                 }

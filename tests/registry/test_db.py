@@ -128,3 +128,29 @@ def test_migration_files_are_numbered_by_their_revision() -> None:
         assert Path(revision.path).name.startswith(f"{revision.revision}_")
         assert (revision.module.__doc__ or "").strip(), f"{revision.path} must say why it exists"
     assert script.get_current_head() == head_revision()
+
+
+def test_upgrade_from_0001_fills_name_keys(tmp_path: Path) -> None:
+    """A catalogue written at revision 0001 is migrated on open, its existing rows keyed."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from tireg.db.session import alembic_config
+
+    path = tmp_path / "old.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001")
+        connection.execute(
+            text(
+                "INSERT INTO embeddings (vectors_sha256, name, family, num_vectors, widths, nsfw,"
+                " store_path, created_at, updated_at) VALUES ('ab', '<Cat-Toy>', 'sd1', 1,"
+                " 'clip_l:768', 0, 'ab/ab.safetensors', '2026-01-01', '2026-01-01')"
+            )
+        )
+    engine.dispose()
+    with open_catalogue(f"sqlite:///{path}") as catalogue, catalogue.reading() as session:
+        row = session.scalars(select(EmbeddingRow)).one()
+        assert (row.name, row.name_key) == ("<Cat-Toy>", "cat-toy")
+        version = session.scalar(text("SELECT version_num FROM alembic_version"))
+        assert version == head_revision() == "0002"

@@ -21,11 +21,23 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def name_key(name: str) -> str:
+    """The form under which trigger names collide: case-folded, without ``<...>`` brackets.
+
+    ``<Cat-Toy>`` and ``cat-toy`` are typed the same way in a prompt, so they are one name for
+    lookups and collision checks (see the naming rule in :mod:`tireg.registry.query`).
+    """
+    folded = name.strip().casefold()
+    if len(folded) > 2 and folded[0] == "<" and folded[-1] == ">":
+        return folded[1:-1]
+    return folded
 
 
 class Base(DeclarativeBase):
@@ -40,6 +52,8 @@ class EmbeddingRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     vectors_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String)  # the trigger typed in a prompt
+    # name_key(name): what two colliding names share; indexed, so naming one is a B-tree lookup
+    name_key: Mapped[str] = mapped_column(String, index=True, server_default="")
     family: Mapped[str] = mapped_column(String(16), index=True)  # sd1 | sd2 | sdxl | unknown
     num_vectors: Mapped[int] = mapped_column(Integer, index=True)
     widths: Mapped[str] = mapped_column(String)  # "clip_g:1280,clip_l:768"
@@ -50,9 +64,8 @@ class EmbeddingRow(Base):
     step: Mapped[int | None] = mapped_column(Integer)
     trained_on_hash: Mapped[str | None] = mapped_column(String(64))
     trained_on_name: Mapped[str | None] = mapped_column(String)
-    store_path: Mapped[str] = mapped_column(
-        String
-    )  # relative to the store: "ab/abcd....safetensors"
+    # relative to the store: "ab/abcd....safetensors"
+    store_path: Mapped[str] = mapped_column(String)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -73,6 +86,11 @@ class EmbeddingRow(Base):
     installs: Mapped[list[InstallRow]] = relationship(
         back_populates="embedding", cascade="all, delete-orphan"
     )
+
+    @validates("name")
+    def _keep_name_key(self, _key: str, name: str) -> str:
+        self.name_key = name_key(name)
+        return name
 
 
 class TagRow(Base):

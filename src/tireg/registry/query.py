@@ -34,7 +34,14 @@ from sqlalchemy import Select, and_, exists, func, literal_column, or_, select, 
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
-from tireg.db.models import EmbeddingRow, InstallRow, ProvenanceRow, SourceRow, TagRow
+from tireg.db.models import (
+    EmbeddingRow,
+    InstallRow,
+    ProvenanceRow,
+    SourceRow,
+    TagRow,
+    name_key,
+)
 from tireg.db.session import FTS_TABLE
 from tireg.errors import TiregError
 from tireg.files import sha256_file
@@ -141,50 +148,16 @@ def _refs(rows: Sequence[EmbeddingRow]) -> list[str]:
     return [ref_of(r, digits) for r in rows]
 
 
-def _bare(name: str) -> str:
-    """The case-folded name without ``<...>`` brackets: names with equal bare forms collide."""
-    folded = name.strip().casefold()
-    if len(folded) > 2 and folded[0] == "<" and folded[-1] == ">":
-        return folded[1:-1]
-    return folded
-
-
-def _named(session: Session, wanted: set[str]) -> Any:
-    """A WHERE clause for embeddings whose bare name may be in ``wanted`` (a superset: callers
-    compare :func:`_bare` names exactly), or ``None`` when nothing can match.
-
-    The FTS index narrows the candidates (there is no B-tree index on names, and a
-    case-insensitive comparison could not use one). Names without a letter or digit, which FTS
-    cannot match, are compared in SQL.
-    """
-    phrases = {b: _phrase(b) for b in wanted}
-    unmatchable = [b for b, p in phrases.items() if p is None]
-    conditions: list[Any] = []
-    if has_index(session):
-        matchable = sorted(p for p in phrases.values() if p is not None)
-        if matchable:
-            expression = f"name : ({' OR '.join(matchable)})"
-            match = text(f"{FTS_TABLE} MATCH :q").bindparams(q=expression)
-            ids: Select[Any] = (
-                select(literal_column("rowid")).select_from(text(FTS_TABLE)).where(match)
-            )
-            conditions.append(EmbeddingRow.id.in_(ids))
-    else:
-        unmatchable = sorted(wanted)
-    if unmatchable:
-        keys = [k for b in unmatchable for k in (b, f"<{b}>")]
-        conditions.append(func.lower(EmbeddingRow.name).in_(keys))
-    return or_(*conditions) if conditions else None
+def _named(wanted: set[str]) -> Any:
+    """A WHERE clause for embeddings whose :func:`~tireg.db.models.name_key` is in ``wanted``
+    (a lookup on the indexed ``name_key`` column)."""
+    return EmbeddingRow.name_key.in_(sorted(wanted))
 
 
 def _rows_named(session: Session, names: Iterable[str]) -> list[EmbeddingRow]:
     """Embeddings whose trigger is one of ``names`` (see the naming rule)."""
-    wanted = {_bare(n) for n in names}
-    condition = _named(session, wanted)
-    if condition is None:
-        return []
-    found = session.scalars(select(EmbeddingRow).where(condition))
-    return [row for row in found if _bare(row.name) in wanted]
+    wanted = {name_key(n) for n in names}
+    return list(session.scalars(select(EmbeddingRow).where(_named(wanted))))
 
 
 def _rows_with_hash_prefix(session: Session, prefix: str) -> list[EmbeddingRow]:
@@ -224,13 +197,9 @@ def refs(session: Session, rows: Iterable[EmbeddingRow]) -> dict[int, str]:
     """The shortest spec naming each row: the bare name where no other embedding shares it,
     else ``NAME@HEX``. Listings show these, so what a user sees is what they can type."""
     rows = list(rows)
-    wanted = {_bare(r.name) for r in rows}
-    condition = _named(session, wanted)
-    found: Iterable[str] = []
-    if condition is not None:
-        found = session.scalars(select(EmbeddingRow.name).where(condition))
-    namesakes = Counter(bare for bare in map(_bare, found) if bare in wanted)
-    return {r.id: ref_of(r) if namesakes[_bare(r.name)] > 1 else r.name for r in rows}
+    wanted = {r.name_key for r in rows}
+    namesakes = Counter(session.scalars(select(EmbeddingRow.name_key).where(_named(wanted))))
+    return {r.id: ref_of(r) if namesakes[r.name_key] > 1 else r.name for r in rows}
 
 
 def resolve(session: Session, spec: str, *, source: str | None = None) -> EmbeddingRow:
