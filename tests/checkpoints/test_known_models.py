@@ -65,3 +65,18 @@ def test_lookup_by_name() -> None:
     assert [m.old_hash for m in lookup_name("sd-v1-4.ckpt")] == ["7460a6fa"]
     assert {m.family for m in lookup_name("waifu diffusion 1.3")} == {"sd1"}
     assert lookup_name("") == []
+
+
+def test_inspect_names_the_model_an_a1111_embedding_was_trained_on(corpus, tireg_cli) -> None:  # type: ignore[no-untyped-def]
+    from tireg.checkpoints import describe_embedding
+
+    record = describe_embedding(corpus / "a1111-gasai-yuno-16600.pt")
+    assert record["trained_on"] == {
+        "hash": "e6e8e1fc",
+        "name": "model",
+        "known": [{"name": "NovelAI anime, full, latest", "certain": False}],
+    }
+    untrained = describe_embedding(corpus / "a1111-gasai-yuno-1000.pt")
+    assert untrained["trained_on"] == {"hash": None, "name": None}
+    shown = tireg_cli("inspect", corpus / "a1111-gasai-yuno-16600.pt")
+    assert "NovelAI anime, full, latest (probably)" in shown.stdout

@@ -50,7 +50,11 @@ def test_inspect_json_shape(tireg_cli, tmp_path: Path) -> None:  # type: ignore[
     )
     assert record["encoders"] == {"clip_l": [2, 768]} and record["dtypes"] == {"clip_l": "float32"}
     assert record["step"] == 42
-    assert record["trained_on"] == {"hash": "a9263745", "name": "v1-5"}
+    assert record["trained_on"] == {
+        "hash": "a9263745",
+        "name": "v1-5",
+        "known": [{"name": "Stable Diffusion 1.5 (EMA + non-EMA)", "certain": False}],
+    }
     assert record["sha256"] == record["a1111_short_hash"] + record["sha256"][12:]
     assert len(record["a1111_short_hash"]) == 12
     assert record["safety"] == "pickle: allow-listed globals only"
@@ -113,6 +117,7 @@ def test_inspect_corpus(tireg_cli, corpus: Path) -> None:  # type: ignore[no-unt
     assert records["a1111-gasai-yuno-16600.pt"]["trained_on"] == {
         "hash": "e6e8e1fc",
         "name": "model",
+        "known": [{"name": "NovelAI anime, full, latest", "certain": False}],
     }
     assert records["a1111-gasai-yuno-16600.pt"]["norms"] == {"clip_l": 37.6245}
     assert records["sd-concepts-birb-style.bin"]["name"] == "<birb-style>"

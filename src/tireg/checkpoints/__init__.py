@@ -9,6 +9,8 @@ The public API:
   safetensors header, a ``.ckpt`` pickle (never executed) or a diffusers folder.
 * :func:`lookup_hash` / :func:`lookup_name` / :func:`hash_match` — the shipped table of known
   checkpoints and the rule for matching an A1111 or Civitai hash to a model.
+* :func:`describe_embedding` — what ``tireg inspect`` shows: an embedding file's facts, with the
+  known model its trained-on hash names.
 
 This package imports nothing of tireg's but the converters (for the safetensors header and the
 restricted pickle loader), config and errors; it never touches the catalogue.
@@ -27,6 +29,7 @@ from tireg.checkpoints.hashing import FileHashes, hash_file
 from tireg.checkpoints.known_models import (
     KnownModel,
     ModelMatch,
+    describe_embedding,
     hash_match,
     known_models,
     lookup_hash,
@@ -44,6 +47,7 @@ __all__ = [
     "HashResult",
     "KnownModel",
     "ModelMatch",
+    "describe_embedding",
     "detect_family",
     "family_from_shapes",
     "file_hashes",

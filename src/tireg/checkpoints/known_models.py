@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Any
+
+from tireg.converters import describe
 
 OLD_HASH, AUTOV2, SHA256, SHA256_PREFIX = "old_hash", "autov2", "sha256", "sha256_prefix"
 MIN_PREFIX = 6
@@ -143,3 +147,20 @@ def lookup_name(text: str) -> list[KnownModel]:
     return [
         m for m in known_models() if wanted in m.name.lower() or wanted in (m.file or "").lower()
     ]
+
+
+def describe_embedding(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """:func:`tireg.converters.describe` plus the known models the trained-on hash names.
+
+    A1111 records only a hash (``sd_checkpoint``) and a file name users rename freely, so
+    ``trained_on.known`` lists ``{"name", "certain"}`` for each shipped model the hash matches
+    (an 8-hex old hash is never certain: it collides by construction).
+    """
+    record = describe(path)
+    trained = record.get("trained_on")
+    if trained and trained.get("hash"):
+        trained["known"] = [
+            {"name": match.model.name, "certain": match.certain}
+            for match in lookup_hash(trained["hash"])
+        ]
+    return record

@@ -45,7 +45,7 @@ def _table(record: dict[str, Any]) -> Any:
         ("family", Text(record["family"])),
         ("vectors", Text(shapes)),
         ("step", Text("-" if record["step"] is None else str(record["step"]))),
-        ("trained on", Text(f"{trained['hash'] or '-'} {trained['name'] or ''}".strip())),
+        ("trained on", Text(_trained_on(trained))),
         ("sha256", Text(record["sha256"])),
         ("A1111 hash", Text(record["a1111_short_hash"])),
         ("safety", Text(record["safety"], style="green")),
@@ -56,6 +56,14 @@ def _table(record: dict[str, Any]) -> Any:
     return Panel(table, title=Text(record["path"]), title_align="left")
 
 
+def _trained_on(trained: dict[str, Any]) -> str:
+    """``e6e8e1fc model = NovelAI anime, full, latest (probably)``: the hash, the file's own
+    model name, and the known checkpoints the hash names."""
+    text = f"{trained['hash'] or '-'} {trained['name'] or ''}".strip()
+    known = [k["name"] + ("" if k["certain"] else " (probably)") for k in trained.get("known", [])]
+    return f"{text} = {'; '.join(known)}" if known else text
+
+
 def inspect(
     files: Annotated[list[Path], typer.Argument(help="Embedding files (any format).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
@@ -64,9 +72,9 @@ def inspect(
 
     Example: tireg inspect embeddings/*.pt --json
     """
-    from tireg.converters import describe
+    from tireg.checkpoints import describe_embedding
 
-    records = [describe(path) for path in files]
+    records = [describe_embedding(path) for path in files]
     if json_out:
         print_json(records)
     else:
