@@ -43,7 +43,7 @@ from tireg.checkpoints.known_models import OLD_HASH
 from tireg.db.models import CheckpointRow, CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
 from tireg.errors import TiregError
 from tireg.registry.models import KNOWN, ByteProgress, inspect_checkpoint, record_checkpoint
-from tireg.registry.query import ref_of, resolve_many
+from tireg.registry.query import refs, resolve_many
 
 EXACT, SAME_FAMILY, WRONG_FAMILY, SD1_ON_SDXL, UNKNOWN = (
     "exact",
@@ -426,7 +426,7 @@ def judge(
     return Verdict(
         WRONG_FAMILY,
         False,
-        f"wrong family: a {FAMILY_LABELS.get(family, family)} embedding (width "
+        f"wrong family: {FAMILY_LABELS.get(family, family)} embedding (width "
         f"{_WIDTHS.get(family, '?')}) on {model.label} (width {_WIDTHS.get(model.family, '?')}); "
         "the UI skips it",
         evidence,
@@ -517,8 +517,9 @@ def check(
                 .order_by(EmbeddingRow.name, EmbeddingRow.id)
             )
         )
+    names = refs(session, rows)
     results = [
-        CheckResult(row.id, ref_of(row), row.name, row.family, _verdict(row, model, user))
+        CheckResult(row.id, names[row.id], row.name, row.family, _verdict(row, model, user))
         for row in rows
     ]
     return model, results

@@ -1,0 +1,78 @@
+"""The layering in docs/architecture.md, enforced: imports point one way.
+
+Each layer may import only the layers listed for it (plus itself and the leaf modules). The
+check reads the source with ``ast``, so lazy imports inside functions count too.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "tireg"
+LEAVES = {"tireg", "tireg.errors", "tireg.files", "tireg.config"}
+ALLOWED: dict[str, set[str]] = {
+    "converters": set(),
+    "sources": set(),
+    "db": set(),
+    "checkpoints": {"converters"},
+    "registry": {"db", "converters", "checkpoints", "sources"},
+    "cli": {"db", "converters", "checkpoints", "sources", "registry"},
+}
+# leaves are below everything; converters may not even use config (it knows no state)
+LEAF_EXCEPTIONS = {"converters": {"tireg.config"}}
+
+
+def _tireg_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found.update(n for n in names if n == "tireg" or n.startswith("tireg."))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("tireg"))
+    return found
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_imports_point_one_way(layer: str) -> None:
+    bad = []
+    for path in sorted((SRC / layer).rglob("*.py")):
+        for module in _tireg_imports(path):
+            target = _layer(module)
+            if target is None:
+                leaf = ".".join(module.split(".")[:2])
+                if leaf in LEAF_EXCEPTIONS.get(layer, set()):
+                    bad.append(f"{path.relative_to(SRC)} imports {module}")
+                continue
+            if target != layer and target not in ALLOWED[layer]:
+                bad.append(f"{path.relative_to(SRC)} imports {module}")
+    assert not bad, "\n".join(bad)
+
+
+def test_leaf_modules_import_nothing_of_ours() -> None:
+    for name in ("errors", "files", "config"):
+        imports = _tireg_imports(SRC / f"{name}.py")
+        assert not imports, f"{name}.py imports {imports}"
+
+
+def test_cli_help_imports_no_ml_library() -> None:
+    """``tireg --help`` must stay fast: torch, diffusers and transformers load only on demand."""
+    code = (
+        "import sys\n"
+        "from tireg.cli.app import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
+        "print('heavy=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "heavy="
