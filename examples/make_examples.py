@@ -29,14 +29,17 @@ def main() -> None:
         (Embedding("<demo-object>", {"clip_l": _vectors(2, 1, 768)}), "diffusers-bin"),
         (Embedding("demo-sd2", {"clip_h": _vectors(3, 2, 1024)}), "safetensors"),
         (
-            Embedding(
-                "demo-xl", {"clip_l": _vectors(4, 2, 768), "clip_g": _vectors(5, 2, 1280)}
-            ),
+            Embedding("demo-xl", {"clip_l": _vectors(4, 2, 768), "clip_g": _vectors(5, 2, 1280)}),
             "safetensors",
         ),
         (Embedding("demo-card", {"clip_l": _vectors(6, 2, 768)}, step=1500), "png"),
     ]
-    suffix = {"a1111-pt": ".pt", "diffusers-bin": ".bin", "safetensors": ".safetensors", "png": ".png"}
+    suffix = {
+        "a1111-pt": ".pt",
+        "diffusers-bin": ".bin",
+        "safetensors": ".safetensors",
+        "png": ".png",
+    }
     for embedding, fmt in demos:
         stem = embedding.name.strip("<>")
         write_file(embedding, OUT / f"{stem}{suffix[fmt]}", fmt, force=True)
