@@ -641,6 +641,85 @@ class RestrictedUnpickler(pickle.Unpickler):
         return ref
 
 
+def _opcode_table() -> dict[int, tuple[pickletools.OpcodeInfo, int]]:
+    """Opcode byte → (pickletools' description, how its argument is laid out).
+
+    The layout is pickletools' ``ArgumentDescriptor.n`` (a byte count, or one of its
+    ``UP_TO_NEWLINE``/``TAKEN_FROM_ARGUMENT*`` codes), except ``GLOBAL``/``INST``, whose argument
+    is two lines (:data:`_TWO_LINES`).
+    """
+    table: dict[int, tuple[pickletools.OpcodeInfo, int]] = {}
+    for op in pickletools.opcodes:
+        if op.arg is None:
+            layout = 0
+        elif op.arg.name == "stringnl_noescape_pair":
+            layout = _TWO_LINES
+        else:
+            layout = op.arg.n
+        table[ord(op.code)] = (op, layout)
+    return table
+
+
+_TWO_LINES = -100
+_OPCODES = _opcode_table()
+_PUTS = frozenset(("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"))
+_GETS = frozenset(("GET", "BINGET", "LONG_BINGET"))
+_EXTS = frozenset(("EXT1", "EXT2", "EXT4"))
+_INT_ARGS = _PUTS | _GETS | _EXTS
+_TUPLE_BUILDERS = frozenset(("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET"))
+
+
+def _walk(data: bytes, start: int) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
+    """The opcodes of the pickle at ``data[start:]``: (opcode, argument, offset after it).
+
+    What ``pickletools.genops`` yields, at a fraction of its cost, because only the arguments a
+    check looks at are decoded: ``(module, name)`` for ``GLOBAL``/``INST`` (UTF-8, as the C
+    unpickler decodes them), an int for the memo and ``EXT`` opcodes; ``None`` for the rest,
+    whose bytes are only skipped, by the same length rules the C unpickler follows. Stops after
+    ``STOP``; a truncated argument or an unknown opcode is a corrupt pickle.
+    """
+    size = len(data)
+    pos = start
+    while True:
+        if pos >= size:
+            _fail("corrupt pickle (it ends before its STOP opcode)")
+        entry = _OPCODES.get(data[pos])
+        if entry is None:
+            _fail(f"corrupt pickle (unknown opcode {data[pos]:#04x} at offset {pos})")
+        op, layout = entry
+        pos += 1
+        arg: Any = None
+        if layout >= 0:
+            end = pos + layout
+            if end <= size and op.name in _INT_ARGS:
+                arg = int.from_bytes(data[pos:end], "little", signed=op.name == "EXT4")
+        elif layout == pickletools.UP_TO_NEWLINE or layout == _TWO_LINES:
+            end = data.find(b"\n", pos) + 1
+            if layout == _TWO_LINES and end:
+                first = data[pos : end - 1]
+                pos, end = end, data.find(b"\n", end) + 1
+                if end:
+                    arg = (first.decode("utf-8"), data[pos : end - 1].decode("utf-8"))
+            elif end and op.name in _INT_ARGS:
+                arg = int(data[pos : end - 1])
+            if not end:
+                _fail(f"corrupt pickle ({op.name} argument has no newline)")
+        else:
+            width = 1 if layout == pickletools.TAKEN_FROM_ARGUMENT1 else 4
+            width = 8 if layout == pickletools.TAKEN_FROM_ARGUMENT8U else width
+            signed = layout == pickletools.TAKEN_FROM_ARGUMENT4
+            length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
+            if length < 0 or pos + width > size:
+                _fail(f"corrupt pickle ({op.name} has a bad length)")
+            end = pos + width + length
+        if end > size:
+            _fail(f"corrupt pickle ({op.name} argument runs past the end)")
+        pos = end
+        yield op, arg, pos
+        if op.name == "STOP":
+            return
+
+
 class _TupleDepth:
     """Follows the unpickler's stack statically, tracking how deeply tuples nest.
 
@@ -653,7 +732,6 @@ class _TupleDepth:
 
     _MARK = -1
     _KEEPS_CONTAINER = frozenset(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"))
-    _BUILDS_TUPLE = frozenset(("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET"))
 
     def __init__(self) -> None:
         self.stack: list[int] = []
@@ -661,10 +739,10 @@ class _TupleDepth:
 
     def step(self, op: pickletools.OpcodeInfo, arg: Any) -> None:
         name = op.name
-        if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+        if name in _PUTS:
             if not self.stack or self.stack[-1] == self._MARK:
                 _fail("pickle memoizes an empty stack")
-            self.memo[len(self.memo) if name == "MEMOIZE" else int(str(arg))] = self.stack[-1]
+            self.memo[len(self.memo) if name == "MEMOIZE" else arg] = self.stack[-1]
             return
         popped: list[int] = []
         before = op.stack_before
@@ -680,12 +758,12 @@ class _TupleDepth:
                 _fail("pickle stack underflow")
             popped.append(self.stack.pop())
         depth = 0
-        if name in self._BUILDS_TUPLE:
+        if name in _TUPLE_BUILDERS:
             depth = 1 + max(popped, default=0)
             if depth > MAX_TUPLE_DEPTH:
                 _fail(f"pickle nests tuples more than {MAX_TUPLE_DEPTH} deep")
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            depth = self.memo.get(int(str(arg)), 0)
+        elif name in _GETS:
+            depth = self.memo.get(arg, 0)
         elif name == "DUP" or name in self._KEEPS_CONTAINER:
             depth = popped[-1]
         for item in op.stack_after:
@@ -698,38 +776,45 @@ def scan(data: bytes, start: int = 0) -> int:
     Refuses statically what needs no execution to judge: a ``GLOBAL``/``INST`` outside the
     allow-list, any ``EXT`` opcode, memo indices far beyond the entries written so far, and tuples
     nested deeper than :data:`MAX_TUPLE_DEPTH`.
+
+    Tuple nesting needs a simulation of the unpickler's stack (:class:`_TupleDepth`), which costs
+    more than the rest of the scan; it runs only when the pickle holds more tuple-building
+    opcodes than :data:`MAX_TUPLE_DEPTH`. Fewer cannot nest deeper: each level of nesting is a
+    tuple (or frozenset) built by an opcode of its own, and no opcode runs twice.
     """
-    stream = io.BytesIO(data)
-    stream.seek(start)
     try:
-        with _quiet():
-            _check_opcodes(stream)
+        end, tuples = _check_opcodes(data, start)
+        if tuples > MAX_TUPLE_DEPTH:
+            depth = _TupleDepth()
+            for op, arg, _end in _walk(data, start):
+                depth.step(op, arg)
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
         raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
-    end = stream.tell()
-    if data[end - 1 : end] != b".":
-        _fail("pickle has no STOP opcode")
     return end
 
 
-def _check_opcodes(stream: io.BytesIO) -> None:
+def _check_opcodes(data: bytes, start: int) -> tuple[int, int]:
+    """The checks of :func:`scan` but tuple nesting; returns (end, tuple-building opcodes)."""
     puts = 0
-    depth = _TupleDepth()
-    for opcode, arg, _pos in pickletools.genops(stream):
-        name = opcode.name
-        if name in ("GLOBAL", "INST"):
-            module, _, attr = str(arg).partition(" ")
-            _resolve(module, attr)
-        elif name.startswith("EXT"):
+    tuples = 0
+    end = start
+    for op, arg, after in _walk(data, start):
+        end = after
+        name = op.name
+        if name in _TUPLE_BUILDERS:
+            tuples += 1
+        elif name in ("GLOBAL", "INST"):
+            _resolve(*arg)
+        elif name in _EXTS:
             known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
             raise UnsafePickleError(".".join(known) if known else f"copyreg extension code {arg}")
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            if name != "MEMOIZE" and int(str(arg)) > puts + _MEMO_SLACK:
+        elif name in _PUTS:
+            if name != "MEMOIZE" and arg > puts + _MEMO_SLACK:
                 _fail(f"pickle memo index {arg} is out of range")
             puts += 1
-        depth.step(opcode, arg)
+    return end, tuples
 
 
 @contextlib.contextmanager
