@@ -129,36 +129,36 @@ def interpret(
     container: str,
     name_hint: str,
     metadata: Mapping[str, str] | None = None,
+    source_sha256: str | None = None,
 ) -> Interpretation:
     """Read a decoded file object as an embedding.
 
     ``container`` is ``pt``, ``safetensors``, ``png`` or ``webp``; ``name_hint`` (the file stem)
     names the embedding when the file does not; ``metadata`` is a safetensors header's
-    ``__metadata__`` (its ``modelspec.*`` entries are kept as extras). ``source_sha256`` is left
-    for the caller, who has the file bytes.
+    ``__metadata__`` (its ``modelspec.*`` entries are kept as extras); ``source_sha256``, the
+    sha256 of the file's bytes, goes into the embedding's provenance.
     """
     meta = dict(metadata or {})
     if not isinstance(obj, Mapping):
         if _is_tensor(obj) and container == "pt":
             # a bare pickled tensor: diffusers accepts it with token=, and so do we, named by file
             arr = _matrix(obj, "the tensor")
-            return _single("diffusers", container, name_hint, arr, meta)
+            return _single("diffusers", container, name_hint, arr, meta, source_sha256)
         raise NotAnEmbeddingError(_describe(obj, container))
 
     if "string_to_param" in obj:
-        return _from_string_to_param(obj, container, name_hint)
+        return _from_string_to_param(obj, container, name_hint, source_sha256)
     if CLIP_L in obj and CLIP_G in obj:
-        return _from_sdxl(obj, container, name_hint, meta)
+        return _from_sdxl(obj, container, name_hint, meta, source_sha256)
     tensors = {k: v for k, v in obj.items() if _is_tensor(v)}
     if len(obj) == 1 and len(tensors) == 1:
         ((key, value),) = tensors.items()
         arr = _matrix(value, f"tensor {key!r}")
         if key == "emb_params":
             name = meta.get(TITLE_KEY) or name_hint
-            return _single("kohya", container, name, arr, meta)
-        return _single(
-            "diffusers", container, key if isinstance(key, str) else name_hint, arr, meta
-        )
+            return _single("kohya", container, name, arr, meta, source_sha256)
+        name = key if isinstance(key, str) else name_hint
+        return _single("diffusers", container, name, arr, meta, source_sha256)
     raise NotAnEmbeddingError(_describe(obj, container))
 
 
@@ -168,19 +168,27 @@ def _extras(meta: Mapping[str, str]) -> dict[str, str]:
 
 
 def _single(
-    layout: str, container: str, name: str, arr: np.ndarray, meta: Mapping[str, str]
+    layout: str,
+    container: str,
+    name: str,
+    arr: np.ndarray,
+    meta: Mapping[str, str],
+    sha256: str | None,
 ) -> Interpretation:
     encoder = encoder_for_width(int(arr.shape[1]))
     embedding = Embedding(
         name=name,
         vectors={encoder: arr},
         source_format=source_format(layout, container),
+        source_sha256=sha256,
         extras=_extras(meta),
     )
     return Interpretation(embedding, layout, {encoder: _dtype_name(arr)})
 
 
-def _from_string_to_param(obj: Mapping[str, Any], container: str, name_hint: str) -> Interpretation:
+def _from_string_to_param(
+    obj: Mapping[str, Any], container: str, name_hint: str, sha256: str | None
+) -> Interpretation:
     params = obj["string_to_param"]
     if not isinstance(params, Mapping):
         raise EmbeddingFileError(f"string_to_param is a {type(params).__name__}, not a dict")
@@ -205,12 +213,17 @@ def _from_string_to_param(obj: Mapping[str, Any], container: str, name_hint: str
         trained_on_hash=_text(obj.get("sd_checkpoint")),
         trained_on_name=_text(obj.get("sd_checkpoint_name")),
         source_format=source_format(layout, container),
+        source_sha256=sha256,
     )
     return Interpretation(embedding, layout, {encoder: _dtype_name(arr)})
 
 
 def _from_sdxl(
-    obj: Mapping[str, Any], container: str, name_hint: str, meta: Mapping[str, str]
+    obj: Mapping[str, Any],
+    container: str,
+    name_hint: str,
+    meta: Mapping[str, str],
+    sha256: str | None,
 ) -> Interpretation:
     clip_l = _matrix(obj[CLIP_L], "clip_l")
     clip_g = _matrix(obj[CLIP_G], "clip_g")
@@ -232,6 +245,7 @@ def _from_sdxl(
         trained_on_hash=_text(obj.get("sd_checkpoint")),
         trained_on_name=_text(obj.get("sd_checkpoint_name")),
         source_format=source_format("sdxl", container),
+        source_sha256=sha256,
         extras=_extras(meta),
     )
     return Interpretation(

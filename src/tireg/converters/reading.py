@@ -115,10 +115,11 @@ def read_file_detailed(path: str | os.PathLike[str]) -> ReadResult:
     """Like :func:`read_file`, with the container, layout, stored dtypes and safety verdict."""
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > MAX_FILE_SIZE:
-            raise _too_large(p, size)
-        data = p.read_bytes()
+        with p.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > MAX_FILE_SIZE:
+                raise _too_large(p, size)
+            data = stream.read()
     except OSError as exc:
         raise EmbeddingFileError(f"cannot read file: {exc.strerror or exc}", path=p) from exc
     except EmbeddingFileError as exc:
@@ -158,17 +159,17 @@ def read_bytes_detailed(data: bytes, *, name_hint: str, label: str | None = None
     if not data:
         raise EmbeddingFileError("empty file (0 bytes)")
     container = container_of(data)
-    if container == "safetensors":
-        result = _read_safetensors(data, name_hint)
-    elif container in ("torch-zip", "torch-pickle"):
-        result = _read_torch(data, name_hint, container)
-    elif container != "unknown":
-        result = _read_image(data, name_hint, container)
-    else:
+    if container == "unknown":
         raise _unknown(data)
     sha = hashlib.sha256(data).hexdigest()
+    if container == "safetensors":
+        result = _read_safetensors(data, name_hint, sha)
+    elif container in ("torch-zip", "torch-pickle"):
+        result = _read_torch(data, name_hint, container, sha)
+    else:
+        result = _read_image(data, name_hint, container, sha)
     embedding = result.embedding
-    if embedding.source_sha256 is None:
+    if embedding.source_sha256 is None:  # an internal-format file written without provenance
         embedding = embedding.with_meta(source_sha256=sha)
     if not embedding.is_finite:
         bad = sum(int((~np.isfinite(a)).any(axis=1).sum()) for a in embedding.vectors.values())
@@ -190,7 +191,7 @@ def read_bytes_detailed(data: bytes, *, name_hint: str, label: str | None = None
     )
 
 
-def _read_safetensors(data: bytes, name_hint: str) -> ReadResult:
+def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:
     header = safetensors_file.read_header(io.BytesIO(data), len(data))
     view = memoryview(data)
     start = header.data_start
@@ -203,12 +204,11 @@ def _read_safetensors(data: bytes, name_hint: str) -> ReadResult:
     if internal.is_internal(metadata):
         embedding = internal.from_parts(tensors, metadata)
         if embedding.source_format is None:
-            sha = hashlib.sha256(data).hexdigest()
             embedding = embedding.with_meta(source_format="tireg", source_sha256=sha)
         dtypes = {k: stored.get(k, "float32") for k in embedding.vectors}
         return ReadResult(embedding, "safetensors", "tireg", dtypes, SAFE_SAFETENSORS)
     found = layouts.interpret(
-        tensors, container="safetensors", name_hint=name_hint, metadata=metadata
+        tensors, container="safetensors", name_hint=name_hint, metadata=metadata, source_sha256=sha
     )
     if found.layout == "sdxl":
         dtypes = {CLIP_L: stored[CLIP_L], CLIP_G: stored[CLIP_G]}
@@ -218,17 +218,17 @@ def _read_safetensors(data: bytes, name_hint: str) -> ReadResult:
     return ReadResult(found.embedding, "safetensors", found.layout, dtypes, SAFE_SAFETENSORS)
 
 
-def _read_torch(data: bytes, name_hint: str, container: str) -> ReadResult:
+def _read_torch(data: bytes, name_hint: str, container: str, sha: str) -> ReadResult:
     from tireg.converters import torch_file
 
     obj: Any = torch_file.load(data)
-    found = layouts.interpret(obj, container="pt", name_hint=name_hint)
+    found = layouts.interpret(obj, container="pt", name_hint=name_hint, source_sha256=sha)
     return ReadResult(found.embedding, container, found.layout, found.dtypes, SAFE_PICKLE)
 
 
-def _read_image(data: bytes, name_hint: str, container: str) -> ReadResult:
+def _read_image(data: bytes, name_hint: str, container: str, sha: str) -> ReadResult:
     payload, carrier = a1111_png.loads(data)
-    found = layouts.interpret(payload, container=container, name_hint=name_hint)
+    found = layouts.interpret(payload, container=container, name_hint=name_hint, source_sha256=sha)
     # JSON numbers arrive as float64; A1111 stores float32, which is what the card held
     dtypes = dict.fromkeys(found.embedding.vectors, "float32")
     return ReadResult(found.embedding, container, found.layout, dtypes, SAFE_IMAGE, carrier)

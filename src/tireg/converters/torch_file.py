@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import struct
 import zipfile
@@ -87,6 +88,8 @@ MAX_DEPTH = 100  # nesting of containers; real files nest 3 or 4 deep
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 _ZIP_MAGIC = b"PK\x03\x04"
+#: a zip local file header: signature .. extra length; we read flags, name and extra lengths
+_LOCAL_HEADER = struct.Struct("<4x2xH18xHH")
 
 Tensors = Literal["load", "shape"]
 
@@ -129,7 +132,7 @@ def load(data: bytes, *, tensors: Tensors = "load") -> Any:
     """
     data = bytes(data)
     if data.startswith(_ZIP_MAGIC):
-        return _guard(lambda: _Archive(io.BytesIO(data)).load(tensors))
+        return _guard(lambda: _Archive(io.BytesIO(data), data).load(tensors))
     if data.startswith(b"\x80"):
         return _guard(lambda: _load_legacy(data, tensors))
     _fail("not a torch file (neither a zip archive nor a legacy pickle)")
@@ -174,9 +177,15 @@ def _guard(fn: Any) -> Any:
 
 
 class _Archive:
-    """A torch zip archive, read member by member with bounded reads."""
+    """A torch zip archive, read member by member with bounded reads.
 
-    def __init__(self, source: BinaryIO) -> None:
+    ``data``, when the whole archive is in memory, lets stored members (all that torch writes)
+    be sliced out of it instead of streamed through :meth:`zipfile.ZipFile.open`, with the same
+    checks: local header signature and name, sizes, CRC.
+    """
+
+    def __init__(self, source: BinaryIO, data: bytes | None = None) -> None:
+        self.data = data
         self.zip = zipfile.ZipFile(source)
         infos = self.zip.infolist()
         names = [info.filename for info in infos]
@@ -205,11 +214,36 @@ class _Archive:
             _fail(f"zip member {info.filename!r} declares {size} bytes, over the limit")
         if size > 1024 * 1024 and size > MAX_RATIO * max(info.compress_size, 1):
             _fail(f"zip member {info.filename!r} has an absurd compression ratio")
-        with self.zip.open(info) as fh:
-            blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
+        if self.data is not None and info.compress_type == zipfile.ZIP_STORED:
+            blob = self._stored(info)
+        else:
+            with self.zip.open(info) as fh:
+                blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
         if len(blob) != size:
             _fail(f"zip member {info.filename!r} holds {len(blob)} bytes, not {size}")
         self.budget -= size
+        return blob
+
+    def _stored(self, info: zipfile.ZipInfo) -> bytes:
+        """An uncompressed member's bytes, sliced from the in-memory archive."""
+        data = self.data or b""
+        at = info.header_offset
+        header = data[at : at + _LOCAL_HEADER.size]
+        if len(header) != _LOCAL_HEADER.size or not header.startswith(_ZIP_MAGIC):
+            _fail(f"zip member {info.filename!r} has a bad local header")
+        flags, name_size, extra_size = _LOCAL_HEADER.unpack(header)
+        if flags & 0x61:  # encrypted, patched or strongly encrypted: zipfile refuses these too
+            _fail(f"zip member {info.filename!r} is encrypted or patched")
+        start = at + _LOCAL_HEADER.size
+        name = data[start : start + name_size].decode("utf-8" if flags & 0x800 else "cp437")
+        if name != info.orig_filename:
+            _fail(f"zip member {info.filename!r} has another name in its local header")
+        start += name_size + extra_size
+        blob = data[start : start + info.compress_size]
+        if len(blob) != info.compress_size:
+            _fail(f"zip member {info.filename!r} is truncated")
+        if zlib.crc32(blob) != info.CRC:
+            _fail(f"zip member {info.filename!r} fails its CRC check")
         return blob
 
     def load(self, tensors: Tensors) -> Any:
@@ -355,7 +389,7 @@ class _Converter:
         numpy_dtype = _NUMPY_DTYPES.get(stub.dtype)
         if numpy_dtype is None:
             _fail(f"tensors of dtype {stub.dtype} cannot be loaded")
-        numel = int(np.prod(stub.shape, dtype=object))
+        numel = math.prod(stub.shape)
         self.budget -= numel * stub.itemsize
         if self.budget < 0:
             _fail("tensors of this file exceed the size limit")
@@ -369,11 +403,10 @@ class _Converter:
         if self.big_endian:
             dtype = dtype.newbyteorder(">")
         start = ref.start * ref.itemsize + stub.offset * stub.itemsize
-        window = np.frombuffer(blob, dtype=np.uint8)[start:]
         if numel:
-            flat = window[: (len(window) // stub.itemsize) * stub.itemsize].view(dtype)
+            # pickle_safe checked that the view stays inside its storage; numpy checks it again
             strides = tuple(s * stub.itemsize for s in stub.stride)
-            view = np.lib.stride_tricks.as_strided(flat, stub.shape, strides, writeable=False)
+            view = np.ndarray(stub.shape, dtype, buffer=blob, offset=start, strides=strides)
             array = np.array(view, dtype=dtype.newbyteorder("="))
         else:
             array = np.zeros(stub.shape, dtype=dtype.newbyteorder("="))

@@ -32,7 +32,7 @@ from tireg.converters import a1111_png, internal, layouts, safetensors_file
 from tireg.converters.embedding import Embedding
 from tireg.converters.errors import UnsupportedConversionError
 from tireg.errors import TiregError
-from tireg.files import atomic_write_bytes
+from tireg.files import AtomicBatch, atomic_batch
 
 WRITE_FORMATS = (
     "tireg",
@@ -155,23 +155,30 @@ def write_file(
     Either every file is written or none is: all targets are checked before the first write,
     each write is atomic, and a pair whose second file fails loses its first file again.
     """
-    return _write_blobs(encode(embedding, fmt), path, force=force)
+    blobs = encode(embedding, fmt)
+    targets = _targets(blobs, path, force=force)
+    with atomic_batch() as batch:
+        return _write_blobs(batch, blobs, targets, force=force)
 
 
-def _check_targets(blobs: list[bytes], path: str | os.PathLike[str]) -> list[Path]:
+def _targets(blobs: list[bytes], path: str | os.PathLike[str], *, force: bool) -> list[Path]:
+    """The files ``blobs`` go to; unless ``force``, refuse if any of them exists."""
     targets = output_paths(path, len(blobs))
-    for target in targets:
-        if target.exists():
-            raise _exists(target)
+    if not force:
+        for target in targets:
+            if target.exists():
+                raise _exists(target)
     return targets
 
 
-def _write_blobs(blobs: list[bytes], path: str | os.PathLike[str], *, force: bool) -> list[Path]:
-    targets = output_paths(path, len(blobs)) if force else _check_targets(blobs, path)
+def _write_blobs(
+    batch: AtomicBatch, blobs: list[bytes], targets: list[Path], *, force: bool
+) -> list[Path]:
+    """Write one embedding's files; a pair whose second file loses a race loses its first too."""
     written: list[Path] = []
     try:
         for target, blob in zip(targets, blobs, strict=True):
-            written.append(atomic_write_bytes(target, blob, overwrite=force))
+            written.append(batch.write_bytes(target, blob, overwrite=force))
     except FileExistsError as exc:
         for done in written:
             done.unlink(missing_ok=True)
@@ -231,12 +238,12 @@ def convert(
         plan = _plan_names(items, fmt, Path(out_dir) if out_dir is not None else Path.cwd())
     # encode everything and check every target first: a refused conversion writes nothing
     encoded = [(encode(embedding, fmt), target) for embedding, target in plan]
-    if not force:
-        for blobs, target in encoded:
-            _check_targets(blobs, target)
+    checked = [(blobs, _targets(blobs, target, force=force)) for blobs, target in encoded]
     written: list[Path] = []
-    for blobs, target in encoded:
-        written.extend(_write_blobs(blobs, target, force=force))
+    # each file is fsynced before its rename; each output folder once, when the batch ends
+    with atomic_batch() as batch:
+        for blobs, targets in checked:
+            written.extend(_write_blobs(batch, blobs, targets, force=force))
     return written
 
 
