@@ -141,7 +141,7 @@ class Embedding:
         digest = hashlib.sha256()
         for key, arr in self.vectors.items():
             digest.update(f"{key}:{arr.shape[0]}x{arr.shape[1]};".encode())
-            digest.update(arr.astype("<f4", copy=False).tobytes())
+            digest.update(np.ascontiguousarray(arr, dtype="<f4").data)  # hashed in place
         return digest.hexdigest()
 
     def with_meta(self, **changes: Any) -> Embedding:

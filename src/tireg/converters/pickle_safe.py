@@ -641,14 +641,22 @@ class RestrictedUnpickler(pickle.Unpickler):
         return ref
 
 
-def _opcode_table() -> dict[int, tuple[pickletools.OpcodeInfo, int]]:
-    """Opcode byte → (pickletools' description, how its argument is laid out).
+def _opcode_table() -> dict[int, tuple[pickletools.OpcodeInfo, int, int, bool, bool]]:
+    """Opcode byte → (pickletools' description, layout, width, signed, int argument wanted).
 
-    The layout is pickletools' ``ArgumentDescriptor.n`` (a byte count, or one of its
+    ``layout`` is pickletools' ``ArgumentDescriptor.n`` (a byte count, or one of its
     ``UP_TO_NEWLINE``/``TAKEN_FROM_ARGUMENT*`` codes), except ``GLOBAL``/``INST``, whose argument
-    is two lines (:data:`_TWO_LINES`).
+    is two lines (:data:`_TWO_LINES`). For a length-prefixed argument, ``width`` and ``signed``
+    describe its length prefix; for a fixed one, ``signed`` says how to read it as an int, which
+    :func:`_walk` does only for the opcodes :func:`scan` judges by their argument.
     """
-    table: dict[int, tuple[pickletools.OpcodeInfo, int]] = {}
+    prefixes = {
+        pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+        pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+        pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+        pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+    }
+    table: dict[int, tuple[pickletools.OpcodeInfo, int, int, bool, bool]] = {}
     for op in pickletools.opcodes:
         if op.arg is None:
             layout = 0
@@ -656,17 +664,18 @@ def _opcode_table() -> dict[int, tuple[pickletools.OpcodeInfo, int]]:
             layout = _TWO_LINES
         else:
             layout = op.arg.n
-        table[ord(op.code)] = (op, layout)
+        width, signed = prefixes.get(layout, (0, op.name == "EXT4"))
+        table[ord(op.code)] = (op, layout, width, signed, op.name in _INT_ARGS)
     return table
 
 
 _TWO_LINES = -100
-_OPCODES = _opcode_table()
 _PUTS = frozenset(("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"))
 _GETS = frozenset(("GET", "BINGET", "LONG_BINGET"))
 _EXTS = frozenset(("EXT1", "EXT2", "EXT4"))
 _INT_ARGS = _PUTS | _GETS | _EXTS
 _TUPLE_BUILDERS = frozenset(("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET"))
+_OPCODES = _opcode_table()
 
 
 def _walk(data: bytes, start: int) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
@@ -680,44 +689,42 @@ def _walk(data: bytes, start: int) -> Iterator[tuple[pickletools.OpcodeInfo, Any
     """
     size = len(data)
     pos = start
-    while True:
-        if pos >= size:
-            _fail("corrupt pickle (it ends before its STOP opcode)")
-        entry = _OPCODES.get(data[pos])
+    stop = ord(pickle.STOP)
+    while pos < size:
+        code = data[pos]
+        entry = _OPCODES.get(code)
         if entry is None:
-            _fail(f"corrupt pickle (unknown opcode {data[pos]:#04x} at offset {pos})")
-        op, layout = entry
+            _fail(f"corrupt pickle (unknown opcode {code:#04x} at offset {pos})")
+        op, layout, width, signed, wants_int = entry
         pos += 1
         arg: Any = None
         if layout >= 0:
             end = pos + layout
-            if end <= size and op.name in _INT_ARGS:
-                arg = int.from_bytes(data[pos:end], "little", signed=op.name == "EXT4")
-        elif layout == pickletools.UP_TO_NEWLINE or layout == _TWO_LINES:
-            end = data.find(b"\n", pos) + 1
-            if layout == _TWO_LINES and end:
-                first = data[pos : end - 1]
-                pos, end = end, data.find(b"\n", end) + 1
-                if end:
-                    arg = (first.decode("utf-8"), data[pos : end - 1].decode("utf-8"))
-            elif end and op.name in _INT_ARGS:
-                arg = int(data[pos : end - 1])
-            if not end:
-                _fail(f"corrupt pickle ({op.name} argument has no newline)")
-        else:
-            width = 1 if layout == pickletools.TAKEN_FROM_ARGUMENT1 else 4
-            width = 8 if layout == pickletools.TAKEN_FROM_ARGUMENT8U else width
-            signed = layout == pickletools.TAKEN_FROM_ARGUMENT4
+            if wants_int and end <= size:
+                arg = int.from_bytes(data[pos:end], "little", signed=signed)
+        elif width:
             length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
             if length < 0 or pos + width > size:
                 _fail(f"corrupt pickle ({op.name} has a bad length)")
             end = pos + width + length
+        else:
+            end = data.find(b"\n", pos) + 1
+            if end and layout == _TWO_LINES:
+                first = data[pos : end - 1]
+                pos, end = end, data.find(b"\n", end) + 1
+                if end:
+                    arg = (first.decode("utf-8"), data[pos : end - 1].decode("utf-8"))
+            elif end and wants_int:
+                arg = int(data[pos : end - 1])
+            if not end:
+                _fail(f"corrupt pickle ({op.name} argument has no newline)")
         if end > size:
             _fail(f"corrupt pickle ({op.name} argument runs past the end)")
         pos = end
         yield op, arg, pos
-        if op.name == "STOP":
+        if code == stop:
             return
+    _fail("corrupt pickle (it ends before its STOP opcode)")
 
 
 class _TupleDepth:
