@@ -284,3 +284,39 @@ def test_install_mega_link_end_to_end(
     [prov] = rows(catalogue, ProvenanceRow)
     assert source.kind == "mega" and prov.embedding_id == embedding_id
     assert prov.original_sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_sync_downloads_gated_repos_once_a_token_is_set(
+    hub: HubServer, catalogue: Catalogue, monkeypatch
+) -> None:
+    gated = sorted(r.repo_id for r in hub.repos.values() if r.gated)
+    assert gated, "the seeded listing has gated repos"
+    first = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert sorted(first.gated) == gated and len(first.downloaded) == 30 - len(gated)
+    again = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert sorted(again.gated) == gated and not again.downloaded  # counted on every sync
+    assert again.unchanged == 30
+
+    monkeypatch.setenv("HF_TOKEN", HF_TEST_TOKEN)  # the stand-in serves gated files for it
+    hub.http.requests.clear()
+    third = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert sorted(third.downloaded) == gated and not third.gated and not third.failed
+    assert third.unchanged == 30 - len(gated)  # the shas did not change; only the token did
+    resolved = {
+        p.split("/resolve/")[0].lstrip("/") for _, p, _ in hub.http.requests if "/resolve/" in p
+    }
+    assert resolved == set(gated)
+    sources = {s.locator: s for s in rows(catalogue, SourceRow)}
+    assert all(sources[r].status == "fetched" and not sources[r].status_reason for r in gated)
+    with catalogue.reading() as session:
+        imported = set(
+            session.scalars(
+                select(SourceRow.locator)
+                .join(ProvenanceRow, ProvenanceRow.source_id == SourceRow.id)
+                .where(SourceRow.locator.in_(gated))
+            )
+        )
+    assert imported == set(gated)
+    assert len(rows(catalogue, EmbeddingRow)) == 30
+    fourth = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert fourth.unchanged == 30 and not fourth.downloaded and not fourth.gated

@@ -261,25 +261,30 @@ def sync_hf(
     """List ``author``'s repos and record each as a source; with ``download``, import them.
 
     One listing call (paged) finds every repo's commit sha; only repos whose sha differs from the
-    catalogue's (or, with ``download``, that were never fetched) get further requests, run
-    ``concurrency`` at a time; then everything is recorded, :data:`RECORD_BATCH` repos per
-    transaction. Repos no longer listed are marked ``gone``.
+    catalogue's (or, with ``download``, that were never fetched: gated ones too, once a Hub token
+    is available) get further requests, run ``concurrency`` at a time; then everything is
+    recorded, :data:`RECORD_BATCH` repos per transaction. Repos no longer listed are marked
+    ``gone``; gated repos not fetched for want of a token are in ``report.gated`` on every sync.
     """
     report = SyncReport(author)
     summaries = list(hf.list_repos(author, endpoint_url=endpoint))
     report.listed = len(summaries)
     known = _known_hf_sources(catalogue, author)
+    logged_in = any(s.gated for s in summaries) and hf.has_token()
     todo: list[hf.RepoSummary] = []
     for summary in summaries:
         revision, status = known.get(summary.repo_id, (None, None))
+        locked_out = summary.gated and not logged_in
         if revision is None:
             report.new.append(summary.repo_id)
         elif revision != summary.sha:
             report.changed.append(summary.repo_id)
-        elif download and status != "fetched" and not summary.gated:
-            pass  # listed before, never downloaded: fetch it now
+        elif download and status != "fetched" and not locked_out:
+            pass  # listed before, never downloaded (gated then, perhaps; a token now): fetch it
         else:
             report.unchanged += 1
+            if locked_out and status != "fetched":
+                report.gated.append(summary.repo_id)  # still needs a login, on every sync
             continue
         todo.append(summary)
     listed = {s.repo_id for s in summaries}
@@ -288,7 +293,7 @@ def sync_hf(
     store = ContentStore()
 
     def work(summary: hf.RepoSummary) -> _RepoResult:
-        return _sync_one(summary, store, download=download, endpoint=endpoint)
+        return _sync_one(summary, store, download=download, endpoint=endpoint, logged_in=logged_in)
 
     results: list[_RepoResult] = []
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -325,12 +330,17 @@ def _known_hf_sources(catalogue: Catalogue, author: str) -> dict[str, tuple[str 
 
 
 def _sync_one(
-    summary: hf.RepoSummary, store: ContentStore, *, download: bool, endpoint: str | None
+    summary: hf.RepoSummary,
+    store: ContentStore,
+    *,
+    download: bool,
+    endpoint: str | None,
+    logged_in: bool,
 ) -> _RepoResult:
     """Network, parsing and store writes for one repo (a worker thread; no catalogue access)."""
     result = _RepoResult(summary)
     try:
-        if summary.gated and not hf.has_token():
+        if summary.gated and not logged_in:
             result.gated = True
             return result  # no token-less access to its files; the listing facts are recorded
         result.facts = hf.concept_facts(summary, endpoint_url=endpoint)
