@@ -4,6 +4,7 @@ consumer)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,18 @@ def test_corpus_add_search_show_install_everywhere(tireg_cli, corpus: Path, tmp_
     assert shown[latest]["trained_on_hash"] == "e6e8e1fc"
     assert shown[latest]["sources"][0]["location"].endswith("a1111-gasai-yuno-16600.pt")
     assert len(shown[latest]["same_name"]) == 2
+    [preview] = shown[latest]["previews"]
+    assert Path(preview["location"]).name == "a1111-gasai-yuno-16600.png"
+    picture = (corpus / "a1111-gasai-yuno-16600.png").read_bytes()
+    assert preview["sha256"] == hashlib.sha256(picture).hexdigest()
+    assert all(not info["previews"] for ref, info in shown.items() if ref != latest)
+    table = tireg_cli("show", latest)
+    assert table.code == 0
+    lines = table.stdout.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.strip() == "previews")
+    cells = [line.split("│")[1:3] for line in lines[title:] if line.startswith("│")]
+    location, sha = ("".join(cell[i].strip() for cell in cells) for i in (0, 1))
+    assert (location, sha) == (preview["location"], preview["sha256"])  # folded cells rejoined
 
     originals = {
         "<birb-style>": read_file(corpus / "sd-concepts-birb-style.bin"),

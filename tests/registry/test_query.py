@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tireg.converters import Embedding
-from tireg.db.models import SourceRow
+from tireg.db.models import PreviewRow, SourceRow
 from tireg.db.session import Catalogue, open_catalogue
 from tireg.registry import query
 from tireg.registry.importer import import_embedding
@@ -218,6 +218,13 @@ def test_list_filters_and_order(catalogue: Catalogue, filled: dict[str, int]) ->
 
 
 def test_show_has_every_record(catalogue: Catalogue, filled: dict[str, int]) -> None:
+    with catalogue.transaction() as session:
+        session.add_all(
+            [
+                PreviewRow(embedding_id=filled["cat-hf"], location="/pics/b.png", sha256="ab" * 32),
+                PreviewRow(embedding_id=filled["cat-hf"], location="https://img.example/1.jpeg"),
+            ]
+        )
     with catalogue.reading() as session:
         info = query.show(session, "cat-toy", source="hf")
     data = info.to_dict()
@@ -231,6 +238,12 @@ def test_show_has_every_record(catalogue: Catalogue, filled: dict[str, int]) -> 
     assert {"relation": "family", "model_ref": "sd1", "evidence": "vector widths"} in data["compat"]
     assert data["installs"] == []
     assert len(data["same_name"]) == 1 and data["same_name"][0].startswith("cat-toy@")
+    assert data["previews"] == [
+        {"location": "/pics/b.png", "sha256": "ab" * 32},
+        {"location": "https://img.example/1.jpeg", "sha256": None},
+    ]
+    with catalogue.reading() as session:
+        assert query.show(session, "gasai yuno").to_dict()["previews"] == []
 
 
 def test_fts_query_quotes_words() -> None:

@@ -179,8 +179,8 @@ def show_command(
 ) -> None:
     """Show everything known about one embedding.
 
-    Facts, the stored file, sources, installs with their state, compatibility records, and
-    other embeddings with the same name.
+    Facts, the stored file, sources, installs with their state, compatibility records,
+    previews (files or image URLs), and other embeddings with the same name.
 
     Example: tireg show "gasai yuno@1a2b3c4d"
     """
@@ -217,6 +217,7 @@ def show_command(
     _records("sources", data["sources"], ("location", "format", "original_sha256", "source"))
     _records("installs", data["installs"], ("state", "target", "path", "format"))
     _records("compatibility", data["compat"], ("relation", "model_ref", "evidence"))
+    _records("previews", data["previews"], ("location", "sha256"))
     if info.same_name:
         console.print(
             "same name, other embeddings: " + ", ".join(info.same_name),

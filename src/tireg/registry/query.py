@@ -118,6 +118,9 @@ class EmbeddingDetails:
     installs: list[dict[str, Any]]
     compat: list[dict[str, Any]]
     same_name: list[str] = field(default_factory=list)
+    #: pictures of what it does: a file path (beside the embedding, or kept under
+    #: ``TIREG_HOME/previews``) or an image URL, with the sha256 where the bytes were seen
+    previews: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +132,7 @@ class EmbeddingDetails:
             "installs": self.installs,
             "compat": self.compat,
             "same_name": self.same_name,
+            "previews": self.previews,
         }
 
 
@@ -449,7 +453,7 @@ def store_file(row: EmbeddingRow) -> Path:
 
 
 def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
-    """Every fact, file, source, install and compatibility record of ``row``."""
+    """Every fact, file, source, install, compatibility record and preview of ``row``."""
     facts = {
         "widths": row.widths,
         "licence": row.licence,
@@ -501,6 +505,10 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
         installs=[install_record(i) for i in sorted(row.installs, key=lambda i: i.id)],
         compat=compat,
         same_name=_refs(others) if others else [],
+        previews=[
+            {"location": p.location, "sha256": p.sha256}
+            for p in sorted(row.previews, key=lambda p: p.id)
+        ],
     )
 
 
