@@ -85,7 +85,9 @@ def test_four_concurrent_writers_on_a_fresh_catalogue(tmp_path: Path, tireg_home
         assert sorted(sources) == sorted(str(f) for f in folders)
 
 
-def test_sigkill_at_random_moments_never_corrupts(tmp_path: Path, tireg_home: Path) -> None:
+def test_sigkill_at_random_moments_never_corrupts(
+    tmp_path: Path, tireg_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "big"
     write_mixed(folder, 160, seed=7, per_folder=40)
     # how long one whole import takes here, so the kills land inside imports on any machine
@@ -94,19 +96,25 @@ def test_sigkill_at_random_moments_never_corrupts(tmp_path: Path, tireg_home: Pa
     timing.communicate(timeout=300)
     whole = time.perf_counter() - started
     rng = random.Random(20240607)  # seeded: the same kill moments (as fractions) every run
-    killed = 0
-    for _ in range(15):
+    home, killed = tireg_home, 0
+    for round_ in range(20):
         proc = tireg_popen("add", folder)
         time.sleep(whole * rng.uniform(0.1, 0.6))
-        if proc.poll() is None:
+        finished_first = proc.poll() is not None
+        if not finished_first:
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.communicate(timeout=60)
-        assert_consistent(tireg_home)
+        assert_consistent(home)
+        if finished_first:
+            # each kill leaves less to import, so later imports finish sooner; once one finishes
+            # before its kill, go on with an empty catalogue so the kills keep landing mid-import
+            home = tmp_path / f"home-{round_}"
+            monkeypatch.setenv("TIREG_HOME", str(home))
     assert killed >= 10, killed  # the loop really did interrupt imports
     final = run_tireg_process("add", folder)
     assert final.code == 0, final.stderr
-    assert assert_consistent(tireg_home) == 160
+    assert assert_consistent(home) == 160
     with open_catalogue() as cat, cat.reading() as session:
         assert session.scalar(select(func.count()).select_from(ProvenanceRow)) == 160
 
