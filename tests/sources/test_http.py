@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from tireg.files import TMP_SUFFIX
 from tireg.sources import SourceError
 from tireg.sources.http import (
     HttpStatusError,
+    _locked,
+    _Partial,
+    _same_file,
     download,
     get_json,
     looks_like_html,
@@ -173,6 +177,36 @@ def test_offline_uses_cache_and_says_when_missing(
     with pytest.raises(SourceError, match="offline"):
         download(url, tmp_path / "b")
     assert file_server.hits("/f.bin") == 1
+
+
+def test_lock_files_do_not_pile_up(file_server: FileServer, tmp_path: Path) -> None:
+    """Many downloads, some of one URL at once: only the finished files are left."""
+    urls = [file_server.add(f"/f{i}.bin", Served(PAYLOAD[i:])) for i in range(6)]
+    for url in urls:
+        download(url, tmp_path)
+    file_server.latency = 0.05  # the same URL four times at once: one lock holder, three not
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: download(urls[0], tmp_path, expected_sha256=SHA), range(4)))
+    assert {g.path for g in got} == {tmp_path / "f0.bin"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"f{i}.bin" for i in range(6)]
+
+
+def test_lock_is_deleted_on_release_and_never_shared(tmp_path: Path) -> None:
+    partial = _Partial.for_url("http://127.0.0.1/x", tmp_path)
+    lock_path = tmp_path / partial.data.name.replace(".part", ".lock")
+    with _locked(partial) as first:
+        assert first and lock_path.is_file()
+        with _locked(partial) as second:
+            assert not second  # a second download of the URL gets its own partial file
+        early = lock_path.open("ab")  # opened before the holder lets go, as a racing process
+    assert not lock_path.exists()
+    fcntl = pytest.importorskip("fcntl")
+    fcntl.flock(early.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # locks the deleted file...
+    assert not _same_file(early, lock_path)  # ...which _locked notices, and takes a fresh one
+    with _locked(partial) as again, lock_path.open("ab") as current:
+        assert again and _same_file(current, lock_path)
+    early.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_get_json_retries_and_detects_html(file_server: FileServer) -> None:

@@ -320,3 +320,20 @@ def test_sync_downloads_gated_repos_once_a_token_is_set(
     assert len(rows(catalogue, EmbeddingRow)) == 30
     fourth = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
     assert fourth.unchanged == 30 and not fourth.downloaded and not fourth.gated
+
+
+def test_caches_hold_no_temporaries_after_installs_and_syncs(
+    hub: HubServer, civitai_server: CivitaiServer, file_server: FileServer, catalogue: Catalogue
+) -> None:
+    from tireg import config
+    from tireg.files import TMP_SUFFIX
+
+    civitai_server.add(civitai_model())
+    remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    remote.install_remote(catalogue, "civitai:7@77")
+    for i in range(3):
+        data = embedding_bytes(f"<u{i}>", "safetensors", seed=20 + i)
+        remote.install_remote(catalogue, file_server.add(f"/u{i}.safetensors", Served(data)))
+    cache = config.cache_dir()
+    assert list((cache / "hf" / "facts").rglob("*.txt")) and list((cache / "downloads").rglob("*"))
+    assert list(cache.rglob(f"*{TMP_SUFFIX}")) == []

@@ -320,16 +320,21 @@ def download(
     dest.mkdir(parents=True, exist_ok=True)
     partial = _Partial.for_url(url, dest)
     with _locked(partial) as locked:
-        if not locked:  # another download of the same URL is in flight: do not share its file
-            unique = f"{os.getpid()}-{threading.get_ident()}"
-            partial = _Partial(
-                dest / f".{unique}.part{TMP_SUFFIX}", dest / f".{unique}.meta{TMP_SUFFIX}"
-            )
-            partial.clear()
-        job = _Job(
-            url, dest, partial, filename, expected, expected_size, max_bytes, progress, durable
-        )
-        return job.run(dict(headers or {}), retry or RetryPolicy.from_env())
+        if locked:
+            return _Job(
+                url, dest, partial, filename, expected, expected_size, max_bytes, progress, durable
+            ).run(dict(headers or {}), retry or RetryPolicy.from_env())
+    # another download of the same URL is in flight: do not share its file, and do not leave a
+    # private one behind either (no later call could resume it)
+    unique = f"{os.getpid()}-{threading.get_ident()}"
+    private = _Partial(dest / f".{unique}.part{TMP_SUFFIX}", dest / f".{unique}.meta{TMP_SUFFIX}")
+    private.clear()
+    try:
+        return _Job(
+            url, dest, private, filename, expected, expected_size, max_bytes, progress, durable
+        ).run(dict(headers or {}), retry or RetryPolicy.from_env())
+    finally:
+        private.clear()
 
 
 @dataclass
@@ -511,7 +516,15 @@ def _validator(response: requests.Response) -> str | None:
 
 @contextlib.contextmanager
 def _locked(partial: _Partial) -> Iterator[bool]:
-    """Lock the URL's partial file; yields False when another download holds it."""
+    """Lock the URL's partial file; yields False when another download holds it.
+
+    The lock file is deleted on release, while still locked, so lock files do not pile up in
+    the caches (one per URL ever fetched). That is safe with ``flock`` only because a taker
+    checks, once it holds the lock, that the path still names the file it locked: a process
+    that opened the file just before the holder deleted it would otherwise lock a file no one
+    else can see, and two downloads would share one partial file. A kill while holding leaves
+    the lock file behind; its name is fixed per URL, so the next download of that URL reuses it.
+    """
     partial.data.parent.mkdir(parents=True, exist_ok=True)
     lock_path = partial.data.with_name(partial.data.name.replace(".part", ".lock"))
     try:
@@ -519,19 +532,32 @@ def _locked(partial: _Partial) -> Iterator[bool]:
     except ImportError:  # Windows: no advisory locks; resume still works for one process
         yield True
         return
-    handle: IO[bytes] = lock_path.open("ab")
-    try:
+    while True:
+        handle: IO[bytes] = lock_path.open("ab")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            handle.close()
             yield False
             return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        if _same_file(handle, lock_path):
+            break
+        handle.close()  # locked a file its holder had just deleted: take the current one
+    try:
+        yield True
     finally:
-        handle.close()  # the lock file stays (unlinking it races); sweeps remove it with temps
+        lock_path.unlink(missing_ok=True)  # before unlocking: see the docstring
+        handle.close()  # closing releases the lock
+
+
+def _same_file(handle: IO[bytes], path: Path) -> bool:
+    """Whether ``path`` still names the open file ``handle`` (same device and inode)."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 # ---------------------------------------------------------------------------------- cache, JSON
