@@ -4,10 +4,11 @@ A write goes to a process-unique temporary file in the target's directory, is fs
 the target, and the directory is fsynced. A reader therefore sees the old file or the new one,
 never a partial one, even if the process is killed mid-write. This module imports nothing of ours.
 
-Many files into one directory (``tireg convert *.pt``) go through :func:`atomic_batch`: each file
-is still fsynced before its rename, but each directory is fsynced once, when the batch ends. A
-crash mid-batch can lose some of the renames (never expose a partial file); once the batch has
-returned, every file is as durable as a single :func:`atomic_write_bytes`.
+Many files at once (``tireg convert *.pt``) go through :func:`atomic_batch`, which keeps that
+guarantee for every file but pays for it once: the temporary files are fsynced concurrently (the
+file system commits them in one journal transaction instead of one each), then renamed, then
+each directory is fsynced once. A crash before the batch returns leaves each target either as it
+was or complete; once it has returned, every file is as durable as an :func:`atomic_write_bytes`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 TMP_SUFFIX = ".tireg-tmp"
+#: fsyncs in flight at once in a batch; enough for the file system to group them into one commit
+SYNC_THREADS = 16
 
 
 def fsync_dir(directory: Path) -> None:
@@ -37,34 +40,45 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _temp_beside(path: Path, overwrite: bool) -> tuple[int, Path]:
+    """A new temporary file in ``path``'s directory (created if missing), refusing early if
+    ``overwrite`` is false and ``path`` exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite and path.exists():
+        raise FileExistsError(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    return fd, Path(name)
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Put the (fsynced) ``tmp`` at ``path``; without ``overwrite`` a hard link makes the
+    existence check and the publication one atomic step, so two writers cannot both win."""
+    if overwrite:
+        tmp.replace(path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(path) from None
+    tmp.unlink()
+
+
 @contextlib.contextmanager
-def atomic_writer(
-    target: str | os.PathLike[str], *, overwrite: bool = True, sync_dir: bool = True
-) -> Iterator[BinaryIO]:
+def atomic_writer(target: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary stream; on clean exit its bytes replace ``target`` atomically.
 
     With ``overwrite=False`` an existing target raises :class:`FileExistsError` (checked again at
     the moment of publishing, using a hard link, so two writers cannot both win).
-    ``sync_dir=False`` leaves the directory's fsync to the caller (see :func:`atomic_batch`).
     """
     path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite and path.exists():
-        raise FileExistsError(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = _temp_beside(path, overwrite)
     try:
         with os.fdopen(fd, "wb") as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
-        if overwrite:
-            tmp.replace(path)
-        else:
-            os.link(tmp, path)
-            tmp.unlink()
-        if sync_dir:
-            fsync_dir(path.parent)
+        _publish(tmp, path, overwrite)
+        fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -79,32 +93,93 @@ def atomic_write_bytes(
     return Path(target)
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class AtomicBatch:
-    """Atomic writes whose directories are fsynced once, when :func:`atomic_batch` ends."""
+    """Files staged by :meth:`add` and published together by :meth:`commit`.
+
+    Made by :func:`atomic_batch`, whose exit removes whatever was staged but not published and
+    fsyncs every directory the batch wrote to.
+    """
 
     def __init__(self) -> None:
-        self.directories: set[Path] = set()
+        self._groups: list[tuple[list[tuple[Path, Path]], bool]] = []
 
-    def write_bytes(
-        self, target: str | os.PathLike[str], data: bytes, *, overwrite: bool = True
-    ) -> Path:
-        """:func:`atomic_write_bytes`, except that the directory's fsync waits for the batch end."""
-        path = Path(target)
-        self.directories.add(path.parent)
-        with atomic_writer(path, overwrite=overwrite, sync_dir=False) as stream:
-            stream.write(data)
-        return path
+    def add(
+        self, files: Iterable[tuple[str | os.PathLike[str], bytes]], *, overwrite: bool = True
+    ) -> None:
+        """Stage one group of files (``(target, bytes)``; a pair, say), published all or none.
+
+        With ``overwrite=False`` an existing target raises :class:`FileExistsError` now, and a
+        target that appears before :meth:`commit` makes the commit refuse it.
+        """
+        group: list[tuple[Path, Path]] = []
+        self._groups.append((group, overwrite))
+        for target, data in files:
+            path = Path(target)
+            fd, tmp = _temp_beside(path, overwrite)
+            group.append((tmp, path))
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(data)
+
+    def commit(self) -> list[Path]:
+        """Fsync every staged file, concurrently; then publish the groups in order; return the
+        targets published.
+
+        A target taken meanwhile (``overwrite=False``) raises :class:`FileExistsError` naming
+        it: the groups before it stay published, its own group is rolled back, later ones are
+        dropped.
+        """
+        temps = [tmp for group, _ in self._groups for tmp, _ in group]
+        if len(temps) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(SYNC_THREADS, len(temps))) as pool:
+                list(pool.map(_fsync_file, temps))
+        else:
+            for tmp in temps:
+                _fsync_file(tmp)
+        published: list[Path] = []
+        for group, overwrite in self._groups:
+            done: list[Path] = []
+            try:
+                for tmp, path in group:
+                    _publish(tmp, path, overwrite)
+                    done.append(path)
+            except FileExistsError:
+                for path in done:
+                    path.unlink(missing_ok=True)
+                raise
+            published.extend(done)
+        return published
+
+    def _close(self) -> None:
+        """Remove temporaries never published; fsync each directory written to, once."""
+        for group, _ in self._groups:
+            for tmp, _ in group:
+                tmp.unlink(missing_ok=True)
+        for directory in sorted({path.parent for group, _ in self._groups for _, path in group}):
+            fsync_dir(directory)
 
 
 @contextlib.contextmanager
 def atomic_batch() -> Iterator[AtomicBatch]:
-    """Write many files atomically, fsyncing each directory once at the end (also on error)."""
+    """Write many files atomically, paying for durability once (see the module docstring).
+
+    ``with atomic_batch() as batch: batch.add(...); ...; written = batch.commit()``. Leaving the
+    block without a commit, or through an error, publishes nothing that was not yet published.
+    """
     batch = AtomicBatch()
     try:
         yield batch
     finally:
-        for directory in sorted(batch.directories):
-            fsync_dir(directory)
+        batch._close()
 
 
 def sweep_temp_files(directory: Path) -> int:

@@ -1,4 +1,4 @@
-"""``tireg.files.atomic_batch``: many atomic writes, each folder fsynced once; convert uses it.
+"""``tireg.files.atomic_batch``: many atomic writes, fsynced together, each folder once.
 
 The fsync of a folder is observed by wrapping the real ``fsync_dir`` (it still runs): the point of
 the batch is how many times it runs, which the file system cannot show.
@@ -39,28 +39,49 @@ def test_single_write_syncs_its_folder(tmp_path: Path, dir_syncs: list[Path]) ->
     assert dir_syncs == [tmp_path]
 
 
-def test_batch_syncs_each_folder_once_at_the_end(tmp_path: Path, dir_syncs: list[Path]) -> None:
+def test_batch_publishes_on_commit_and_syncs_each_folder_once(
+    tmp_path: Path, dir_syncs: list[Path]
+) -> None:
     other = tmp_path / "sub"
     with atomic_batch() as batch:
         for i in range(5):
-            batch.write_bytes(tmp_path / f"{i}.bin", bytes([i]) * 10)
-        batch.write_bytes(other / "x.bin", b"x", overwrite=False)
-        assert dir_syncs == []  # nothing yet: the folders wait for the batch to end
+            batch.add([(tmp_path / f"{i}.bin", bytes([i]) * 10)])
+        batch.add([(other / "x.bin", b"x"), (other / "y.bin", b"y")], overwrite=False)
+        assert not (tmp_path / "0.bin").exists() and dir_syncs == []  # staged, not published
+        written = batch.commit()
+    assert written == [tmp_path / f"{i}.bin" for i in range(5)] + [other / "x.bin", other / "y.bin"]
     assert sorted(dir_syncs) == [tmp_path, other]
-    assert [(tmp_path / f"{i}.bin").read_bytes() for i in range(5)] == [
-        bytes([i]) * 10 for i in range(5)
-    ]
-    assert (other / "x.bin").read_bytes() == b"x" and not _leftovers(tmp_path)
+    assert [p.read_bytes() for p in written] == [bytes([i]) * 10 for i in range(5)] + [b"x", b"y"]
+    assert not _leftovers(tmp_path)
 
 
-def test_batch_that_fails_still_syncs_what_it_wrote(tmp_path: Path, dir_syncs: list[Path]) -> None:
+def test_batch_left_without_commit_publishes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), atomic_batch() as batch:
+        batch.add([(tmp_path / "a.bin", b"a")])
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_refuses_an_existing_target_before_publishing(tmp_path: Path) -> None:
     (tmp_path / "taken.bin").write_bytes(b"keep me")
     with pytest.raises(FileExistsError), atomic_batch() as batch:
-        batch.write_bytes(tmp_path / "new.bin", b"new", overwrite=False)
-        batch.write_bytes(tmp_path / "taken.bin", b"lost", overwrite=False)
-    assert dir_syncs == [tmp_path]
-    assert (tmp_path / "new.bin").read_bytes() == b"new"
-    assert (tmp_path / "taken.bin").read_bytes() == b"keep me" and not _leftovers(tmp_path)
+        batch.add([(tmp_path / "new.bin", b"new")], overwrite=False)
+        batch.add([(tmp_path / "taken.bin", b"lost")], overwrite=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.bin"]
+    assert (tmp_path / "taken.bin").read_bytes() == b"keep me"
+
+
+def test_target_taken_before_commit_rolls_back_its_group(tmp_path: Path) -> None:
+    """Earlier groups stay published, the racing group loses its first file, later ones drop."""
+    with pytest.raises(FileExistsError) as caught, atomic_batch() as batch:
+        batch.add([(tmp_path / "first.bin", b"1")], overwrite=False)
+        batch.add([(tmp_path / "p.bin", b"p"), (tmp_path / "p_2.bin", b"p2")], overwrite=False)
+        batch.add([(tmp_path / "last.bin", b"3")], overwrite=False)
+        (tmp_path / "p_2.bin").write_bytes(b"someone else")  # another writer wins the race
+        batch.commit()
+    assert caught.value.args[0] == tmp_path / "p_2.bin"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.bin", "p_2.bin"]
+    assert (tmp_path / "p_2.bin").read_bytes() == b"someone else"
 
 
 def _embedding(i: int) -> Embedding:

@@ -32,7 +32,7 @@ from tireg.converters import a1111_png, internal, layouts, safetensors_file
 from tireg.converters.embedding import Embedding
 from tireg.converters.errors import UnsupportedConversionError
 from tireg.errors import TiregError
-from tireg.files import AtomicBatch, atomic_batch
+from tireg.files import atomic_batch
 
 WRITE_FORMATS = (
     "tireg",
@@ -155,35 +155,24 @@ def write_file(
     Either every file is written or none is: all targets are checked before the first write,
     each write is atomic, and a pair whose second file fails loses its first file again.
     """
-    blobs = encode(embedding, fmt)
-    targets = _targets(blobs, path, force=force)
-    with atomic_batch() as batch:
-        return _write_blobs(batch, blobs, targets, force=force)
+    return _write_all([(encode(embedding, fmt), path)], force=force)
 
 
-def _targets(blobs: list[bytes], path: str | os.PathLike[str], *, force: bool) -> list[Path]:
-    """The files ``blobs`` go to; unless ``force``, refuse if any of them exists."""
-    targets = output_paths(path, len(blobs))
-    if not force:
-        for target in targets:
-            if target.exists():
-                raise _exists(target)
-    return targets
-
-
-def _write_blobs(
-    batch: AtomicBatch, blobs: list[bytes], targets: list[Path], *, force: bool
+def _write_all(
+    plan: Sequence[tuple[list[bytes], str | os.PathLike[str]]], *, force: bool
 ) -> list[Path]:
-    """Write one embedding's files; a pair whose second file loses a race loses its first too."""
-    written: list[Path] = []
+    """Write each embedding's files (one, or a pair) to the paths ``plan`` names.
+
+    Everything is staged, and every target checked, before the first file is published, so a
+    refused target writes nothing; the files are then fsynced together (:func:`atomic_batch`).
+    """
     try:
-        for target, blob in zip(targets, blobs, strict=True):
-            written.append(batch.write_bytes(target, blob, overwrite=force))
+        with atomic_batch() as batch:
+            for blobs, path in plan:
+                batch.add(zip(output_paths(path, len(blobs)), blobs, strict=True), overwrite=force)
+            return batch.commit()
     except FileExistsError as exc:
-        for done in written:
-            done.unlink(missing_ok=True)
         raise _exists(exc.args[0]) from exc
-    return written
 
 
 def _exists(path: str | os.PathLike[str]) -> OutputExistsError:
@@ -236,15 +225,8 @@ def convert(
         plan = [(items[0][1], Path(output))]
     else:
         plan = _plan_names(items, fmt, Path(out_dir) if out_dir is not None else Path.cwd())
-    # encode everything and check every target first: a refused conversion writes nothing
-    encoded = [(encode(embedding, fmt), target) for embedding, target in plan]
-    checked = [(blobs, _targets(blobs, target, force=force)) for blobs, target in encoded]
-    written: list[Path] = []
-    # each file is fsynced before its rename; each output folder once, when the batch ends
-    with atomic_batch() as batch:
-        for blobs, targets in checked:
-            written.extend(_write_blobs(batch, blobs, targets, force=force))
-    return written
+    # encode everything first: a refused conversion writes nothing
+    return _write_all([(encode(embedding, fmt), target) for embedding, target in plan], force=force)
 
 
 def _plan_names(
