@@ -11,7 +11,7 @@ from rich.text import Text
 
 from tireg.cli.find import NAMING_RULE, SourceOption
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import byte_progress, console, print_json
+from tireg.cli.output import byte_progress, console, err_console, print_json
 from tireg.db import open_catalogue
 from tireg.errors import TiregError
 from tireg.registry import install as installing
@@ -96,14 +96,20 @@ def install_command(
         ),
     ] = None,
     source: SourceOption = None,
+    hf_endpoint: Annotated[
+        str | None,
+        typer.Option("--hf-endpoint", metavar="URL", help="Hub URL (default: HF_ENDPOINT)."),
+    ] = None,
     db: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Install embeddings into a UI (or a folder), in the format it reads best.
 
     Remote specs are downloaded, verified and catalogued first; without --ui/--to they are only
-    catalogued. Installing what is already installed does nothing. Embeddings that cannot work
-    on --model, or (without --model) on any checkpoint the UI has, are refused unless --force.
+    catalogued. Offline (TIREG_OFFLINE=1) they come from the download caches, and a line on
+    stderr says so. Installing what is already installed does nothing. Embeddings that cannot
+    work on --model, or (without --model) on any checkpoint the UI has, are refused unless
+    --force.
 
     Example: tireg install cat-toy "gasai yuno" --ui comfyui
     """
@@ -127,7 +133,10 @@ def install_command(
             sha256=sha256,
             model=model,
             progress=advance,
+            hf_endpoint=hf_endpoint,
         )
+    for spec in result.offline_cached:
+        err_console.print(f"offline: using the cached copy of {spec}", markup=False, soft_wrap=True)
     if json_out:
         print_json(result.to_dict())
         return

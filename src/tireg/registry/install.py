@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from tireg import config
 from tireg.converters import EmbeddingFileError, encode, read_file
 from tireg.converters.writing import EXTENSIONS, output_paths
 from tireg.db.models import EmbeddingRow, InstallRow, utcnow
@@ -308,13 +309,22 @@ def install_rows(
 
 @dataclass(frozen=True)
 class InstallResult:
-    """What :func:`install_specs` did: embeddings fetched into the catalogue, files installed."""
+    """What :func:`install_specs` did: embeddings fetched into the catalogue, files installed.
+
+    ``offline_cached`` names the remote specs served from the download caches because tireg is
+    offline (``TIREG_OFFLINE``): what was installed may be older than what the source has now.
+    """
 
     fetched: list[str]
     installed: list[InstallOutcome]
+    offline_cached: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fetched": self.fetched, "installed": [o.to_dict() for o in self.installed]}
+        return {
+            "fetched": self.fetched,
+            "installed": [o.to_dict() for o in self.installed],
+            "offline_cached": self.offline_cached,
+        }
 
 
 def install_specs(
@@ -328,12 +338,14 @@ def install_specs(
     sha256: str | None = None,
     model: str | None = None,
     progress: Progress | None = None,
+    hf_endpoint: str | None = None,
 ) -> InstallResult:
     """``tireg install``: catalogue names and remote specs, into ``dest`` (if given).
 
     Remote specs (``hf:``, ``civitai:``, URLs, MEGA links; see :mod:`tireg.registry.remote`) are
     downloaded, verified and catalogued first; names are resolved before any download, so a
-    typo costs nothing. Without ``dest`` remote specs are only catalogued.
+    typo costs nothing. Without ``dest`` remote specs are only catalogued. ``hf_endpoint``
+    overrides ``HF_ENDPOINT`` for ``hf:`` specs.
     """
     local = [s for s in specs if not remote.is_remote_spec(s)]
     if local and dest is None:
@@ -343,20 +355,23 @@ def install_specs(
     with catalogue.reading() as session:
         rows = query.resolve_many(session, local, source=source)
     fetched_ids: list[int] = []
-    for spec in specs:
-        if remote.is_remote_spec(spec):
-            fetched_ids += remote.install_remote(catalogue, spec, sha256=sha256, progress=progress)
+    remote_specs = [s for s in specs if remote.is_remote_spec(s)]
+    for spec in remote_specs:
+        fetched_ids += remote.install_remote(
+            catalogue, spec, sha256=sha256, progress=progress, hf_endpoint=hf_endpoint
+        )
+    cached = remote_specs if config.offline() else []  # offline, every source reads its cache
     with catalogue.reading() as session:
         rows += [session.get_one(EmbeddingRow, i) for i in dict.fromkeys(fetched_ids)]
         rows = list({row.id: row for row in rows}.values())
         refs = query.refs(session, rows)
     fetched = [refs[i] for i in dict.fromkeys(fetched_ids)]
     if dest is None:
-        return InstallResult(fetched, [])
+        return InstallResult(fetched, [], cached)
     outcomes = install_rows(
         catalogue, rows, dest, as_name=as_name, force=force, model=model, refs=refs
     )
-    return InstallResult(fetched, outcomes)
+    return InstallResult(fetched, outcomes, cached)
 
 
 # -- what is installed -----------------------------------------------------------------------
