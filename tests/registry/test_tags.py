@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,24 @@ def test_rm_with_uninstall_keeps_modified_files(tmp_path: Path, catalogue: Catal
     assert [u.status for u in removals["b"].uninstalled] == ["kept"] and outs["b"].exists()
     assert removals["b"].left_installed == [str(outs["b"])]
     assert count(catalogue, EmbeddingRow) == 0
+
+
+def test_rm_lists_only_installed_files_that_still_exist(
+    tmp_path: Path, catalogue: Catalogue, tireg_cli
+) -> None:  # type: ignore[no-untyped-def]
+    add(catalogue, make("c", 10))
+    outs = [
+        Path(o.path)
+        for ui in ("a1111", "comfyui")
+        for o in install.install(
+            catalogue, ["c"], install.Destination.ui(ui, ui_root(tmp_path, ui))
+        )
+    ]
+    outs[0].unlink()  # deleted by hand
+    result = tireg_cli("rm", "c", "--json")
+    assert result.code == 0, result.stderr
+    [removal] = json.loads(result.stdout)
+    assert removal["left_installed"] == [str(outs[1])]
 
 
 def test_rm_resolves_every_spec_first(catalogue: Catalogue) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -77,7 +78,7 @@ class Removal:
     ref: str
     vectors_sha256: str
     uninstalled: list[install.UninstallOutcome] = field(default_factory=list)
-    left_installed: list[str] = field(default_factory=list)  # paths no longer tracked
+    left_installed: list[str] = field(default_factory=list)  # existing files, no longer tracked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,8 +111,10 @@ def remove(
                 catalogue, installs[row.id], force=force, refs=shown
             )
         kept = {u.path for u in removal.uninstalled if u.status == "kept"}
-        removal.left_installed = [
-            i.path for i in installs[row.id] if not uninstall or i.path in kept
+        removal.left_installed = [  # a file deleted by hand is not left anywhere
+            i.path
+            for i in installs[row.id]
+            if (not uninstall or i.path in kept) and Path(i.path).is_file()
         ]
         with catalogue.transaction() as session:
             found = session.get(EmbeddingRow, row.id)
