@@ -337,3 +337,14 @@ def test_caches_hold_no_temporaries_after_installs_and_syncs(
     cache = config.cache_dir()
     assert list((cache / "hf" / "facts").rglob("*.txt")) and list((cache / "downloads").rglob("*"))
     assert list(cache.rglob(f"*{TMP_SUFFIX}")) == []
+
+
+def test_sync_download_fetches_at_most_concurrency_repos_at_once(
+    hub: HubServer, catalogue: Catalogue
+) -> None:
+    hub.resolve_delay = 0.01  # long enough for the workers' requests to overlap
+    report = remote.sync_hf(
+        catalogue, "sd-concepts-library", download=True, concurrency=3, endpoint=hub.url
+    )
+    assert len(report.downloaded) == 30 - len(report.gated) and not report.failed
+    assert 1 < hub.max_resolving <= 3

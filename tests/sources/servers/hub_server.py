@@ -9,6 +9,8 @@ Repos are seeded from the real sd-concepts-library listing in ../shared/corpus; 
 bytes are generated here (real torch or safetensors files).
 
 Faults are keyed ``"GET /path"`` / ``"HEAD /path"`` and use the :mod:`http_server` vocabulary.
+``max_resolving`` is the most ``resolve`` requests that were ever in flight at once (each is held
+for ``resolve_delay`` seconds, so overlapping clients overlap here too).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import hashlib
 import io
 import json
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -146,6 +151,10 @@ class HubServer:
         self.url = self.http.url
         self.page_size = page_size
         self.repos: dict[str, HubRepo] = {}
+        self.resolve_delay = 0.0
+        self.resolving = 0
+        self.max_resolving = 0
+        self._resolving_lock = threading.Lock()
         for repo in repos or []:
             self.add(repo)
 
@@ -187,9 +196,23 @@ class HubServer:
             return True
         match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if match:
-            self._resolve(handler, match.group(1), match.group(2), match.group(3), fault)
+            with self._counting_resolves():
+                self._resolve(handler, match.group(1), match.group(2), match.group(3), fault)
             return True
         return False
+
+    @contextmanager
+    def _counting_resolves(self) -> Iterator[None]:
+        with self._resolving_lock:
+            self.resolving += 1
+            self.max_resolving = max(self.max_resolving, self.resolving)
+        try:
+            if self.resolve_delay:
+                threading.Event().wait(self.resolve_delay)
+            yield
+        finally:
+            with self._resolving_lock:
+                self.resolving -= 1
 
     def _listing_item(self, repo: HubRepo, expand: list[str]) -> dict[str, object]:
         item: dict[str, object] = {"id": repo.repo_id, "_id": repo.sha[:24], "private": False}
