@@ -42,3 +42,22 @@ def test_lookup_cli(civitai_server: CivitaiServer, tireg_cli, tmp_path) -> None:
     assert found["spec"] == "civitai:5@55" and found["trigger_words"] == ["bad-hands"]
     by_name = tireg_cli("lookup", "bad-hands")
     assert by_name.code == 0 and "civitai:5@55" in by_name.stdout
+
+
+def test_lookup_records_preview_urls_that_show_lists(  # type: ignore[no-untyped-def]
+    civitai_server: CivitaiServer, tireg_cli, tmp_path
+) -> None:
+    data = embedding_bytes("emb_params", "safetensors", seed=6)
+    version = CivitaiVersion(66, {"s.safetensors": data}, trained_words=["shown"], images=2)
+    civitai_server.add(CivitaiModel(6, "Shown", [version]))
+    (tmp_path / "s.safetensors").write_bytes(data)
+    for _ in range(2):  # a second lookup adds nothing twice
+        result = tireg_cli("lookup", tmp_path / "s.safetensors", "--json")
+        assert result.code == 0, result.stderr
+    [found] = json.loads(result.stdout)
+    assert len(found["preview_urls"]) == 2
+    shown = tireg_cli("show", "shown", "--json")
+    assert shown.code == 0, shown.stderr
+    previews = json.loads(shown.stdout)["previews"]
+    assert previews == [{"location": url, "sha256": None} for url in found["preview_urls"]]
+    assert all(url.startswith(civitai_server.url + "/images/66/") for url in found["preview_urls"])
