@@ -216,4 +216,44 @@ def test_convert_default_out_dir_is_cwd(
 def test_convert_one_output_for_many_inputs(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     src = _a1111_file(tmp_path / "src.pt")
     many = tireg_cli("convert", src, src, "--to", "tireg", "-o", tmp_path / "x")
-    assert many.code == 1 and "--out-dir" in many.stderr
+    assert many.code == 2 and "--out-dir" in many.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_convert_output_and_out_dir_is_a_usage_error(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = _a1111_file(tmp_path / "src.pt")
+    both = tireg_cli(
+        "convert", src, "--to", "tireg", "-o", tmp_path / "x", "--out-dir", tmp_path / "d"
+    )
+    assert both.code == 2 and "--out-dir" in both.stderr and "not both" in both.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "d").exists()
+
+
+def test_convert_sdxl_pair_needs_two_files(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = _a1111_file(tmp_path / "src.pt")
+    one = tireg_cli("convert", src, "--sdxl-pair", "--to", "tireg", "--out-dir", tmp_path / "d")
+    assert one.code == 2 and "exactly two" in one.stderr
+
+
+def test_inspect_tireg_file_shows_its_own_format_and_source(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = _a1111_file(tmp_path / "src.pt")
+    out = tmp_path / "out"
+    assert tireg_cli("convert", src, "--to", "tireg", "--out-dir", out).code == 0
+    converted = out / "my emb.tireg.safetensors"
+    result = tireg_cli("inspect", "--json", converted, src)
+    assert result.code == 0, result.stderr
+    internal_rec, original_rec = json.loads(result.stdout)
+    assert internal_rec["format"] == "tireg" and internal_rec["source_format"] == "a1111-pt"
+    assert internal_rec["layout"] == "tireg"
+    assert original_rec["format"] == original_rec["source_format"] == "a1111-pt"
+    table = " ".join(tireg_cli("inspect", converted).stdout.split())
+    assert "format tireg (from a1111-pt)" in table
+
+
+def test_inspect_tireg_file_without_provenance(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    emb = Embedding(name="fresh", vectors={"clip_l": np.ones((1, 768), np.float32)})
+    (path,) = write_file(emb, tmp_path / "fresh.tireg.safetensors", "tireg")
+    (record,) = json.loads(tireg_cli("inspect", "--json", path).stdout)
+    assert record["format"] == record["source_format"] == "tireg"
+    table = " ".join(tireg_cli("inspect", path).stdout.split())
+    assert "format tireg " in table and "(from" not in table

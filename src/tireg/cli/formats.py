@@ -40,7 +40,7 @@ def _table(record: dict[str, Any]) -> Any:
     trained = record["trained_on"]
     carrier = f", from its {record['carrier']}" if record["carrier"] else ""
     rows = [
-        ("format", Text(record["format"] + carrier)),
+        ("format", Text(_format_text(record) + carrier)),
         ("name", Text(record["name"])),
         ("family", Text(record["family"])),
         ("vectors", Text(shapes)),
@@ -54,6 +54,13 @@ def _table(record: dict[str, Any]) -> Any:
     for label, value in rows:
         table.add_row(label, value)
     return Panel(table, title=Text(record["path"]), title_align="left")
+
+
+def _format_text(record: dict[str, Any]) -> str:
+    """``tireg (from a1111-pt)`` for an internal-format file, whose vectors came from another
+    format; otherwise just the file's format."""
+    fmt, source = record["format"], record.get("source_format")
+    return f"{fmt} (from {source})" if source and source != fmt else fmt
 
 
 def _trained_on(trained: dict[str, Any]) -> str:
@@ -109,6 +116,7 @@ def convert(
 
     if to not in WRITE_FORMATS:
         raise typer.BadParameter(f"choose one of {_FORMATS_HELP}", param_hint="--to")
+    _check_option_combination(files, output, out_dir, sdxl_pair)
     written = run_convert(
         files, to, output=output, out_dir=out_dir, force=force, sdxl_pair=sdxl_pair
     )
@@ -116,6 +124,22 @@ def convert(
         console.print(str(path), markup=False, highlight=False, soft_wrap=True)
     if not written:
         err_console.print("nothing written")
+
+
+def _check_option_combination(
+    files: list[Path], output: Path | None, out_dir: Path | None, sdxl_pair: bool
+) -> None:
+    """Refuse contradictory options as usage errors (exit 2), before any file is read; the
+    library repeats these checks for Python callers."""
+    if output is not None and out_dir is not None:
+        raise typer.BadParameter("give -o/--output or --out-dir, not both", param_hint="-o")
+    if sdxl_pair and len(files) != 2:
+        raise typer.BadParameter("an SDXL pair is exactly two files", param_hint="--sdxl-pair")
+    if output is not None and len(files) > 1 and not sdxl_pair:
+        raise typer.BadParameter(
+            f"one output file for {len(files)} inputs; use --out-dir for several inputs",
+            param_hint="-o",
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tireg.converters import internal
 from tireg.converters.embedding import a1111_short_hash
 from tireg.converters.errors import UnsafePickleError
 from tireg.converters.reading import NonFiniteVectorsWarning, read_file_detailed
@@ -24,7 +25,10 @@ from tireg.files import sha256_file
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready account of one file.
 
-    Keys for an embedding: ``path``, ``format`` (its ``source_format``), ``container``,
+    Keys for an embedding: ``path``, ``format`` (the file's own format: ``tireg`` for an
+    internal-format file), ``source_format`` (the format its vectors were first read from: for a
+    ``tireg`` file the original's, recorded as provenance, else the same as ``format``),
+    ``container``,
     ``layout``, ``name``, ``family``, ``encoders`` (``{encoder: [vectors, width]}``), ``dtypes``,
     ``norms``, ``step``, ``trained_on`` (``{hash, name}``), ``sha256``, ``a1111_short_hash``,
     ``vectors_sha256``, ``safety``, ``warnings`` and, for image cards, ``carrier``. For a file
@@ -39,9 +43,11 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             return _failure(p, exc)
     e = result.embedding
     file_sha = result.sha256
+    is_tireg = result.layout == internal.FORMAT_NAME
     return {
         "path": str(p),
-        "format": e.source_format,
+        "format": internal.FORMAT_NAME if is_tireg else e.source_format,
+        "source_format": e.source_format,
         "container": result.container,
         "layout": result.layout,
         "name": e.name,
