@@ -51,10 +51,11 @@ def is_internal(metadata: dict[str, str]) -> bool:
 
 def from_parts(tensors: Mapping[str, np.ndarray], metadata: dict[str, str]) -> Embedding:
     """Build the embedding from a parsed internal-format file."""
-    try:
-        schema = int(metadata["tireg.schema"])
-    except ValueError as exc:
-        raise EmbeddingFileError("tireg.schema is not a number") from exc
+    text = metadata["tireg.schema"]
+    # plain ASCII digits only: int() would also take " 1", "+1", "1_0" and non-Latin digits
+    if not (text.isascii() and text.isdigit()):
+        raise EmbeddingFileError(f"tireg.schema is not a number ({text!r})")
+    schema = int(text)
     if schema > SCHEMA_VERSION:
         raise EmbeddingFileError(
             f"written by a newer tireg (schema {schema}, this one reads {SCHEMA_VERSION})",
