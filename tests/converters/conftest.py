@@ -34,3 +34,14 @@ def out_dir(tmp_path: Path) -> Path:
     path = tmp_path / "out"
     path.mkdir()
     return path
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Show how many fuzz inputs each reader got (printing from a test would be captured)."""
+    from tests.converters.fuzz_tally import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("fuzz inputs per reader")
+        for line in lines:
+            terminalreporter.write_line(line)

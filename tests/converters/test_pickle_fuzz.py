@@ -7,8 +7,8 @@ valid CRCs so the pickle layer, not the zip layer, is what gets hit. Sizes stay 
 would show as a stuck test.
 
 ``TIREG_FUZZ_EXAMPLES`` sets the examples per test (default 150: ~1,000 inputs, well under a
-minute). A long run: ``TIREG_FUZZ_EXAMPLES=5000 pytest tests/converters/test_pickle_fuzz.py -s``;
-the tally of inputs and outcomes is printed at the end of the module.
+minute). A long run: ``TIREG_FUZZ_EXAMPLES=5000 pytest tests/converters/test_pickle_fuzz.py``;
+the tally of inputs and outcomes is shown in the terminal summary (tests/converters/fuzz_tally.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import functools
 import io
 import os
 import zipfile
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.converters.fuzz_tally import tally
 from tireg.converters import pickle_safe, torch_file
 from tireg.converters.errors import EmbeddingFileError, UnsafePickleError
 
@@ -38,14 +37,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
 )
-OUTCOMES: Counter[str] = Counter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report() -> Iterator[None]:
-    yield
-    total = sum(OUTCOMES.values())
-    print(f"\nfuzz inputs: {total}; outcomes: {dict(sorted(OUTCOMES.items()))}")
+OUTCOMES = tally("fuzz: torch reader (torch_file, pickle_safe)")
 
 
 def _save(obj: Any, legacy: bool = False) -> bytes:
