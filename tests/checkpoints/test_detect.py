@@ -102,3 +102,86 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
         detect_family(broken)
     with pytest.raises(CheckpointError, match="no such"):
         detect_family(tmp_path / "missing.safetensors")
+
+
+# -- header-only detection on multi-GB files -------------------------------------------------
+
+#: real token-embedding shapes (49,408 CLIP tokens) and a few real UNet tensors, fp16
+_SPARSE_HEADERS = {
+    "sd1": {
+        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": [49408, 768],
+        "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight": [77, 768],
+        "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [
+            320,
+            768,
+        ],
+    },
+    "sdxl": {
+        "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": [
+            49408,
+            768,
+        ],
+        "conditioner.embedders.1.model.token_embedding.weight": [49408, 1280],
+        "conditioner.embedders.1.model.text_projection": [1280, 1280],
+        "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": [
+            640,
+            2048,
+        ],
+    },
+}
+_SPARSE_SIZE = 8 << 30
+
+
+def _sparse_checkpoint(path: Path, family: str) -> Path:
+    """A valid safetensors file of 8 GiB whose data region is one hole: only the header is
+    written, a filler UNet tensor makes the offsets cover the rest, truncate() sets the size."""
+    import struct
+
+    entries: dict[str, dict[str, object]] = {}
+    offset = 0
+    for name, shape in _SPARSE_HEADERS[family].items():
+        size = 2 * shape[0] * shape[1]
+        entries[name] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    head_room = 4096  # header bytes reserved before the data (the JSON is padded to fill it)
+    filler = _SPARSE_SIZE - 8 - head_room - offset
+    entries["model.diffusion_model.output_blocks.8.0.in_layers.2.weight"] = {
+        "dtype": "U8",
+        "shape": [filler],
+        "data_offsets": [offset, offset + filler],
+    }
+    head = json.dumps({"__metadata__": {"format": "pt"}, **entries}).encode()
+    assert len(head) <= head_room
+    head += b" " * (head_room - len(head))
+    with path.open("wb") as stream:
+        stream.write(struct.pack("<Q", len(head)) + head)
+        stream.truncate(_SPARSE_SIZE)
+    return path
+
+
+def _bytes_read_by_this_process() -> int:
+    """rchar: every byte this process has read through read()-like calls, cache hits included."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+@pytest.mark.parametrize(
+    ("family", "widths"), [("sd1", {"clip_l": 768}), ("sdxl", {"clip_l": 768, "clip_g": 1280})]
+)
+def test_detection_reads_only_the_header_of_a_multi_gb_file(
+    tmp_path: Path, family: str, widths: dict[str, int]
+) -> None:
+    if not Path("/proc/self/io").is_file():
+        pytest.skip("needs Linux /proc/self/io to count the bytes read")
+    path = _sparse_checkpoint(tmp_path / f"{family}.safetensors", family)
+    stat = path.stat()
+    assert stat.st_size == _SPARSE_SIZE
+    if stat.st_blocks * 512 > (1 << 20):
+        pytest.skip("this file system does not keep sparse files sparse")
+    before = _bytes_read_by_this_process()
+    found = detect_family(path)
+    read = _bytes_read_by_this_process() - before
+    assert (found.family, found.widths) == (family, widths)
+    assert read < 64 * 1024, f"detection read {read} bytes of an 8 GiB file"
