@@ -24,8 +24,9 @@ reading any file but ``tireg`` sets it afresh; ``tireg`` stores the original's.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tireg.converters import a1111_png, internal, layouts, safetensors_file
@@ -69,6 +70,10 @@ CARRIES: dict[str, frozenset[str]] = {
 
 class OutputExistsError(TiregError):
     """The target file exists and ``force`` was not given."""
+
+
+class OutputWriteError(TiregError):
+    """The file system refused a write (no space, too large, no permission): nothing written."""
 
 
 def kept_by(embedding: Embedding, fmt: str) -> Embedding:
@@ -164,19 +169,39 @@ def _write_all(
     """Write each embedding's files (one, or a pair) to the paths ``plan`` names.
 
     Everything is staged, and every target checked, before the first file is published, so a
-    refused target writes nothing; the files are then fsynced together (:func:`atomic_batch`).
+    refused target, or a write that fails (disk full, file too large, no permission), writes
+    nothing and leaves no temporary behind; the files are then fsynced together
+    (:func:`atomic_batch`).
     """
-    try:
-        with atomic_batch() as batch:
-            for blobs, path in plan:
-                batch.add(zip(output_paths(path, len(blobs)), blobs, strict=True), overwrite=force)
+    with atomic_batch() as batch:
+        for blobs, path in plan:
+            targets = output_paths(path, len(blobs))
+            with _write_errors(targets[0]):
+                batch.add(zip(targets, blobs, strict=True), overwrite=force)
+        with _write_errors(Path(plan[0][1]).parent if plan else Path.cwd()):
             return batch.commit()
+
+
+@contextlib.contextmanager
+def _write_errors(target: Path) -> Iterator[None]:
+    """File-system failures as one-line errors naming ``target`` (the batch, on the way out,
+    removes whatever it staged)."""
+    try:
+        yield
     except FileExistsError as exc:
-        raise _exists(exc.args[0]) from exc
+        if exc.errno is None:  # tireg.files' own refusal: args[0] is the target taken
+            raise _exists(exc.args[0]) from exc
+        raise _cannot_write(exc, target) from exc
+    except OSError as exc:
+        raise _cannot_write(exc, target) from exc
 
 
 def _exists(path: str | os.PathLike[str]) -> OutputExistsError:
     return OutputExistsError("already exists", path=path, hint="pass --force to overwrite")
+
+
+def _cannot_write(exc: OSError, path: Path) -> OutputWriteError:
+    return OutputWriteError(f"cannot write ({exc.strerror or exc})", path=path)
 
 
 def safe_stem(text: str) -> str:
