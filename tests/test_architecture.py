@@ -76,3 +76,55 @@ def test_cli_help_imports_no_ml_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "heavy="
+
+
+#: run in a fresh interpreter: non-ML commands on a .pt file tireg itself wrote, then which heavy
+#: modules got imported (reading and writing torch files is tireg's own code, never torch's)
+_NON_ML_RUN = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tireg.cli.app import main
+from tireg.converters import Embedding, write_file
+
+work = Path(sys.argv[1])
+emb = Embedding(name="probe", vectors={"clip_l": np.ones((2, 768), np.float32)}, step=3)
+(pt,) = write_file(emb, work / "in" / "probe.pt", "a1111-pt")
+commands = [
+    ["inspect", str(pt)],
+    ["inspect", "--json", str(pt)],
+    ["convert", str(pt), "--to", "tireg", "--out-dir", str(work / "out")],
+    ["convert", str(pt), "--to", "diffusers-bin", "--out-dir", str(work / "out")],
+    ["convert", str(work / "out" / "probe.bin"), "--to", "a1111-pt", "-o", str(work / "b.pt")],
+    ["hash", str(pt)],
+    ["add", str(work / "in")],
+    ["list"],
+    ["list", "--json"],
+]
+for argv in commands:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    assert code == 0, (argv, code)
+heavy = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
+print("heavy=" + ",".join(heavy))
+"""
+
+
+def test_non_ml_commands_import_no_ml_library(tmp_path: Path) -> None:
+    """inspect, convert, hash, add and list of torch files never import torch (or diffusers,
+    transformers): those are for the GPU checks, not for reading a file."""
+    out = subprocess.run(
+        [sys.executable, "-c", _NON_ML_RUN, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "heavy="
+    assert (tmp_path / "out" / "probe.tireg.safetensors").is_file()
+    assert (tmp_path / "b.pt").is_file()
