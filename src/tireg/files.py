@@ -14,9 +14,11 @@ was or complete; once it has returned, every file is as durable as an :func:`ato
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -42,12 +44,44 @@ def fsync_dir(directory: Path) -> None:
 
 def _temp_beside(path: Path, overwrite: bool) -> tuple[int, Path]:
     """A new temporary file in ``path``'s directory (created if missing), refusing early if
-    ``overwrite`` is false and ``path`` exists."""
+    ``overwrite`` is false and ``path`` exists.
+
+    Why not :func:`tempfile.mkstemp`: it creates files with mode 0600, which would then be
+    published as is, so a UI running as another user (a Docker container, say) could not read
+    what tireg installed. Created with 0666, the kernel applies the umask exactly as for a plain
+    ``open()`` (no racy ``os.umask`` round trip); replacing a file keeps that file's mode.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise FileExistsError(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    return fd, Path(name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue  # another writer drew the same name: draw again
+        break
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
+    try:
+        _keep_mode(fd, path)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
+def _keep_mode(fd: int, path: Path) -> None:
+    """Give the temporary ``path``'s permission bits when it replaces an existing file."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
 
 
 def _publish(tmp: Path, path: Path, overwrite: bool) -> None:

@@ -1,0 +1,92 @@
+"""tireg.files: published files get the permissions a plain ``open()`` would give them.
+
+(Atomicity under kills and concurrent batches is tested in tests/converters/test_atomic_batch.py
+and the registry's concurrency tests; this is about who can read the result.)
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tireg.files import TMP_SUFFIX, atomic_batch, atomic_write_bytes, atomic_writer
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+
+
+@pytest.fixture
+def umask() -> Iterator[object]:
+    """Set the process umask for one test (tests run in one thread), restoring it after."""
+    old = os.umask(0o022)
+
+    def set_mask(value: int) -> None:
+        os.umask(value)
+
+    yield set_mask
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _plain_open_mode(path: Path) -> int:
+    path.write_bytes(b"reference")
+    return _mode(path)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_bytes_honours_the_umask(
+    tmp_path: Path, umask, mask: int, expected: int
+) -> None:  # type: ignore[no-untyped-def]
+    umask(mask)
+    target = atomic_write_bytes(tmp_path / "x.safetensors", b"data")
+    assert _mode(target) == expected == _plain_open_mode(tmp_path / "plain")
+    with atomic_writer(tmp_path / "y.pt") as stream:
+        stream.write(b"data")
+    assert _mode(tmp_path / "y.pt") == expected
+
+
+def test_atomic_batch_honours_the_umask(tmp_path: Path, umask) -> None:  # type: ignore[no-untyped-def]
+    umask(0o022)
+    with atomic_batch() as batch:
+        batch.add([(tmp_path / "a.bin", b"1"), (tmp_path / "a_2.bin", b"2")])
+        batch.add([(tmp_path / "sub" / "b.png", b"3")], overwrite=False)
+        written = batch.commit()
+    assert len(written) == 3
+    assert {p.name: _mode(p) for p in written} == {"a.bin": 0o644, "a_2.bin": 0o644, "b.png": 0o644}
+    assert not list(tmp_path.rglob(f"*{TMP_SUFFIX}"))
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path: Path, umask) -> None:  # type: ignore[no-untyped-def]
+    """As ``open(path, "wb")`` on an existing file would: the user's chmod survives."""
+    umask(0o022)
+    target = tmp_path / "shared.safetensors"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and _mode(target) == 0o640
+    with atomic_batch() as batch:
+        batch.add([(target, b"newer")])
+        batch.commit()
+    assert target.read_bytes() == b"newer" and _mode(target) == 0o640
+
+
+def test_temporary_names_do_not_collide(tmp_path: Path) -> None:
+    """Many writers of one target each get their own temporary (the last rename wins)."""
+    from tireg.files import _temp_beside
+
+    made = [_temp_beside(tmp_path / "t.bin", True) for _ in range(200)]
+    try:
+        assert len({tmp for _, tmp in made}) == 200
+        assert all(
+            tmp.name.startswith(".t.bin.") and tmp.name.endswith(TMP_SUFFIX) for _, tmp in made
+        )
+    finally:
+        for fd, tmp in made:
+            os.close(fd)
+            tmp.unlink()
