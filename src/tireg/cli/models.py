@@ -16,7 +16,7 @@ from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import byte_progress, console, print_json
 from tireg.db import open_catalogue
 from tireg.registry.compat import check as check_compat
-from tireg.registry.models import add_models, list_models
+from tireg.registry.models import add_model_hash, add_models, list_models
 
 model_app = typer.Typer(
     name="model",
@@ -85,20 +85,42 @@ def hash_command(
 
 def model_add(
     paths: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(help="Checkpoint files (.safetensors, .ckpt) or diffusers folders."),
-    ],
+    ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", help="Name for a single checkpoint.")
+        str | None, typer.Option("--name", help="Name for a single checkpoint (or --hash).")
+    ] = None,
+    hash_value: Annotated[
+        str | None,
+        typer.Option(
+            "--hash",
+            metavar="HASH",
+            help="Name a model you have no file of: its old A1111 hash, AutoV2 or SHA-256 "
+            "(with --name and --family).",
+        ),
+    ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option("--family", help="With --hash: the model's family (sd1, sd2, sdxl, ...)."),
     ] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Re-hash even if cached.")] = False,
     db: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Register checkpoints: hash them (cached) and detect their family from the header.
+    """Register checkpoints: hash them (cached) and detect their family from the header; or,
+    with --hash, name a model known only by the hash an embedding recorded.
 
-    Example: tireg model add ~/models/sd_xl_base_1.0.safetensors --name "SDXL base"
+    Examples: tireg model add ~/models/sd_xl_base_1.0.safetensors --name "SDXL base";
+    tireg model add --hash 0badf00d --name "my merge" --family sd1
     """
+    if hash_value is not None:
+        _add_hash(hash_value, paths, name, family, db, json_out)
+        return
+    if family is not None:
+        raise typer.BadParameter("a file's family is detected; --family goes with --hash")
+    if not paths:
+        raise typer.BadParameter("give checkpoint paths, or --hash", param_hint="PATHS")
     catalogue = open_catalogue(db)
     try:
         with _byte_bar(_total_size(paths), json_out) as progress:
@@ -128,6 +150,41 @@ def model_add(
             Text(str(facts.path)),
         )
     console.print(table)
+
+
+def _add_hash(
+    value: str,
+    paths: list[Path] | None,
+    name: str | None,
+    family: str | None,
+    db: str | None,
+    json_out: bool,
+) -> None:
+    """``tireg model add --hash``: check the options, record, print."""
+    if paths:
+        raise typer.BadParameter("give checkpoint paths or --hash, not both", param_hint="--hash")
+    if name is None or family is None:
+        raise typer.BadParameter("--hash needs --name and --family", param_hint="--hash")
+    if family not in FAMILY_LABELS:
+        raise typer.BadParameter(f"choose one of {', '.join(FAMILY_LABELS)}", param_hint="--family")
+    catalogue = open_catalogue(db)
+    try:
+        record = add_model_hash(catalogue, value, name=name, family=family)
+    finally:
+        catalogue.close()
+    if json_out:
+        print_json(record)
+        return
+    hashes = ", ".join(
+        f"{label} {record[key]}"
+        for label, key in (("old hash", "old_hash"), ("AutoV2", "autov2"), ("SHA-256", "sha256"))
+        if record[key]
+    )
+    console.print(
+        f"{record['name']}: {FAMILY_LABELS.get(record['family'], record['family'])}, {hashes}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def model_list(

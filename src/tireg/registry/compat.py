@@ -42,7 +42,13 @@ from tireg.checkpoints import (
 from tireg.checkpoints.known_models import OLD_HASH
 from tireg.db.models import CheckpointRow, CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
 from tireg.errors import TiregError
-from tireg.registry.models import KNOWN, ByteProgress, inspect_checkpoint, record_checkpoint
+from tireg.registry.models import (
+    KNOWN,
+    ByteProgress,
+    inspect_checkpoint,
+    record_checkpoint,
+    row_hashes,
+)
 from tireg.registry.query import refs, resolve_many
 
 EXACT, SAME_FAMILY, WRONG_FAMILY, SD1_ON_SDXL, UNKNOWN = (
@@ -177,19 +183,21 @@ class Fact:
 
 
 def _user_files(session: Session) -> list[ModelFile]:
+    """The user's checkpoints: registered files, and models named by a hash alone."""
     rows = session.scalars(select(CheckpointRow).where(CheckpointRow.origin != KNOWN))
     return [
         ModelFile(
             name=r.name,
             family=r.family,
             old_hash=r.old_hash,
-            autov2=r.sha256[:10] if r.sha256 else None,
-            sha256=r.sha256,
+            autov2=autov2,
+            sha256=sha256,
             path=r.path,
             checkpoint_id=r.id,
             origin="user",
         )
         for r in rows
+        for autov2, sha256 in [row_hashes(r)]
     ]
 
 

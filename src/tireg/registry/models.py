@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tireg.checkpoints import (
+    FAMILY_LABELS,
     CheckpointError,
     Detection,
     FileHashes,
@@ -30,6 +31,7 @@ from tireg.checkpoints import (
     detect_family,
     known_models,
     lookup_hash,
+    normalise_hash,
 )
 from tireg.db.models import CheckpointRow
 from tireg.db.session import Catalogue
@@ -182,6 +184,66 @@ def add_models(
     return added
 
 
+def add_model_hash(catalogue: Catalogue, value: str, *, name: str, family: str) -> dict[str, Any]:
+    """Name a checkpoint known only by a hash (no file): ``tireg model add --hash``.
+
+    An A1111 embedding records the hash of the model it was trained on; when that model is not
+    in the shipped table, this is how the user tells tireg what it is, so ``tireg check`` and
+    :func:`tireg.registry.compat.resolve_model` show the user's name and judge by the family.
+    ``value`` is an old A1111 hash (8 hex), an AutoV2 (10 hex) or a SHA-256 (64 hex); the row
+    is a ``user`` checkpoint without a path. Naming the same hash again renames it.
+
+    Example: ``add_model_hash(open_catalogue(), "0badf00d", name="my merge", family="sd1")``.
+    """
+    text = normalise_hash(value)
+    if text is None or len(text) not in (8, 10, 64):
+        raise CheckpointError(
+            f"{value!r} is not a model hash",
+            hint="give an old A1111 hash (8 hex), an AutoV2 (10 hex) or a SHA-256 (64 hex)",
+        )
+    if family not in FAMILY_LABELS:
+        raise CheckpointError(
+            f"unknown family {family!r}", hint=f"choose one of {', '.join(FAMILY_LABELS)}"
+        )
+    if not name.strip():
+        raise CheckpointError("a hash needs a name", hint="pass --name")
+    column = CheckpointRow.old_hash if len(text) == 8 else CheckpointRow.sha256
+    with catalogue.transaction() as session:
+        sync_known_models(session)
+        rows = list(
+            session.scalars(
+                select(CheckpointRow).where(CheckpointRow.origin == USER, column == text)
+            )
+        )
+        with_file = [r for r in rows if r.path is not None]
+        if with_file:
+            raise CheckpointError(
+                f"{text} is the hash of the registered file {with_file[0].path} "
+                f"({with_file[0].name})",
+                hint="rename it with: tireg model add PATH --name NAME",
+            )
+        row = rows[0] if rows else None
+        if row is None:
+            row = CheckpointRow(path=None, origin=USER, name=name, family=family)
+            if len(text) == 8:
+                row.old_hash = text
+            else:
+                row.sha256 = text  # 64 hex, or an AutoV2: see row_hashes()
+            session.add(row)
+        row.name, row.family = name.strip(), family
+        session.flush()
+        return model_record(row)
+
+
+def row_hashes(row: CheckpointRow) -> tuple[str | None, str | None]:
+    """``(autov2, sha256)`` of a checkpoint row. The ``sha256`` column holds the SHA-256 or, for
+    a model named by its AutoV2 alone (:func:`add_model_hash`), those 10 hex digits: AutoV2 is
+    the SHA-256's first 10, so prefix matching stays true either way."""
+    if not row.sha256:
+        return None, None
+    return row.sha256[:10], (row.sha256 if len(row.sha256) == 64 else None)
+
+
 def list_models(catalogue: Catalogue, *, origin: str | None = None) -> list[dict[str, Any]]:
     """Catalogued checkpoints as records (:func:`model_record`), the user's first, then the
     shipped table (mirrored first, so it is always complete); ``origin`` filters."""
@@ -207,7 +269,7 @@ def _known_autov2(row: CheckpointRow) -> str | None:
 
 def model_record(row: CheckpointRow) -> dict[str, Any]:
     """A checkpoint row as JSON-ready facts (``autov2`` derived from the SHA-256)."""
-    autov2 = row.sha256[:10] if row.sha256 else None
+    autov2, sha256 = row_hashes(row)
     if autov2 is None and row.origin == KNOWN:
         autov2 = _known_autov2(row)
     return {
@@ -218,7 +280,7 @@ def model_record(row: CheckpointRow) -> dict[str, Any]:
         "path": row.path,
         "old_hash": row.old_hash,
         "autov2": autov2,
-        "sha256": row.sha256,
+        "sha256": sha256,
         "crc32": row.crc32,
         "blake3": row.blake3,
         "addnet_hash": row.addnet_hash,
