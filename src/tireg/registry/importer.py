@@ -379,7 +379,9 @@ def _read(path: Path) -> Embedding | FileOutcome:
     try:
         return read_file(path)
     except UnsafePickleError as exc:
-        return FileOutcome(where, UNSAFE, str(exc))
+        # the outcome already names the file: keep the message and its advice, not the path
+        reason = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
+        return FileOutcome(where, UNSAFE, reason)
     except NotAnEmbeddingError as exc:
         return FileOutcome(where, NOT_EMBEDDING, exc.message)
     except TiregError as exc:
