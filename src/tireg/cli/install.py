@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tireg.cli.find import NAMING_RULE, SourceOption
-from tireg.cli.options import DbOption, JsonOption
+from tireg.cli.options import DbOption, HfEndpointOption, JsonOption
 from tireg.cli.output import byte_progress, console, err_console, print_json
 from tireg.db import open_catalogue
 from tireg.errors import TiregError
@@ -96,10 +96,7 @@ def install_command(
         ),
     ] = None,
     source: SourceOption = None,
-    hf_endpoint: Annotated[
-        str | None,
-        typer.Option("--hf-endpoint", metavar="URL", help="Hub URL (default: HF_ENDPOINT)."),
-    ] = None,
+    hf_endpoint: HfEndpointOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:

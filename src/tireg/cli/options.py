@@ -20,3 +20,9 @@ DbOption = Annotated[
 
 #: ``--json``: print machine-readable JSON instead of tables.
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+#: ``--hf-endpoint URL``: the Hugging Face Hub to talk to (a mirror, or a test server).
+HfEndpointOption = Annotated[
+    str | None,
+    typer.Option("--hf-endpoint", metavar="URL", help="Hub URL (default: HF_ENDPOINT)."),
+]

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tireg.cli.options import DbOption, JsonOption
+from tireg.cli.options import DbOption, HfEndpointOption, JsonOption
 from tireg.cli.output import console, item_progress, print_json
 from tireg.db import open_catalogue
 from tireg.registry.remote import SyncReport, lookup, sync_hf
@@ -40,10 +40,7 @@ def sync_hf_command(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=64, help="Repos fetched at once.")
     ] = 8,
-    hf_endpoint: Annotated[
-        str | None,
-        typer.Option("--hf-endpoint", metavar="URL", help="Hub URL (default: HF_ENDPOINT)."),
-    ] = None,
+    hf_endpoint: HfEndpointOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:

@@ -11,12 +11,12 @@ underlying :class:`FileServer`, so its faults (``429``, ``drop``, ``html``...) a
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
+from tests.sources.servers import send_json
 from tests.sources.servers.http_server import FileServer, Served
 
 CIVITAI_TEST_KEY = "civitai-test-key"
@@ -130,7 +130,7 @@ class CivitaiServer:
         fault = self.http.next_fault(f"{handler.command} {path}")
         if fault and fault.isdigit():
             headers = {"Retry-After": "0"} if fault == "429" else {}
-            return self._json(handler, int(fault), {"error": "injected"}, headers)
+            return send_json(handler, int(fault), {"error": "injected"}, headers)
         if fault == "html":
             body = b"<!DOCTYPE html><html><head><title>Just a moment...</title></head></html>"
             handler.send_response(403)
@@ -144,15 +144,15 @@ class CivitaiServer:
         if match := re.fullmatch(r"/api/v1/models/(\d+)", path):
             item = self.models.get(int(match.group(1)))
             if item is None:
-                return self._json(handler, 404, {"error": "No model with id"})
-            return self._json(handler, 200, self._model_json(item))
+                return send_json(handler, 404, {"error": "No model with id"})
+            return send_json(handler, 200, self._model_json(item))
         if match := re.fullmatch(r"/api/v1/model-versions/by-hash/(\w+)", path):
             return self._by_hash(handler, match.group(1).upper())
         if match := re.fullmatch(r"/api/v1/model-versions/(\d+)", path):
             found = self._find_version(int(match.group(1)))
             if found is None:
-                return self._json(handler, 404, {"error": "Version not found"})
-            return self._json(handler, 200, self._version_json(*found))
+                return send_json(handler, 404, {"error": "Version not found"})
+            return send_json(handler, 200, self._version_json(*found))
         if match := re.fullmatch(r"/api/download/models/(\d+)", path):
             return self._download(handler, int(match.group(1)))
         return False
@@ -160,7 +160,7 @@ class CivitaiServer:
     def _search(self, handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> bool:
         text = query.get("query", [""])[0].lower()
         if text and "page" in query:
-            return self._json(handler, 400, {"error": "Cannot use page param with query search"})
+            return send_json(handler, 400, {"error": "Cannot use page param with query search"})
         types = ",".join(query.get("types", [])).split(",")
         base = query.get("baseModels", [None])[0]
         hits = [
@@ -177,49 +177,32 @@ class CivitaiServer:
         if start + limit < len(hits):
             metadata["nextCursor"] = str(start + limit)
         items = [self._model_json(m) for m in page]
-        return self._json(handler, 200, {"items": items, "metadata": metadata})
+        return send_json(handler, 200, {"items": items, "metadata": metadata})
 
     def _by_hash(self, handler: BaseHTTPRequestHandler, wanted: str) -> bool:
         for item in self.models.values():
             for version in item.versions:
                 for name in version.files:
                     if self._file_json(version, name, False)["hashes"]["SHA256"] == wanted:  # type: ignore[index]
-                        return self._json(handler, 200, self._version_json(item, version))
-        return self._json(handler, 404, {"error": "Model not found"})
+                        return send_json(handler, 200, self._version_json(item, version))
+        return send_json(handler, 404, {"error": "Model not found"})
 
     def _download(self, handler: BaseHTTPRequestHandler, version_id: int) -> bool:
         found = self._find_version(version_id)
         if found is None:
-            return self._json(handler, 404, {"error": "Model not found"})
+            return send_json(handler, 404, {"error": "Model not found"})
         _, version = found
         if version.login_required and (
             handler.headers.get("Authorization") != f"Bearer {CIVITAI_TEST_KEY}"
         ):
             message = "The creator of this asset requires you to be logged in to download it"
-            return self._json(handler, 401, {"error": "Unauthorized", "message": message})
+            return send_json(handler, 401, {"error": "Unauthorized", "message": message})
         name = next(iter(version.files))
         location = f"{self.url}/files/{version.id}/{name}?signature=abc"
         handler.send_response(302)
         handler.send_header("Location", location)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
-        return True
-
-    @staticmethod
-    def _json(
-        handler: BaseHTTPRequestHandler,
-        status: int,
-        value: object,
-        headers: dict[str, str] | None = None,
-    ) -> bool:
-        body = json.dumps(value).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(body)))
-        for key, val in (headers or {}).items():
-            handler.send_header(key, val)
-        handler.end_headers()
-        handler.wfile.write(body)
         return True
 
 

@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from tests.sources.servers import send_json
 from tests.sources.servers.http_server import FileServer
 
 HF_TEST_TOKEN = "hf_test_token_for_gated_repos"
@@ -185,7 +186,7 @@ class HubServer:
         fault = self.http.next_fault(f"{handler.command} {parts.path}")
         if fault and fault.isdigit():
             extra = {"Retry-After": "0"} if fault == "429" else {}
-            self._json(handler, int(fault), {"error": "injected"}, extra)
+            send_json(handler, int(fault), {"error": "injected"}, extra)
             return True
         if path == "/api/models":
             self._list(handler, query)
@@ -242,7 +243,7 @@ class HubServer:
             params.append(("cursor", str(start + self.page_size)))
             next_url = f"{self.url}/api/models?" + "&".join(f"{k}={quote(v)}" for k, v in params)
             headers["Link"] = f'<{next_url}>; rel="next"'
-        self._json(handler, 200, [self._listing_item(r, expand) for r in page], headers)
+        send_json(handler, 200, [self._listing_item(r, expand) for r in page], headers)
 
     def _info(
         self,
@@ -269,7 +270,7 @@ class HubServer:
             "tags": [],
             "siblings": [repo.sibling(p, blobs) for p in sorted(repo.files)],
         }
-        self._json(handler, 200, info)
+        send_json(handler, 200, info)
 
     def _resolve(
         self,
@@ -328,27 +329,10 @@ class HubServer:
             return
         handler.wfile.write(body)
 
-    @staticmethod
-    def _json(
-        handler: BaseHTTPRequestHandler,
-        status: int,
-        value: object,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        body = json.dumps(value).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(body)))
-        for key, val in (headers or {}).items():
-            handler.send_header(key, val)
-        handler.end_headers()
-        if handler.command != "HEAD":
-            handler.wfile.write(body)
-
     def _error(
         self, handler: BaseHTTPRequestHandler, status: int, code: str, commit: str | None
     ) -> None:
         headers = {"X-Error-Code": code, "X-Error-Message": code}
         if commit:
             headers["X-Repo-Commit"] = commit
-        self._json(handler, status, {"error": code}, headers)
+        send_json(handler, status, {"error": code}, headers)
