@@ -63,6 +63,7 @@ import struct
 import zipfile
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NoReturn
@@ -542,14 +543,7 @@ class _PickleWriter:
             self.put(("global", module, name))
 
     def save_tuple(self, value: tuple[Any, ...], depth: int) -> None:
-        if not value:
-            self.out += b")"
-            return
-        if len(value) > 3:
-            self.out += b"("
-        for item in value:
-            self.save(item, depth + 1)
-        self.out += b"t" if len(value) > 3 else b"\x85\x86\x87"[len(value) - 1 : len(value)]
+        self._tuple(value, lambda item: self.save(item, depth + 1))
         self.identity_put(value)
 
     def batches(self, items: list[Any], one: bytes, many: bytes, depth: int) -> None:
@@ -600,13 +594,17 @@ class _PickleWriter:
 
     def tuple_fresh(self, value: tuple[int, ...]) -> None:
         """A tuple that torch builds anew for each tensor (never shared through the memo)."""
+        self._tuple(value, self.save_int)
+
+    def _tuple(self, value: tuple[Any, ...], save_item: Callable[[Any], None]) -> None:
+        """EMPTY_TUPLE, TUPLE1-3 for short tuples, MARK ... TUPLE for longer ones (as pickle)."""
         if not value:
             self.out += b")"
             return
         if len(value) > 3:
             self.out += b"("
         for item in value:
-            self.save_int(item)
+            save_item(item)
         self.out += b"t" if len(value) > 3 else b"\x85\x86\x87"[len(value) - 1 : len(value)]
         self.put()
 
