@@ -543,8 +543,8 @@ class _PickleWriter:
             self.put(("global", module, name))
 
     def save_tuple(self, value: tuple[Any, ...], depth: int) -> None:
-        self._tuple(value, lambda item: self.save(item, depth + 1))
-        self.identity_put(value)
+        if self._tuple(value, lambda item: self.save(item, depth + 1)):
+            self.identity_put(value)
 
     def batches(self, items: list[Any], one: bytes, many: bytes, depth: int) -> None:
         pairs = one == b"s"
@@ -594,19 +594,21 @@ class _PickleWriter:
 
     def tuple_fresh(self, value: tuple[int, ...]) -> None:
         """A tuple that torch builds anew for each tensor (never shared through the memo)."""
-        self._tuple(value, self.save_int)
+        if self._tuple(value, self.save_int):
+            self.put()
 
-    def _tuple(self, value: tuple[Any, ...], save_item: Callable[[Any], None]) -> None:
-        """EMPTY_TUPLE, TUPLE1-3 for short tuples, MARK ... TUPLE for longer ones (as pickle)."""
+    def _tuple(self, value: tuple[Any, ...], save_item: Callable[[Any], None]) -> bool:
+        """EMPTY_TUPLE, TUPLE1-3 for short tuples, MARK ... TUPLE for longer ones (as pickle);
+        False for the empty tuple, which pickle never memoises."""
         if not value:
             self.out += b")"
-            return
+            return False
         if len(value) > 3:
             self.out += b"("
         for item in value:
             save_item(item)
         self.out += b"t" if len(value) > 3 else b"\x85\x86\x87"[len(value) - 1 : len(value)]
-        self.put()
+        return True
 
 
 def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
