@@ -240,3 +240,33 @@ def test_readme_slugs() -> None:
     sections = git_source.parse_sections(README)
     assert [s.slug for s in sections][:2] == ["waifu-diffusion-embeds", "amane-kanata-hololive"]
     assert len(sections) == 4  # the '#' inside the code fence is not a heading
+
+
+def test_concurrent_syncs_of_one_repository_share_the_clone(
+    host: GitHost, collection: Project, tmp_path: Path
+) -> None:
+    """Four processes syncing one repo at once: none trips over git's index.lock."""
+    import os
+    import sys
+
+    url = host.repo_url("cattoroboto/waifu-diffusion-embeds")
+    code = (
+        "import sys\n"
+        "from tireg.sources import git\n"
+        "result = git.sync(sys.argv[1], sys.argv[2], path='embeddings')\n"
+        "print(len(result.files))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, str(tmp_path / f"out-{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        for i in range(4)
+    ]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    for status, out, err in results:
+        assert status == 0, err
+        assert out.strip() == "3"

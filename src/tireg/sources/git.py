@@ -18,11 +18,13 @@ This module drives the ``git`` command line (no dulwich: it cannot lazily fetch 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
@@ -160,6 +162,39 @@ def sync(
     """Fetch the tip of ``ref`` (default branch if None) and copy new or changed embedding files
     under ``path`` into ``dest_dir`` (keeping their repo-relative paths, made safe)."""
     repo = cache_path(url)
+    with _clone_lock(repo):
+        return _sync_locked(url, repo, dest_dir, ref, path, known_blobs, progress, max_bytes)
+
+
+@contextlib.contextmanager
+def _clone_lock(repo: Path) -> Iterator[None]:
+    """Hold the cached clone for one sync: two processes syncing one repository would otherwise
+    collide on git's own ``index.lock``. The lock file sits beside the clone (one per repository,
+    so they do not pile up); on systems without ``fcntl`` syncs of one repo are not serialised."""
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with repo.with_name(repo.name + ".lock").open("ab") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _sync_locked(
+    url: str,
+    repo: Path,
+    dest_dir: str | os.PathLike[str],
+    ref: str | None,
+    path: str | None,
+    known_blobs: dict[str, str] | None,
+    progress: Progress | None,
+    max_bytes: int,
+) -> GitSync:
     offline = config.offline()
     if offline:
         if not (repo / ".git").is_dir():
