@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
 
+from tireg import __version__
 from tireg.cli.output import err_console
 from tireg.errors import TiregError
 
@@ -30,6 +32,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tireg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print tireg's version."),
+    ] = False,
+) -> None:
+    """Options of ``tireg`` itself (the commands are registered below)."""
+
 
 for _group in GROUPS:
     importlib.import_module(f"tireg.cli.{_group}").register(app)
