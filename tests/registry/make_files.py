@@ -11,17 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from tireg.converters import CLIP_G, CLIP_H, CLIP_L, Embedding, write_file
+from tireg.converters.writing import EXTENSIONS
 
 #: every output format, rotated through by :func:`write_mixed`
 FORMATS = ("tireg", "a1111-pt", "diffusers-bin", "diffusers-safetensors", "safetensors", "png")
-EXTENSION = {
-    "tireg": ".tireg.safetensors",
-    "a1111-pt": ".pt",
-    "diffusers-bin": ".bin",
-    "diffusers-safetensors": ".safetensors",
-    "safetensors": ".safetensors",
-    "png": ".png",
-}
 
 
 def random_embedding(rng: np.random.Generator, name: str, family: str = "sd1") -> Embedding:
@@ -35,7 +28,7 @@ def random_embedding(rng: np.random.Generator, name: str, family: str = "sd1") -
 def write_one(embedding: Embedding, folder: Path, stem: str, fmt: str) -> Path:
     """Write ``embedding`` as ``folder/stem<ext>`` in ``fmt``; return the (first) file."""
     folder.mkdir(parents=True, exist_ok=True)
-    return write_file(embedding, folder / f"{stem}{EXTENSION[fmt]}", fmt)[0]
+    return write_file(embedding, folder / f"{stem}{EXTENSIONS[fmt]}", fmt)[0]
 
 
 def write_mixed(folder: Path, count: int, *, seed: int, per_folder: int = 50) -> list[Path]:

@@ -14,13 +14,14 @@ import hashlib
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from tests.sources.servers import serve_in_background
 
 ENV = {
     **os.environ,
@@ -194,13 +195,8 @@ class GitHost:
 
 @contextmanager
 def serving(host: GitHost) -> Iterator[GitHost]:
-    thread = threading.Thread(target=host.httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
+    with serve_in_background(host.httpd):
         yield host
-    finally:
-        host.httpd.shutdown()
-        host.httpd.server_close()
 
 
 def _free_port() -> int:

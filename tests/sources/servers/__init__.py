@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
 def send_json(
@@ -23,3 +26,15 @@ def send_json(
     if handler.command != "HEAD":
         handler.wfile.write(body)
     return True
+
+
+@contextmanager
+def serve_in_background(httpd: HTTPServer) -> Iterator[None]:
+    """Serve ``httpd`` from a daemon thread for the duration of the block, then close it."""
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

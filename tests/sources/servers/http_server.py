@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.sources.servers import serve_in_background
+
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Log in</title></head><body>Sign in</body></html>"
 
 
@@ -170,10 +172,5 @@ class FileServer:
 @contextmanager
 def running(server: FileServer) -> Iterator[FileServer]:
     """Serve in a background thread for the duration of the block."""
-    thread = threading.Thread(target=server.httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
+    with serve_in_background(server.httpd):
         yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
