@@ -52,7 +52,7 @@ def main() -> None:
 
     home = tempfile.mkdtemp(prefix="tireg-bench-search-")
     os.environ["TIREG_HOME"] = home
-    from tireg.db.models import EmbeddingRow, TagRow, name_key
+    from tireg.db.schema import EmbeddingRow, TagRow, name_key
     from tireg.db.session import FTS_TABLE, open_catalogue
     from tireg.registry import query
     from tireg.registry.query import Filters

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select, text
 
 from tireg.db import CatalogueError, head_revision, open_catalogue
-from tireg.db.models import Base, EmbeddingRow, SourceRow
+from tireg.db.schema import Base, EmbeddingRow, SourceRow
 from tireg.db.session import include_name
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from tests.conftest import run_tireg_process
 from tests.registry.make_files import write_mixed
 from tireg.db import open_catalogue
-from tireg.db.models import EmbeddingRow, ProvenanceRow, SourceRow
+from tireg.db.schema import EmbeddingRow, ProvenanceRow, SourceRow
 from tireg.registry.store import ContentStore
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from tests.registry.make_files import random_embedding, write_mixed, write_one
 from tireg.converters import CLIP_L, Embedding
 from tireg.db import Catalogue, open_catalogue
-from tireg.db.models import CompatRow, EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow, TagRow
+from tireg.db.schema import CompatRow, EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow, TagRow
 from tireg.registry.importer import add_paths, import_embedding
 from tireg.registry.store import ContentStore
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from tests.registry.test_query import add, make
 from tireg.converters import encode, read_file
-from tireg.db.models import InstallRow
+from tireg.db.schema import InstallRow
 from tireg.db.session import Catalogue, open_catalogue
 from tireg.registry import install as inst
 from tireg.registry.install import Destination, InstallError

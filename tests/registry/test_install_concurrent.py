@@ -15,7 +15,7 @@ from sqlalchemy import select
 from tests.registry.test_install import ui_root
 from tests.registry.test_query import add, make
 from tireg.converters import read_file
-from tireg.db.models import InstallRow
+from tireg.db.schema import InstallRow
 from tireg.db.session import open_catalogue
 from tireg.files import TMP_SUFFIX
 

@@ -19,7 +19,7 @@ from tests.registry.test_query import add, make
 from tests.sources.servers.http_server import FileServer, Served, running
 from tests.sources.servers.hub_server import embedding_bytes
 from tireg.db import open_catalogue
-from tireg.db.models import EmbeddingRow, InstallRow, ProvenanceRow, SourceRow
+from tireg.db.schema import EmbeddingRow, InstallRow, ProvenanceRow, SourceRow
 from tireg.files import TMP_SUFFIX
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tireg.converters import Embedding
-from tireg.db.models import PreviewRow, SourceRow
+from tireg.db.schema import PreviewRow, SourceRow
 from tireg.db.session import Catalogue, open_catalogue
 from tireg.registry import query
 from tireg.registry.importer import import_embedding

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from tests.registry.test_install import ui_root
 from tests.registry.test_query import add, make
-from tireg.db.models import CompatRow, EmbeddingRow, InstallRow, ProvenanceRow
+from tireg.db.schema import CompatRow, EmbeddingRow, InstallRow, ProvenanceRow
 from tireg.db.session import Catalogue, open_catalogue
 from tireg.registry import install, query, tags
 from tireg.registry.query import AmbiguousNameError, Filters, NotFoundError

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from tests.sources.git_server import GitHost, serving
 from tireg.converters import safetensors_file
 from tireg.db import open_catalogue
-from tireg.db.models import EmbeddingRow, ProvenanceRow
+from tireg.db.schema import EmbeddingRow, ProvenanceRow
 from tireg.registry import source_sync
 
 README = b"""# viper1 embeddings

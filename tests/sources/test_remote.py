@@ -18,7 +18,7 @@ from tests.sources.servers.civitai_server import (
 )
 from tests.sources.servers.http_server import FileServer, Served
 from tests.sources.servers.hub_server import HF_TEST_TOKEN, HubServer, concept_repo, embedding_bytes
-from tireg.db.models import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
+from tireg.db.schema import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.registry import remote

@@ -15,7 +15,7 @@ from tests.sources.mega_server import MegaStandIn
 from tests.sources.servers.http_server import FileServer, Served
 from tireg.converters import safetensors_file
 from tireg.db import open_catalogue
-from tireg.db.models import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
+from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
 from tireg.registry import source_sync
 
 fake_mega = mega_server.fake_mega  # the fixture

@@ -40,7 +40,7 @@ from tireg.checkpoints import (
     normalise_hash,
 )
 from tireg.checkpoints.known_models import OLD_HASH
-from tireg.db.models import CheckpointRow, CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
+from tireg.db.schema import CheckpointRow, CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
 from tireg.errors import TiregError
 from tireg.registry.models import (
     KNOWN,

@@ -37,7 +37,7 @@ from tireg.converters import (
     UnsafePickleError,
     read_file,
 )
-from tireg.db.models import (
+from tireg.db.schema import (
     CompatRow,
     EmbeddingRow,
     PreviewRow,

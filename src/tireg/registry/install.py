@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, selectinload
 from tireg import config
 from tireg.converters import EmbeddingFileError, encode, read_file
 from tireg.converters.writing import EXTENSIONS, output_paths
-from tireg.db.models import EmbeddingRow, InstallRow, utcnow
+from tireg.db.schema import EmbeddingRow, InstallRow, utcnow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, sha256_file

@@ -33,7 +33,7 @@ from tireg.checkpoints import (
     lookup_hash,
     normalise_hash,
 )
-from tireg.db.models import CheckpointRow
+from tireg.db.schema import CheckpointRow
 from tireg.db.session import Catalogue
 
 USER, KNOWN = "user", "known"

@@ -34,7 +34,7 @@ from sqlalchemy import Select, and_, exists, func, literal_column, or_, select, 
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
-from tireg.db.models import (
+from tireg.db.schema import (
     EmbeddingRow,
     InstallRow,
     ProvenanceRow,
@@ -153,7 +153,7 @@ def _refs(rows: Sequence[EmbeddingRow]) -> list[str]:
 
 
 def _named(wanted: set[str]) -> Any:
-    """A WHERE clause for embeddings whose :func:`~tireg.db.models.name_key` is in ``wanted``
+    """A WHERE clause for embeddings whose :func:`~tireg.db.schema.name_key` is in ``wanted``
     (a lookup on the indexed ``name_key`` column)."""
     return EmbeddingRow.name_key.in_(sorted(wanted))
 

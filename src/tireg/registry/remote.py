@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from tireg import config
 from tireg.converters import Embedding, read_file
-from tireg.db.models import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
+from tireg.db.schema import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes

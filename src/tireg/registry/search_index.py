@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
-from tireg.db.models import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
+from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
 from tireg.db.session import FTS_TABLE
 
 

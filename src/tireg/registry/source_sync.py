@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from tireg import config
 from tireg.converters import Embedding, read_file
-from tireg.db.models import ProvenanceRow, SourceRow
+from tireg.db.schema import ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.registry.importer import import_embedding, upsert_source

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tireg.db.models import EmbeddingRow, TagRow
+from tireg.db.schema import EmbeddingRow, TagRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.registry import install, query, search_index

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from tireg.db.models import Base
+from tireg.db.schema import Base
 from tireg.db.session import include_name
 
 

@@ -1,6 +1,6 @@
 """0001: the first catalogue schema.
 
-Why: creates every table of :mod:`tireg.db.models` as it stood at tireg 0.1 (embeddings by vectors
+Why: creates every table of :mod:`tireg.db.schema` as it stood at tireg 0.1 (embeddings by vectors
 hash, tags, sources, provenance, previews, checkpoints, compatibility facts, installs), plus
 ``embedding_search``, the FTS5 index over name, triggers, description, tags and sources.
 

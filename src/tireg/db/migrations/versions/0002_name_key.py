@@ -6,7 +6,7 @@ FTS index and then filtered in Python; with common words in a name that cost ten
 milliseconds at 100,000 embeddings. An indexed key makes it one B-tree lookup.
 
 Existing rows are filled here. The folding rule is copied, not imported, because a migration is
-history and must not change when :func:`tireg.db.models.name_key` does.
+history and must not change when :func:`tireg.db.schema.name_key` does.
 """
 
 from __future__ import annotations
