@@ -13,17 +13,23 @@ Why it is built this way:
 * **Migrations run when the catalogue is opened**, under that same write lock, so four processes
   opening a fresh catalogue at once migrate it exactly once. A catalogue stamped with a revision
   this tireg does not know was written by a newer tireg and is refused, never "downgraded".
+* **A catalogue tireg cannot write is opened read-only** (a read-only mount, a shared drive, a
+  file owned by someone else): SQLite's ``mode=ro`` URI, plus ``immutable=1`` when not even the
+  folder is writable, since WAL readers otherwise need to create the ``-shm`` file. ``list``,
+  ``search`` and ``show`` then work; a command that writes gets one line saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
@@ -62,9 +68,11 @@ class Catalogue:
     :meth:`reading` for queries (a consistent snapshot that never blocks writers).
     """
 
-    def __init__(self, url: str, engine: Engine) -> None:
+    def __init__(self, url: str, engine: Engine, *, read_only: bool = False) -> None:
         self.url = url
         self.engine = engine
+        #: opened through SQLite's ``mode=ro`` because the file or its folder is not writable
+        self.read_only = read_only
         self._writer = engine.execution_options(**{_IMMEDIATE: True})
         self._write_sessions = sessionmaker(bind=self._writer, expire_on_commit=False)
         self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
@@ -118,8 +126,9 @@ def open_catalogue(url: str | None = None) -> Catalogue:
     ``catalogue.sqlite`` under tireg's home (see :func:`tireg.config.database_url`).
     """
     resolved = config.database_url(url)
-    engine = _make_engine(resolved)
-    catalogue = Catalogue(resolved, engine)
+    read_only = _read_only_file(resolved)
+    engine = _make_engine(resolved, read_only=read_only is not None)
+    catalogue = Catalogue(resolved, engine, read_only=read_only is not None)
     try:
         with catalogue._translate_errors():
             _migrate(catalogue)
@@ -154,13 +163,42 @@ def head_revision() -> str:
 # -- engine ----------------------------------------------------------------------------------
 
 
-def _make_engine(url: str) -> Engine:
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite catalogue URL (``None`` for other databases and in-memory ones)."""
+    sa_url = make_url(url)
+    database = sa_url.database or ""
+    if sa_url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None  # a URI the user wrote: they chose its mode themselves
+    return Path(database).expanduser()
+
+
+def _read_only_file(url: str) -> Path | None:
+    """The catalogue file when it exists but tireg may not write it (or its folder)."""
+    path = _sqlite_file(url)
+    if path is None or not path.is_file():
+        return None
+    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+        return None
+    return path
+
+
+def _make_engine(url: str, *, read_only: bool = False) -> Engine:
     sa_url = make_url(url)
     if sa_url.get_backend_name() != "sqlite":
         return create_engine(sa_url, pool_pre_ping=True)
     database = sa_url.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
-    if not in_memory:
+    if read_only:
+        path = Path(database).expanduser().resolve()
+        # SQLite can read a WAL database read-only when its -wal and -shm files exist or can be
+        # created; failing both, ``immutable`` (sqlite.org "URI filenames") reads the file alone,
+        # which is exact because a cleanly closed catalogue has no -wal left to miss
+        leftovers = any(Path(f"{path}{end}").exists() for end in ("-wal", "-shm"))
+        immutable = "" if leftovers or os.access(path.parent, os.W_OK) else "&immutable=1"
+        sa_url = make_url(f"sqlite:///file:{quote(str(path))}?mode=ro{immutable}&uri=true")
+    elif not in_memory:
         path = Path(database).expanduser()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +214,7 @@ def _make_engine(url: str) -> Engine:
         # one in-memory database must be one connection, or every session sees an empty one
         **({"poolclass": StaticPool} if in_memory else {}),
     )
-    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "connect", _on_sqlite_read_only if read_only else _on_sqlite_connect)
     event.listen(engine, "begin", _on_sqlite_begin)
     return engine
 
@@ -192,6 +230,12 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
         _with_lock_retries(lambda: cursor.execute("PRAGMA journal_mode = WAL"))
     finally:
         cursor.close()
+
+
+def _on_sqlite_read_only(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    """Settings for a read-only catalogue: no journal-mode change, which would be a write."""
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA query_only = ON")
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
@@ -240,8 +284,15 @@ def _migrate(catalogue: Catalogue) -> None:
     """Bring the schema to head; refuse a catalogue from a newer tireg."""
     head = head_revision()
     with catalogue.engine.connect() as conn:
-        if _stamped_revision(conn) == head:
-            return  # the common case: no lock taken, Alembic not even imported
+        stamped = _stamped_revision(conn)
+    if stamped == head:
+        return  # the common case: no lock taken, Alembic not even imported
+    if catalogue.read_only:
+        raise CatalogueError(
+            f"the catalogue is read-only and at revision {stamped}, this tireg needs {head}",
+            path=_display(catalogue.url),
+            hint="open it once with write access to upgrade it, or use the matching tireg",
+        )
     from alembic import command
     from alembic.script import ScriptDirectory
     from alembic.util.exc import CommandError
@@ -277,6 +328,12 @@ def _catalogue_error(exc: DBAPIError, url: str) -> CatalogueError:
     """One line the user can act on, for the operational failures worth naming."""
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     where = _display(url)
+    if "readonly" in text or "read-only" in text or "query_only" in text:
+        return CatalogueError(
+            "the catalogue is read-only here, so this command cannot change it",
+            path=where,
+            hint="read-only commands (list, search, show) work; run this one with write access",
+        )
     if "locked" in text or "busy" in text:
         return CatalogueError(
             "the catalogue stayed locked by another tireg process",
@@ -289,7 +346,7 @@ def _catalogue_error(exc: DBAPIError, url: str) -> CatalogueError:
             path=where,
             hint="free some space and try again; nothing was half-written",
         )
-    if "readonly" in text or "unable to open" in text or "permission" in text:
+    if "unable to open" in text or "permission" in text:
         return CatalogueError(
             f"cannot open the catalogue for writing: {exc.orig}",
             path=where,
