@@ -216,17 +216,6 @@ def atomic_batch() -> Iterator[AtomicBatch]:
         batch._close()
 
 
-def sweep_temp_files(directory: Path) -> int:
-    """Remove temporaries left by killed writers under ``directory``; return how many."""
-    if not directory.is_dir():
-        return 0
-    count = 0
-    for leftover in directory.rglob(f"*{TMP_SUFFIX}"):
-        leftover.unlink(missing_ok=True)
-        count += 1
-    return count
-
-
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file, streamed in 1 MiB blocks (files may be far larger than memory)."""
     digest = hashlib.sha256()

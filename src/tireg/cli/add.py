@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import console, item_progress, print_json
+from tireg.cli.output import console, err_console, item_progress, print_json
 
 if TYPE_CHECKING:
     from tireg.registry.importer import ImportReport
@@ -47,14 +47,25 @@ def add(
 
     catalogue = open_catalogue(db)
     hints = {"tags": ",".join(tag)} if tag else None
+    settled = [0, 0]  # files whose outcome is committed, of how many
     try:
         with item_progress(disable=json_out) as bar:
             task = bar.add_task("importing", total=None)
 
             def advance(done: int, total: int, path: str) -> None:
+                settled[:] = [done, total]
                 bar.update(task, completed=done, total=total, description=Path(path).name[:40])
 
             report = add_paths(catalogue, paths, progress=advance, hints=hints)
+    except KeyboardInterrupt:
+        # every committed batch stays; the next run finds those files already known
+        err_console.print(
+            f"interrupted: {settled[0]:,} of {settled[1]:,} files were imported or checked;"
+            " run the same command again to import the rest",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     finally:
         catalogue.close()
     if json_out:
