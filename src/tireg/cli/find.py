@@ -69,21 +69,36 @@ def _session(catalogue: Catalogue, filters: Filters) -> AbstractContextManager[S
     return catalogue.reading() if filters.compatible_with is None else catalogue.transaction()
 
 
+_COLUMNS = ("name (type this)", "family", "vectors", "step", "trained on", "tags")
+
+
 def _table(rows: list[EmbeddingSummary], title: str) -> Table:
+    """A listing; step and trained-on model tell versions of one embedding apart."""
     table = Table(title=title)
-    for column in ("name (type this)", "family", "vectors", "type", "tags", "description"):
-        table.add_column(column, overflow="fold")
+    table.add_column(_COLUMNS[0], no_wrap=True)  # what the user types: never broken up
+    for column in _COLUMNS[1:]:
+        table.add_column(column, overflow="fold", min_width=len(column))
+    table.add_column("about", overflow="ellipsis", no_wrap=True, ratio=1)
     for row in rows:
         description = (row.description or "").splitlines()[0][:60] if row.description else ""
         table.add_row(
             Text(row.ref),
             row.family,
             str(row.num_vectors),
-            row.concept_type or "",
+            "" if row.step is None else str(row.step),
+            Text(row.trained_on or ""),
             Text(", ".join(row.tags)),
             Text(description),
         )
     return table
+
+
+def _print_listing(rows: list[EmbeddingSummary], title: str) -> None:
+    """The table, or one line saying nothing matched (an empty frame reads as a glitch)."""
+    if rows:
+        console.print(_table(rows, title))
+    else:
+        console.print("no matches")
 
 
 def list_command(
@@ -107,7 +122,7 @@ def list_command(
     if json_out:
         print_json([r.to_dict() for r in rows])
         return
-    console.print(_table(rows, "catalogue"))
+    _print_listing(rows, "catalogue")
     if limit and len(rows) == limit:
         console.print(f"(first {limit}; --limit 0 lists all)")
 
@@ -150,7 +165,7 @@ def search_command(
     if json_out:
         print_json([r.to_dict() for r in rows])
     else:
-        console.print(_table(rows, f"search: {text}"))
+        _print_listing(rows, f"search: {text}")
 
 
 def _print_remote(found: list[dict[str, Any]], json_out: bool) -> None:

@@ -100,6 +100,10 @@ class EmbeddingSummary:
     concept_type: str | None
     description: str | None
     tags: list[str]
+    #: the training step and trained-on model (its name, else its hash): what tells versions of
+    #: one embedding apart in a listing
+    step: int | None = None
+    trained_on: str | None = None
     rank: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,26 +251,58 @@ def resolve_many(
 # -- listing and search ----------------------------------------------------------------------
 
 
-def _source_clause(source: str) -> Any:
-    """A provenance of the embedding is from source kind ``source``, or its source locator or
-    file location contains ``source``."""
+def _provenance_from(source: str) -> Select[Any]:
+    """Provenance rows from source kind ``source``, or whose source locator or file location
+    contains ``source``."""
     pattern = f"%{source}%"
-    return exists(
+    return (
         select(ProvenanceRow.id)
         .outerjoin(SourceRow, SourceRow.id == ProvenanceRow.source_id)
         .where(
-            ProvenanceRow.embedding_id == EmbeddingRow.id,
             or_(
                 SourceRow.kind == source,
                 SourceRow.locator.like(pattern),
                 ProvenanceRow.location.like(pattern),
-            ),
+            )
         )
     )
 
 
+def _source_clause(source: str) -> Any:
+    """The embedding has a provenance matching ``source`` (see :func:`_provenance_from`)."""
+    return exists(_provenance_from(source).where(ProvenanceRow.embedding_id == EmbeddingRow.id))
+
+
+class UnknownFilterError(TiregError):
+    """A filter names a tag or source the catalogue has never seen (a typo, most likely)."""
+
+
+def _check_known(session: Session, filters: Filters) -> None:
+    """Refuse a ``--tag`` or ``--source`` that nothing carries: an empty table would read as
+    "no such embedding" when the user mistyped the filter."""
+    if filters.tag is not None:
+        wanted = filters.tag.strip().lower()
+        known = select(TagRow.tag).where(func.lower(TagRow.tag) == wanted).limit(1)
+        if session.scalar(known) is None:
+            used = session.scalars(select(TagRow.tag).distinct().order_by(TagRow.tag).limit(12))
+            raise UnknownFilterError(
+                f"no embedding is tagged {filters.tag!r}",
+                hint="tags in use: " + (", ".join(used) or "none yet; add some with tireg tag"),
+            )
+    if filters.source is not None:
+        seen = session.scalar(_provenance_from(filters.source).limit(1))
+        if seen is None:
+            kinds = session.scalars(select(SourceRow.kind).distinct().order_by(SourceRow.kind))
+            raise UnknownFilterError(
+                f"no embedding comes from a source matching {filters.source!r}",
+                hint="source kinds here: " + (", ".join(kinds) or "none"),
+            )
+
+
 def _resolved(session: Session, filters: Filters) -> Filters:
-    """``filters`` with ``compatible_with`` turned into the ids of the embeddings that work."""
+    """``filters`` checked (see :func:`_check_known`), with ``compatible_with`` turned into the
+    ids of the embeddings that work."""
+    _check_known(session, filters)
     if filters.compatible_with is None:
         return filters
     from tireg.registry import compat  # compat names embeddings through this module
@@ -302,6 +338,14 @@ def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
     return query.where(and_(*conditions)) if conditions else query
 
 
+def _trained_on(row: EmbeddingRow) -> str | None:
+    """The trained-on model as a listing shows it: its name and short hash, either alone."""
+    short = row.trained_on_hash[:10] if row.trained_on_hash else None
+    if row.trained_on_name and short:
+        return f"{row.trained_on_name} [{short}]"
+    return row.trained_on_name or short
+
+
 def _summaries(
     session: Session, rows: Sequence[EmbeddingRow], ranks: dict[int, float] | None = None
 ) -> list[EmbeddingSummary]:
@@ -318,6 +362,8 @@ def _summaries(
             concept_type=r.concept_type,
             description=r.description,
             tags=sorted(t.tag for t in r.tags),
+            step=r.step,
+            trained_on=_trained_on(r),
             rank=None if ranks is None else ranks[r.id],
         )
         for r in rows

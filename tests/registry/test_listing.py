@@ -1,0 +1,36 @@
+"""Listings as users read them: versions told apart, typos in filters named, empty results said."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def test_versions_are_told_apart_by_step_and_trained_on(tireg_cli, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    assert tireg_cli("add", corpus).code == 0
+    rows = json.loads(tireg_cli("list", "--json").stdout)
+    yuno = sorted((r for r in rows if r["name"] == "gasai yuno"), key=lambda r: r["step"])
+    assert [r["step"] for r in yuno] == [1000, 10000, 16600]
+    assert yuno[-1]["trained_on"] == "model [e6e8e1fc]"  # the name A1111 wrote, and its hash
+    table = tireg_cli("list").stdout
+    for row in yuno:
+        line = next(line for line in table.splitlines() if row["ref"] in line)
+        assert str(row["step"]) in line, "each version's row shows its step"
+
+
+def test_an_unknown_tag_or_source_is_an_error_not_an_empty_table(tireg_cli, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    assert tireg_cli("add", corpus).code == 0
+    assert tireg_cli("tag", "birb-style", "bird").code == 0
+    tag = tireg_cli("list", "--tag", "brid")
+    assert tag.code == 1
+    assert "no embedding is tagged 'brid'" in tag.stderr and "bird" in tag.stderr
+    source = tireg_cli("search", "gasai", "--source", "civitai")
+    assert source.code == 1 and "source kinds here: local" in source.stderr
+    assert tireg_cli("list", "--tag", "BIRD").code == 0, "tags still match case-insensitively"
+
+
+def test_an_empty_result_says_no_matches(tireg_cli, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    assert tireg_cli("add", corpus).code == 0
+    found = tireg_cli("search", "zebra")
+    assert found.code == 0 and found.stdout.strip() == "no matches"
+    assert json.loads(tireg_cli("search", "zebra", "--json").stdout) == []
