@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from tireg import __version__
+from tireg.cli.help import polish
 from tireg.cli.output import err_console
 from tireg.errors import TiregError
 
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     typer's standalone mode already turns usage errors into exit 2 and its own exceptions into
     messages; what it lets through is ours, and a :class:`TiregError` becomes one line.
     """
+    command = typer.main.get_command(app)
+    polish(command)
     try:
-        app(args=argv, prog_name="tireg")
+        command(args=argv, prog_name="tireg")
     except TiregError as exc:
         err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
         sys.exit(1)
