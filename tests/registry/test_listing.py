@@ -34,3 +34,10 @@ def test_an_empty_result_says_no_matches(tireg_cli, corpus: Path) -> None:  # ty
     found = tireg_cli("search", "zebra")
     assert found.code == 0 and found.stdout.strip() == "no matches"
     assert json.loads(tireg_cli("search", "zebra", "--json").stdout) == []
+
+
+def test_search_finds_the_trained_on_model_by_name(tireg_cli, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    assert tireg_cli("add", corpus).code == 0
+    found = json.loads(tireg_cli("search", "novelai", "--json").stdout)
+    # only the 16600-step file records sd_checkpoint e6e8e1fc: NovelAI's model in the shipped table
+    assert [(r["name"], r["step"]) for r in found] == [("gasai yuno", 16600)]

@@ -3,22 +3,24 @@
 One FTS row per embedding, ``rowid = embeddings.id``, with five columns: ``name``,
 ``triggers`` (every name the vectors were seen under, file stems included, and the triggers
 sources gave), ``description``, ``tags`` and ``sources`` (source kinds, locators and titles,
-base-model hints, file names). The columns aggregate several tables, so SQL triggers cannot
-maintain them; instead whoever changes an embedding's facts calls :func:`reindex` (or
-:func:`remove`) in the same transaction, and the index can never disagree with a committed
-catalogue. On databases without FTS5 (anything but SQLite) both are no-ops and search falls back
-to plain SQL.
+base-model hints, file names, and the trained-on model's names). The columns aggregate several
+tables, so SQL triggers cannot maintain them; instead whoever changes an embedding's facts
+calls :func:`reindex` (or :func:`remove`) in the same transaction, and the index can never
+disagree with a committed catalogue. On databases without FTS5 (anything but SQLite) both are
+no-ops and search falls back to plain SQL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 from pathlib import PurePath
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
+from tireg.checkpoints.known_models import lookup_hash
 from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
 from tireg.db.session import FTS_TABLE
 
@@ -40,9 +42,13 @@ def _joined(values: list[str | None]) -> str:
 # Built once: an import reindexes every embedding it touches, and building a statement costs
 # more than running one. Each reads a whole batch of embeddings (``ids``) at a time.
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
-_ROWS = select(EmbeddingRow.id, EmbeddingRow.name, EmbeddingRow.description).where(
-    EmbeddingRow.id.in_(_IDS)
-)
+_ROWS = select(
+    EmbeddingRow.id,
+    EmbeddingRow.name,
+    EmbeddingRow.description,
+    EmbeddingRow.trained_on_name,
+    EmbeddingRow.trained_on_hash,
+).where(EmbeddingRow.id.in_(_IDS))
 _TAGS = (
     select(TagRow.embedding_id, TagRow.tag)
     .where(TagRow.embedding_id.in_(_IDS))
@@ -77,17 +83,28 @@ _INSERT = text(
 _SLICE = 500
 
 
+@cache
+def _model_names(trained_on_hash: str | None) -> tuple[str, ...]:
+    """The well-known checkpoints a trained-on hash names (several when an old hash collides)."""
+    if not trained_on_hash:
+        return ()
+    return tuple(match.model.name for match in lookup_hash(trained_on_hash))
+
+
 def documents(session: Session, embedding_ids: Iterable[int]) -> dict[int, dict[str, str]]:
     """The five searchable texts of each embedding that exists, by id."""
     ids = {"ids": sorted(set(embedding_ids))}
     triggers: dict[int, list[str | None]] = {}
     descriptions: dict[int, str] = {}
     names: dict[int, str] = {}
-    for embedding_id, name, description in session.execute(_ROWS, ids):
+    sources: dict[int, list[str | None]] = {}
+    for embedding_id, name, description, trained_name, trained_hash in session.execute(_ROWS, ids):
         names[embedding_id] = name
         descriptions[embedding_id] = description or ""
         triggers[embedding_id] = [name]
-    sources: dict[int, list[str | None]] = {i: [] for i in names}
+        # `search novelai` finds what was trained on NovelAI's model: its recorded name, and
+        # the names the shipped table gives its hash
+        sources[embedding_id] = [trained_name, *_model_names(trained_hash)]
     tags: dict[int, list[str | None]] = {i: [] for i in names}
     for embedding_id, name_in_file, location, trigger, *source in session.execute(_FOUND, ids):
         file_name = PurePath(location.rsplit("?", 1)[0]).name
