@@ -109,6 +109,14 @@ def list_command(
     vectors: VectorsOption = None,
     compatible_with: CompatibleOption = None,
     limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many; 0: all.")] = 100,
+    near_duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--near-duplicates",
+            help="Instead: groups of embeddings whose vectors agree within float16 rounding"
+            " (fp16 copies, re-saves, re-uploads under other names), so you can keep one.",
+        ),
+    ] = False,
     db: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -116,6 +124,9 @@ def list_command(
 
     Example: tireg list --family sdxl --type style
     """
+    if near_duplicates:
+        _print_near_duplicates(db, json_out)
+        return
     filters = Filters(family, concept_type, source, tag, vectors, compatible_with=compatible_with)
     with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
         rows = query.list_embeddings(session, filters, limit=limit or None)
@@ -125,6 +136,25 @@ def list_command(
     _print_listing(rows, "catalogue")
     if limit and len(rows) == limit:
         console.print(f"(first {limit}; --limit 0 lists all)")
+
+
+def _print_near_duplicates(db: str | None, json_out: bool) -> None:
+    from tireg.registry.similar import near_duplicates
+
+    with open_catalogue(db) as catalogue:
+        groups = near_duplicates(catalogue)
+    if json_out:
+        print_json(groups)
+        return
+    if not groups:
+        console.print("no near-duplicates")
+        return
+    table = Table(title="near-duplicates (same vectors within float16 rounding)")
+    table.add_column("group", justify="right")
+    table.add_column("embeddings (type these)")
+    for number, refs in enumerate(groups, 1):
+        table.add_row(str(number), Text("\n".join(refs)))
+    console.print(table)
 
 
 def search_command(
