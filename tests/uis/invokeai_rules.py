@@ -90,13 +90,14 @@ def from_checkpoint(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def vectors_for(path: Path, width: int) -> torch.Tensor:
-    """The ``[n, width]`` vectors a text encoder of ``width`` gets (``apply_ti`` takes whichever
-    of the two embeddings matches the encoder, and refuses a mismatch)."""
+    """The ``[n, width]`` rows a text encoder of ``width`` gets: ``ModelPatcher.apply_ti``
+    (``invokeai/backend/model_patcher.py``, ``_get_ti_embedding``) takes ``embedding_2`` when its
+    width is the encoder's, else ``embedding``, and refuses a row of another width."""
     embedding, embedding_2 = from_checkpoint(path)
-    for candidate in (embedding, embedding_2):
-        if candidate is not None and candidate.shape[-1] == width:
-            return candidate
-    raise NotAMatch(f"trained on a model with token dimension {embedding.shape[-1]}, not {width}")
+    chosen = embedding_2 if embedding_2 is not None and embedding_2.shape[1] == width else embedding
+    if chosen.shape[-1] != width:
+        raise NotAMatch(f"trained on a model with token dimension {chosen.shape[-1]}, not {width}")
+    return chosen
 
 
 def triggers(prompt: str) -> list[str]:
