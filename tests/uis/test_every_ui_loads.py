@@ -32,6 +32,7 @@ from tireg.converters import CLIP_G, CLIP_L, Embedding, read_file, torch_file, w
 from tireg.converters.writing import EXTENSIONS, WRITE_FORMATS
 from tireg.db.session import Catalogue, open_catalogue
 from tireg.registry import install as inst
+from tireg.registry.importer import add_paths
 from tireg.registry.install import Destination
 
 from . import a1111_rules, comfyui_rules, diffusers_rules, invokeai_rules
@@ -210,6 +211,31 @@ def test_invokeai_width_rule_for_one_tensor_files(tmp_path: Path, fmt: str, fami
     (wide,) = write(sample(family, 1), tmp_path, fmt, stem="wide")
     with pytest.raises(invokeai_rules.NotAMatch, match=r"token dimension 1$"):
         invokeai_rules.probe(wide)
+
+
+def test_a_catalogued_flat_concept_installs_flat(
+    corpus: Path, tmp_path: Path, catalogue: Catalogue
+) -> None:
+    """Through the store and back: ``add`` of a ``[768]`` concept, then ``install --to DIR
+    --format diffusers-bin``, gives a ``[768]`` file InvokeAI registers as SD 1."""
+    source = tmp_path / "learned_embeds.bin"
+    shutil.copy(corpus / "sd-concepts-birb-style.bin", source)
+    add_paths(catalogue, [source])
+    dest = Destination.folder(tmp_path / "out", "diffusers-bin")
+    (out,) = inst.install(catalogue, ["birb-style"], dest)
+    path = Path(out.path)
+    assert torch.load(path, weights_only=True)["birb-style"].shape == (768,)
+    invoke_loads(path, read_file(source), "sd1")
+
+
+def test_the_sdxl_pair_is_for_diffusers_only(tmp_path: Path) -> None:
+    """Why the SDXL cases above leave the two-file diffusers pair to diffusers: A1111 and
+    ComfyUI read its first file alone, 768 wide, where SDXL needs 2048 (A1111) or 1280 (clip_g)."""
+    first, _ = write(sample("sdxl"), tmp_path, "diffusers-safetensors")
+    found = a1111_rules.load_from_file(first)
+    assert found is not None and found.shape == 768 != A1111_SHAPE["sdxl"]
+    with pytest.raises(comfyui_rules.Ignored, match="shape mismatch"):
+        comfyui_rules.load_embed(first.stem, tmp_path, comfyui_rules.CLIP_G)
 
 
 # ----------------------------------------------------------------------------------- diffusers
