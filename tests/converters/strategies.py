@@ -64,4 +64,5 @@ def embeddings(
         source_format=draw(st.sampled_from(("a1111-pt", "diffusers-bin", "kohya-safetensors"))),
         source_sha256=draw(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
         extras=extras,
+        flat=n == 1 and draw(st.booleans()),
     )

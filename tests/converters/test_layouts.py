@@ -94,17 +94,15 @@ def test_writer_dicts() -> None:
         "h",
         "m",
     )
-    xl = Embedding(name="x", vectors={CLIP_L: vec(), CLIP_G: vec(2, 1280)})
-    assert set(layouts.a1111_dict(xl)) == {
-        "clip_l",
-        "clip_g",
-        "name",
-        "step",
-        "sd_checkpoint",
-        "sd_checkpoint_name",
-    }
+    xl = Embedding(name="x", vectors={CLIP_L: vec(), CLIP_G: vec(2, 1280)}, step=3)
+    # A1111's SDXL branch calls .detach() on every value: nothing but the two tensors
+    assert list(layouts.a1111_dict(xl)) == ["clip_l", "clip_g"]
     first, second = layouts.diffusers_dicts(xl)
     assert first["x"].shape == (2, 768) and second["x"].shape == (2, 1280)
+    flat = Embedding(name="f", vectors={CLIP_L: vec(1)}, flat=True)
+    assert layouts.diffusers_dicts(flat)[0]["f"].shape == (768,)
+    assert layouts.diffusers_dicts(flat.with_meta(flat=False))[0]["f"].shape == (1, 768)
+    assert layouts.a1111_dict(flat)["string_to_param"]["*"].shape == (1, 768)
     tensors, meta = layouts.kohya_dict(sd1.with_meta(extras={"modelspec.date": "d", "other": "o"}))
     assert list(tensors) == ["emb_params"] and meta == {
         "modelspec.title": "n",

@@ -194,3 +194,18 @@ def test_nan_and_inf_survive_every_format(fmt: str) -> None:
     (got,) = back.vectors.values()
     assert np.isnan(got[0, 0]) and got[0, 1] == np.inf and got[1, 2] == -np.inf
     assert np.array_equal(np.nan_to_num(got), np.nan_to_num(matrix))
+
+
+@pytest.mark.parametrize("via", ["diffusers-bin", "diffusers-safetensors", "tireg"])
+def test_a_single_flat_vector_keeps_its_rank(corpus: Path, tmp_path: Path, via: str) -> None:
+    """sd-concepts-library's ``[768]`` tensor comes back ``[768]``, not ``[1, 768]`` (which
+    InvokeAI's probe reads as width 1), through the diffusers writers and tireg's own format."""
+    emb = read_file(corpus / "sd-concepts-birb-style.bin")
+    assert emb.flat and emb.num_vectors == 1
+    (first,) = write_file(emb, tmp_path / f"a{EXTENSIONS[via]}", via)
+    (second,) = write_file(read_file(first), tmp_path / "b.bin", "diffusers-bin")
+    state = torch.load(second, weights_only=True)
+    assert state["<birb-style>"].shape == (768,)
+    assert state["<birb-style>"].numpy().tobytes() == emb.vectors["clip_l"].tobytes()
+    (kohya,) = write_file(emb, tmp_path / "k.safetensors", "safetensors")
+    assert not read_file(kohya).flat  # kohya always writes [n, D]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -60,14 +62,25 @@ def test_unknown_family_works_in_no_ui(tmp_path: Path, ui: str) -> None:
         ("comfyui", "<birb-style>", "birb-style", "embedding:birb-style"),
         ("invokeai", "<birb-style>", "birb-style", "<birb-style>"),
         ("invokeai", "gasai yuno", "gasai yuno", "<gasai yuno>"),
-        ("invokeai", "café+1", "caf__1", "<caf__1>"),
+        ("invokeai", "gasai yuno@1000", "gasai yuno_1000", "<gasai yuno_1000>"),
+        # a name with characters InvokeAI cannot type gets a stable hash of its NFC form
+        ("invokeai", "café+1", "emb-1212fa51", "<emb-1212fa51>"),
+        ("invokeai", "cafe\u0301+1", "emb-1212fa51", "<emb-1212fa51>"),
+        ("invokeai", "大猫板蓝根-100000", "emb-8a15f653", "<emb-8a15f653>"),
+        ("invokeai", "<大猫>", "emb-" + sha256("大猫".encode()).hexdigest()[:8], None),
+        ("comfyui", "大猫板蓝根-100000", "大猫板蓝根-100000", "embedding:大猫板蓝根-100000"),
+        ("a1111", "大猫板蓝根-100000", "大猫板蓝根-100000", "大猫板蓝根-100000"),
         ("a1111", "a/b:c", "a_b_c", "a_b_c"),
         ("dir", "..hidden", "hidden", "hidden"),
     ],
 )
-def test_file_stem_and_prompt_word(target: str, trigger: str, stem: str, typed: str) -> None:
+def test_file_stem_and_prompt_word(target: str, trigger: str, stem: str, typed: str | None) -> None:
     assert uis.file_stem(target, trigger) == stem
-    assert uis.prompt_word(target, stem) == typed
+    assert uis.prompt_word(target, stem) == (typed or f"<{stem}>")
+    if target == "invokeai":  # what InvokeAI's trigger regex finds in a prompt is the whole word
+        assert re.findall(r"<[a-zA-Z0-9., _-]+>", f"a {uis.prompt_word(target, stem)} cat") == [
+            uis.prompt_word(target, stem)
+        ]
 
 
 @pytest.mark.parametrize("trigger", ["", "<>", "///", "  "])

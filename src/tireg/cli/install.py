@@ -212,9 +212,10 @@ def installed_command(
         print_json([f.to_dict() for f in files])
         return
     table = Table(title="installed")
-    for column in ("embedding", "state", "ui", "format", "file"):
+    for column in ("embedding", "type in a prompt", "state", "ui", "format", "file"):
         table.add_column(column, overflow="fold")
     for f in files:
         style = {"ok": "green", "modified": "yellow", "missing": "red"}[f.state]
-        table.add_row(Text(f.ref), Text(f.state, style=style), f.target, f.format, Text(f.path))
+        state = Text(f.state, style=style)
+        table.add_row(Text(f.ref), Text(f.prompt), state, f.target, f.format, Text(f.path))
     console.print(table)

@@ -76,6 +76,11 @@ class Embedding:
     ``vectors`` maps an encoder key to a C-contiguous float32 ``[n, width]`` array; every encoder
     has the same ``n``. Equality compares names, metadata and the exact bits of every vector, so
     round-trip tests can demand ``read(write(e)) == e``.
+
+    ``flat`` says the file held its one vector as a 1-D ``[width]`` tensor (older diffusers and
+    sd-concepts-library files) rather than ``[1, width]``. The vectors are the same, but not to
+    every reader: InvokeAI's probe takes a diffusers file's width from ``shape[0]``, so a
+    ``[1, 768]`` copy of a ``[768]`` file stops loading there. The diffusers writers keep it.
     """
 
     name: str
@@ -86,6 +91,7 @@ class Embedding:
     source_format: str | None = None
     source_sha256: str | None = None
     extras: Mapping[str, str] = field(default_factory=dict)
+    flat: bool = False
 
     def __post_init__(self) -> None:
         if not self.vectors:
@@ -101,6 +107,8 @@ class Embedding:
         counts = {a.shape[0] for a in fixed.values()}
         if len(counts) != 1:
             raise ValueError(f"encoders disagree on the number of vectors: {sorted(counts)}")
+        if self.flat and counts != {1}:
+            raise ValueError(f"only a single vector can be flat, not {counts.pop()}")
         object.__setattr__(self, "vectors", dict(sorted(fixed.items())))
         object.__setattr__(self, "extras", dict(sorted(self.extras.items())))
 
@@ -159,6 +167,7 @@ class Embedding:
             self.source_format,
             self.source_sha256,
             tuple(self.extras.items()),
+            self.flat,
         )
 
     def same_vectors(self, other: Embedding) -> bool:

@@ -7,6 +7,10 @@ Spec (schema version 1):
 * ``__metadata__`` (strings only): ``tireg.schema`` = ``"1"``, ``tireg.name``, and when known
   ``tireg.step`` (decimal), ``tireg.trained_on.hash``, ``tireg.trained_on.name``,
   ``tireg.source.format``, ``tireg.source.sha256``, plus ``tireg.extra.<key>`` for free-form extras;
+* ``tireg.vector_rank`` = ``"1"`` when the source held its one vector as a 1-D ``[width]`` tensor
+  (:attr:`Embedding.flat`; the tensor here is ``[1, width]`` all the same). Added within schema 1:
+  a reader that does not know the key reads the same vectors and only loses the rank, which is
+  why it needs no schema bump, and files without it keep their exact bytes;
 * bytes laid out by :func:`tireg.converters.safetensors_file.dumps`, which is deterministic, so the
   same embedding always gives the same file and its sha256 is a content identity.
 
@@ -27,6 +31,7 @@ SCHEMA_VERSION = 1
 FORMAT_NAME = "tireg"
 _PREFIX = "tireg."
 _EXTRA = "tireg.extra."
+_RANK = "tireg.vector_rank"
 
 
 def dumps(embedding: Embedding) -> bytes:
@@ -41,6 +46,8 @@ def dumps(embedding: Embedding) -> bytes:
     }
     meta.update({k: v for k, v in optional.items() if v is not None})
     meta.update({_EXTRA + k: v for k, v in embedding.extras.items()})
+    if embedding.flat:
+        meta[_RANK] = "1"
     return safetensors_file.dumps(embedding.vectors, meta)
 
 
@@ -62,6 +69,9 @@ def from_parts(tensors: Mapping[str, np.ndarray], metadata: dict[str, str]) -> E
             hint="upgrade tireg",
         )
     step = metadata.get("tireg.step")
+    rank = metadata.get(_RANK, "2")
+    if rank not in ("1", "2"):
+        raise EmbeddingFileError(f"{_RANK} is not 1 or 2 ({rank!r})")
     try:
         return Embedding(
             name=metadata.get("tireg.name", ""),
@@ -72,6 +82,7 @@ def from_parts(tensors: Mapping[str, np.ndarray], metadata: dict[str, str]) -> E
             source_format=metadata.get("tireg.source.format"),
             source_sha256=metadata.get("tireg.source.sha256"),
             extras={k[len(_EXTRA) :]: v for k, v in metadata.items() if k.startswith(_EXTRA)},
+            flat=rank == "1",
         )
     except ValueError as exc:
         raise EmbeddingFileError(f"invalid internal-format file: {exc}") from exc

@@ -143,7 +143,7 @@ def interpret(
         if _is_tensor(obj) and container == "pt":
             # a bare pickled tensor: diffusers accepts it with token=, and so do we, named by file
             arr = _matrix(obj, "the tensor")
-            return _single("diffusers", container, name_hint, arr, meta, source_sha256)
+            return _single("diffusers", container, name_hint, arr, meta, source_sha256, obj.ndim)
         raise NotAnEmbeddingError(_describe(obj, container))
 
     if "string_to_param" in obj:
@@ -156,9 +156,9 @@ def interpret(
         arr = _matrix(value, f"tensor {key!r}")
         if key == "emb_params":
             name = meta.get(TITLE_KEY) or name_hint
-            return _single("kohya", container, name, arr, meta, source_sha256)
+            return _single("kohya", container, name, arr, meta, source_sha256, value.ndim)
         name = key if isinstance(key, str) else name_hint
-        return _single("diffusers", container, name, arr, meta, source_sha256)
+        return _single("diffusers", container, name, arr, meta, source_sha256, value.ndim)
     raise NotAnEmbeddingError(_describe(obj, container))
 
 
@@ -174,7 +174,9 @@ def _single(
     arr: np.ndarray,
     meta: Mapping[str, str],
     sha256: str | None,
+    rank: int,
 ) -> Interpretation:
+    """One tensor of ``rank`` (1 or 2) read as ``arr`` ``[n, D]``; rank 1 is kept as ``flat``."""
     encoder = encoder_for_width(int(arr.shape[1]))
     embedding = Embedding(
         name=name,
@@ -182,6 +184,7 @@ def _single(
         source_format=source_format(layout, container),
         source_sha256=sha256,
         extras=_extras(meta),
+        flat=rank == 1,
     )
     return Interpretation(embedding, layout, {encoder: _dtype_name(arr)})
 
@@ -274,33 +277,33 @@ def is_pair(embedding: Embedding) -> bool:
 
 
 def a1111_dict(embedding: Embedding) -> dict[str, Any]:
-    """The dict A1111's ``Embedding.save`` writes (SDXL: ``clip_l``/``clip_g`` instead of a term).
+    """The dict A1111's ``Embedding.save`` writes; SDXL: ``clip_l`` and ``clip_g``, nothing else.
 
-    A1111 never writes SDXL ``.pt`` files, but its loader takes a ``clip_l``/``clip_g`` dict and
-    reads ``step``/``sd_checkpoint*`` from any layout, so SDXL keeps its metadata this way too.
+    A1111 never writes SDXL ``.pt`` files. Its loader's SDXL branch (``textual_inversion.py``,
+    ``create_embedding_from_data``) calls ``.detach()`` on every value of the dict, so a ``name``
+    or ``step`` beside the two tensors makes it fail; an SDXL ``.pt`` keeps only its vectors.
     """
-    meta = {
+    if is_pair(embedding):
+        return {CLIP_L: embedding.vectors[CLIP_L], CLIP_G: embedding.vectors[CLIP_G]}
+    (matrix,) = embedding.vectors.values()
+    return {
+        "string_to_token": {"*": A1111_TOKEN_ID},
+        "string_to_param": {"*": matrix},
         "name": embedding.name,
         "step": embedding.step,
         "sd_checkpoint": embedding.trained_on_hash,
         "sd_checkpoint_name": embedding.trained_on_name,
     }
-    if is_pair(embedding):
-        return {CLIP_L: embedding.vectors[CLIP_L], CLIP_G: embedding.vectors[CLIP_G], **meta}
-    (matrix,) = embedding.vectors.values()
-    return {
-        "string_to_token": {"*": A1111_TOKEN_ID},
-        "string_to_param": {"*": matrix},
-        **meta,
-    }
 
 
 def diffusers_dicts(embedding: Embedding) -> list[dict[str, np.ndarray]]:
-    """``{token: [n, D]}`` per file: one file, or diffusers' SDXL pair (clip_l, then clip_g)."""
-    if is_pair(embedding):
-        return [{embedding.name: embedding.vectors[enc]} for enc in (CLIP_L, CLIP_G)]
-    (matrix,) = embedding.vectors.values()
-    return [{embedding.name: matrix}]
+    """``{token: [n, D]}`` per file (``[D]`` for a ``flat`` embedding, as it was read): one file,
+    or diffusers' SDXL pair (clip_l, then clip_g)."""
+    encoders = (CLIP_L, CLIP_G) if is_pair(embedding) else tuple(embedding.vectors)
+    return [
+        {embedding.name: embedding.vectors[enc][0] if embedding.flat else embedding.vectors[enc]}
+        for enc in encoders
+    ]
 
 
 def kohya_dict(embedding: Embedding) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -267,4 +267,5 @@ def read_sdxl_pair(first: str | os.PathLike[str], second: str | os.PathLike[str]
         },
         source_format="diffusers-sdxl-pair",
         source_sha256=clip_l.source_sha256,
+        flat=clip_l.flat and clip_g.flat,
     )

@@ -21,8 +21,14 @@ storage type, a dtype, Lightning's ``ModelCheckpoint`` key) → their dotted nam
 location (``cuda:0``) is ignored. Every size is bounded (:data:`MAX_TOTAL_BYTES`), and only
 :mod:`tireg.converters.errors` exceptions leave this module, whatever the input bytes.
 
-Writing (:func:`dumps`) produces what ``torch.save`` (torch 2.13) produces for the same values,
-byte for byte except the random ``serialization_id``, which we derive from the content instead.
+Writing (:func:`dumps`) produces the files A1111 and the sd-concepts-library published, which
+every consumer reads: the members ``data.pkl``, ``data/<key>`` and ``version`` only. A1111's
+``modules/safe.py`` (``check_zip_filenames``) refuses any other member as "may be malicious", and
+the ones torch >= 2.1 adds (``.format_version``, ``.storage_alignment``, ``byteorder``,
+``.data/serialization_id``) are all optional to torch's own loader (a missing ``byteorder`` means
+little-endian). Each member is byte for byte what ``torch.save`` (torch 2.13) writes under that
+name, laid out as torch lays out its archive, so the bytes equal those of a torch < 2.1 file
+(``sd-concepts-library`` ``learned_embeds.bin`` files, A1111's Train tab output).
 
 **data.pkl** is pickle protocol 2, as torch's pickler emits it: ``PROTO 2``; each str as
 ``BINUNICODE`` followed by ``BINPUT`` (a repeated str is a ``BINGET``); ints as ``BININT1``/
@@ -43,19 +49,16 @@ items. An array ``a`` becomes::
 with storage keys ``'0'``, ``'1'``, … in order of first appearance (the same array object twice is
 one tensor, written once and then fetched with ``BINGET``).
 
-**The zip** is stored (no compression); members ``archive/data.pkl``, ``archive/.format_version``
-(``1``), ``archive/.storage_alignment`` (``64``), ``archive/byteorder`` (``little``),
-``archive/data/<key>``…, ``archive/version`` (``3\\n``), ``archive/.data/serialization_id`` (40
-decimal digits). Each local header has version 0, flags 0x0808 (data descriptor, UTF-8 names),
-time/date/CRC/sizes 0, and an extra field ``FB <u16 n> 'Z'*n`` that puts the member's data on a
-64-byte boundary; the data is followed by a descriptor ``PK\\x07\\x08 crc csize usize``. Then the
-central directory (the same fields, real CRC and sizes, no extra), a ZIP64 end record, its locator,
-and the classic end record.
+**The zip** is stored (no compression); members ``archive/data.pkl``, ``archive/data/<key>``…,
+``archive/version`` (``3\\n``). Each local header has version 0, flags 0x0808 (data descriptor,
+UTF-8 names), time/date/CRC/sizes 0, and an extra field ``FB <u16 n> 'Z'*n`` that puts the
+member's data on a 64-byte boundary; the data is followed by a descriptor
+``PK\\x07\\x08 crc csize usize``. Then the central directory (the same fields, real CRC and sizes,
+no extra), a ZIP64 end record, its locator, and the classic end record.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -63,7 +66,7 @@ import struct
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NoReturn
@@ -632,23 +635,15 @@ def dumps(obj: Any) -> bytes:
     writer = _PickleWriter()
     writer.save(obj)
     writer.out += b"."
-    records: list[tuple[str, bytes]] = [
-        ("data.pkl", bytes(writer.out)),
-        (".format_version", b"1"),
-        (".storage_alignment", str(_ALIGNMENT).encode()),
-        ("byteorder", b"little"),
-    ]
+    records = [("data.pkl", bytes(writer.out))]
     records += [(f"data/{i}", a.tobytes()) for i, a in enumerate(writer.storages)]
-    digest = hashlib.sha256()
-    for name, blob in records:
-        digest.update(name.encode() + b"\0" + struct.pack("<Q", len(blob)) + blob)
-    serialization_id = str(int.from_bytes(digest.digest(), "big") % 10**40).zfill(40)
-    records += [("version", b"3\n"), (".data/serialization_id", serialization_id.encode())]
-    return _zip(("archive/" + name, blob) for name, blob in records)
+    records.append(("version", b"3\n"))
+    return zip_archive(("archive/" + name, blob) for name, blob in records)
 
 
-def _zip(records: Any) -> bytes:
-    """Lay out stored members the way torch's PyTorchStreamWriter does (see module docstring)."""
+def zip_archive(records: Iterable[tuple[str, bytes]]) -> bytes:
+    """Lay ``(name, bytes)`` members out the way torch's PyTorchStreamWriter does (see the module
+    docstring); given the members of a ``torch.save`` file, it gives that file's bytes back."""
     out = bytearray()
     central = bytearray()
     count = 0

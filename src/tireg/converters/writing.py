@@ -6,12 +6,13 @@ What each format keeps (:data:`CARRIES`; the round-trip tests assert exactly thi
 format                     file(s)                                      keeps
 =========================  ===========================================  ==========================
 ``tireg``                  internal safetensors (:mod:`.internal`)      everything, provenance too
-``a1111-pt``               torch zip: A1111's dict (SDXL: clip_l/clip_g  vectors, name, step,
-                           plus the same metadata keys)                 trained-on hash and name
+``a1111-pt``               torch zip: A1111's dict (SDXL: clip_l and    vectors, name, step,
+                           clip_g alone, which is all A1111 reads)      trained-on hash and name
+                                                                        (SDXL: the vectors)
 ``png``                    A1111 card, text chunk + pixel payload       as ``a1111-pt`` (no SDXL)
-``diffusers-bin``          torch zip ``{name: T}``; SDXL: a pair,        vectors, name (the token)
-                           ``X.bin`` (clip_l) + ``X_2.bin`` (clip_g)
-``diffusers-safetensors``  ``{name: T}``, metadata ``{"format": "pt"}``;  vectors, name
+``diffusers-bin``          torch zip ``{name: T}``; SDXL: a pair,        vectors, name (the token),
+                           ``X.bin`` (clip_l) + ``X_2.bin`` (clip_g)    a single vector's rank
+``diffusers-safetensors``  ``{name: T}``, metadata ``{"format": "pt"}``;  vectors, name, rank
                            SDXL: the same pair
 ``safetensors``            kohya: ``emb_params`` or ``clip_l``/``clip_g``,  vectors, name (as
                            ``modelspec.*`` metadata                     ``modelspec.title``),
@@ -56,14 +57,18 @@ EXTENSIONS = {
 
 _PROVENANCE = frozenset({"source_format", "source_sha256"})
 _A1111 = frozenset({"vectors", "name", "step", "trained_on_hash", "trained_on_name"})
+#: what ``a1111-pt`` keeps of an SDXL embedding (see :func:`layouts.a1111_dict`); the name a
+#: reader gives back is the file's stem
+_A1111_SDXL = frozenset({"vectors"})
 
 #: the Embedding fields each format stores; ``extras:modelspec`` = only ``modelspec.*`` extras
+#: (:func:`carried` has the one exception, SDXL in ``a1111-pt``)
 CARRIES: dict[str, frozenset[str]] = {
-    "tireg": _A1111 | _PROVENANCE | {"extras"},
+    "tireg": _A1111 | _PROVENANCE | {"extras", "flat"},
     "a1111-pt": _A1111,
     "png": _A1111,
-    "diffusers-bin": frozenset({"vectors", "name"}),
-    "diffusers-safetensors": frozenset({"vectors", "name"}),
+    "diffusers-bin": frozenset({"vectors", "name", "flat"}),
+    "diffusers-safetensors": frozenset({"vectors", "name", "flat"}),
     "safetensors": frozenset({"vectors", "name", "extras:modelspec"}),
 }
 
@@ -76,12 +81,21 @@ class OutputWriteError(TiregError):
     """The file system refused a write (no space, too large, no permission): nothing written."""
 
 
+def carried(embedding: Embedding, fmt: str) -> frozenset[str]:
+    """The fields of ``embedding`` that ``fmt`` stores: :data:`CARRIES`, except that an SDXL
+    ``a1111-pt`` file holds nothing but its two tensors."""
+    if fmt == "a1111-pt" and layouts.is_pair(embedding):
+        return _A1111_SDXL
+    return CARRIES[fmt]
+
+
 def kept_by(embedding: Embedding, fmt: str) -> Embedding:
     """``embedding`` reduced to what ``fmt`` stores: the value a reader can give back.
 
-    Dropped fields become None / empty; provenance is dropped unless the format keeps it.
+    Dropped fields become None / empty (a dropped name ``""``); provenance is dropped unless the
+    format keeps it.
     """
-    keeps = CARRIES[fmt]
+    keeps = carried(embedding, fmt)
     extras = dict(embedding.extras) if "extras" in keeps else {}
     if "extras:modelspec" in keeps:
         extras = {
@@ -90,7 +104,7 @@ def kept_by(embedding: Embedding, fmt: str) -> Embedding:
             if k.startswith("modelspec.") and k != layouts.TITLE_KEY
         }
     return Embedding(
-        name=embedding.name,
+        name=embedding.name if "name" in keeps else "",
         vectors=embedding.vectors,
         step=embedding.step if "step" in keeps else None,
         trained_on_hash=embedding.trained_on_hash if "trained_on_hash" in keeps else None,
@@ -98,6 +112,7 @@ def kept_by(embedding: Embedding, fmt: str) -> Embedding:
         source_format=embedding.source_format if "source_format" in keeps else None,
         source_sha256=embedding.source_sha256 if "source_sha256" in keeps else None,
         extras=extras,
+        flat=embedding.flat and "flat" in keeps,
     )
 
 

@@ -95,10 +95,12 @@ class InstallOutcome:
 
 @dataclass(frozen=True)
 class InstalledFile:
-    """A row of ``tireg installed``: an install and its state: ``ok``, ``modified``, ``missing``."""
+    """A row of ``tireg installed``: an install, what to type for it (``prompt``, from the file
+    name as the UI reads it) and its state: ``ok``, ``modified``, ``missing``."""
 
     ref: str
     name: str
+    prompt: str
     target: str
     format: str
     path: str
@@ -416,6 +418,7 @@ def installed(
                 InstalledFile(
                     ref=shown[row.id],
                     name=row.name,
+                    prompt=uis.prompt_word(inst.target, Path(inst.path).stem),
                     target=inst.target,
                     format=inst.format,
                     path=inst.path,

@@ -22,8 +22,13 @@ would only add a pickle for the UI to load.
 Why the stem is sanitised per UI: A1111 and Forge match the embedding name against the tokenised
 prompt, so spaces are fine there; ComfyUI cuts the prompt into words at spaces before it sees
 ``embedding:``, so a space becomes ``_``; InvokeAI only recognises ``<...>`` triggers made of
-``A-Z a-z 0-9 . , space _ -``. A trigger written ``<name>`` (sd-concepts-library style) loses its
-brackets in the stem: InvokeAI adds them back in the prompt, the others never type them.
+``A-Z a-z 0-9 . , space _ -`` (``invokeai/app/util/ti_utils.py``,
+``extract_ti_triggers_from_prompt``) and names a model by its file stem, so other ASCII
+characters become ``_``, and a name with any non-ASCII character (``大猫板蓝根-100000``, which
+would collapse to ``_____-100000`` and collide with every other such name) gets ``emb-`` and the
+first 8 hex digits of the sha256 of its NFC form: stable across runs and machines, and shown by
+``install`` and ``installed``. A trigger written ``<name>`` (sd-concepts-library style) loses
+its brackets in the stem: InvokeAI adds them back in the prompt, the others never type them.
 
 InvokeAI: v3 scanned ``models/<base>/embedding`` at startup; v4 removed ``autoimport`` and only
 registers files it is told about, so after installing run "Scan Folder" on that folder once (with
@@ -32,8 +37,10 @@ registers files it is told about, so after installing run "Scan Folder" on that 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,12 +176,15 @@ def embeddings_dir(target: UiRoot, family: str) -> Path:
 def file_stem(target: str, trigger: str) -> str:
     """The file stem that makes ``trigger`` the word typed in ``target``'s prompts.
 
-    Characters no file name can hold become ``_``; a ``<name>`` trigger loses its brackets; then
+    A ``<name>`` trigger loses its brackets; characters no file name can hold become ``_``; then
     the UI's own rule applies (see the module docstring). Raises when nothing usable is left.
     """
     name = trigger.strip()
     if len(name) > 2 and name.startswith("<") and name.endswith(">"):
         name = name[1:-1].strip()
+    if target == "invokeai" and not name.isascii():
+        digest = hashlib.sha256(unicodedata.normalize("NFC", name).encode()).hexdigest()
+        name = f"emb-{digest[:8]}"
     name = _UNSAFE_IN_FILE_NAMES.sub("_", name).lstrip(".")
     if target == "comfyui":
         name = name.replace(" ", "_")
