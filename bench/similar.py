@@ -91,7 +91,7 @@ def main() -> None:
 
     # 3. Questions: tireg end to end, and the in-memory floor on the same matrix
     in_memory = np.array(matrix.unit_means)
-    at = {sha: i for i, sha in enumerate(matrix.shas)}
+    at = {sha.decode(): i for i, sha in enumerate(matrix.shas.tolist())}
     with catalogue.reading() as session:
         sha_of = dict(session.query(EmbeddingRow.name, EmbeddingRow.vectors_sha256).all())
     asked = [names[i] for i in rng.integers(0, len(names), size=args.queries)]

@@ -68,12 +68,18 @@ class Neighbour:
 
 @dataclass
 class _Matrix:
-    """One family's cached arrays, row-aligned."""
+    """One family's cached arrays, row-aligned and sorted by vectors hash."""
 
-    shas: list[str]
+    shas: np.ndarray  # S64, ascending: a row is found by binary search, never a dict of 100k
     unit_means: np.ndarray  # float32 [n, sum of widths]: per-encoder unit mean vectors
-    fp16_keys: list[str]
+    fp16_keys: np.ndarray  # S64
     encoders: int  # how many encoders each row concatenates (the cosine's divisor)
+
+    def row(self, sha: str) -> int | None:
+        """The row of the embedding with this vectors hash, if cached."""
+        key = sha.encode()
+        at = int(np.searchsorted(self.shas, key))
+        return at if at < len(self.shas) and self.shas[at] == key else None
 
 
 def features(embedding: Embedding) -> tuple[np.ndarray, str]:
@@ -119,9 +125,9 @@ def _load_cache(family: str) -> tuple[_Matrix, list[int]] | None:
         if meta.get("version") != CACHE_VERSION:
             return None
         matrix = _Matrix(
-            shas=[s.decode() for s in np.load(folder / "shas.npy", allow_pickle=False)],
+            shas=np.load(folder / "shas.npy", mmap_mode="r", allow_pickle=False),
             unit_means=np.load(folder / "means.npy", mmap_mode="r", allow_pickle=False),
-            fp16_keys=[k.decode() for k in np.load(folder / "keys.npy", allow_pickle=False)],
+            fp16_keys=np.load(folder / "keys.npy", mmap_mode="r", allow_pickle=False),
             encoders=int(meta["encoders"]),
         )
     except (OSError, KeyError, ValueError):
@@ -136,9 +142,9 @@ def _save_cache(family: str, matrix: _Matrix, fingerprint: list[int]) -> None:
     interrupted half-way is never read as valid)."""
     folder = _cache_dir(family)
     arrays = {
-        "shas.npy": np.array(matrix.shas, dtype="S64"),
+        "shas.npy": matrix.shas,
         "means.npy": np.ascontiguousarray(matrix.unit_means, dtype=np.float32),
-        "keys.npy": np.array(matrix.fp16_keys, dtype="S64"),
+        "keys.npy": matrix.fp16_keys,
     }
     meta = {"version": CACHE_VERSION, "fingerprint": fingerprint, "encoders": matrix.encoders}
     # a read-only home still answers, it just rebuilds next time
@@ -173,25 +179,25 @@ def family_matrix(
             .where(EmbeddingRow.family == family)
             .order_by(EmbeddingRow.vectors_sha256)
         ).all()
-    index = {sha: i for i, sha in enumerate(cached.shas)} if cached is not None else {}
     rows: list[np.ndarray] = []
-    keys: list[str] = []
+    keys: list[bytes] = []
     encoders = cached.encoders if cached is not None else 0
     for sha in wanted:
-        if cached is not None and sha in index:
-            rows.append(np.asarray(cached.unit_means[index[sha]]))
-            keys.append(cached.fp16_keys[index[sha]])
+        at = cached.row(sha) if cached is not None else None
+        if cached is not None and at is not None:
+            rows.append(np.asarray(cached.unit_means[at]))
+            keys.append(bytes(cached.fp16_keys[at]))
             continue
         embedding = store.get(sha)
         vector, key = features(embedding)
         encoders = len(embedding.vectors)
         rows.append(vector)
-        keys.append(key)
+        keys.append(key.encode())
     width = rows[0].shape[0] if rows else 0
     matrix = _Matrix(
-        shas=list(wanted),
+        shas=np.array([s.encode() for s in wanted], dtype="S64"),
         unit_means=np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32),
-        fp16_keys=keys,
+        fp16_keys=np.array(keys, dtype="S64"),
         encoders=max(encoders, 1),
     )
     _save_cache(family, matrix, fingerprint)
@@ -208,17 +214,17 @@ def similar(catalogue: Catalogue, spec: str, *, limit: int = 10) -> list[Neighbo
             f"{shown} has vectors of a width tireg does not know, so nothing compares with it"
         )
     matrix = family_matrix(catalogue, family)
-    at = {s: i for i, s in enumerate(matrix.shas)}
-    if sha not in at:
+    at = matrix.row(sha)
+    if at is None:
         raise SimilarityError(f"{shown} is not in the similarity cache; run the command again")
-    scores = matrix.unit_means @ matrix.unit_means[at[sha]] / matrix.encoders
-    scores[at[sha]] = -np.inf  # not its own neighbour
+    scores = matrix.unit_means @ matrix.unit_means[at] / matrix.encoders
+    scores[at] = -np.inf  # not its own neighbour
     count = min(limit, len(scores) - 1)
     if count <= 0:
         return []
     best = np.argpartition(-scores, count - 1)[:count]
     best = best[np.argsort(-scores[best], kind="stable")]
-    return _neighbours(catalogue, [(matrix.shas[i], float(scores[i])) for i in best])
+    return _neighbours(catalogue, [(matrix.shas[i].decode(), float(scores[i])) for i in best])
 
 
 def _neighbours(catalogue: Catalogue, scored: list[tuple[str, float]]) -> list[Neighbour]:
@@ -247,11 +253,11 @@ def near_duplicates(catalogue: Catalogue) -> list[list[str]]:
     first; each group has two or more members (families of known widths only)."""
     with catalogue.reading() as session:
         families = session.scalars(select(EmbeddingRow.family).distinct()).all()
-    groups: dict[str, list[str]] = {}
+    groups: dict[bytes, list[str]] = {}
     for family in sorted(set(families) & set(COMPARABLE)):
         matrix = family_matrix(catalogue, family)
-        for sha, key in zip(matrix.shas, matrix.fp16_keys, strict=True):
-            groups.setdefault(key, []).append(sha)
+        for sha, key in zip(matrix.shas.tolist(), matrix.fp16_keys.tolist(), strict=True):
+            groups.setdefault(key, []).append(sha.decode())
     shared = [shas for shas in groups.values() if len(shas) > 1]
     if not shared:
         return []
