@@ -41,3 +41,50 @@ def test_search_finds_the_trained_on_model_by_name(tireg_cli, corpus: Path) -> N
     found = json.loads(tireg_cli("search", "novelai", "--json").stdout)
     # only the 16600-step file records sd_checkpoint e6e8e1fc: NovelAI's model in the shipped table
     assert [(r["name"], r["step"]) for r in found] == [("gasai yuno", 16600)]
+
+
+def test_search_finds_infix_and_cjk_substrings(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from tests.registry.make_files import random_embedding, write_one
+
+    rng = np.random.default_rng(5)
+    for stem in ("大猫板蓝根-100000", "gasaiyuno", "板蓝"):
+        write_one(random_embedding(rng, stem), tmp_path / "in", stem, "safetensors")
+    assert tireg_cli("add", tmp_path / "in").code == 0
+
+    def names(*words: str) -> list[str]:
+        return [r["name"] for r in json.loads(tireg_cli("search", *words, "--json").stdout)]
+
+    assert names("板蓝根") == ["大猫板蓝根-100000"]  # inside one CJK token
+    assert names("yuno") == ["gasaiyuno"]  # inside one Latin word
+    assert sorted(names("板蓝")) == ["大猫板蓝根-100000", "板蓝"]  # two characters: LIKE
+    assert names("%蓝") == []  # LIKE wildcards in what users type are literal
+
+
+def test_a_catalogue_from_0002_gets_its_trigram_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    from alembic import command
+
+    from tireg.db import open_catalogue
+    from tireg.db.session import alembic_config
+    from tireg.registry import query
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    with open_catalogue(url) as cat, cat.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+    raw = sqlite3.connect(tmp_path / "old.sqlite")
+    with raw:
+        raw.execute(
+            "INSERT INTO embeddings (id, vectors_sha256, name, name_key, family, num_vectors,"
+            " widths, nsfw, store_path, created_at, updated_at) VALUES (1, 'ab', '大猫板蓝根',"
+            " '大猫板蓝根', 'sd1', 1, 'clip_l:768', 0, 'a/ab', '2024-01-01', '2024-01-01')"
+        )
+        raw.execute(
+            "INSERT INTO embedding_search (rowid, name, triggers, description, tags, sources)"
+            " VALUES (1, '大猫板蓝根', '大猫板蓝根', '', '', '')"
+        )
+    raw.close()
+    with open_catalogue(url) as cat, cat.reading() as session:  # upgrades to head
+        assert [r.name for r in query.search(session, "板蓝根")] == ["大猫板蓝根"]

@@ -22,7 +22,7 @@ from sqlalchemy import select, text
 
 from tireg.db import Catalogue
 from tireg.db.schema import EmbeddingRow
-from tireg.db.session import FTS_TABLE
+from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
 from tireg.registry import search_index
 from tireg.registry.store import SUFFIX, ContentStore
 
@@ -126,18 +126,25 @@ def examine(
 
 
 def _index_drift(session: Any) -> int:
-    """How many embeddings' FTS rows are missing, left over, or differ from the catalogue."""
+    """How many embeddings' search-index rows (word or trigram index) are missing, left over,
+    or differ from what the catalogue says they should hold."""
     ids = set(session.scalars(select(EmbeddingRow.id)).all())
-    columns = ("name", "triggers", "description", "tags", "sources")
-    indexed = {
-        row[0]: dict(zip(columns, row[1:], strict=True))
-        for row in session.execute(
-            text(f"SELECT rowid, {', '.join(columns)} FROM {FTS_TABLE}")  # noqa: S608
-        )
-    }
-    drift = len(set(indexed) - ids)
     documents = search_index.documents(session, ids)
-    for embedding_id in ids:
-        if indexed.get(embedding_id) != documents.get(embedding_id):
-            drift += 1
-    return drift
+    drifted: set[int] = set()
+    for table, columns in (
+        (FTS_TABLE, ("name", "triggers", "description", "tags", "sources")),
+        (TRIGRAM_TABLE, ("name", "triggers", "tags")),
+    ):
+        indexed = {
+            row[0]: dict(zip(columns, row[1:], strict=True))
+            for row in session.execute(
+                text(f"SELECT rowid, {', '.join(columns)} FROM {table}")  # noqa: S608
+            )
+        }
+        drifted |= set(indexed) - ids
+        for embedding_id in ids:
+            expected = documents.get(embedding_id)
+            wanted = None if expected is None else {c: expected[c] for c in columns}
+            if indexed.get(embedding_id) != wanted:
+                drifted.add(embedding_id)
+    return len(drifted)

@@ -42,10 +42,13 @@ from tireg.db.schema import (
     TagRow,
     name_key,
 )
-from tireg.db.session import FTS_TABLE
+from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
 from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.registry.search_index import has_index
+
+#: what the trigram index covers (migration 0003)
+_TRIGRAM_COLUMNS = ("name", "triggers", "tags")
 
 #: hex digits a bare spec needs before it is also tried as a vectors-sha256 prefix
 MIN_HASH_PREFIX = 6
@@ -403,7 +406,13 @@ def fts_query(query: str) -> str | None:
 def search(
     session: Session, query: str, filters: Filters = Filters(), *, limit: int = 20
 ) -> list[EmbeddingSummary]:
-    """The ``limit`` best BM25 matches of ``query`` among embeddings matching ``filters``.
+    """The ``limit`` best matches of ``query`` among embeddings matching ``filters``.
+
+    1. Word matches first, best BM25 first (every word must match, the last also as a prefix).
+    2. When those are fewer than ``limit``, infix matches from the trigram index follow: any
+       substring of the name, triggers or tags (``板蓝根`` in ``大猫板蓝根-100000``, ``yuno`` in
+       ``gasaiyuno``). Words of one or two characters, below a trigram, match by ``LIKE`` on
+       the same columns.
 
     Without filters FTS5 answers ``ORDER BY rank LIMIT n`` on its own; with filters the matches
     are taken first (a materialised CTE) and only then joined and filtered, so a filter never
@@ -412,31 +421,17 @@ def search(
     filters = _resolved(session, filters)
     if not has_index(session):
         return _search_like(session, query, filters, limit=limit)
+    hits: list[tuple[int, float]] = []
     match = fts_query(query)
-    if match is None:
-        return []
-    if filters == Filters():
-        sql = text(
-            f"SELECT rowid, rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q "  # noqa: S608
-            "ORDER BY rank LIMIT :n"
-        )
-        hits = [(int(i), float(r)) for i, r in session.execute(sql, {"q": match, "n": limit})]
-    else:
-        matched = (
-            select(literal_column("rowid").label("id"), literal_column("rank").label("rank"))
-            .select_from(text(FTS_TABLE))
-            .where(text(f"{FTS_TABLE} MATCH :q").bindparams(q=match))
-            .cte("matched")
-            .prefix_with("MATERIALIZED", dialect="sqlite")
-        )
-        ranked = _filtered(
-            select(matched.c.id, matched.c.rank).join(
-                EmbeddingRow, EmbeddingRow.id == matched.c.id
-            ),
-            filters,
-        )
-        ranked = ranked.order_by(matched.c.rank).limit(limit)
-        hits = [(int(i), float(r)) for i, r in session.execute(ranked)]
+    if match is not None:
+        words = f"SELECT rowid AS id, rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q"  # noqa: S608
+        hits = _ranked(session, text(words).bindparams(q=match), filters, limit)
+    if len(hits) < limit:
+        infix = _infix_matches(query)
+        if infix is not None:
+            found = {i for i, _ in hits}
+            more = _ranked(session, infix, filters, limit + len(hits))
+            hits += [hit for hit in more if hit[0] not in found][: limit - len(hits)]
     ranks = dict(hits)
     rows = session.scalars(
         select(EmbeddingRow)
@@ -445,6 +440,57 @@ def search(
     )
     by_id = {r.id: r for r in rows}
     return _summaries(session, [by_id[i] for i, _ in hits if i in by_id], ranks)
+
+
+def _infix_matches(query: str) -> Any | None:
+    """The trigram-index statement (``id``, ``rank``) for the words of ``query``, or ``None``.
+
+    FTS5's trigram tokenizer matches a phrase of three or more characters anywhere in a column;
+    shorter words cannot be looked up that way and use ``LIKE`` (a scan of the small columns).
+    """
+    words = query.split()
+    long_words = [w for w in words if len(w) >= 3]
+    conditions: list[str] = []
+    params: dict[str, str] = {}
+    if long_words:
+        conditions.append(f"{TRIGRAM_TABLE} MATCH :infix")
+        params["infix"] = " ".join('"' + w.replace('"', '""') + '"' for w in long_words)
+    for k, word in enumerate(w for w in words if len(w) < 3):
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params[f"short{k}"] = f"%{escaped}%"
+        conditions.append(
+            "(" + " OR ".join(f"{c} LIKE :short{k} ESCAPE '\\'" for c in _TRIGRAM_COLUMNS) + ")"
+        )
+    if not conditions:
+        return None
+    rank = "rank" if long_words else "0.0"
+    return text(
+        f"SELECT rowid AS id, {rank} AS rank FROM {TRIGRAM_TABLE} "  # noqa: S608
+        f"WHERE {' AND '.join(conditions)}"
+    ).bindparams(**params)
+
+
+def _ranked(
+    session: Session, matches: Any, filters: Filters, limit: int
+) -> list[tuple[int, float]]:
+    """The ``limit`` best ``(id, rank)`` of ``matches`` (an ``id, rank`` statement) that pass
+    ``filters``."""
+    found = matches.columns(literal_column("id"), literal_column("rank")).subquery()
+    if filters == Filters():
+        # flattened by SQLite into FTS5's own ORDER BY rank LIMIT, which keeps only the best n
+        best = select(found.c.id, found.c.rank).order_by(found.c.rank).limit(limit)
+        return [(int(i), float(r)) for i, r in session.execute(best)]
+    matched = (
+        select(found.c.id, found.c.rank)
+        .cte("matched")
+        .prefix_with("MATERIALIZED", dialect="sqlite")
+    )
+    ranked = _filtered(
+        select(matched.c.id, matched.c.rank).join(EmbeddingRow, EmbeddingRow.id == matched.c.id),
+        filters,
+    )
+    ranked = ranked.order_by(matched.c.rank).limit(limit)
+    return [(int(i), float(r)) for i, r in session.execute(ranked)]
 
 
 def _search_like(

@@ -1,4 +1,5 @@
-"""Keeping the FTS5 search index (``embedding_search``) in step with the catalogue.
+"""Keeping the FTS5 search indexes (``embedding_search`` and its trigram twin) in step with the
+catalogue.
 
 One FTS row per embedding, ``rowid = embeddings.id``, with five columns: ``name``,
 ``triggers`` (every name the vectors were seen under, file stems included, and the triggers
@@ -22,7 +23,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from tireg.checkpoints.known_models import lookup_hash
 from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
-from tireg.db.session import FTS_TABLE
+from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
 
 
 def has_index(session: Session) -> bool:
@@ -74,11 +75,20 @@ _HINTS = (
     .where(CompatRow.embedding_id.in_(_IDS), CompatRow.relation == "base_model_hint")
     .order_by(CompatRow.id)
 )
-_DELETE = text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN :ids").bindparams(_IDS)  # noqa: S608
-_INSERT = text(
-    f"INSERT INTO {FTS_TABLE} (rowid, name, triggers, description, tags, sources) "  # noqa: S608
-    "VALUES (:id, :name, :triggers, :description, :tags, :sources)"
-)
+_DELETES = [
+    text(f"DELETE FROM {table} WHERE rowid IN :ids").bindparams(_IDS)  # noqa: S608
+    for table in (FTS_TABLE, TRIGRAM_TABLE)
+]
+_INSERTS = [
+    text(
+        f"INSERT INTO {FTS_TABLE} (rowid, name, triggers, description, tags, sources) "  # noqa: S608
+        "VALUES (:id, :name, :triggers, :description, :tags, :sources)"
+    ),
+    text(
+        f"INSERT INTO {TRIGRAM_TABLE} (rowid, name, triggers, tags) "  # noqa: S608
+        "VALUES (:id, :name, :triggers, :tags)"
+    ),
+]
 #: SQLite allows a limited number of bound values per statement; reindex in slices of this
 _SLICE = 500
 
@@ -146,10 +156,12 @@ def reindex_many(session: Session, embedding_ids: Iterable[int]) -> None:
     session.flush()  # the documents are read back through SQL
     for start in range(0, len(ids), _SLICE):
         part = ids[start : start + _SLICE]
-        session.execute(_DELETE, {"ids": part})
+        for delete in _DELETES:
+            session.execute(delete, {"ids": part})
         docs = documents(session, part)
         if docs:
-            session.execute(_INSERT, [{"id": i, **doc} for i, doc in docs.items()])
+            for insert in _INSERTS:
+                session.execute(insert, [{"id": i, **doc} for i, doc in docs.items()])
 
 
 def reindex(session: Session, embedding_id: int) -> None:
@@ -160,14 +172,16 @@ def reindex(session: Session, embedding_id: int) -> None:
 def remove(session: Session, embedding_id: int) -> None:
     """Drop the FTS row of ``embedding_id`` (call when deleting the embedding)."""
     if has_index(session):
-        session.execute(_DELETE, {"ids": [embedding_id]})
+        for delete in _DELETES:
+            session.execute(delete, {"ids": [embedding_id]})
 
 
 def rebuild(session: Session) -> int:
     """Rebuild the whole index from the catalogue (repair); return how many rows it holds."""
     if not has_index(session):
         return 0
-    session.execute(text(f"DELETE FROM {FTS_TABLE}"))  # noqa: S608
+    for table in (FTS_TABLE, TRIGRAM_TABLE):
+        session.execute(text(f"DELETE FROM {table}"))  # noqa: S608
     ids = session.scalars(select(EmbeddingRow.id).order_by(EmbeddingRow.id)).all()
     reindex_many(session, ids)
     return len(ids)
