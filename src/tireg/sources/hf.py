@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from tireg.config import cache_dir, offline
 from tireg.files import sha256_file
+from tireg.paths import safe_relative_path
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
     DEFAULT_MAX_BYTES,
@@ -36,7 +37,6 @@ from tireg.sources.http import (
     Progress,
     RetryPolicy,
     download,
-    safe_relative_path,
 )
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
