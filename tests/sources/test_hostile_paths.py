@@ -152,34 +152,40 @@ def test_mega_hostile_handles_are_refused(
 
 
 @pytest.mark.parametrize(
-    ("sha", "files"),
+    ("sha", "files", "etag"),
     [
-        ("../../../../../../victim", None),
-        ("0" * 39 + "/", None),
-        ("not-a-sha", None),
-        (None, {"..\\..\\evil.safetensors": b"x"}),
-        (None, {"concept_images/../../../../../../victim/evil.png": b"x"}),
-        (None, {"/victim/evil.safetensors": b"x"}),
+        ("../../../../../../victim", None, None),
+        ("0" * 39 + "/", None, None),
+        ("not-a-sha", None, None),
+        (None, {"..\\..\\evil.safetensors": b"x"}, None),
+        (None, {"concept_images/../../../../../../victim/evil.png": b"x"}, None),
+        (None, {"/victim/evil.safetensors": b"x"}, None),
+        (None, None, "../../../../../victim/x.safetensors"),
     ],
 )
-def test_hub_hostile_sha_and_names_write_nothing_outside(
-    hub: HubServer, tireg_cli, sandbox_for, monkeypatch, sha: str | None, files: dict | None
+def test_hub_hostile_sha_names_and_etag_write_nothing_outside(
+    hub: HubServer,
+    tireg_cli,
+    sandbox_for,
+    monkeypatch,
+    sha: str | None,
+    files: dict | None,
+    etag: str | None,
 ) -> None:  # type: ignore[no-untyped-def]
+    """huggingface_hub would build cache paths from ETag and X-Repo-Commit unchecked."""
     repo = concept_repo("someone/evil", "<evil>", "object", fmt="safetensors", images=1)
-    if files:
-        repo.files.update(files)
-    if sha:
-        repo.sha_override = sha
+    repo.files.update(files or {})
+    repo.sha_override, repo.etag_header = sha, etag
     hub.add(repo)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     box = sandbox_for("home/cache/hf/")
     result = tireg_cli("install", "hf:someone/evil", "--to", box.target)
-    assert result.code in (0, 1), result.stderr
-    if result.code:
-        _one_line_error(result)
     assert box.outside_changes() == []
     if sha:
-        assert result.code == 1 and "commit" in result.stderr
+        assert "malformed commit sha" in _one_line_error(result)
+    else:
+        assert result.code == 0, result.stderr
+        assert box.installed() == ["_evil_.safetensors"] or len(box.installed()) == 1
 
 
 # --- plain URLs: Content-Disposition and URL names ------------------------------------------
@@ -198,7 +204,8 @@ def test_hub_hostile_sha_and_names_write_nothing_outside(
         ('attachment; filename="/victim/evil.safetensors"', "/dl/e"),
         ('attachment; filename="' + "e" * 400 + '.safetensors"', "/dl/f"),
         ('attachment; filename="CON.safetensors"', "/dl/g"),
-        (None, "/dl/%2E%2E%2F%2E%2E%2Fvictim%2Fevil.safetensors"),
+        (None, "/dl/..%2F..%2F..%2F..%2F..%2F..%2Fvictim%2Fevil.safetensors"),
+        (None, "/dl/..%5C..%5C..%5C..%5C..%5C..%5Cvictim%5Cevil.safetensors"),
     ],
 )
 def test_http_hostile_names_write_nothing_outside(
