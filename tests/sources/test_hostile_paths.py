@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.sources import mega_server
+from tests.sources.git_server import GitHost, serving
 from tests.sources.mega_server import MegaStandIn
+from tests.sources.servers.civitai_server import CivitaiModel, CivitaiServer, CivitaiVersion
 from tests.sources.servers.http_server import FileServer, Served
 from tests.sources.servers.hub_server import HubServer, concept_repo, embedding_bytes
 from tests.sources.test_mega import embedding_bytes as mega_embedding
+from tireg.sources import git as git_source
 
 fake_mega = mega_server.fake_mega  # the fixture
 
@@ -218,3 +221,46 @@ def test_http_hostile_names_write_nothing_outside(
     assert result.code == 0, result.stderr
     assert box.outside_changes() == []
     assert box.installed()
+
+
+# --- Civitai file names and git paths -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../../../../../victim/evil.safetensors",
+        "/victim/evil.safetensors",
+        "CON.safetensors",
+        "e" * 400 + ".safetensors",
+    ],
+)
+def test_civitai_hostile_file_names_write_nothing_outside(
+    civitai_server: CivitaiServer, tireg_cli, sandbox_for, name: str
+) -> None:  # type: ignore[no-untyped-def]
+    data = embedding_bytes("emb_params", "safetensors", seed=41)
+    civitai_server.add(CivitaiModel(9, "Evil", [CivitaiVersion(99, {name: data})]))
+    box = sandbox_for("home/cache/civitai/")
+    result = tireg_cli("install", "civitai:9", "--to", box.target)
+    assert result.code == 0, result.stderr
+    assert box.outside_changes() == []
+    (installed,) = box.installed()
+    assert not installed.upper().startswith("CON.")
+
+
+def test_git_hostile_paths_are_skipped_or_made_safe(
+    tmp_path: Path, sandbox_for, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    box = sandbox_for("home/cache/git")
+    with serving(GitHost(tmp_path / "served")) as host:
+        host.project("evil/repo").commit(
+            {
+                "..\\..\\..\\..\\..\\victim\\evil.safetensors": mega_embedding(1),
+                "emb/a\u202eb.safetensors": mega_embedding(2),
+                "emb/CON.safetensors": mega_embedding(3),
+            }
+        )
+        result = git_source.sync(host.repo_url("evil/repo"), box.target)
+    assert box.outside_changes() == []
+    assert sorted(box.installed()) == ["emb", "emb/_CON.safetensors", "emb/ab.safetensors"]
+    assert [p for p, _ in result.skipped] == ["..\\..\\..\\..\\..\\victim\\evil.safetensors"]
