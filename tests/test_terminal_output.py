@@ -99,3 +99,18 @@ def test_inspect_json_is_strict_json(tireg_cli, tmp_path: Path, values: list[flo
     assert record["norms"]["clip_l"] is None  # not finite: null, as documented
     assert record["path"] == str(path)  # escaped in the text, the same string once parsed
     _clean(result.stdout)
+
+
+def test_refused_global_names_are_escaped(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A pickle asking for a global whose name holds controls (refused, never executed)."""
+    path = tmp_path / "evil.pt"
+    path.write_bytes(
+        b"\x80\x02cos\x1b[2J\nsys\xe2\x80\xaetem\x1b]0;pwned\x07\n"
+        b"q\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03."
+    )
+    shown = tireg_cli("inspect", path)
+    assert shown.code == 1 and "REFUSED" in shown.stdout
+    _clean(shown.stdout + shown.stderr)
+    added = tireg_cli("add", path)
+    _clean(added.stdout + added.stderr)
+    assert "pwned" in added.stdout + added.stderr
