@@ -8,10 +8,11 @@ through :mod:`tireg.sources.http`, checked against the Hub's LFS sha256.
 
 Why not ``hf_hub_download``: the endpoint is configurable, so what it answers is untrusted, and
 huggingface_hub builds cache paths from the server's ``ETag`` and ``X-Repo-Commit`` headers
-without checking them (``file_download.py``: ``blob_path = os.path.join(storage_folder,
-"blobs", etag)``), so a hostile endpoint could write anywhere. Here the commit sha must be 40 hex
-digits and each file name a plain relative path before either is used, and files live at
-``cache_dir()/hf/repos/OWNER/REPO/SHA/PATH``, joined with :func:`tireg.paths.join_under`.
+without checking them (``file_download.py`` ``_hf_hub_download_to_cache_dir``: ``blob_path =
+os.path.join(storage_folder, "blobs", etag)``), so a hostile endpoint could write anywhere.
+Here the commit sha must be 40 hex digits and each file name a plain relative path before
+either is used, and files live at ``cache_dir()/hf/repos/OWNER/REPO/SHA/PATH``, joined with
+:func:`tireg.paths.join_under`.
 
 Endpoint: ``--hf-endpoint``, else ``HF_ENDPOINT`` read *now* (huggingface_hub reads it once at
 import time, so it is always passed explicitly). huggingface_hub (the API client, for listings
