@@ -202,8 +202,6 @@ def _call(what: str, fn: Callable[[], T], *, policy: RetryPolicy | None = None) 
             raise SourceError(f"{what}: no such repo (or it is private)", hint=LOGIN_HINT) from None
         except errors.RevisionNotFoundError:
             raise SourceError(f"{what}: no such revision") from None
-        except errors.RemoteEntryNotFoundError:
-            raise SourceError(f"{what}: no such file in the repo") from None
         except (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError) as exc:
             if offline() or not _transient(exc.__cause__ or exc.__context__):
                 raise SourceError(
