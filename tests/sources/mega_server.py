@@ -8,6 +8,7 @@ has its own CBC-MAC), so the client is checked against MEGA's scheme and not aga
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -89,6 +90,12 @@ def handle() -> str:
     return b64(os.urandom(6))
 
 
+def token(node: str) -> str:
+    """The download URL's path part for a node: never the handle itself, which a hostile
+    stand-in makes anything (``../../x``)."""
+    return hashlib.sha256(node.encode()).hexdigest()[:16]
+
+
 @dataclass
 class StoredFile:
     key: bytes
@@ -117,9 +124,13 @@ class MegaStandIn:
         self.files[h] = StoredFile(key, cipher, encrypt_attrs({"n": name}, key))
         return f"https://mega.nz/file/{h}#{b64(key)}"
 
-    def add_folder(self, tree: dict) -> tuple[str, dict[str, str]]:
+    def add_folder(
+        self, tree: dict, handles: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, str]]:
         """Publish a folder link for ``{"name": bytes | {subtree}}``; returns the link and a
-        map from '/'-joined path to node handle."""
+        map from '/'-joined path to node handle. ``handles`` forces the handle of some paths
+        (a hostile server sends whatever it likes)."""
+        forced = handles or {}
         folder_key, root, public = os.urandom(16), handle(), handle()
         nodes = [
             {
@@ -135,7 +146,7 @@ class MegaStandIn:
 
         def add(subtree: dict, parent: str, prefix: str) -> None:
             for name, value in subtree.items():
-                h = handle()
+                h = forced.get(prefix + name) or handle()
                 paths[prefix + name] = h
                 if isinstance(value, dict):
                     key = os.urandom(16)
@@ -152,7 +163,7 @@ class MegaStandIn:
                     add(value, h, prefix + name + "/")
                 else:
                     key, cipher = encrypt_file(value)
-                    self.blobs[h] = cipher
+                    self.blobs[token(h)] = cipher
                     nodes.append(
                         {
                             "h": h,
@@ -186,13 +197,15 @@ class MegaStandIn:
                 f = self.files.get(cmd["p"])
                 if f is None:
                     return 200, [-9]
-                self.blobs[cmd["p"]] = f.cipher
-                return 200, [{"s": len(f.cipher), "at": f.attrs, "g": f"{self.base}/dl/{cmd['p']}"}]
+                self.blobs[token(cmd["p"])] = f.cipher
+                url = f"{self.base}/dl/{token(cmd['p'])}"
+                return 200, [{"s": len(f.cipher), "at": f.attrs, "g": url}]
             if folder in self.folders:
                 node = next((n for n in self.folders[folder][1] if n["h"] == cmd.get("n")), None)
                 if node is None or node["t"] != 0:
                     return 200, [-9]
-                return 200, [{"s": node["s"], "at": node["a"], "g": f"{self.base}/dl/{node['h']}"}]
+                url = f"{self.base}/dl/{token(node['h'])}"
+                return 200, [{"s": node["s"], "at": node["a"], "g": url}]
             return 200, [-9]
         return 200, [-2]
 

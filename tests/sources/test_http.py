@@ -20,8 +20,6 @@ from tireg.sources.http import (
     download,
     get_json,
     looks_like_html,
-    safe_filename,
-    safe_relative_path,
 )
 
 PAYLOAD = os.urandom(300_000)
@@ -219,33 +217,6 @@ def test_get_json_retries_and_detects_html(file_server: FileServer) -> None:
     )
     with pytest.raises(SourceError, match="HTML page"):
         get_json(file_server.url + "/cf")
-
-
-@pytest.mark.parametrize(
-    ("remote", "safe"),
-    [
-        ("../../x.pt", "x.pt"),
-        ("/etc/passwd", "passwd"),
-        ("C:\\Windows\\evil.bin", "evil.bin"),
-        ("..", "download"),
-        ("CON", "_CON"),
-        ("nul.txt", "_nul.txt"),
-        ("com1.pt", "_com1.pt"),
-        ("a\x00b\x1b[31m.pt", "ab[31m.pt"),
-        ("we<i>rd:na|me?.pt", "we_i_rd_na_me_.pt"),
-        (" .hidden. ", "hidden"),
-        ("x" * 300 + ".safetensors", "x" * 188 + ".safetensors"),
-    ],
-)
-def test_safe_filename(remote: str, safe: str) -> None:
-    assert safe_filename(remote) == safe
-
-
-def test_safe_relative_path() -> None:
-    assert str(safe_relative_path("concept_images/0.jpeg")) == "concept_images/0.jpeg"
-    for bad in ("../x", "a/../../x", "/abs", "C:/x", ""):
-        with pytest.raises(SourceError):
-            safe_relative_path(bad)
 
 
 def test_html_sniffing() -> None:

@@ -335,7 +335,7 @@ def test_caches_hold_no_temporaries_after_installs_and_syncs(
         data = embedding_bytes(f"<u{i}>", "safetensors", seed=20 + i)
         remote.install_remote(catalogue, file_server.add(f"/u{i}.safetensors", Served(data)))
     cache = config.cache_dir()
-    assert list((cache / "hf" / "facts").rglob("*.txt")) and list((cache / "downloads").rglob("*"))
+    assert list((cache / "hf" / "repos").rglob("*.txt")) and list((cache / "downloads").rglob("*"))
     assert list(cache.rglob(f"*{TMP_SUFFIX}")) == []
 
 

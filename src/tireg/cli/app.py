@@ -15,7 +15,7 @@ import typer
 
 from tireg import __version__
 from tireg.cli.help import polish
-from tireg.cli.output import err_console
+from tireg.cli.output import err_console, printable
 from tireg.errors import TiregError
 
 #: command-group modules under tireg.cli, in the order their commands appear in --help
@@ -59,12 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: exits 0 on success, 1 on a data or user error, 2 on bad usage.
 
     typer's standalone mode already turns usage errors into exit 2 and its own exceptions into
-    messages; what it lets through is ours, and a :class:`TiregError` becomes one line.
+    messages; what it lets through is ours, and a :class:`TiregError` becomes one line, with
+    control characters and newlines from the names in it escaped (:func:`printable`).
     """
     command = typer.main.get_command(app)
     polish(command)
     try:
         command(args=argv, prog_name="tireg")
     except TiregError as exc:
-        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        err_console.print(printable(f"error: {exc}", one_line=True), markup=False, soft_wrap=True)
         sys.exit(1)

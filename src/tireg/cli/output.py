@@ -2,39 +2,123 @@
 
 Every listing command offers ``--json``; they all print through :func:`print_json` so the shape
 (a JSON array or object, UTF-8, no colour codes) is the same everywhere.
+
+Names come from files and servers, so they may hold terminal controls: ``ESC ] 0 ;...BEL``
+retitles the window, ``ESC [ 2 J`` clears the screen, U+202E reverses what follows. Both consoles
+escape them (:func:`printable`) in everything they render, tables and progress bars included, so
+no command can forget to; ``--json`` output escapes them as JSON ``\\u`` sequences.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
+from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
-    TextColumn,
+    ProgressColumn,
+    Task,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.segment import Segment
+from rich.text import Span, Text
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+#: what a terminal acts on instead of showing: C0 controls (tab and newline aside), DEL, C1
+#: controls, and the bidi marks, embeddings, overrides and isolates that reorder what follows
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE = re.compile(f"[{_CONTROLS}]")
+_UNPRINTABLE_OR_NEWLINE = re.compile(f"[{_CONTROLS}\t\n]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` with every terminal control written as ``\\xNN`` or ``\\uNNNN``, visibly.
+
+    ``one_line`` also escapes tabs and newlines, for lines that must stay one line (errors).
+    """
+    return (_UNPRINTABLE_OR_NEWLINE if one_line else _UNPRINTABLE).sub(_escape, text)
+
+
+def _printable_text(text: Text) -> Text:
+    """A copy of ``text`` with :func:`printable` applied, its styles moved along."""
+    plain = text.plain
+    if not _UNPRINTABLE.search(plain):
+        return text
+    ends = [0]
+    for char in plain:
+        ends.append(ends[-1] + len(printable(char)))
+    escaped = text.copy()
+    escaped.plain = printable(plain)
+    last = len(plain)
+    escaped.spans = [
+        Span(ends[min(s.start, last)], ends[min(s.end, last)], s.style) for s in text.spans
+    ]
+    return escaped
+
+
+class EscapingConsole(Console):
+    """A rich console that renders every string and :class:`~rich.text.Text` through
+    :func:`printable`, before layout, so tables stay aligned and nothing reaches the terminal
+    as a control sequence. (Rich itself strips only BEL, BS, VT, FF and CR: ``rich/control.py``
+    ``STRIP_CONTROL_CODES``; ESC, C1 and bidi pass through.)"""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(printable(text), **options)
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        if isinstance(renderable, Text):
+            renderable = _printable_text(renderable)
+        return super().render(renderable, options)
+
+
+console = EscapingConsole(highlight=False)
+err_console = EscapingConsole(stderr=True, highlight=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (inf, -inf, nan) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def print_json(value: Any) -> None:
-    """Print a JSON document to stdout, bypassing rich (no wrapping, no markup)."""
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Print a JSON document to stdout, bypassing rich (no wrapping, no markup).
+
+    The output is strict JSON (RFC 8259) that any parser takes: a non-finite float (an inf
+    vector norm) is written as ``null``, never Python's ``Infinity``/``NaN``; control and bidi
+    characters inside strings are ``\\u`` escapes (JSON escapes C0 itself; DEL, C1 and bidi
+    controls are escaped here, which is valid inside any JSON string), so printing the document
+    cannot drive the terminal.
+    """
+    text = json.dumps(_finite(value), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    sys.stdout.write(_UNPRINTABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
     sys.stdout.flush()
 
 
 def item_progress(*, disable: bool = False) -> Progress:
     """The progress bar for work counted in items (files, repos, sources), drawn on stderr."""
     return Progress(
-        TextColumn("[progress.description]{task.description}"),
+        _Description(),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -47,7 +131,7 @@ def item_progress(*, disable: bool = False) -> Progress:
 def byte_progress(*, disable: bool = False) -> Progress:
     """The progress bar for work counted in bytes (downloads, hashing), drawn on stderr."""
     return Progress(
-        TextColumn("[progress.description]{task.description}"),
+        _Description(),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -56,3 +140,11 @@ def byte_progress(*, disable: bool = False) -> Progress:
         transient=True,
         disable=disable,
     )
+
+
+class _Description(ProgressColumn):
+    """A task's description (a file or repo name): plain text, never parsed as rich markup,
+    escaped before the column is measured (so an escaped name is not cut to its raw width)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(printable(task.description), style="progress.description")

@@ -35,6 +35,7 @@ from tireg.converters.embedding import Embedding
 from tireg.converters.errors import UnsupportedConversionError
 from tireg.errors import TiregError
 from tireg.files import atomic_batch
+from tireg.paths import MAX_STEM_BYTES, safe_part
 
 WRITE_FORMATS = (
     "tireg",
@@ -224,7 +225,7 @@ def safe_stem(text: str) -> str:
     cleaned = "".join(
         ch if ch.isalnum() or ch in "._- " else "_" for ch in text.strip().strip("<>")
     )
-    return cleaned.strip(" .")
+    return safe_part(cleaned, max_bytes=MAX_STEM_BYTES)  # device names, length: tireg.paths
 
 
 def convert(

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from tireg.checkpoints import detect_family
 from tireg.errors import TiregError
+from tireg.paths import MAX_STEM_BYTES, safe_part
 
 #: the UIs tireg installs into; "dir" is a plain folder chosen with --to
 UIS = ("a1111", "forge", "comfyui", "invokeai")
@@ -190,6 +191,7 @@ def file_stem(target: str, trigger: str) -> str:
         name = name.replace(" ", "_")
     elif target == "invokeai":
         name = _NOT_INVOKEAI_TRIGGER.sub("_", name)
+    name = safe_part(name, max_bytes=MAX_STEM_BYTES)  # bidi, device names, length: one rule
     if not name.strip("_ "):
         raise UiError(f"the name {trigger!r} leaves no usable file name", hint="pass --as NEWNAME")
     return name

@@ -31,8 +31,9 @@ from urllib.parse import quote, urlsplit
 
 from tireg import config
 from tireg.files import atomic_writer
+from tireg.paths import UnsafePathError, join_under, safe_relative_path
 from tireg.sources import Fetched, SourceError
-from tireg.sources.http import Progress, download, safe_relative_path
+from tireg.sources.http import Progress, download
 
 EMBEDDING_SUFFIXES = (".pt", ".bin", ".safetensors")
 README_NAMES = ("README.md", "readme.md", "Readme.md", "README.markdown", "README")
@@ -215,7 +216,7 @@ def _sync_locked(
             continue
         try:
             fetched = _deliver(url, repo, commit, name, blob, dest, progress, max_bytes)
-        except SourceError as exc:
+        except (SourceError, UnsafePathError) as exc:
             result.skipped.append(
                 (name, exc.message if not exc.hint else f"{exc.message} ({exc.hint})")
             )
@@ -255,7 +256,7 @@ def _deliver(
     max_bytes: int,
 ) -> Fetched:
     rel = safe_relative_path(name)
-    source = repo / name
+    source = join_under(repo, name)
     if not source.is_file() or source.is_symlink():
         raise SourceError("not checked out (a symlink or a submodule?)", path=name)
     size = source.stat().st_size
@@ -276,7 +277,7 @@ def _deliver(
                 path=name,
                 hint="download it with `git lfs pull` and import the file",
             )
-        target_dir = (dest / rel).parent
+        target_dir = join_under(dest, rel).parent
         got = download(
             link,
             target_dir,
@@ -289,7 +290,7 @@ def _deliver(
         hints["lfs_oid"] = oid
         return Fetched(got.path, "git", url, link, got.sha256, commit, hints)
     digest = hashlib.sha256()
-    target = dest / rel
+    target = join_under(dest, rel)
     with source.open("rb") as stream, atomic_writer(target) as out:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)

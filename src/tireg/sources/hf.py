@@ -2,17 +2,23 @@
 
 Listing uses one paged ``list_models`` call with ``expand`` (sha, lastModified, cardData,
 siblings, gated), so a re-sync costs one request per page and only repos whose commit sha changed
-need more. The small text facts (``token_identifier.txt``, ``type_of_concept.txt``) are read with
-one size-capped GET each through :mod:`tireg.sources.http`; embeddings and concept images go
-through ``hf_hub_download`` pinned to the commit sha, then are re-hashed and checked against the
-hub's LFS sha256 (huggingface_hub itself only checks the size).
+need more. Every file (the text facts ``token_identifier.txt`` and ``type_of_concept.txt``,
+embeddings, concept images) is one size-capped GET of its resolve URL pinned to the commit sha,
+through :mod:`tireg.sources.http`, checked against the Hub's LFS sha256.
+
+Why not ``hf_hub_download``: the endpoint is configurable, so what it answers is untrusted, and
+huggingface_hub builds cache paths from the server's ``ETag`` and ``X-Repo-Commit`` headers
+without checking them (``file_download.py`` ``_hf_hub_download_to_cache_dir``: ``blob_path =
+os.path.join(storage_folder, "blobs", etag)``), so a hostile endpoint could write anywhere.
+Here the commit sha must be 40 hex digits and each file name a plain relative path before
+either is used, and files live at ``cache_dir()/hf/repos/OWNER/REPO/SHA/PATH``, joined with
+:func:`tireg.paths.join_under`.
 
 Endpoint: ``--hf-endpoint``, else ``HF_ENDPOINT`` read *now* (huggingface_hub reads it once at
-import time, so it is always passed explicitly). huggingface_hub is imported lazily, inside the
-functions that need it. Its cache lives under ``tireg.config.cache_dir()/hf``: everything tireg
-keeps moves with ``TIREG_HOME``, and offline mode (``TIREG_OFFLINE`` / ``HF_HUB_OFFLINE``) serves
-from there with ``local_files_only``. Tokens: ``HF_TOKEN`` or a ``hf auth login``, as the library
-finds them.
+import time, so it is always passed explicitly). huggingface_hub (the API client, for listings
+and ``model_info``) is imported lazily, inside the functions that need it. Offline mode
+(``TIREG_OFFLINE`` / ``HF_HUB_OFFLINE``) serves from the cache: a commit sha's folder, else the
+newest commit fetched. Tokens: ``HF_TOKEN`` or a ``hf auth login``, as the library finds them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from urllib.parse import quote
 
 from tireg.config import cache_dir, offline
 from tireg.files import sha256_file
+from tireg.paths import UnsafePathError, join_under, safe_relative_path
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
     DEFAULT_MAX_BYTES,
@@ -36,7 +43,6 @@ from tireg.sources.http import (
     Progress,
     RetryPolicy,
     download,
-    safe_relative_path,
 )
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -49,6 +55,7 @@ LOGIN_HINT = "accept the repo's conditions on the Hub, then set HF_TOKEN or run 
 OFFLINE_HINT = "unset TIREG_OFFLINE and HF_HUB_OFFLINE, or install it once while online"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+ENDPOINT_HINT = "is --hf-endpoint (or HF_ENDPOINT) a Hugging Face Hub?"
 
 T = TypeVar("T")
 
@@ -59,8 +66,13 @@ def endpoint(override: str | None = None) -> str:
 
 
 def hub_cache() -> Path:
-    """huggingface_hub's cache for tireg (``models--owner--repo/{blobs,refs,snapshots}``)."""
+    """tireg's cache of Hub files (``repos/OWNER/REPO/SHA/PATH``)."""
     return cache_dir() / "hf"
+
+
+def _snapshot_dir(repo_id: str, sha: str) -> Path:
+    """The folder of ``repo_id``'s files at commit ``sha`` (``main`` when the Hub gave none)."""
+    return join_under(hub_cache() / "repos", safe_relative_path(repo_id), sha)
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -108,8 +120,30 @@ class RepoSummary:
         return [self.file_url(base, p) for p in self.preview_files()[:MAX_PREVIEWS]]
 
 
+def _plain_path(name: str) -> bool:
+    """Whether a file name from the Hub is a plain relative path that stays what it says."""
+    try:
+        return str(safe_relative_path(name)) == name
+    except UnsafePathError:
+        return False
+
+
 def _summary(info: Any) -> RepoSummary:
-    """A huggingface_hub ``ModelInfo`` -> :class:`RepoSummary` (card data may be absent)."""
+    """A huggingface_hub ``ModelInfo`` -> :class:`RepoSummary` (card data may be absent).
+
+    What the endpoint says is checked before any of it is used: the repo id and the commit sha
+    (40 hex digits) are refused when malformed; file names that are not plain relative paths
+    (``../x``, ``a\\b``, absolute, control characters) are left out, so they are never fetched.
+    """
+    if not isinstance(info.id, str) or not _REPO_ID.match(info.id) or ".." in info.id:
+        raise SourceError(
+            f"the Hub sent a malformed repo id {str(info.id)[:80]!r}", hint=ENDPOINT_HINT
+        )
+    if info.sha is not None and not (isinstance(info.sha, str) and _SHA.match(info.sha)):
+        raise SourceError(
+            f"hf:{info.id}: the Hub sent a malformed commit sha {str(info.sha)[:80]!r}",
+            hint=ENDPOINT_HINT,
+        )
     card = info.card_data
     licence = base_model = None
     if card is not None:
@@ -117,8 +151,9 @@ def _summary(info: Any) -> RepoSummary:
         licence = data.get("license")
         base = data.get("base_model")
         base_model = ", ".join(base) if isinstance(base, list) else base
+    siblings = [s for s in info.siblings or [] if _plain_path(str(s.rfilename))]
     blobs: dict[str, tuple[int | None, str | None]] = {}
-    for sibling in info.siblings or []:
+    for sibling in siblings:
         lfs = sibling.lfs
         blobs[sibling.rfilename] = (sibling.size, lfs.sha256 if lfs is not None else None)
     modified = info.last_modified
@@ -129,7 +164,7 @@ def _summary(info: Any) -> RepoSummary:
         licence=str(licence) if licence else None,
         base_model=str(base_model) if base_model else None,
         gated=bool(info.gated),
-        files=tuple(s.rfilename for s in info.siblings or []),
+        files=tuple(s.rfilename for s in siblings),
         blobs={k: v for k, v in blobs.items() if v != (None, None)},
     )
 
@@ -167,8 +202,6 @@ def _call(what: str, fn: Callable[[], T], *, policy: RetryPolicy | None = None) 
             raise SourceError(f"{what}: no such repo (or it is private)", hint=LOGIN_HINT) from None
         except errors.RevisionNotFoundError:
             raise SourceError(f"{what}: no such revision") from None
-        except errors.RemoteEntryNotFoundError:
-            raise SourceError(f"{what}: no such file in the repo") from None
         except (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError) as exc:
             if offline() or not _transient(exc.__cause__ or exc.__context__):
                 raise SourceError(
@@ -241,35 +274,42 @@ def concept_facts(summary: RepoSummary, *, endpoint_url: str | None = None) -> d
     Each is one capped GET on its resolve URL, cached per commit (so offline reads work).
     """
     facts: dict[str, str] = {}
-    folder = hub_cache() / "facts" / safe_relative_path(summary.repo_id) / (summary.sha or "main")
     for key, name in TEXT_FACTS.items():
         if name not in summary.files:
             continue
-        path = folder / name
-        if not path.is_file() or not summary.sha:  # a file at a commit sha never changes
-            path = _download_text(summary, name, folder, endpoint_url)
+        path = _download_pinned(summary, name, MAX_TEXT_BYTES, endpoint_url)
         text = path.read_bytes().decode("utf-8", "replace").strip()
         if text:
             facts[key] = text
     return facts
 
 
-def _download_text(summary: RepoSummary, name: str, folder: Path, endpoint_url: str | None) -> Path:
-    url = summary.file_url(endpoint(endpoint_url), name)
+def _download_pinned(summary: RepoSummary, name: str, cap: int, endpoint_url: str | None) -> Path:
+    """One file of the repo at the summary's commit, size-capped and checked against the Hub's
+    LFS sha256; a file already fetched at that commit is reused (a commit never changes)."""
+    where = f"hf:{summary.repo_id}/{name}"
+    size, lfs_sha = summary.blobs.get(name, (None, None))
+    if size is not None and size > cap:
+        raise SourceError(f"{where}: {size} bytes is over the {cap}-byte limit")
+    target = join_under(_snapshot_dir(summary.repo_id, summary.sha or "main"), name)
+    if summary.sha and lfs_sha is None and target.is_file():
+        return target  # with a known sha256, download() checks the cached copy itself
     try:
         got = download(
-            url,
-            folder,
-            filename=name,
-            max_bytes=MAX_TEXT_BYTES,
+            summary.file_url(endpoint(endpoint_url), name),
+            target.parent,
+            filename=target.name,
+            expected_sha256=lfs_sha,
+            expected_size=size,
+            max_bytes=cap,
             headers=_auth_headers(),
             durable=False,  # a cache entry, pinned to a commit: fetched again if lost
         )
     except HttpStatusError as exc:
         if exc.status in (401, 403):
-            raise SourceError(f"hf:{summary.repo_id}: gated or private", hint=LOGIN_HINT) from None
+            raise SourceError(f"{where}: gated or private", hint=LOGIN_HINT) from None
         if exc.status == 404:
-            raise SourceError(f"hf:{summary.repo_id}: {name} is missing at {summary.sha}") from None
+            raise SourceError(f"{where}: no such file at {summary.sha}") from None
         raise
     return got.path
 
@@ -303,13 +343,13 @@ def fetch(
     done = 0
     preview_paths: list[Path] = []
     for image in images:
-        preview_paths.append(_download_file(summary, image, MAX_PREVIEW_BYTES, endpoint_url))
+        preview_paths.append(_download_pinned(summary, image, MAX_PREVIEW_BYTES, endpoint_url))
         done += preview_paths[-1].stat().st_size
         if progress:
             progress(done, total)
     fetched = []
     for name in names:
-        path = _download_file(summary, name, DEFAULT_MAX_BYTES, endpoint_url)
+        path = _download_pinned(summary, name, DEFAULT_MAX_BYTES, endpoint_url)
         done += path.stat().st_size
         if progress:
             progress(done, total)
@@ -338,63 +378,30 @@ def _facts_hints(summary: RepoSummary, facts: dict[str, str]) -> dict[str, str]:
     return hints
 
 
-def _download_file(summary: RepoSummary, name: str, cap: int, endpoint_url: str | None) -> Path:
-    """``hf_hub_download`` of one file at the summary's sha; size-capped and sha256-checked."""
-    size, lfs_sha = summary.blobs.get(name, (None, None))
-    if size is not None and size > cap:
-        raise SourceError(f"hf:{summary.repo_id}/{name}: {size} bytes is over the {cap}-byte limit")
-    hub = _hub()
-    where = f"hf:{summary.repo_id}/{name}"
-    path = Path(
-        _call(
-            where,
-            lambda: hub.hf_hub_download(
-                summary.repo_id,
-                name,
-                revision=summary.sha,
-                cache_dir=hub_cache(),
-                endpoint=endpoint(endpoint_url),
-            ),
-        )
-    )
-    blob = path.resolve()
-    etag = blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else None
-    actual = sha256_file(path)
-    for claimed in {lfs_sha, etag} - {None}:
-        if claimed != actual:
-            blob.unlink(missing_ok=True)  # never leave a bad blob for the next run to trust
-            raise SourceError(
-                f"{where}: sha256 mismatch: the Hub says {claimed}, got {actual}",
-                hint="the download was corrupted or the repo changed; nothing was kept",
-            )
-    if path.stat().st_size > cap:
-        raise SourceError(f"{where}: over the {cap}-byte limit")
-    return path
-
-
 def _fetch_cached(repo_id: str, revision: str | None) -> list[Fetched]:
-    """Offline: the files of the cached snapshot of ``revision`` (a sha) or of ``main``."""
-    repo_dir = hub_cache() / f"models--{repo_id.replace('/', '--')}"
-    sha = revision
-    if sha is None or not _SHA.match(sha):
-        ref = repo_dir / "refs" / (revision or "main")
-        sha = ref.read_text().strip() if ref.is_file() else None
-    if sha is None and revision is None:  # pinned downloads write no ref: take the newest
-        snapshots = sorted((repo_dir / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime)
-        sha = snapshots[-1].name if snapshots else None
-    if sha is None or not (repo_dir / "snapshots" / sha).is_dir():
+    """Offline: the files cached at ``revision`` (a commit sha), else at the newest commit."""
+    repo_dir = join_under(hub_cache() / "repos", safe_relative_path(repo_id))
+    if revision is not None and _SHA.match(revision):
+        shas = [revision]
+    else:
+        found = [p for p in repo_dir.glob("*") if _SHA.match(p.name)] if repo_dir.is_dir() else []
+        shas = [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime)][-1:]
+    if not shas or not (repo_dir / shas[0]).is_dir():
         raise SourceError(f"hf:{repo_id}: offline, and not in the cache", hint=OFFLINE_HINT)
-    snapshot = repo_dir / "snapshots" / sha
-    files = tuple(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    sha, snapshot = shas[0], repo_dir / shas[0]
+    files = tuple(
+        p.relative_to(snapshot).as_posix()
+        for p in snapshot.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    )
     summary = RepoSummary(repo_id, sha, None, None, None, False, files)
     names = summary.embedding_files()
     if not names:
         raise SourceError(f"hf:{repo_id}: offline, and no embedding is cached", hint=OFFLINE_HINT)
-    facts_dir = hub_cache() / "facts" / safe_relative_path(repo_id) / sha
     facts = {}
     for key, name in TEXT_FACTS.items():
-        if (facts_dir / name).is_file():
-            facts[key] = (facts_dir / name).read_text("utf-8", "replace").strip()
+        if (snapshot / name).is_file():
+            facts[key] = (snapshot / name).read_text("utf-8", "replace").strip()
     hints = _facts_hints(summary, {k: v for k, v in facts.items() if v})
     images = [snapshot / p for p in summary.preview_files()]
     return [

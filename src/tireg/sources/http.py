@@ -13,7 +13,8 @@ says *what* to fetch:
   honouring ``Retry-After``, a bounded number of times;
 * redirects are followed a bounded number of times; sizes are capped before and while reading;
 * an HTML page (a login, quota or error page) is recognised from its first bytes and refused;
-* the file name from ``Content-Disposition`` or the URL is sanitised by :func:`safe_filename`.
+* the file name from ``Content-Disposition`` or the URL is made safe by
+  :func:`tireg.paths.safe_part` and joined with :func:`tireg.paths.join_under`.
 
 Offline (``TIREG_OFFLINE`` / ``HF_HUB_OFFLINE``) nothing is requested: a file already in the
 destination folder is returned, anything else is a :class:`SourceError` saying so.
@@ -31,10 +32,9 @@ import random
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
@@ -43,6 +43,7 @@ import requests
 from tireg import __version__
 from tireg.config import offline
 from tireg.files import TMP_SUFFIX, fsync_dir, sha256_file
+from tireg.paths import join_under, safe_part
 from tireg.sources import SourceError
 
 #: an embedding is KB to a few MB; anything far bigger is not one (or is a mistake)
@@ -151,53 +152,6 @@ def http_session() -> requests.Session:
 
 # ---------------------------------------------------------------------------------------- names
 
-_WINDOWS_RESERVED = re.compile(
-    r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)$", re.I
-)
-_UNSAFE_CHARS = re.compile(r'[<>:"|?*\\/]')
-_MAX_NAME_BYTES = 200
-
-
-def safe_filename(name: str, *, fallback: str = "download") -> str:
-    """Turn a name chosen by a remote server into one that stays inside its folder on any OS.
-
-    Keeps only the last path component, drops control and formatting characters and the
-    characters Windows forbids, trims leading/trailing dots and spaces (so ``..`` and hidden
-    names vanish), defuses device names (``CON``, ``NUL.txt``, ``COM1``) and bounds the length.
-    Returns ``fallback`` when nothing usable is left.
-    """
-    name = unicodedata.normalize("NFC", name)
-    name = re.split(r"[/\\]", name)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch) not in {"Cc", "Cf", "Zl", "Zp"})
-    name = _UNSAFE_CHARS.sub("_", name).strip(" .")
-    if not name:
-        return fallback
-    if _WINDOWS_RESERVED.match(name.split(".", 1)[0].rstrip(" ")):
-        name = f"_{name}"
-    if len(name.encode()) > _MAX_NAME_BYTES:
-        stem, dot, ext = name.rpartition(".")
-        if not dot or len(ext) > 16:
-            stem, ext = name, ""
-        budget = _MAX_NAME_BYTES - len(ext.encode()) - 1
-        stem = stem.encode()[:budget].decode(errors="ignore")
-        name = f"{stem}.{ext}" if ext else stem
-    return name
-
-
-def safe_relative_path(path: str) -> PurePosixPath:
-    """A remote *relative* path (a file in a repo or a folder share), each part made safe.
-
-    Absolute paths and ``..`` parts are refused outright: a source that sends them is either
-    broken or hostile, and guessing what it meant could write outside the target folder.
-    """
-    normalised = path.replace("\\", "/")
-    if normalised.startswith("/") or re.match(r"^[A-Za-z]:", normalised):
-        raise SourceError(f"refusing absolute remote path {path!r}")
-    parts = [p for p in normalised.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise SourceError(f"refusing remote path {path!r}", hint="it would leave the target folder")
-    return PurePosixPath(*(safe_filename(p, fallback="_") for p in parts))
-
 
 def filename_from_response(response: requests.Response) -> str | None:
     """The name a server suggests: ``Content-Disposition`` (``filename*`` first), else the URL."""
@@ -207,9 +161,9 @@ def filename_from_response(response: requests.Response) -> str | None:
         message["Content-Disposition"] = disposition
         suggested = message.get_filename()
         if suggested:
-            return safe_filename(suggested)
+            return safe_part(suggested, fallback="download")
     tail = unquote(urlsplit(response.url).path.rsplit("/", 1)[-1])
-    return safe_filename(tail) if tail else None
+    return safe_part(tail, fallback="download") if tail else None
 
 
 # ------------------------------------------------------------------------------------- sniffing
@@ -311,8 +265,8 @@ def download(
     dest = Path(dest_dir)
     expected = expected_sha256.lower() if expected_sha256 else None
     if filename is not None:
-        filename = safe_filename(filename)
-        cached = _cached_file(dest / filename, expected)
+        filename = safe_part(filename, fallback="download")
+        cached = _cached_file(join_under(dest, filename), expected)
         if cached is not None:
             return Downloaded(cached, sha256_file(cached), cached.stat().st_size, url)
     if offline():
@@ -395,7 +349,7 @@ class _Job:
                     f"size mismatch: expected {self.expected_size} bytes, got {size}",
                     path=self.url,
                 )
-            target = self.dest / name
+            target = join_under(self.dest, name)
             self.partial.data.replace(target)
             self.partial.meta.unlink(missing_ok=True)
             if self.durable:
@@ -575,7 +529,7 @@ def _cached_file(target: Path, expected: str | None) -> Path | None:
 def _offline_copy(url: str, dest: Path, filename: str | None, expected: str | None) -> Downloaded:
     """Offline: the one finished file already in ``dest`` (sources give each URL its own folder)."""
     candidates = (
-        [dest / filename]
+        [join_under(dest, filename)]
         if filename
         else sorted(p for p in dest.glob("*") if p.is_file() and not p.name.startswith("."))
         if dest.is_dir()

@@ -7,11 +7,13 @@ CBC-MAC of the plaintext. Checking that MAC is the only integrity check MEGA off
 byte we keep has passed it. Folder links carry a 128-bit folder key that decrypts each node's key
 (AES-ECB); node names live in encrypted attributes (AES-CBC, zero IV, ``MEGA{json}``).
 
-Names from attributes are attacker-controlled; they are reduced to safe file names before they
-touch the disk (:func:`tireg.sources.http.safe_filename`) and every path is checked to stay inside
-the destination. The API base URL comes from ``TIREG_MEGA_API`` so tests can serve a stand-in on
-127.0.0.1. Decrypted files are kept in ``cache_dir()/mega`` so a re-sync (and offline mode,
-``TIREG_OFFLINE=1``) needs no second download from a quota-metered host.
+Everything the server sends is attacker-controlled. Handles must have MEGA's form (8 base64url
+characters for a node, 11 for a user) before any use, and are never part of a path; names from
+attributes are reduced to safe file names (:func:`tireg.paths.safe_part`) and every path, in the
+cache and in the destination, is proven to stay inside its folder (:func:`tireg.paths.join_under`)
+before anything is created there. The API base URL comes from ``TIREG_MEGA_API`` so tests can
+serve a stand-in on 127.0.0.1. Decrypted files are kept in ``cache_dir()/mega`` so a re-sync
+(and offline mode, ``TIREG_OFFLINE=1``) needs no second download from a quota-metered host.
 
 All crypto is from ``cryptography``; the unmaintained ``mega.py`` package is not used.
 """
@@ -39,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tireg import config
 from tireg.files import atomic_write_bytes, atomic_writer, sha256_file
+from tireg.paths import UnsafePathError, join_under, safe_part
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
     RETRY_STATUSES,
@@ -47,7 +50,6 @@ from tireg.sources.http import (
     RetryPolicy,
     download,
     http_session,
-    safe_filename,
 )
 
 DEFAULT_API = "https://g.api.mega.co.nz"
@@ -56,6 +58,9 @@ MAX_BYTES = 64 * 1024 * 1024  # embeddings are KB to a few MB; a folder's checkp
 #: files a folder link contributes (single-file links are fetched whatever their name)
 FOLDER_SUFFIXES = (".pt", ".bin", ".safetensors", ".png", ".webp")
 API_TIMEOUT_S = 30.0
+
+#: names for nodes whose attributes give none that is usable (never the handle: see above)
+UNNAMED_FILE, UNNAMED_FOLDER = "download", "unnamed"
 
 MEGA_HOSTS = ("mega.nz", "mega.co.nz", "www.mega.nz", "www.mega.co.nz", "mega.io")
 
@@ -197,6 +202,9 @@ class MegaLink:
 
 
 _HANDLE = r"[A-Za-z0-9_-]{8}"
+#: MEGA's handles are base64url: 6 bytes for a node (8 characters), 8 for a user (11)
+_NODE_HANDLE = re.compile(rf"^{_HANDLE}$")
+_NODE_OR_USER_HANDLE = re.compile(r"^(?:[A-Za-z0-9_-]{8}|[A-Za-z0-9_-]{11})$")
 _KEY = r"[A-Za-z0-9_,-]{16,64}"
 _MODERN = re.compile(rf"^/(file|folder)/({_HANDLE})$")
 _LEGACY = re.compile(rf"^(F?)!({_HANDLE})!({_KEY})$")
@@ -512,12 +520,9 @@ def list_files(
         attrs = decrypt_attributes(
             b64url_decode(str(info.get("at", ""))), split_file_key(parsed.key)[0]
         )
-        name = str(attrs.get("n") or parsed.handle)
-        return [
-            RemoteFile(
-                parsed.handle, name, PurePosixPath(safe_filename(name)), info["s"], parsed.key
-            )
-        ]
+        name = str(attrs.get("n") or "")
+        rel = PurePosixPath(safe_part(name, fallback=UNNAMED_FILE))
+        return [RemoteFile(parsed.handle, name, rel, info["s"], parsed.key)]
     return _walk_folder(parsed, api.folder_nodes(parsed.handle, what=parsed.url), suffixes)
 
 
@@ -525,8 +530,8 @@ def _node_key_and_attrs(node: dict[str, Any], folder_key: bytes) -> tuple[bytes,
     """Try each ``owner:key`` pair of a node until one decrypts its attributes."""
     is_file = node.get("t") == 0
     for pair in str(node.get("k", "")).split("/"):
-        _, sep, wrapped = pair.partition(":")
-        if not sep:
+        owner, sep, wrapped = pair.partition(":")
+        if not sep or not _NODE_OR_USER_HANDLE.match(owner):
             continue
         try:
             key = aes_ecb_decrypt(b64url_decode(wrapped), folder_key)
@@ -549,10 +554,11 @@ def _walk_folder(
 ) -> list[RemoteFile]:
     opened: dict[str, tuple[dict[str, Any], bytes, str]] = {}
     for node in nodes:
-        if node.get("t") not in (0, 1) or not isinstance(node.get("h"), str):
+        if node.get("t") not in (0, 1):
             continue  # rubbish bins and special nodes never appear in shares; ignore oddities
+        _check_handles(node, link)
         key, attrs = _node_key_and_attrs(node, link.key)
-        opened[node["h"]] = (node, key, str(attrs.get("n") or node["h"]))
+        opened[node["h"]] = (node, key, str(attrs.get("n") or ""))
     if link.inner_handle and link.inner_handle not in opened:
         raise error_for(-9, what=link.url)
 
@@ -579,11 +585,47 @@ def _walk_folder(
             continue
         if link.inner_kind != "file" and suffixes and not name.lower().endswith(suffixes):
             continue
-        names = [safe_filename(opened[h][2], fallback=h) for h in parts]
+        names = [safe_part(opened[h][2], fallback=UNNAMED_FOLDER) for h in parts]
         size = node.get("s")
         if isinstance(size, int):
             files.append(RemoteFile(handle, name, PurePosixPath(*names), size, key))
-    return sorted(files, key=lambda f: str(f.rel))
+    return _distinct(sorted(files, key=lambda f: (str(f.rel), f.node)))
+
+
+def _check_handles(node: dict[str, Any], link: MegaLink) -> None:
+    """Refuse a node whose handle or parent handle is not MEGA's: a server sending
+    ``../../x`` as a handle is hostile, and nothing it says is used."""
+    handle, parent = node.get("h"), node.get("p")
+    if not isinstance(handle, str) or not _NODE_HANDLE.match(handle):
+        raise MegaError(
+            f"MEGA sent a malformed node handle {str(handle)[:40]!r}",
+            path=link.url,
+            hint="not a MEGA server, or a tampered answer; nothing was downloaded",
+        )
+    if parent is not None and (
+        not isinstance(parent, str) or not _NODE_OR_USER_HANDLE.match(parent)
+    ):
+        raise MegaError(
+            f"MEGA sent a malformed parent handle {str(parent)[:40]!r}",
+            path=link.url,
+            hint="not a MEGA server, or a tampered answer; nothing was downloaded",
+        )
+
+
+def _distinct(files: list[RemoteFile]) -> list[RemoteFile]:
+    """Give files whose safe names coincide (``a.pt`` and ``a\0.pt``) distinct names: the
+    second and later get a hash of their node handle, so none overwrites another."""
+    seen: set[str] = set()
+    out = []
+    for remote in files:
+        rel = remote.rel
+        if str(rel) in seen:
+            tag = hashlib.sha256(remote.node.encode()).hexdigest()[:8]
+            rel = rel.with_name(safe_part(f"{rel.stem}-{tag}{rel.suffix}"))
+            remote = replace(remote, rel=rel)
+        seen.add(str(rel))
+        out.append(remote)
+    return out
 
 
 def _cache_root(link: MegaLink) -> Path:
@@ -648,7 +690,7 @@ def _fetch_one(
     progress: Progress | None,
 ) -> Fetched:
     """One file into the cache (skipped when the cached copy has the same MAC and hash)."""
-    target = cache / "files" / remote.rel
+    target = join_under(cache / "files", remote.rel)
     known = manifest.get(remote.node)
     if (
         known
@@ -702,7 +744,7 @@ def _download_and_decrypt(
         got = download(
             url,
             scratch,
-            filename=f"{remote.node}.enc",
+            filename=hashlib.sha256(remote.node.encode()).hexdigest()[:24] + ".enc",
             max_bytes=remote.size,
             expected_size=remote.size,
             progress=progress,
@@ -737,13 +779,7 @@ def _download_and_decrypt(
 
 def _deliver(fetched: Fetched, cache: Path, dest: Path) -> Fetched:
     """Copy a cached file to ``dest`` (atomically), checking it cannot land outside ``dest``."""
-    rel = fetched.path.relative_to(cache / "files")
-    target = dest / rel
-    if not target.resolve().is_relative_to(dest.resolve()):
-        raise SourceError(
-            f"refusing remote name {fetched.hints.get('mega_name')!r}",
-            hint="it would leave the target folder",
-        )
+    target = join_under(dest, fetched.path.relative_to(cache / "files"))
     with fetched.path.open("rb") as source, atomic_writer(target) as out:
         shutil.copyfileobj(source, out)
     return replace(fetched, path=target)
@@ -776,7 +812,10 @@ def _offline(link: MegaLink, cache: Path, dest: Path) -> list[Fetched]:
     """Offline: the files cached by an earlier fetch of this link, or a clear refusal."""
     out: list[Fetched] = []
     for entry in _read_manifest(cache).values():
-        path = cache / "files" / PurePosixPath(str(entry.get("rel", "")))
+        try:
+            path = join_under(cache / "files", str(entry.get("rel", "")))
+        except UnsafePathError:
+            continue  # not a manifest this module wrote
         if not path.is_file() or sha256_file(path) != entry.get("sha256"):
             continue
         hints = {**entry.get("hints", {}), "offline": "cached copy used (TIREG_OFFLINE)"}

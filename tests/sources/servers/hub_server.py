@@ -72,9 +72,13 @@ class HubRepo:
     card: dict[str, str] = field(default_factory=dict)
     generation: int = 0
     last_modified: str = "2022-09-10T12:00:00.000Z"
+    sha_override: str | None = None  # what a hostile endpoint claims instead
+    etag_header: str | None = None  # the ETag a hostile endpoint sends when resolving
 
     @property
     def sha(self) -> str:
+        if self.sha_override is not None:
+            return self.sha_override
         digest = hashlib.sha1(usedforsecurity=False)
         digest.update(f"{self.repo_id}:{self.generation}".encode())
         for path in sorted(self.files):
@@ -302,7 +306,7 @@ class HubServer:
             status, body = 206, data[start:]
         headers = {
             "X-Repo-Commit": repo.sha,
-            "ETag": f'"{repo.etag(path)}"',
+            "ETag": f'"{repo.etag_header or repo.etag(path)}"',
             "X-Linked-Size": str(len(data)),
             "Accept-Ranges": "bytes",
         }
