@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -191,7 +192,8 @@ class CheckpointRow(Base):
     blake3: Mapped[str | None] = mapped_column(String(64))
     crc32: Mapped[str | None] = mapped_column(String(8))
     addnet_hash: Mapped[str | None] = mapped_column(String(64))
-    size: Mapped[int | None] = mapped_column(Integer)
+    # bytes; 64-bit on PostgreSQL (checkpoints exceed 2 GiB), SQLite's INTEGER is 64-bit already
+    size: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     origin: Mapped[str] = mapped_column(String(16), default="user")  # user | known
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
