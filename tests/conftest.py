@@ -54,7 +54,7 @@ def tireg_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     """Every test gets its own TIREG_HOME, and never talks to anything but 127.0.0.1."""
     home = tmp_path_factory.mktemp("tireg-home")
     monkeypatch.setenv("TIREG_HOME", str(home))
-    for var in ("TIREG_DATABASE_URL", "TIREG_OFFLINE", "HF_HUB_OFFLINE", "HF_TOKEN"):
+    for var in ("TIREG_DATABASE_URL", "TIREG_STORE", "TIREG_OFFLINE", "HF_HUB_OFFLINE", "HF_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("HF_HOME", str(home / "hf-home"))
