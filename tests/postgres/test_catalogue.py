@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from sqlalchemy import select, text
 
+from tests.postgres.server import Server
 from tests.registry.test_query import add, make
 from tireg.db import CatalogueError, open_catalogue
 from tireg.db.schema import CheckpointRow, SourceRow
@@ -158,3 +159,46 @@ def test_ranking_prefers_name_over_triggers_tags_and_description(catalogue: Cata
         found = [s.id for s in query.search(session, "zephyr")]
         assert found == [ids["name"], ids["tags"], ids["description"]]
         assert search_index.has_index(session)
+
+
+def test_a_catalogue_from_0003_gets_its_index_and_doctor_completes_it(
+    postgres_server: Server,
+) -> None:
+    """Migration 0004 fills the index from what SQL sees; ``doctor --repair`` adds the rest."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from tireg.db.session import alembic_config
+    from tireg.registry import doctor
+
+    postgres_server.admin("CREATE DATABASE from_0003")
+    url = postgres_server.url("from_0003")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0003")
+        connection.execute(
+            text(
+                "INSERT INTO embeddings (id, vectors_sha256, name, name_key, family, num_vectors,"
+                " widths, nsfw, store_path, created_at, updated_at) VALUES (1, 'ab', 'Old-Cat',"
+                " 'old-cat', 'sd1', 1, 'clip_l:768', false, 'ab/ab.safetensors', now(), now())"
+            )
+        )
+        connection.execute(text("INSERT INTO tags (embedding_id, tag) VALUES (1, 'furry')"))
+        connection.execute(
+            text(
+                "INSERT INTO provenance (embedding_id, location, original_format, original_sha256,"
+                " name_in_file, imported_at) VALUES (1, '/x/kitten-v2.pt', 'a1111-pt', 'cd',"
+                " 'oc', now())"
+            )
+        )
+    engine.dispose()
+    with open_catalogue(url) as catalogue:
+        with catalogue.reading() as session:
+            assert [s.name for s in query.search(session, "furry")] == ["Old-Cat"]
+            assert [s.name for s in query.search(session, "ld-c")] == ["Old-Cat"]  # infix
+        assert doctor.examine(catalogue).index_drift == 1  # triggers and sources were unknown
+        doctor.examine(catalogue, repair=True)
+        assert doctor.examine(catalogue).index_drift == 0
+        with catalogue.reading() as session:  # the file's stem is a trigger now
+            assert [s.name for s in query.search(session, "kitten-v2")] == ["Old-Cat"]
+    postgres_server.drop_database("from_0003")
