@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+from tests.postgres.server import Server
 from tests.registry.make_files import write_mixed
 from tests.registry.test_holds_up import tireg_popen
 from tests.registry.test_install import ui_root
 from tests.registry.test_query import add, make
 from tests.sources.servers.http_server import FileServer, Served, running
 from tests.sources.servers.hub_server import embedding_bytes
-from tireg.db import open_catalogue
+from tireg.db import head_revision, open_catalogue
 from tireg.db.schema import EmbeddingRow, InstallRow, ProvenanceRow, SourceRow
 from tireg.files import TMP_SUFFIX
 from tireg.registry import doctor
@@ -106,3 +107,20 @@ def test_four_machines_add_and_install_at_once(
     assert not [p for p in tmp_path.rglob(f"*{TMP_SUFFIX}") if p.is_file()]
     assert os.listdir(store)  # the machines wrote the shared store, not their homes
     assert not any((tmp_path / f"machine{m}" / "store").exists() for m in range(MACHINES))
+
+
+def test_four_machines_opening_an_empty_database_migrate_it_once(
+    postgres_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migration runs under the writer lock: the first machine migrates, the rest wait and
+    find it done (no "relation already exists")."""
+    postgres_server.admin("CREATE DATABASE empty_team")
+    url = postgres_server.url("empty_team")
+    monkeypatch.setenv("TIREG_DATABASE_URL", url)
+    procs = [tireg_popen("list", home=tmp_path / f"machine{m}") for m in range(MACHINES)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    with open_catalogue(url) as catalogue, catalogue.reading() as session:
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == head_revision()
+    postgres_server.drop_database("empty_team")
