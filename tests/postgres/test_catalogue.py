@@ -202,3 +202,26 @@ def test_a_catalogue_from_0003_gets_its_index_and_doctor_completes_it(
         with catalogue.reading() as session:  # the file's stem is a trigger now
             assert [s.name for s in query.search(session, "kitten-v2")] == ["Old-Cat"]
     postgres_server.drop_database("from_0003")
+
+
+def test_a_role_that_may_only_read_gets_one_line_when_writing(
+    catalogue: Catalogue, postgres_server: Server
+) -> None:
+    add(catalogue, make("cat-toy", 1))
+    database = catalogue.engine.url.database
+    postgres_server.admin(
+        "DO $$ BEGIN CREATE ROLE reader LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    other = _raw(catalogue)
+    try:
+        other.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader")
+    finally:
+        other.close()
+    url = postgres_server.url(database or "").replace("postgres@", "reader@")
+    with open_catalogue(url) as reader:
+        with reader.reading() as session:
+            assert [s.name for s in query.search(session, "cat")] == ["cat-toy"]
+        with pytest.raises(CatalogueError) as err, reader.transaction() as session:
+            session.add(SourceRow(kind="local", locator="/x", status="fetched"))
+    line = str(err.value)
+    assert "the database refused: permission denied" in line and "\n" not in line

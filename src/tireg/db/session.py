@@ -54,7 +54,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -75,6 +75,8 @@ _IMMEDIATE = "tireg_begin_immediate"
 
 #: PostgreSQL: the advisory lock every write transaction takes first ("tireg" in ASCII)
 WRITER_LOCK_KEY = 0x7469726567
+#: PostgreSQL's SQLSTATE for a privilege the role lacks
+INSUFFICIENT_PRIVILEGE = "42501"
 #: PostgreSQL: the longest a writer waits for that lock before giving up with one line
 LOCK_WAIT_S = BUSY_TIMEOUT_S * (LOCK_RETRIES + 1)
 #: per backend: execution options of write and read sessions (see the module docstring)
@@ -152,6 +154,17 @@ class Catalogue:
             yield
         except OperationalError as exc:
             raise _catalogue_error(exc, self.url) from exc
+        except ProgrammingError as exc:
+            # a bug in a statement stays a traceback; a privilege the server's role lacks is the
+            # user's to fix (a read-only role, pg_trgm the owner may not create)
+            if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise
+            raise CatalogueError(
+                f"the database refused: {_first_line(exc)}",
+                path=_display(self.url),
+                hint="read-only commands (list, search, show) work; ask the catalogue's owner "
+                "for write access (or to run CREATE EXTENSION pg_trgm once)",
+            ) from exc
 
 
 def open_catalogue(url: str | None = None) -> Catalogue:
