@@ -87,6 +87,15 @@ def _as_server_user(command: list[str], *, root: bool) -> list[str]:
     return ["runuser", "-u", SERVER_USER, "--", *command] if root else command
 
 
+def _run(command: list[str], *, root: bool) -> None:
+    """Run a server command; a failure shows what the command said, not just its exit code."""
+    done = subprocess.run(
+        _as_server_user(command, root=root), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} failed: {done.stderr.strip()}")
+
+
 @contextlib.contextmanager
 def running_server(bin_dir: Path) -> Iterator[Server]:
     """Start a server in a new temporary folder; stop it and delete the folder on exit."""
@@ -98,61 +107,35 @@ def running_server(bin_dir: Path) -> Iterator[Server]:
         account = pwd.getpwnam(SERVER_USER)
         os.chown(base, account.pw_uid, account.pw_gid)
     port = _free_port()
-    run = _as_server_user
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='{base}' "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    pg_ctl = [str(bin_dir / "pg_ctl"), "--pgdata", str(data_dir)]
     try:
-        subprocess.run(
-            run(
-                [
-                    str(bin_dir / "initdb"),
-                    "--pgdata",
-                    str(data_dir),
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C.UTF-8",  # pg_trgm sees CJK letters as letters only in a UTF-8 ctype
-                    "--username",
-                    SERVER_USER,
-                    "--no-sync",
-                ],
-                root=root,
-            ),
-            check=True,
-            capture_output=True,
+        _run(
+            [
+                str(bin_dir / "initdb"),
+                "--pgdata",
+                str(data_dir),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",  # pg_trgm sees CJK letters as letters only in a UTF-8 ctype
+                "--username",
+                SERVER_USER,
+                "--no-sync",
+            ],
+            root=root,
         )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='{base}' "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
-        )
-        subprocess.run(
-            run(
-                [
-                    str(bin_dir / "pg_ctl"),
-                    "--pgdata",
-                    str(data_dir),
-                    "--log",
-                    str(base / "server.log"),
-                    "--options",
-                    options,
-                    "--wait",
-                    "start",
-                ],
-                root=root,
-            ),
-            check=True,
-            capture_output=True,
+        _run(
+            [*pg_ctl, "--log", str(base / "server.log"), "--options", options, "--wait", "start"],
+            root=root,
         )
         server = Server(bin_dir=bin_dir, data_dir=data_dir, port=port, user=SERVER_USER)
         try:
             yield server
         finally:
             server._dropper.shutdown(wait=True)
-            subprocess.run(
-                run(
-                    [str(bin_dir / "pg_ctl"), "--pgdata", str(data_dir), "-m", "immediate", "stop"],
-                    root=root,
-                ),
-                check=False,
-                capture_output=True,
-            )
+            _run([*pg_ctl, "-m", "immediate", "stop"], root=root)
     finally:
         shutil.rmtree(base, ignore_errors=True)
