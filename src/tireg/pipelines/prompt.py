@@ -133,12 +133,14 @@ class _Special:
 
 
 def _special(tokenizer: Any) -> _Special:
+    """BOS, EOS, pad and comma ids; pad is the tokenizer's own (``!`` for OpenCLIP, as A1111)."""
     pad = tokenizer.pad_token_id
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
     return _Special(
         bos=int(tokenizer.bos_token_id),
         eos=int(tokenizer.eos_token_id),
         pad=int(tokenizer.eos_token_id if pad is None else pad),
-        comma=tokenizer.get_vocab().get(",</w>"),
+        comma=None if comma in (None, tokenizer.unk_token_id) else int(comma),
     )
 
 

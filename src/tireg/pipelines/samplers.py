@@ -15,7 +15,7 @@ which make images close to A1111's but not bit-identical:
 * DPM++ 2M SDE in A1111 draws its step noise from a Brownian tree; diffusers'
   ``DPMSolverMultistepScheduler`` draws plain Gaussian noise from the generator.
 * DPM++ SDE maps to ``DPMSolverSDEScheduler``, the port of k-diffusion ``sample_dpmpp_sde``,
-  which needs the optional ``torchsde`` package.
+  which needs the optional ``torchsde`` package; LMS and the Beta schedule need ``scipy``.
 
 Samplers A1111 has but diffusers cannot reproduce (DPM++ 2S a, DPM++ 3M SDE, DPM fast, DPM
 adaptive, Restart, LCM, DDIM CFG++) are known names refused with a line that says so.
@@ -23,6 +23,7 @@ adaptive, Restart, LCM, DDIM CFG++) are known names refused with a line that say
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -161,6 +162,8 @@ SCHEDULES: Mapping[str, Mapping[str, Any] | None] = MappingProxyType(
         "DDIM": None,
     }
 )
+#: optional packages some diffusers schedulers and sigma schedules import
+_NEEDS = {"DPMSolverSDEScheduler": "torchsde", "LMSDiscreteScheduler": "scipy", "Beta": "scipy"}
 #: A1111's own aliases and internal names of schedule types
 _SCHEDULE_ALIASES = {"sgmuniform": "SGM Uniform", "sgm_uniform": "SGM Uniform"}
 
@@ -251,14 +254,16 @@ def build_scheduler(
     training steps); the sampler and schedule set only how it samples.
     """
     import diffusers
-    from diffusers.utils import is_torchsde_available
 
     choice = resolve(sampler, schedule)
-    if choice.sampler.scheduler_class == "DPMSolverSDEScheduler" and not is_torchsde_available():
-        raise SamplerError(
-            f"sampler {choice.sampler.label!r} needs the torchsde package",
-            hint="pip install torchsde, or choose another sampler",
-        )
+    for part in (choice.sampler.scheduler_class, choice.schedule):
+        package = _NEEDS.get(part)
+        if package and importlib.util.find_spec(package) is None:
+            raise SamplerError(
+                f"sampler {choice.sampler.label!r} with schedule type {choice.schedule!r} "
+                f"needs the {package} package",
+                hint=f"pip install {package}, or choose another sampler",
+            )
     cls = getattr(diffusers, choice.sampler.scheduler_class)
     overrides = choice.overrides
     scheduler = cls.from_config(dict(config), **overrides)
