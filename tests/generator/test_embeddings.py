@@ -21,7 +21,7 @@ from tireg.pipelines.embeddings import (
     remove_embeddings,
 )
 from tireg.pipelines.errors import EmbeddingMismatchError
-from tireg.pipelines.prompt import encode_prompts
+from tireg.pipelines.prompt import embeddings_used, encode_prompts
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,8 @@ def test_multi_vector_embedding_encodes_like_its_words(pipes: dict[str, Any], fa
     assert _same(used.prompt_embeds, words.prompt_embeds)
     assert _same(used.negative_prompt_embeds, words.negative_prompt_embeds)
     assert used.used == [["birb"]] and used.negative_used == ["birb"]
+    with embeddings_applied(pipe, [("birb", emb), ("cat", emb)]):
+        assert embeddings_used(pipe, "(cat:0.5), birb, birb, dog") == ["cat", "birb"]
     if family == "sdxl":
         # clip_l went to the first encoder and clip_g to the second: the pooled output agrees too
         assert _same(used.pooled_prompt_embeds, words.pooled_prompt_embeds)

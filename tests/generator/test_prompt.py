@@ -235,8 +235,29 @@ def test_sdxl_concatenates_both_encoders_and_pools_the_second(tmp_path: Path) ->
     # the penultimate layer of each encoder, as diffusers' SDXL pipeline takes it
     chunk = tokenize_prompt("ugly", pipe.tokenizer_2)[0].tokens
     eos = chunk.index(pipe.tokenizer_2.eos_token_id)
-    chunk[eos + 1 :] = [pipe.tokenizer_2.pad_token_id] * (len(chunk) - eos - 1)
+    # A1111 pads OpenCLIP's chunks with id 0 after the first EOS
+    chunk[eos + 1 :] = [0] * (len(chunk) - eos - 1)
     with torch.no_grad():
         out = pipe.text_encoder_2(torch.tensor([chunk]), output_hidden_states=True)
     assert torch.allclose(embeds.negative_prompt_embeds[0, :77, 768:], out.hidden_states[-2][0])
     assert torch.allclose(embeds.negative_pooled_prompt_embeds[0], out.text_embeds[0])
+
+
+def test_sd1_pads_with_eos_and_sd2_with_id_0(sd1: Any, tmp_path: Path) -> None:
+    import torch
+
+    sd2 = build_sd_pipeline(tmp_path, width=1024)
+    eos = sd1.tokenizer.eos_token_id
+    for pipe, pad, other in ((sd1, eos, 0), (sd2, 0, eos)):
+        tokens = tokenize_prompt("a cat", pipe.tokenizer)[0].tokens
+        end = tokens.index(eos)
+
+        def encoded(fill: int, tokens: list[int] = tokens, end: int = end, pipe: Any = pipe) -> Any:
+            ids = tokens[: end + 1] + [fill] * (len(tokens) - end - 1)
+            with torch.no_grad():
+                return pipe.text_encoder(torch.tensor([ids])).last_hidden_state[0]
+
+        got = encode_prompts(pipe, ["a cat"]).prompt_embeds[0]
+        # batched against unbatched: equal up to float rounding, and the pad really matters
+        assert torch.allclose(got, encoded(pad), atol=1e-5)
+        assert not torch.allclose(got, encoded(other), atol=1e-3)

@@ -94,6 +94,10 @@ def test_automatic_is_the_samplers_own_default() -> None:
     assert resolve("DPM2 a").schedule == "Karras"
     assert resolve("Euler a").schedule == "Automatic"
     assert resolve("DPM++ 2M", "Uniform").schedule == "Uniform"
+    # the infotext says "Automatic" for a sampler's default, as A1111's does
+    assert resolve("DPM++ 2M", "Karras").infotext_schedule == "Automatic"
+    assert resolve("DPM++ 2M", "Exponential").infotext_schedule == "Exponential"
+    assert resolve("Euler", "Uniform").infotext_schedule == "Uniform"
 
 
 def test_old_names_carry_their_schedule() -> None:
@@ -104,8 +108,9 @@ def test_old_names_carry_their_schedule() -> None:
     scheduler, _ = build_scheduler(SD15, "Euler Karras")
     assert type(scheduler).__name__ == "EulerDiscreteScheduler"
     assert scheduler.config.use_karras_sigmas is True
-    # an explicit schedule type wins over the old suffix, as in A1111
-    assert resolve("DPM++ 2M Karras", "Exponential").schedule == "Exponential"
+    # the old suffix wins over the schedule type given, as in A1111
+    assert resolve("DPM++ 2M Karras", "Exponential").schedule == "Karras"
+    assert resolve("Euler sgm_uniform").schedule == "SGM Uniform"
 
 
 def test_k_samplers_use_linspace_and_ldm_samplers_leading() -> None:

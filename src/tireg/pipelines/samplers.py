@@ -181,6 +181,11 @@ class SamplerChoice:
         schedule = SCHEDULES[self.schedule] or {}
         return {**self.sampler.options, **schedule}
 
+    @property
+    def infotext_schedule(self) -> str:
+        """The "Schedule type" A1111 writes: "Automatic" when it is the sampler's default."""
+        return "Automatic" if self.schedule == self.sampler.default_schedule else self.schedule
+
 
 def sampler_names() -> list[str]:
     """The A1111 sampler labels tireg can render with."""
@@ -210,21 +215,21 @@ def resolve(sampler: str, schedule: str = "Automatic") -> SamplerChoice:
     """Resolve names as A1111 ≥1.9 does: case-insensitive, old "X Karras" names split in two.
 
     A1111 (``modules/sd_samplers.py``, ``get_sampler_and_scheduler``) strips a trailing schedule
-    label from an old sampler name ("DPM++ 2M Karras" -> "DPM++ 2M" + "Karras") when no schedule
-    type was chosen, and turns "Automatic" into the sampler's default schedule.
+    label (or internal name, or alias) from the sampler name, and that schedule wins over the
+    one given ("DPM++ 2M Karras" -> "DPM++ 2M" + "Karras"); "Automatic" becomes the sampler's
+    own default schedule.
     """
     table = _by_name()
     name = " ".join(sampler.split())
     schedule_label = _schedule_label(schedule)
+    suffixes = {label.casefold(): label for label in SCHEDULES} | {
+        alias: label for alias, label in _SCHEDULE_ALIASES.items()
+    }
+    for suffix, label in suffixes.items():
+        if name.casefold().endswith(" " + suffix):
+            name, schedule_label = name[: -len(suffix) - 1], label
+            break
     found = table.get(name.casefold())
-    if found is None:
-        for label in SCHEDULES:
-            suffix = " " + label.casefold()
-            if name.casefold().endswith(suffix) and name.casefold()[: -len(suffix)] in table:
-                found = table[name.casefold()[: -len(suffix)]]
-                if schedule_label == "Automatic":
-                    schedule_label = label
-                break
     if found is None:
         unsupported = {u.casefold(): u for u in UNSUPPORTED_SAMPLERS}
         valid = ", ".join(sampler_names())
