@@ -6,6 +6,7 @@ an embedding must change the picture only where its word is in the prompt.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import numpy as np
@@ -69,9 +70,14 @@ def test_the_word_changes_the_image_only_where_the_prompt_uses_it(
     assert _equal(unused, without_word)
 
 
-def test_seeds_reproduce_and_batches_give_the_same_images(pipes: dict[str, Any]) -> None:
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ SDE"])
+def test_seeds_reproduce_and_batches_give_the_same_images(
+    pipes: dict[str, Any], sampler: str
+) -> None:
+    if sampler == "DPM++ SDE" and importlib.util.find_spec("torchsde") is None:
+        pytest.skip("DPM++ SDE needs the optional torchsde package")
     pipe = pipes["sd1"]
-    kwargs = {"prompts": ["a photo of a cat"], "negative": "blurry", "sampler": "Euler a", **SIZE}
+    kwargs = {"prompts": ["a photo of a cat"], "negative": "blurry", "sampler": sampler, **SIZE}
     one_by_one = render(pipe, seeds=[5, 6, 7], batch_size=1, **kwargs)
     batched = render(pipe, seeds=[5, 6, 7], batch_size=2, **kwargs)
     assert _equal(one_by_one, batched)
