@@ -261,3 +261,12 @@ def test_sd1_pads_with_eos_and_sd2_with_id_0(sd1: Any, tmp_path: Path) -> None:
         # batched against unbatched: equal up to float rounding, and the pad really matters
         assert torch.allclose(got, encoded(pad), atol=1e-5)
         assert not torch.allclose(got, encoded(other), atol=1e-3)
+
+
+def test_clip_skip_is_ignored_where_a1111_ignores_it(tmp_path: Path) -> None:
+    """A1111 applies Clip skip to SD 1.x only: its SD 2.x (OpenCLIP) and SDXL paths ignore it."""
+    import torch
+
+    for pipe in (build_sd_pipeline(tmp_path / "sd2", width=1024), build_sdxl_pipeline(tmp_path)):
+        plain, skipped = (encode_prompts(pipe, ["a cat"], clip_skip=n) for n in (1, 2))
+        assert torch.equal(plain.prompt_embeds, skipped.prompt_embeds)

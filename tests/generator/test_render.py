@@ -188,3 +188,12 @@ def test_out_of_memory_names_the_setting_to_lower(pipes: dict[str, Any]) -> None
             render(pipe, prompts=["a"], seeds=[1], **SIZE)
     finally:
         handle.remove()
+
+
+def test_long_prompts_render_in_chunks(pipes: dict[str, Any]) -> None:
+    pipe = pipes["sdxl"]
+    long_prompt = "a photo, " * 40 + "BREAK a cat"
+    kwargs = {"negative": "blurry", "seeds": [4], "sampler": "Euler", **SIZE}
+    long_image = render(pipe, prompts=[long_prompt], **kwargs)
+    assert long_image[0].size == (16, 16)
+    assert not _equal(long_image, render(pipe, prompts=["a photo"], **kwargs))
