@@ -172,6 +172,13 @@ def test_embedding_vectors_never_straddle_two_chunks(tokenizer: Any) -> None:
     assert second.fixes == [(1, "birb")]
 
 
+def test_comma_backtrack_carries_an_embedding_with_its_phrase(tokenizer: Any) -> None:
+    # A1111 would leave the fix behind in the first chunk; tireg moves it with its tokens
+    first, second = tokenize_prompt(_words(70) + " , birb " + _words(5), tokenizer, {"birb": 3})
+    assert first.fixes == [] and len(_body(first, tokenizer)) == 71
+    assert second.fixes == [(1, "birb")] and second.tokens[1:4] == [0, 0, 0]
+
+
 def test_longest_embedding_name_wins(tokenizer: Any) -> None:
     (chunk,) = tokenize_prompt("cat dog", tokenizer, {"cat": 1, "cat dog": 2})
     assert chunk.fixes == [(1, "cat dog")]
