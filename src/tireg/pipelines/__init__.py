@@ -1,0 +1,1 @@
+"""Rendering on diffusers pipelines: loading, embeddings, A1111 prompts, samplers, seeds."""

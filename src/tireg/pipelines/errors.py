@@ -1,0 +1,21 @@
+"""Errors raised while applying embeddings, parsing prompts, choosing samplers and rendering."""
+
+from __future__ import annotations
+
+from tireg.errors import TiregError
+
+
+class EmbeddingMismatchError(TiregError):
+    """An embedding's vectors have no text encoder of their width on this pipeline."""
+
+
+class SamplerError(TiregError):
+    """An unknown or unsupported A1111 sampler name or schedule type."""
+
+
+class RenderError(TiregError):
+    """Settings a render cannot run with (size, seeds, memory)."""
+
+
+class PromptError(TiregError):
+    """A prompt or prompt setting A1111's syntax cannot read."""
