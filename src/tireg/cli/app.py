@@ -30,7 +30,7 @@ app = typer.Typer(
         "Example: tireg inspect embeddings/*.pt"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 

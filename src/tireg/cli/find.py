@@ -13,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.orm import Session
 
-from tireg.cli.options import DbOption, JsonOption
+from tireg.cli import completion
+from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
 from tireg.cli.output import console, print_json
 from tireg.db import open_catalogue
 from tireg.db.session import Catalogue
@@ -51,6 +52,7 @@ CompatibleOption = Annotated[
         "--compatible-with",
         metavar="MODEL",
         help="Only embeddings that work on this model (checkpoint path, hash or name).",
+        autocompletion=completion.model_names,
     ),
 ]
 
@@ -217,7 +219,7 @@ def _print_remote(found: list[dict[str, Any]], json_out: bool) -> None:
 
 
 def show_command(
-    name: Annotated[str, typer.Argument(help="NAME, NAME@HEX or a hash prefix.")],
+    name: NameArgument,
     source: SourceOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -289,7 +291,7 @@ def _records(title: str, records: list[dict[str, Any]], columns: tuple[str, ...]
 
 
 def tag_command(
-    name: Annotated[str, typer.Argument(help="NAME, NAME@HEX or a hash prefix.")],
+    name: NameArgument,
     add: Annotated[list[str] | None, typer.Argument(help="Tags to add.")] = None,
     remove: Annotated[
         list[str] | None, typer.Option("--remove", "-r", help="A tag to remove (repeatable).")
@@ -311,7 +313,7 @@ def tag_command(
 
 
 def rm_command(
-    names: Annotated[list[str], typer.Argument(help="NAMEs, NAME@HEX or hash prefixes.")],
+    names: NamesArgument,
     uninstall: Annotated[
         bool, typer.Option("--uninstall", help="Also delete the files tireg installed.")
     ] = False,

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tireg.cli.options import DbOption, JsonOption
+from tireg.cli.options import DbOption, JsonOption, NameArgument
 from tireg.cli.output import console, print_json
 
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 
 def similar_command(
-    name: Annotated[str, typer.Argument(help="The embedding to compare (the naming rule).")],
+    name: NameArgument,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many to show.")] = 10,
     db: DbOption = None,
     json_out: JsonOption = False,
