@@ -1,20 +1,34 @@
-"""``tireg similar``: tools that look at what embeddings' vectors mean and how they relate."""
+"""``tireg similar``, ``mix``, ``merge``, ``trim``, ``scale``: how embeddings' vectors relate,
+and new embeddings made from them (each a catalogue entry whose lineage ``tireg show`` lists)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from tireg.cli.options import DbOption, JsonOption, NameArgument
+from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
 from tireg.cli.output import console, print_json
+
+if TYPE_CHECKING:
+    from tireg.registry.reshape import Made
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("similar")(similar_command)
+    app.command("mix")(mix_command)
+    app.command("merge")(merge_command)
+    app.command("trim")(trim_command)
+    app.command("scale")(scale_command)
+
+
+#: ``--name``: the new embedding's name, the word typed in a prompt
+NewNameOption = Annotated[
+    str, typer.Option("--name", help="The new embedding's name (the word you type in a prompt).")
+]
 
 
 def similar_command(
@@ -48,3 +62,85 @@ def similar_command(
     for n in found:
         table.add_row(Text(n.ref), n.family, str(n.num_vectors), f"{n.score:.4f}")
     console.print(table)
+
+
+def _print_made(made: Made, json_out: bool) -> None:
+    if json_out:
+        print_json(made.to_dict())
+        return
+    console.print(
+        Text(
+            f"{made.operation}: {', '.join(made.parents)} -> {made.ref}"
+            f" ({made.family}, {made.num_vectors} vectors)"
+        )
+    )
+
+
+def mix_command(
+    expression: Annotated[str, typer.Argument(help='Weighted sum, e.g. "0.7*a + 0.3*b".')],
+    name: NewNameOption,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """A weighted sum of embeddings of one family and shape, vector by vector.
+
+    Example: tireg mix "0.7*birb-style + 0.3*other-style" --name birb-mix
+    """
+    from tireg.db import open_catalogue
+    from tireg.registry.reshape import mix
+
+    with open_catalogue(db) as catalogue:
+        _print_made(mix(catalogue, expression, name=name), json_out)
+
+
+def merge_command(
+    names: NamesArgument,
+    name: NewNameOption,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """One embedding holding the vectors of several, one after another (typing "a b").
+
+    Example: tireg merge birb-style cat-toy --name birb-cat
+    """
+    from tireg.db import open_catalogue
+    from tireg.registry.reshape import merge
+
+    with open_catalogue(db) as catalogue:
+        _print_made(merge(catalogue, names, name=name), json_out)
+
+
+def trim_command(
+    source: NameArgument,
+    vectors: Annotated[str, typer.Option("--vectors", help="Which vectors: START:STOP.")],
+    name: NewNameOption,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Keep some of an embedding's vectors (Python slice syntax).
+
+    Example: tireg trim "gasai yuno@9c4bd9a4" --vectors 0:4 --name yuno4
+    """
+    from tireg.db import open_catalogue
+    from tireg.registry.reshape import trim
+
+    with open_catalogue(db) as catalogue:
+        _print_made(trim(catalogue, source, vectors, name=name), json_out)
+
+
+def scale_command(
+    source: NameArgument,
+    factor: Annotated[float, typer.Argument(help="Multiply every vector by this.")],
+    name: NewNameOption,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Every vector times a factor: below 1 a weaker concept, above 1 a stronger one.
+
+    Example: tireg scale birb-style 0.8 --name birb-08
+    """
+    from tireg.db import open_catalogue
+    from tireg.registry.reshape import scale
+
+    with open_catalogue(db) as catalogue:
+        _print_made(scale(catalogue, source, factor, name=name), json_out)
