@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
 from tireg.cli.output import console, print_json
 
@@ -23,7 +24,20 @@ def register(app: typer.Typer) -> None:
     app.command("merge")(merge_command)
     app.command("trim")(trim_command)
     app.command("scale")(scale_command)
+    app.command("tokens")(tokens_command)
+    app.command("from-text")(from_text_command)
 
+
+#: ``--model``: the checkpoint whose vocabulary is read
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Checkpoint file or diffusers folder, or a name/hash known to tireg model.",
+        autocompletion=completion.model_names,
+    ),
+]
 
 #: ``--name``: the new embedding's name, the word typed in a prompt
 NewNameOption = Annotated[
@@ -144,3 +158,54 @@ def scale_command(
 
     with open_catalogue(db) as catalogue:
         _print_made(scale(catalogue, source, factor, name=name), json_out)
+
+
+def tokens_command(
+    name: NameArgument,
+    model: ModelOption,
+    top: Annotated[int, typer.Option("--top", min=1, max=50, help="Tokens per vector.")] = 5,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """What each vector "means" on a model: its nearest vocabulary tokens by cosine.
+
+    Reads only the token-embedding table from the checkpoint (SDXL: both encoders), as A1111's
+    Embedding Inspector shows it.
+
+    Example: tireg tokens birb-style --model ~/models/v1-5-pruned-emaonly.safetensors
+    """
+    from tireg.db import open_catalogue
+    from tireg.vocab import tokens_of
+
+    with open_catalogue(db) as catalogue:
+        found = tokens_of(catalogue, name, model, top=top)
+    if json_out:
+        print_json(found)
+        return
+    table = Table(title=f"{found['ref']} on {found['model']}")
+    for column in ("encoder", "vector", "nearest tokens (cosine)"):
+        table.add_column(column)
+    for key, rows in found["encoders"].items():
+        for index, matches in enumerate(rows):
+            words = ", ".join(f"{m['token']!r} {m['score']:.3f}" for m in matches)
+            table.add_row(key, str(index), Text(words))
+    console.print(table)
+
+
+def from_text_command(
+    text: Annotated[str, typer.Argument(help="Words whose token vectors become the embedding.")],
+    model: ModelOption,
+    name: NewNameOption,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """A new embedding made of the model's own vectors for some words (one vector per token),
+    as A1111's "initialization text" starts a training run.
+
+    Example: tireg from-text "a red fox" --model v1-5.safetensors --name fox
+    """
+    from tireg.db import open_catalogue
+    from tireg.vocab import from_text
+
+    with open_catalogue(db) as catalogue:
+        _print_made(from_text(catalogue, text, model, name=name), json_out)

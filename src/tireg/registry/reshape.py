@@ -144,7 +144,7 @@ def _widths(parent: Parent) -> str:
     return " + ".join(str(w) for _, w in sorted(parent.embedding.widths.items()))
 
 
-def _record(
+def record_made(
     catalogue: Catalogue,
     made: Embedding,
     parents: list[Parent],
@@ -152,7 +152,8 @@ def _record(
     arguments: dict[str, Any],
     store: ContentStore,
 ) -> Made:
-    """The new entry and its lineage row, in one transaction."""
+    """Record ``made`` as a new entry with its lineage row (operation, parents, arguments), in
+    one transaction; a taken name, or vectors already catalogued, are refused."""
     with catalogue.transaction() as session:
         clash = session.scalar(
             select(EmbeddingRow.id).where(EmbeddingRow.name_key == name_key(made.name)).limit(1)
@@ -176,7 +177,7 @@ def _record(
             row.id,
             run_id=f"{operation}:{row.vectors_sha256[:16]}",
             operation=operation,
-            parent_id=parents[0].row.id,
+            parent_id=parents[0].row.id if parents else None,
             settings={
                 **arguments,
                 "parents": [
@@ -197,7 +198,7 @@ def _record(
         )
 
 
-def _new(name: str, vectors: dict[str, np.ndarray]) -> Embedding:
+def new_embedding(name: str, vectors: dict[str, np.ndarray]) -> Embedding:
     if not name.strip():
         raise ReshapeError("the new embedding needs a --name")
     as_float32 = {k: np.ascontiguousarray(v, np.float32) for k, v in vectors.items()}
@@ -224,7 +225,9 @@ def mix(catalogue: Catalogue, expression: str, *, name: str) -> Made:
         )
         for key in keys
     }
-    return _record(catalogue, _new(name, summed), parents, MIX, {"expression": expression}, store)
+    return record_made(
+        catalogue, new_embedding(name, summed), parents, MIX, {"expression": expression}, store
+    )
 
 
 def merge(catalogue: Catalogue, specs: list[str], *, name: str) -> Made:
@@ -238,7 +241,7 @@ def merge(catalogue: Catalogue, specs: list[str], *, name: str) -> Made:
         key: np.concatenate([p.embedding.vectors[key] for p in parents])
         for key in parents[0].embedding.vectors
     }
-    return _record(catalogue, _new(name, joined), parents, MERGE, {}, store)
+    return record_made(catalogue, new_embedding(name, joined), parents, MERGE, {}, store)
 
 
 def trim(catalogue: Catalogue, spec: str, rows: str, *, name: str) -> Made:
@@ -251,7 +254,9 @@ def trim(catalogue: Catalogue, spec: str, rows: str, *, name: str) -> Made:
         raise ReshapeError(
             f"{rows!r} keeps none of the {parent.embedding.num_vectors} vectors of {parent.ref}"
         )
-    return _record(catalogue, _new(name, kept), [parent], TRIM, {"vectors": rows}, store)
+    return record_made(
+        catalogue, new_embedding(name, kept), [parent], TRIM, {"vectors": rows}, store
+    )
 
 
 def scale(catalogue: Catalogue, spec: str, factor: float, *, name: str) -> Made:
@@ -261,4 +266,6 @@ def scale(catalogue: Catalogue, spec: str, factor: float, *, name: str) -> Made:
     store = ContentStore()
     (parent,) = _parents(catalogue, [(factor, spec)], store)
     scaled = {k: v.astype(np.float64) * factor for k, v in parent.embedding.vectors.items()}
-    return _record(catalogue, _new(name, scaled), [parent], SCALE, {"factor": factor}, store)
+    return record_made(
+        catalogue, new_embedding(name, scaled), [parent], SCALE, {"factor": factor}, store
+    )
