@@ -39,6 +39,7 @@ SINGLE_FILE_KEYS = {
 #: the table's name inside a diffusers ``text_encoder`` folder's weights
 FOLDER_KEYS = ("text_model.embeddings.token_embedding.weight", "embeddings.token_embedding.weight")
 _FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_FLOAT_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64}
 
 
 def token_tables(path: Path) -> dict[str, np.ndarray]:
