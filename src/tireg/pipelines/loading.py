@@ -55,11 +55,13 @@ class LoadedModel:
     old_hash: str | None
 
 
-def config_dir(name: str) -> Path:
-    """A shipped diffusers-layout config folder: ``sd1``, ``sd2-base``, ``sd2-v`` or ``sdxl``."""
-    folder = Path(str(resources.files("tireg.pipelines") / "configs" / name))
+def config_dir(name: str, root: Path | None = None) -> Path:
+    """A diffusers-layout config folder: ``sd1``, ``sd2-base``, ``sd2-v`` or ``sdxl``, from
+    ``root`` when given, else the one shipped in the package."""
+    base = root if root is not None else Path(str(resources.files("tireg.pipelines") / "configs"))
+    folder = base / name
     if not (folder / "model_index.json").is_file():
-        raise PipelineError(f"no shipped pipeline config named {name!r}")
+        raise PipelineError(f"no pipeline config {name!r}", path=base)
     return folder
 
 
@@ -116,6 +118,23 @@ def offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
+@contextlib.contextmanager
+def _loading_bars(shown: bool) -> Iterator[None]:
+    """diffusers' and transformers' loading bars on or off for the duration of a load."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    modules = [m for m in (diffusers_logging, transformers_logging) if m.is_progress_bar_enabled()]
+    if not shown:
+        for module in modules:
+            module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.enable_progress_bar()
+
+
 def _supported(path: Path) -> Detection:
     """The checkpoint's family, or one line saying why tireg cannot render with it."""
     detection = detect_family(path)
@@ -148,11 +167,13 @@ def _load_folder(folder: Path, family: str, dtype: Any) -> Any:
         extra = {"safety_checker": None, "feature_extractor": None}
         extra["requires_safety_checker"] = False
     return _pipeline_class(family).from_pretrained(
-        str(folder), local_files_only=True, torch_dtype=dtype, **extra
+        str(folder), local_files_only=True, dtype=dtype, **extra
     )
 
 
-def _load_single_file(weights: Path, family: str, wanted: str | None, dtype: Any) -> Any:
+def _load_single_file(
+    weights: Path, family: str, wanted: str | None, dtype: Any, root: Path | None
+) -> Any:
     """A single file through the shipped configs and cached tokenizers.
 
     1. SD 2.x: settle the prediction type first, since it picks the config (512-base or 768-v);
@@ -162,19 +183,24 @@ def _load_single_file(weights: Path, family: str, wanted: str | None, dtype: Any
     components: dict[str, Any] = {"tokenizer": tokenizers.load_tokenizer(family, 1)}
     if family == SDXL:
         components["tokenizer_2"] = tokenizers.load_tokenizer(family, 2)
-        config = config_dir("sdxl")
+        config = config_dir("sdxl", root)
     elif family == SD1:
-        config = config_dir("sd1")
+        config = config_dir("sd1", root)
     else:
         # 1.
+        unet = None
         if wanted is None:
-            unet = prediction.load_unet(weights, config_dir("sd2-base"))
+            unet = prediction.load_unet(weights, config_dir("sd2-base", root))
             wanted = prediction.a1111_v_test(unet)
+        config = config_dir("sd2-v" if wanted == V_PREDICTION else "sd2-base", root)
+        if unet is not None:
+            # 512-base and 768-v share the architecture; only the default size differs
+            unet_config = json.loads((config / "unet" / "config.json").read_text(encoding="utf-8"))
+            unet.register_to_config(sample_size=unet_config["sample_size"])
             components["unet"] = unet.to(dtype)
-        config = config_dir("sd2-v" if wanted == V_PREDICTION else "sd2-base")
     # 2.
     return _pipeline_class(family).from_single_file(
-        str(weights), config=str(config), local_files_only=True, torch_dtype=dtype, **components
+        str(weights), config=str(config), local_files_only=True, dtype=dtype, **components
     )
 
 
@@ -205,12 +231,16 @@ def load_model(
     dtype: str = "fp32",
     prediction_type: str | None = None,
     progress: bool = False,
+    configs: Path | None = None,
 ) -> LoadedModel:
     """Load ``path`` (single file or diffusers folder) onto ``device``, fully offline.
 
     ``prediction_type`` (``epsilon``/``v_prediction``) overrides what the files say: the
     ``.yaml`` beside a single file, A1111's SD 2.x test, a folder's scheduler config.
-    ``progress`` turns the pipeline's own per-step bar on.
+    ``progress`` shows the loading bars and turns the pipeline's own per-step bar on.
+    ``configs`` replaces the shipped config folders with a folder laid out like them (``sd1``,
+    ``sd2-base``, ``sd2-v``, ``sdxl``), for a single file whose architecture differs from the
+    published one (a pruned or tiny model).
 
     Steps: 1. check the arguments and the family (header only); 2. hash (cached); 3. load under
     offline mode; 4. set the prediction type, move to the device."""
@@ -229,7 +259,7 @@ def load_model(
             hashes = cache.hashes(path).hashes
         sha256, autov2, old_hash = hashes.sha256, hashes.autov2, hashes.old_hash
     # 3.
-    with offline():
+    with offline(), _loading_bars(progress):
         if path.is_dir():
             family = _folder_family(path, detection)
             pipe = _load_folder(path, family, dtype_obj)
@@ -238,7 +268,7 @@ def load_model(
             family = detection.family
             weights = pickled.as_safetensors(path, sha256) if pickled.is_pickle(path) else path
             wanted = prediction_type or prediction.from_yaml(path.with_suffix(".yaml"))
-            pipe = _load_single_file(weights, family, wanted, dtype_obj)
+            pipe = _load_single_file(weights, family, wanted, dtype_obj, configs)
     # 4.
     kind = _scheduler_prediction(pipe, wanted)
     pipe.to(device)

@@ -49,10 +49,16 @@ _CHUNK = 16 << 20
 
 
 def is_pickle(path: Path) -> bool:
-    """True for a torch pickle (zip or legacy container), judged by its first bytes."""
+    """True for a torch pickle (zip or legacy container), judged by its first bytes.
+
+    A safetensors file is recognised first (its JSON header opens at byte 8, as in
+    :func:`tireg.checkpoints.detect.detect_family`): its little-endian header length may itself
+    begin with ``PK`` or ``0x80``."""
     with path.open("rb") as fh:
-        head = fh.read(2)
-    return head == b"PK" or head[:1] == b"\x80"
+        head = fh.read(9)
+    if head[8:9] == b"{":
+        return False
+    return head[:2] == b"PK" or head[:1] == b"\x80"
 
 
 def cached_path(sha256: str) -> Path:

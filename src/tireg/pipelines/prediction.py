@@ -53,7 +53,7 @@ def load_unet(weights: Path, config: Path) -> Any:
         config=str(config),
         subfolder="unet",
         local_files_only=True,
-        torch_dtype=torch.float32,
+        dtype=torch.float32,
     )
 
 
