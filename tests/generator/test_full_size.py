@@ -131,3 +131,69 @@ def test_full_size_sd15_single_file_loads_offline_and_renders(
             f"\nfull SD 1.5: file {size_gb:.2f} GB, build+write {built:.0f} s, load {loaded:.0f} s,"
             f" render {rendered:.1f} s, peak RSS {_peak_rss_gb():.1f} GB"
         )
+
+
+def _reduced_sdxl() -> Any:
+    """SDXL's real structure (block types, transformer depths 1/2/10, text-time embedding, both
+    encoders at their real widths and vocabulary) with narrow channels and two-layer encoders:
+    the full model (3.5 B parameters, 14 GB in fp32) does not fit beside the other test jobs."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from diffusers import UNet2DConditionModel as UNet
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from tireg.pipelines.tokenizers import load_tokenizer
+
+    folder = loading.config_dir("sdxl")
+    narrow = {"num_hidden_layers": 2, "intermediate_size": 64}
+    torch.manual_seed(0)
+    unet_config = dict(UNet.load_config(folder / "unet"))
+    unet_config.update(block_out_channels=[32, 64, 128], attention_head_dim=[1, 2, 4])
+    vae_config = dict(AutoencoderKL.load_config(folder / "vae"))
+    vae_config.update(block_out_channels=[32, 32, 64, 64])
+    text_2 = CLIPTextConfig.from_pretrained(str(folder / "text_encoder_2"), **narrow)
+    return StableDiffusionXLPipeline(
+        unet=UNet.from_config(unet_config),
+        vae=AutoencoderKL.from_config(vae_config),
+        text_encoder=CLIPTextModel(
+            CLIPTextConfig.from_pretrained(str(folder / "text_encoder"), **narrow)
+        ),
+        text_encoder_2=CLIPTextModelWithProjection(text_2),
+        tokenizer=load_tokenizer("sdxl", 1),
+        tokenizer_2=load_tokenizer("sdxl", 2),
+        scheduler=EulerDiscreteScheduler.from_pretrained(str(folder), subfolder="scheduler"),
+    )
+
+
+@pytest.mark.slow
+def test_reduced_width_sdxl_single_file_loads_offline_and_renders(
+    tmp_path: Path, no_network: list[str]
+) -> None:
+    import torch
+
+    from tests.ldm_layout import write_config_folder
+
+    pipe = _reduced_sdxl()
+    path = write_single_file(
+        pipe, "sdxl", tmp_path / "sdxl-narrow.safetensors", dtype=torch.float16
+    )
+    configs = tmp_path / "configs"
+    write_config_folder(pipe, configs / "sdxl", "StableDiffusionXLPipeline")
+    model = loading.load_model(path, configs=configs)
+    assert type(model.pipe).__name__ == "StableDiffusionXLPipeline"
+    assert type(model.pipe.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+    assert (model.family, model.prediction_type) == ("sdxl", "epsilon")
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want, got = getattr(pipe, name).state_dict(), getattr(model.pipe, name).state_dict()
+        assert set(got) == set(want), name
+        for key, tensor in want.items():
+            assert torch.equal(got[key].float(), tensor.half().float()), key
+    image = model.pipe(
+        "a photo of a cat",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()

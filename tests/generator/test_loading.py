@@ -239,7 +239,7 @@ def test_bad_arguments_are_one_line(
     kwargs: dict[str, str], message: str, tiny_models: TinyModels
 ) -> None:
     with pytest.raises(PipelineError, match=message) as err:
-        loading.load_model(tiny_models.files["sd1"], **kwargs)  # type: ignore[arg-type]
+        loading.load_model(tiny_models.files["sd1"], **kwargs)
     assert "\n" not in str(err.value)
 
 
