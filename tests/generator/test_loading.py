@@ -345,3 +345,26 @@ def test_fp16_load_on_cuda(tiny_models: TinyModels) -> None:
     )
     assert model.pipe.device.type == "cuda" and model.pipe.unet.dtype == torch.float16
     _render(model.pipe)
+
+
+def test_a_file_missing_components_is_one_line(tmp_path: Path) -> None:
+    """A file that detects as SD 1.x but lacks most of the model fails in one line."""
+    key = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
+    path = _save_safetensors(tmp_path / "partial.safetensors", {key: (10, 768)})
+    with pytest.raises(PipelineError, match=r"cannot load as SD 1\.x pipeline") as err:
+        loading.load_model(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_folder_missing_components_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    (folder / "text_encoder").mkdir(parents=True)
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    (folder / "text_encoder" / "config.json").write_text('{"hidden_size": 768}', encoding="utf-8")
+    with pytest.raises(PipelineError, match=r"cannot load as SD 1\.x pipeline") as err:
+        loading.load_model(folder)
+    assert "\n" not in str(err.value)

@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tireg.checkpoints.detect import SD1, SD2, SDXL, Detection, detect_family
+from tireg.checkpoints.detect import FAMILY_LABELS, SD1, SD2, SDXL, Detection, detect_family
 from tireg.checkpoints.hash_cache import HashCache
 from tireg.pipelines import pickled, prediction, tokenizers
 from tireg.pipelines.errors import PipelineError, UnsupportedModelError
@@ -133,6 +133,36 @@ def _loading_bars(shown: bool) -> Iterator[None]:
     finally:
         for module in modules:
             module.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _one_line_errors(path: Path, family: str) -> Iterator[None]:
+    """What diffusers, transformers or torch raise on a damaged or odd checkpoint, as one line.
+
+    Our own errors (``TiregError``) pass through; anything else keeps its traceback."""
+    import torch
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise PipelineError(
+            "out of memory while loading the model", path=path, hint="use --dtype fp16 or bf16"
+        ) from exc
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        KeyError,
+        IndexError,
+        SingleFileComponentError,
+    ) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise PipelineError(
+            f"cannot load as {FAMILY_LABELS.get(family, family)} pipeline: {detail}",
+            path=path,
+            hint="the file may be damaged or a variant tireg does not know",
+        ) from exc
 
 
 def _supported(path: Path) -> Detection:
@@ -259,7 +289,7 @@ def load_model(
             hashes = cache.hashes(path).hashes
         sha256, autov2, old_hash = hashes.sha256, hashes.autov2, hashes.old_hash
     # 3.
-    with offline(), _loading_bars(progress):
+    with offline(), _loading_bars(progress), _one_line_errors(path, detection.family):
         if path.is_dir():
             family = _folder_family(path, detection)
             pipe = _load_folder(path, family, dtype_obj)
@@ -271,7 +301,8 @@ def load_model(
             pipe = _load_single_file(weights, family, wanted, dtype_obj, configs)
     # 4.
     kind = _scheduler_prediction(pipe, wanted)
-    pipe.to(device)
+    with _one_line_errors(path, family):
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=not progress)
     return LoadedModel(
         pipe=pipe,
