@@ -24,6 +24,9 @@ through the same code:
 * OpenCLIP (SD 2.x, SDXL's second encoder): ``token_embedding``, ``positional_embedding``,
   ``transformer.resblocks.N`` with ``ln_1``/``ln_2``, ``attn.in_proj_*`` (q, k, v stacked),
   ``attn.out_proj``, ``mlp.c_fc``/``c_proj``, ``ln_final`` and ``text_projection`` (transposed).
+* What else SD 1.x/2.x files carry and loaders must skip: the LDM ``LatentDiffusion`` noise
+  schedule buffers (``betas``, ``alphas_cumprod``, ... from ldm ``DDPM.register_schedule``, 1000
+  ``scaled_linear`` steps) and SD 1.x's ``embeddings.position_ids``.
 """
 
 from __future__ import annotations
@@ -223,12 +226,44 @@ def _prefixed(prefix: str, tensors: dict[str, Any]) -> dict[str, Any]:
     return {prefix + k: v for k, v in tensors.items()}
 
 
+def schedule_buffers(steps: int = 1000) -> dict[str, Any]:
+    """The noise-schedule buffers an SD 1.x/2.x ``LatentDiffusion`` checkpoint stores (float32)."""
+    import torch
+
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, steps, dtype=torch.float64) ** 2
+    alphas = 1.0 - betas
+    cumprod = torch.cumprod(alphas, 0)
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), cumprod[:-1]])
+    variance = betas * (1.0 - prev) / (1.0 - cumprod)
+    buffers = {
+        "betas": betas,
+        "alphas_cumprod": cumprod,
+        "alphas_cumprod_prev": prev,
+        "sqrt_alphas_cumprod": cumprod.sqrt(),
+        "sqrt_one_minus_alphas_cumprod": (1.0 - cumprod).sqrt(),
+        "log_one_minus_alphas_cumprod": (1.0 - cumprod).log(),
+        "sqrt_recip_alphas_cumprod": (1.0 / cumprod).sqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1.0 / cumprod - 1).sqrt(),
+        "posterior_variance": variance,
+        "posterior_log_variance_clipped": variance.clamp(min=1e-20).log(),
+        "posterior_mean_coef1": betas * prev.sqrt() / (1.0 - cumprod),
+        "posterior_mean_coef2": (1.0 - prev) * alphas.sqrt() / (1.0 - cumprod),
+    }
+    return {name: value.float() for name, value in buffers.items()}
+
+
 def ldm_state_dict(pipe: Any, family: str) -> dict[str, Any]:
     """The whole pipeline as one LDM/SGM state dict (``family``: sd1, sd2 or sdxl)."""
+    import torch
+
     state = _prefixed("model.diffusion_model.", unet_to_ldm(pipe.unet))
     state.update(_prefixed("first_stage_model.", vae_to_ldm(pipe.vae)))
+    if family in ("sd1", "sd2"):
+        state.update(schedule_buffers())
     if family == "sd1":
         state.update(_prefixed(SD1_TEXT, clip_to_ldm(pipe.text_encoder)))
+        positions = pipe.text_encoder.config.max_position_embeddings
+        state[SD1_TEXT + "text_model.embeddings.position_ids"] = torch.arange(positions)[None]
     elif family == "sd2":
         state.update(_prefixed(SD2_TEXT, open_clip_to_ldm(pipe.text_encoder)))
     else:

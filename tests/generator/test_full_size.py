@@ -84,7 +84,7 @@ def _build_sd15() -> Any:
 
 @pytest.mark.slow
 def test_full_size_sd15_single_file_loads_offline_and_renders(
-    tmp_path: Path, no_network: list[str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, no_network: list[str]
 ) -> None:
     import torch
 
@@ -126,11 +126,11 @@ def test_full_size_sd15_single_file_loads_offline_and_renders(
         assert image.shape == (64, 64, 3) and np.isfinite(image).all()
     finally:
         path.unlink(missing_ok=True)
-    with capsys.disabled():
-        print(
-            f"\nfull SD 1.5: file {size_gb:.2f} GB, build+write {built:.0f} s, load {loaded:.0f} s,"
-            f" render {rendered:.1f} s, peak RSS {_peak_rss_gb():.1f} GB"
-        )
+    # the figures, shown with ``pytest -s`` (or -rP)
+    print(
+        f"\nfull SD 1.5: file {size_gb:.2f} GB, build+write {built:.0f} s, load {loaded:.0f} s,"
+        f" render {rendered:.1f} s, peak RSS {_peak_rss_gb():.1f} GB"
+    )
 
 
 def _reduced_sdxl() -> Any:
