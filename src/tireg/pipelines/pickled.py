@@ -1,6 +1,8 @@
 """A pickled ``.ckpt`` checkpoint rewritten once as safetensors, without executing its pickle.
 
-Why: diffusers reads ``.ckpt`` files with ``torch.load``; tireg never lets a pickle run. The
+Why: diffusers reads ``.ckpt`` files with ``torch.load``; tireg never lets a pickle run. And a
+pipeline's ``from_single_file`` takes only a path (``load_single_file_checkpoint`` opens it or
+treats it as a Hub link), never a state dict, so the safe reading has to land in a file. The
 file's ``data.pkl`` goes through tireg's allow-list unpickler
 (:func:`tireg.converters.pickle_safe.unpickle`), which yields inert records: a
 :class:`~tireg.converters.pickle_safe.TensorStub` per tensor (dtype, shape, strides, offset) naming
