@@ -30,7 +30,9 @@ def catalogued(tireg_cli, tmp_path: Path) -> dict[str, np.ndarray]:  # type: ign
     }
     for name, v in vectors.items():
         write_one(_emb(name, v), tmp_path / "in", name, "safetensors")
-    write_one(_emb("wide", rng.standard_normal((3, 1024)), CLIP_H), tmp_path / "in", "wide", "tireg")
+    write_one(
+        _emb("wide", rng.standard_normal((3, 1024)), CLIP_H), tmp_path / "in", "wide", "tireg"
+    )
     assert tireg_cli("add", tmp_path / "in").code == 0
     return {k: v.astype(np.float32) for k, v in vectors.items()}
 

@@ -52,7 +52,9 @@ def test_tokens_names_the_nearest_vocabulary_words(tireg_cli, tmp_path: Path, ki
     table = _table()
     model = _checkpoint(kind, tmp_path, table)
     vectors = np.stack([table[CAT] * 3.0, table[FOX] * 0.5]).astype(np.float32)
-    write_one(Embedding(name="catfox", vectors={CLIP_L: vectors}), tmp_path / "in", "catfox", "tireg")
+    write_one(
+        Embedding(name="catfox", vectors={CLIP_L: vectors}), tmp_path / "in", "catfox", "tireg"
+    )
     assert tireg_cli("add", tmp_path / "in").code == 0
     found = tireg_cli("tokens", "catfox", "--model", model, "--top", "3", "--json")
     assert found.code == 0, found.stderr
