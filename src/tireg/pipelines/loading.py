@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -119,17 +120,22 @@ def offline() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _loading_bars(shown: bool) -> Iterator[None]:
-    """diffusers' and transformers' loading bars on or off for the duration of a load."""
+def _quiet_loading(bars: bool) -> Iterator[None]:
+    """diffusers' and transformers' loading bars on or off for the duration of a load, and
+    diffusers' notice that ``torch_dtype`` is deprecated silenced: tireg passes ``torch_dtype``
+    because ``dtype`` is accepted only by recent releases (diffusers PR #14205, July 2026) and
+    pyproject allows diffusers from 0.30."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     modules = [m for m in (diffusers_logging, transformers_logging) if m.is_progress_bar_enabled()]
-    if not shown:
+    if not bars:
         for module in modules:
             module.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*torch_dtype.* is deprecated", FutureWarning)
+            yield
     finally:
         for module in modules:
             module.enable_progress_bar()
@@ -197,7 +203,7 @@ def _load_folder(folder: Path, family: str, dtype: Any) -> Any:
         extra = {"safety_checker": None, "feature_extractor": None}
         extra["requires_safety_checker"] = False
     return _pipeline_class(family).from_pretrained(
-        str(folder), local_files_only=True, dtype=dtype, **extra
+        str(folder), local_files_only=True, torch_dtype=dtype, **extra
     )
 
 
@@ -230,7 +236,7 @@ def _load_single_file(
             components["unet"] = unet.to(dtype)
     # 2.
     return _pipeline_class(family).from_single_file(
-        str(weights), config=str(config), local_files_only=True, dtype=dtype, **components
+        str(weights), config=str(config), local_files_only=True, torch_dtype=dtype, **components
     )
 
 
@@ -289,7 +295,7 @@ def load_model(
             hashes = cache.hashes(path).hashes
         sha256, autov2, old_hash = hashes.sha256, hashes.autov2, hashes.old_hash
     # 3.
-    with offline(), _loading_bars(progress), _one_line_errors(path, detection.family):
+    with offline(), _quiet_loading(progress), _one_line_errors(path, detection.family):
         if path.is_dir():
             family = _folder_family(path, detection)
             pipe = _load_folder(path, family, dtype_obj)

@@ -53,7 +53,7 @@ def load_unet(weights: Path, config: Path) -> Any:
         config=str(config),
         subfolder="unet",
         local_files_only=True,
-        dtype=torch.float32,
+        torch_dtype=torch.float32,
     )
 
 
