@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from tests.sources.servers.hub_server import HF_TEST_TOKEN, HubServer
 from tireg.converters import read_bytes
 from tireg.db.session import open_catalogue
 from tireg.registry.importer import add_paths
+from tireg.registry.publish import publish as publish_embedding
 
 OWNER = "birdwatcher"
 REPO = f"{OWNER}/birb-style"
@@ -193,3 +196,60 @@ def test_sync_finds_the_published_embedding_again(
     [source] = details["sources"]
     assert source["source"]["locator"] == REPO and source["source"]["trigger"] == "birb-style"
     assert source["location"].endswith("/learned_embeds.safetensors")
+
+
+#: publish in a fresh interpreter, then which heavy modules got imported
+_PUBLISH_RUN = """
+import sys
+
+from tireg.cli.app import main
+
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+heavy = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
+print("heavy=" + ",".join(heavy))
+"""
+
+
+@pytest.mark.usefixtures("logged_in", "birb")
+def test_publish_imports_no_ml_library(hub: HubServer) -> None:
+    """The ``.bin`` is tireg's own torch-file writer's, and the Hub client needs no torch."""
+    argv = ["publish", "birb-style", "--repo", REPO, "--hf-endpoint", hub.url]
+    out = subprocess.run(
+        [sys.executable, "-c", _PUBLISH_RUN, *argv], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "heavy="
+    assert set(LEARNED) <= set(hub.repos[REPO].files)
+
+
+@pytest.mark.usefixtures("logged_in")
+def test_sdxl_gets_the_clip_l_clip_g_file_and_no_bin(hub: HubServer, tmp_path: Path) -> None:
+    """diffusers has no one-key layout for two encoders; its SDXL examples load clip_l/clip_g."""
+    embedding = random_embedding(np.random.default_rng(3), "<pixel-xl>", "sdxl")
+    write_one(embedding, tmp_path / "xl", "pixel-xl", "safetensors")
+    with open_catalogue() as catalogue:
+        add_paths(catalogue, [tmp_path / "xl"])
+        report = publish_embedding(catalogue, "pixel-xl", "me/pixel-xl", endpoint=hub.url)
+    files = hub.repos["me/pixel-xl"].files
+    assert report.uploaded == ["README.md", "learned_embeds.safetensors", "token_identifier.txt"]
+    assert "learned_embeds.bin" not in files and "type_of_concept.txt" not in files
+    back = read_bytes(files["learned_embeds.safetensors"], name_hint="learned_embeds")
+    assert back.vectors_sha256() == embedding.vectors_sha256() and set(back.vectors) == {
+        "clip_l",
+        "clip_g",
+    }
+    card = files["README.md"].decode()
+    assert 'state["clip_g"], token="<pixel-xl>"' in card and "text_encoder_2" in card
+
+
+@pytest.mark.usefixtures("logged_in", "birb")
+def test_offline_publishes_nothing(
+    tireg_cli, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIREG_OFFLINE", "1")
+    result = publish(tireg_cli, hub)
+    assert result.code == 1 and "offline" in result.stderr and result.stderr.count("\n") == 1
+    assert hub.http.requests == []

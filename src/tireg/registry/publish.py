@@ -159,11 +159,11 @@ def publish(
     Only new or changed files are committed, in one commit; nothing at all when the repo
     already holds exactly these files.
     """
-    # 1. What and where: a plain repo id on main, and a token before any work.
+    # 1. What and where: a plain repo id on main, and a token, before any work.
     repo_id, revision = hf.parse_spec(repo)
     if revision is not None:
         raise SourceError(f"publish writes to main, not {revision!r}", hint="use --repo OWNER/NAME")
-    hf_upload.require_token()
+    hf_upload.require_login()
     # 2. The files, from one read of the catalogue.
     with catalogue.reading() as session:
         row = query.resolve(session, spec)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from tireg.config import offline
 from tireg.sources import SourceError
 from tireg.sources.hf import _call, _hub, endpoint, has_token
 
@@ -46,8 +47,12 @@ class RemoteFile:
         return self.blob_id is not None and self.blob_id == git_blob_sha1(data)
 
 
-def require_token() -> None:
-    """Fail in one line, saying how to log in, when no Hub token is available."""
+def require_login() -> None:
+    """Fail in one line before any request: offline, or no Hub token (saying how to log in)."""
+    if offline():
+        raise SourceError(
+            "offline: cannot publish to the Hub", hint="unset TIREG_OFFLINE and HF_HUB_OFFLINE"
+        )
     if not has_token():
         raise SourceError("publishing to the Hub needs a token", hint=WRITE_LOGIN_HINT)
 
