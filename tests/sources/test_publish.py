@@ -253,3 +253,17 @@ def test_offline_publishes_nothing(
     result = publish(tireg_cli, hub)
     assert result.code == 1 and "offline" in result.stderr and result.stderr.count("\n") == 1
     assert hub.http.requests == []
+
+
+@pytest.mark.usefixtures("logged_in", "birb")
+def test_a_commit_in_between_is_not_overwritten(tireg_cli, hub: HubServer) -> None:
+    """The commit names the sha it was computed against; another writer's commit in between
+    makes the Hub refuse it (412), in one line, rather than mix the two."""
+    assert publish(tireg_cli, hub).code == 0
+    assert tireg_cli("tag", "birb-style", "robins").code == 0
+    hub.before_commit = lambda repo: hub.touch(repo.repo_id, "README.md", b"someone else's card")
+    result = publish(tireg_cli, hub)
+    assert result.code == 1 and result.stderr.count("\n") == 1
+    assert "the repo changed while publishing" in result.stderr
+    assert hub.repos[REPO].files["README.md"] == b"someone else's card"
+    assert len(hub.commits) == 1

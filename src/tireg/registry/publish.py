@@ -171,10 +171,11 @@ def publish(
         files, skipped = concept_repo_files(session, row, repo_id)
     # 3. The repo, created if new, and what it holds now.
     url = hf_upload.ensure_repo(repo_id, private=private, endpoint_url=endpoint)
-    remote = hf_upload.remote_files(repo_id, endpoint_url=endpoint)
+    remote = hf_upload.remote_repo(repo_id, endpoint_url=endpoint)
     # 4. The difference: changed or new files; concept images no longer among the previews.
-    changed = {p: data for p, data in files.items() if p not in remote or not remote[p].holds(data)}
-    stale = sorted(p for p in remote if p.startswith(f"{CONCEPT_IMAGES}/") and p not in files)
+    held = remote.files
+    changed = {p: data for p, data in files.items() if p not in held or not held[p].holds(data)}
+    stale = sorted(p for p in held if p.startswith(f"{CONCEPT_IMAGES}/") and p not in files)
     report = PublishReport(
         name=name,
         repo_id=repo_id,
@@ -184,9 +185,14 @@ def publish(
         unchanged=sorted(set(files) - set(changed)),
         skipped_previews=skipped,
     )
-    # 5. One commit, only when something differs.
+    # 5. One commit, only when something differs, on top of the commit compared with.
     if changed or stale:
         report.commit = hf_upload.commit(
-            repo_id, changed, stale, message=f"tireg publish {name}", endpoint_url=endpoint
+            repo_id,
+            changed,
+            stale,
+            message=f"tireg publish {name}",
+            parent=remote.sha,
+            endpoint_url=endpoint,
         )
     return report

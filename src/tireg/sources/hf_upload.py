@@ -70,6 +70,10 @@ def _writing(what: str) -> Iterator[None]:
             raise SourceError(
                 f"{what}: the Hub refused the token ({status})", hint=WRITE_LOGIN_HINT
             ) from None
+        if status == 412:
+            raise SourceError(
+                f"{what}: the repo changed while publishing", hint="run the same command again"
+            ) from None
         raise SourceError(f"{what}: the Hub failed ({status or type(exc).__name__})") from None
     except (OSError, ValueError) as exc:  # network failures; a README the Hub calls invalid
         raise SourceError(f"{what}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
@@ -94,8 +98,16 @@ def ensure_repo(repo_id: str, *, private: bool, endpoint_url: str | None = None)
         return str(api.create_repo(repo_id, private=private or None, exist_ok=True))
 
 
-def remote_files(repo_id: str, *, endpoint_url: str | None = None) -> dict[str, RemoteFile]:
-    """Every file of the repo's ``main`` with its content hashes (one ``model_info`` call)."""
+@dataclass(frozen=True)
+class RemoteRepo:
+    """A repo's ``main``: its commit sha and every file with its content hashes."""
+
+    sha: str | None
+    files: dict[str, RemoteFile]
+
+
+def remote_repo(repo_id: str, *, endpoint_url: str | None = None) -> RemoteRepo:
+    """What the repo's ``main`` holds now (one ``model_info`` call)."""
     api = _api(endpoint_url)
     with _writing(f"hf:{repo_id}: reading the repo"):
         info = _call(f"hf:{repo_id}", lambda: api.model_info(repo_id, files_metadata=True))
@@ -105,7 +117,7 @@ def remote_files(repo_id: str, *, endpoint_url: str | None = None) -> dict[str, 
         files[sibling.rfilename] = RemoteFile(
             sibling.rfilename, lfs.sha256 if lfs is not None else None, sibling.blob_id
         )
-    return files
+    return RemoteRepo(info.sha, files)
 
 
 def commit(
@@ -114,11 +126,13 @@ def commit(
     deleted: Sequence[str],
     *,
     message: str,
+    parent: str | None = None,
     endpoint_url: str | None = None,
 ) -> str:
     """One commit on ``main`` adding (or replacing) ``added`` and deleting ``deleted``.
 
-    Returns the new commit's sha.
+    ``parent`` is the commit the changes were computed against: if ``main`` moved since, the
+    Hub refuses the commit (412) instead of mixing two writers' files. Returns the new sha.
     """
     hub = _hub()
     operations: list[Any] = [
@@ -128,4 +142,5 @@ def commit(
     operations += [hub.CommitOperationDelete(path_in_repo=path) for path in sorted(deleted)]
     api = _api(endpoint_url)
     with _writing(f"hf:{repo_id}: committing"):
-        return str(api.create_commit(repo_id, operations, commit_message=message).oid)
+        info = api.create_commit(repo_id, operations, commit_message=message, parent_commit=parent)
+    return str(info.oid)

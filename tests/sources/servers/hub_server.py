@@ -26,7 +26,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -180,6 +180,8 @@ class HubServer:
         self.page_size = page_size
         self.repos: dict[str, HubRepo] = {}
         self.commits: list[HubCommit] = []
+        #: runs when a commit arrives, before it is applied: another writer's turn, in tests
+        self.before_commit: Callable[[HubRepo], None] | None = None
         self.resolve_delay = 0.0
         self.resolving = 0
         self.max_resolving = 0
@@ -291,9 +293,15 @@ class HubServer:
 
     def _commit(self, handler: BaseHTTPRequestHandler, repo: HubRepo, body: bytes) -> bool:
         """Apply an NDJSON commit: a header line, then ``file`` (base64) and ``deletedFile``."""
+        if self.before_commit is not None:
+            self.before_commit(repo)
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         header = lines[0]
         assert header["key"] == "header", header
+        parent = header["value"].get("parentCommit")
+        if parent is not None and parent != repo.sha:
+            send_json(handler, 412, {"error": "A commit has happened since. Please refresh."})
+            return True
         added, deleted = [], []
         for line in lines[1:]:
             value = line["value"]
