@@ -267,3 +267,12 @@ def test_a_commit_in_between_is_not_overwritten(tireg_cli, hub: HubServer) -> No
     assert "the repo changed while publishing" in result.stderr
     assert hub.repos[REPO].files["README.md"] == b"someone else's card"
     assert len(hub.commits) == 1
+
+
+@pytest.mark.usefixtures("logged_in", "birb")
+def test_an_unreachable_hub_is_one_line(tireg_cli) -> None:
+    with running(HubServer().http) as gone:
+        url = gone.url  # a port that was a Hub a moment ago, closed now
+    result = tireg_cli("publish", "birb-style", "--repo", REPO, "--hf-endpoint", url)
+    assert result.code == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "cannot reach the Hub" in result.stderr and "Traceback" not in result.stderr
