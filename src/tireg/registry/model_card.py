@@ -174,7 +174,7 @@ def render(facts: CardFacts) -> str:
     """The whole README.md: front matter, what the embedding is, licence, and usage."""
     lines = [
         *_front_matter(facts),
-        f"# {facts.token}",
+        f"# `{facts.token}`",  # in backticks: a bare <token> would be read as an HTML tag
         "",
         "A textual-inversion embedding, published from the tireg catalogue.",
         "",
