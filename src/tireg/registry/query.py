@@ -47,7 +47,7 @@ from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.registry.search_index import has_index
 
-#: what the trigram index covers (migration 0003)
+#: what the trigram index covers (the trigram migration)
 _TRIGRAM_COLUMNS = ("name", "triggers", "tags")
 #: at most this many word matches are scored by BM25 in one question (see :func:`search`)
 RANK_CAP = 2000
