@@ -94,7 +94,10 @@ class ModelFile:
     origin: str = "hash"  # user (catalogued file) | known (shipped table) | hash (only a hash)
 
     def match(self, text: str) -> str | None:
-        """How ``text`` identifies this file (old_hash / autov2 / sha256 / sha256_prefix)."""
+        """How ``text`` identifies this file (old_hash / autov2 / sha256 / sha256_prefix, or
+        path: a diffusers folder has no single file to hash, so a validation names it so)."""
+        if self.path is not None and text == self.path:
+            return "path"
         return hash_match(text, old_hash=self.old_hash, autov2=self.autov2, sha256=self.sha256)
 
 

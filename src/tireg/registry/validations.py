@@ -88,8 +88,8 @@ def record_run(catalogue: Catalogue, record: RunRecord) -> int:
     1. Map vectors hashes to catalogued embeddings (a file path given to ``validate`` that is
        not catalogued keeps its hash, without an id).
     2. Insert the run, its models, its images.
-    3. Add one ``validated`` compatibility fact per evidence pair whose model has a SHA-256 (a
-       fact must name the model by a hash ``check`` can match), unless it is already there.
+    3. Add one ``validated`` compatibility fact per evidence pair, naming the model by its
+       SHA-256 (a diffusers folder, which has none, by its path), unless it is already there.
     """
     with catalogue.transaction() as session:
         hashes = {i.embedding_sha256 for i in record.images if i.embedding_sha256}
@@ -128,15 +128,16 @@ def record_run(catalogue: Catalogue, record: RunRecord) -> int:
         ]
         session.add(run)
         for vectors, index in sorted(set(record.evidence)):
-            sha256 = record.models[index].sha256
-            if vectors in ids and sha256:
-                _add_fact(session, ids[vectors], sha256)
+            model = record.models[index]
+            model_ref = model.sha256 or model.path
+            if vectors in ids and model_ref:
+                _add_fact(session, ids[vectors], model_ref)
         session.flush()
         return run.id
 
 
-def _add_fact(session: Session, embedding_id: int, sha256: str) -> None:
-    fact = {"embedding_id": embedding_id, "relation": VALIDATED, "model_ref": sha256}
+def _add_fact(session: Session, embedding_id: int, model_ref: str) -> None:
+    fact = {"embedding_id": embedding_id, "relation": VALIDATED, "model_ref": model_ref}
     exists = session.scalar(select(CompatRow.id).filter_by(**fact, evidence=EVIDENCE).limit(1))
     if exists is None:
         session.add(CompatRow(**fact, evidence=EVIDENCE))

@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from tireg import config
+from tireg.checkpoints import HashCache
 from tireg.converters import Embedding, read_file
 from tireg.db.schema import EmbeddingRow
 from tireg.db.session import Catalogue
@@ -87,6 +89,19 @@ class Checkpoint:
     sha256: str | None  # None for a diffusers folder (no single file to hash)
     autov2: str | None
     old_hash: str | None
+
+    @cached_property
+    def identity(self) -> str:
+        """What the row-without cache is keyed by: the file's SHA-256, or for a diffusers folder
+        (no single file) a digest of every file's relative path and SHA-256 (hash-cached)."""
+        if self.sha256 is not None:
+            return self.sha256
+        digest = hashlib.sha256()
+        with HashCache() as cache:
+            for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
+                relative = file.relative_to(self.path).as_posix()
+                digest.update(f"{relative}:{cache.hashes(file).hashes.sha256};".encode())
+        return digest.hexdigest()
 
     @property
     def label(self) -> str:
@@ -247,7 +262,7 @@ def _out_dir(settings: Settings, models: Sequence[Checkpoint], subjects: Sequenc
     if settings.out_dir is not None:
         return settings.out_dir
     digest = key(
-        [m.sha256 or str(m.path) for m in models],
+        [m.identity for m in models],
         [s.vectors_sha256 for s in subjects],
         settings.rendering(),
         list(settings.seeds),
@@ -267,18 +282,14 @@ def _plan(
     tasks = []
     rows: list[int | None] = [None, *range(len(subjects))]
     for m, model in enumerate(models):
-        cache_dir = None
-        if model.sha256 is not None:
-            cache_dir = (
-                config.cache_dir()
-                / "validate"
-                / key(model.sha256, settings.rendering(), device)[:32]
-            )
+        cache_dir = (
+            config.cache_dir() / "validate" / key(model.identity, settings.rendering(), device)
+        )
         for s in rows:
             word = None if s is None else subjects[s].word
             row_name = "without" if s is None else f"{s + 1:02d}-{_slug(word or '')}"
             for seed in settings.seeds:
-                cache = cache_dir / f"{seed}.png" if s is None and cache_dir else None
+                cache = cache_dir / f"{seed}.png" if s is None else None
                 tasks.append(
                     Task(
                         model=m,
