@@ -387,12 +387,14 @@ def _render_model(
 ) -> None:
     """Render ``batches`` on one model: load it once, then per batch apply the embeddings the
     batch's prompts use, render, save, and put the pipeline back as it was."""
-    from tireg.pipelines.embeddings import embeddings_applied
+    from tireg.pipelines.embeddings import check_fits, embeddings_applied
     from tireg.pipelines.render import render
 
     if not batches:
         return
     pipe = _load(model, settings, device)
+    for s in sorted({t.subject for b in batches for t in b if t.subject is not None}):
+        check_fits(pipe, subjects[s].word, subjects[s].embedding)  # all, before any image
     for batch in batches:
         used = {t.subject for t in batch if t.subject is not None}
         applied = [(subjects[s].word, subjects[s].embedding) for s in sorted(used)]
