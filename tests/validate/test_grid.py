@@ -16,9 +16,9 @@ def test_layout_and_labels() -> None:
         ["without embedding\nsd15 [0123456789]", "birb-style\nsd15 [0123456789]"],
         ["Seed: 1", "Seed: 2", "Seed: 3"],
     )
-    pad_left = 64 * 3 // 4
+    pad_left = grid.width - 3 * 64
     pad_top = grid.height - 2 * 48
-    assert grid.width == pad_left + 3 * 64 and pad_top > 0
+    assert pad_left >= 64 * 3 // 4 and pad_top > 0
     for r, row in enumerate(COLOURS):
         for c, colour in enumerate(row):
             centre = (pad_left + c * 64 + 32, pad_top + r * 48 + 24)
@@ -28,6 +28,17 @@ def test_layout_and_labels() -> None:
     for margin in (top, left):
         colours = {colour for _, colour in margin.getcolors(1 << 16)}
         assert colours - {BACKGROUND}, "a label margin holds no text"
+
+
+def test_labels_of_small_images_are_not_cut() -> None:
+    """A1111's font size is unreadable on 32-pixel renders: tireg keeps 12 px and widens the
+    left margin until the longest word fits."""
+    grid = make_grid([[Image.new("RGB", (32, 32))]], ["without embedding\nsd15-tiny"], ["Seed: 1"])
+    left = grid.crop((0, grid.height - 32, grid.width - 32, grid.height))
+    ink = [
+        x for x in range(left.width) if any(left.getpixel((x, y)) != BACKGROUND for y in range(32))
+    ]
+    assert ink and ink[0] > 0 and ink[-1] < left.width - 1
 
 
 def test_no_row_labels_no_left_margin() -> None:

@@ -498,12 +498,12 @@ def validate(
     started_at = datetime.now(timezone.utc)
     # 1.
     settings = checked(settings)
-    workers = Workers()
+    workers = Workers(settings.device)
     # 2.
     subjects = _subjects(catalogue, embeddings)
     checkpoints, evidence, forced = _checkpoints(catalogue, models, subjects, settings.force)
     # 3.
-    device = workers.device(settings.device)
+    device = workers.device()
     out_dir = _out_dir(settings, checkpoints, subjects)
     settings = replace(settings, out_dir=out_dir)
     tasks = _plan(settings, checkpoints, subjects, out_dir, device)
