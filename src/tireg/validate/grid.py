@@ -11,6 +11,7 @@ grid looks the same on every machine.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     Font = FreeTypeFont | ImageFont
 
 BACKGROUND = (255, 255, 255)
+#: renders smaller than this (pixels, either side) are enlarged by a whole factor in the grid
+MIN_TILE = 128
 #: below this A1111's ``(width + height) // 25`` is unreadable (small validation renders)
 MIN_FONT_SIZE = 12
 #: row labels may wrap no narrower than this many font sizes
@@ -66,8 +69,9 @@ def make_grid(
 ) -> Image:
     """One image: ``rows`` of equally sized images, labelled on the left and along the top.
 
-    1. Measure: cell size from the first image, font size and spacing as A1111 computes them
-       (never below :data:`MIN_FONT_SIZE`).
+    1. Measure: cell size from the first image (small renders enlarged, pixel for pixel, to
+       at least :data:`MIN_TILE` so their labels fit beside them), font size and spacing as
+       A1111 computes them (never below :data:`MIN_FONT_SIZE`).
     2. Wrap every label to its cell and size the margins to the widest row label and the
        tallest column label.
     3. Paste the images on a white canvas and draw the labels centred in their margins.
@@ -79,6 +83,8 @@ def make_grid(
     if not rows or not rows[0]:
         raise ValueError("a grid needs at least one image")
     width, height = rows[0][0].size
+    scale = max(1, math.ceil(MIN_TILE / min(width, height)))
+    width, height = width * scale, height * scale
     fontsize = max(MIN_FONT_SIZE, (width + height) // 25)
     spacing = fontsize // 2
     font = ImageFont.load_default(size=fontsize)
@@ -101,7 +107,8 @@ def make_grid(
     # 3.
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
-            canvas.paste(image.convert("RGB"), (pad_left + c * width, pad_top + r * height))
+            tile = image.convert("RGB").resize((width, height), PILImage.Resampling.NEAREST)
+            canvas.paste(tile, (pad_left + c * width, pad_top + r * height))
     for c, lines in enumerate(column_lines):
         _draw_block(draw, lines, font, (pad_left + c * width + width / 2, pad_top / 2), spacing)
     for r, lines in enumerate(row_lines):
