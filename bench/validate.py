@@ -40,10 +40,21 @@ PROMPT = "a photo of {}"
 
 
 def build_small(folder: Path) -> None:
-    """The CPU mode's model: tests/pipelines.py's tiny SD 1.x pipeline, saved as a folder."""
+    """The CPU mode's model: tests/pipelines.py's tiny SD 1.x pipeline with SD's own noise
+    schedule (1,000 training steps, so 20 sampling steps are meaningful), saved as a folder."""
+    from diffusers import DDIMScheduler
     from tests.pipelines import build_sd_pipeline
 
-    build_sd_pipeline(folder.parent / "parts", width=768).save_pretrained(folder)
+    pipe = build_sd_pipeline(folder.parent / "parts", width=768)
+    pipe.scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
+    pipe.save_pretrained(folder)
 
 
 def build_sd15(folder: Path) -> None:
