@@ -18,7 +18,8 @@ Modes:
   512x512, 20 steps, fp16 on CUDA; skipped cleanly without CUDA. Sized to finish well inside
   10 minutes on one datacentre GPU (building and saving the 1B-parameter model included).
 
-Run: ``.venv/bin/python bench/validate.py [--gpu-sd15] [--steps N] [--batch-size N]``
+Run: ``.venv/bin/python bench/validate.py [--gpu-sd15] [--steps N] [--size PX] [--batch-size N]
+[--threads N]`` (on a crowded CPU, ``--threads 1`` avoids thread oversubscription).
 """
 
 from __future__ import annotations
@@ -163,6 +164,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu-sd15", action="store_true", help="SD 1.5 architecture, fp16, CUDA")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, help="pixels a side (default 64 CPU, 512 GPU)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args()
     if args.gpu_sd15:
@@ -171,9 +174,13 @@ def main() -> None:
         if not torch.cuda.is_available():
             print("bench/validate.py --gpu-sd15: no CUDA device here; skipped")
             return
-        args.size, args.dtype, device, build = 512, "fp16", "cuda", build_sd15
+        args.size, args.dtype, device, build = args.size or 512, "fp16", "cuda", build_sd15
     else:
-        args.size, args.dtype, device, build = 64, "fp32", "cpu", build_small
+        args.size, args.dtype, device, build = args.size or 64, "fp32", "cpu", build_small
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="tireg-bench-validate-") as tmp:
         work = Path(tmp)

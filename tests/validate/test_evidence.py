@@ -59,6 +59,18 @@ def test_run_is_recorded_listed_and_ranked_first(tiny_model, catalogued, tireg_c
     assert verdicts["birb-style"]["evidence"][0].startswith("validated on")
     assert verdicts["cat-toy"]["relation"] == "same_family"
 
+    # removing the embedding keeps the run, which still says what was rendered
+    assert tireg_cli("rm", "birb-style").code == 0
+    (kept,) = json.loads(tireg_cli("validations", "--json").stdout)
+    assert kept["embeddings"] == [
+        {
+            "ref": "birb-style",
+            "prompt_word": "birb-style",
+            "vectors_sha256": run["embeddings"][0]["vectors_sha256"],
+            "catalogued": False,
+        }
+    ]
+
 
 def test_wrong_family_is_refused_forced_or_not(
     tiny_model, catalogued, tireg_cli, tmp_path: Path
