@@ -219,7 +219,8 @@ def _checkpoints(
 
     A model given as a file is hashed (cached) and recorded, as ``tireg check`` does; each
     embedding gets ``check``'s verdict on each model, and one that cannot work stops the run
-    unless ``force``, which renders it but claims nothing."""
+    unless ``force``: then the renderer tries it (and refuses vectors no encoder takes), and
+    the run claims nothing for it."""
     if not specs:
         raise ValidationError("no model to render on", hint="give --model PATH, NAME or HASH")
     models: list[Checkpoint] = []
@@ -236,7 +237,7 @@ def _checkpoints(
                     continue
                 line = f"{subject.ref} on {ref.name}: {verdict.reason}"
                 if not force:
-                    raise ValidationError(line, hint="--force renders it anyway")
+                    raise ValidationError(line, hint="--force tries it anyway")
                 forced.append(line)
     return models, evidence, forced
 
