@@ -360,32 +360,14 @@ def _save(image: Image, task: Task, generation: Generation) -> None:
 
 
 def _load(model: Checkpoint, settings: Settings, device: str) -> Any:
-    """The model's pipeline on ``device``, compiled when asked; out of memory is one line.
-
-    diffusers' and transformers' own loading bars and deprecation notes are silenced: the run
-    draws one progress bar, and an error must stay one line on stderr."""
-    import warnings
-
-    import torch
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
+    """The model's pipeline on ``device`` (the loader is quiet, and out of memory is one line
+    there), its UNet compiled when asked."""
     from tireg.pipelines.loading import load_model
 
-    for library in (diffusers_logging, transformers_logging):
-        library.disable_progress_bar()
-        library.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            pipe = load_model(model.path, device=device, dtype=settings.dtype).pipe
-    except torch.OutOfMemoryError:
-        raise ValidationError(
-            f"out of GPU memory loading {model.name}",
-            hint="use --dtype fp16, or free the GPU",
-        ) from None
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_model(model.path, device=device, dtype=settings.dtype).pipe
     if settings.compile:
+        import torch
+
         pipe.unet = torch.compile(pipe.unet)
     return pipe
 
