@@ -28,6 +28,7 @@ GROUPS = (
     "remote",
     "publish",
     "models",
+    "validate",
     "tools",
     "doctor",
 )
