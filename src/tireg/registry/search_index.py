@@ -33,8 +33,8 @@ from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, T
 #: the texts of one embedding, by column
 Document = dict[str, str]
 COLUMNS = ("name", "triggers", "description", "tags", "sources")
-#: the columns infix (substring) matching covers: the ones people type from
-INFIX_COLUMNS = ("name", "triggers", "tags")
+#: the columns people type from: searched first, and the ones infix (substring) matching covers
+TYPED_COLUMNS = ("name", "triggers", "tags")
 
 
 class SearchBackend(Protocol):
@@ -42,7 +42,8 @@ class SearchBackend(Protocol):
 
     ``word_matches`` and ``infix_matches`` return a statement with columns ``id`` and ``rank``
     (lower ranks first, as FTS5's) for what a user typed, or ``None`` when nothing in it can
-    match; user input only ever reaches them as bound values.
+    match; user input only ever reaches them as bound values. ``word_matches`` looks only in
+    ``columns`` when given, and ranks only the first ``cap`` matches (by id) when given.
     """
 
     def delete(self, session: Session, ids: list[int]) -> None: ...
@@ -52,7 +53,9 @@ class SearchBackend(Protocol):
         """Each index table's columns and rows, for ``tireg doctor`` to compare."""
         ...
 
-    def word_matches(self, query: str) -> TextClause | None: ...
+    def word_matches(
+        self, query: str, *, columns: tuple[str, ...] | None = None, cap: int | None = None
+    ) -> TextClause | None: ...
     def infix_matches(self, query: str) -> TextClause | None: ...
 
 

@@ -1,5 +1,5 @@
 """The search index on PostgreSQL: one table with a ``tsvector`` and a ``pg_trgm`` column
-(migration 0004), the twin of SQLite's two FTS5 tables.
+(migration 0005), the twin of SQLite's two FTS5 tables.
 
 * ``words``: every token of the five texts with a position and a weight per column (name A,
   triggers B, tags C, description and sources D; PostgreSQL has four weights), under a GIN
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
 from tireg.db.session import FTS_TABLE
-from tireg.registry.search_index import COLUMNS, INFIX_COLUMNS, Document, like_pattern, tokens
+from tireg.registry.search_index import COLUMNS, TYPED_COLUMNS, Document, like_pattern, tokens
 
 #: each column's weight label in ``words`` (A counts most)
 WEIGHTS = {"name": "A", "triggers": "B", "tags": "C", "description": "D", "sources": "D"}
@@ -41,9 +41,11 @@ _INSERT = text(
     f"INSERT INTO {FTS_TABLE} ({', '.join(COLUMNS)}, id, words, infix) "  # noqa: S608
     f"VALUES ({', '.join(':' + c for c in COLUMNS)}, :id, CAST(:words AS tsvector), :infix)"
 )
+#: the inner LIMIT bounds how many matches are ranked (NULL: all)
 _WORDS = text(
-    f"SELECT id, -ts_rank_cd('{RANK_WEIGHTS}', words, q, {RANK_NORMALISATION}) AS rank "  # noqa: S608
-    f"FROM {FTS_TABLE}, CAST(:q AS tsquery) AS q WHERE words @@ q"
+    f"SELECT id, -ts_rank_cd('{RANK_WEIGHTS}', words, CAST(:q AS tsquery), "  # noqa: S608
+    f"{RANK_NORMALISATION}) AS rank FROM (SELECT id, words FROM {FTS_TABLE} "
+    "WHERE words @@ CAST(:q AS tsquery) LIMIT :cap) AS found"
 )
 
 
@@ -64,15 +66,18 @@ def vector(doc: Document) -> str:
     return " ".join(lexemes)
 
 
-def ts_query(query: str) -> str | None:
+def ts_query(query: str, columns: tuple[str, ...] | None = None) -> str | None:
     """The ``tsquery`` for what a user typed: every word must match (a word of several tokens as
-    a phrase), the last token also as a prefix; ``None`` when no letters or digits are left."""
+    a phrase), the last token also as a prefix, each only in ``columns`` when given (by their
+    weight labels); ``None`` when no letters or digits are left."""
     words = [found for found in (tokens(w) for w in query.split()) if found]
     if not words:
         return None
-    phrases = [" <-> ".join(f"'{t}'" for t in found) for found in words]
-    phrases[-1] += ":*"
-    return " & ".join(f"({p})" for p in phrases)
+    labels = "" if columns is None else "".join(sorted({WEIGHTS[c] for c in columns}))
+    lexemes = [[f"'{t}':{labels}" if labels else f"'{t}'" for t in found] for found in words]
+    last = lexemes[-1][-1]
+    lexemes[-1][-1] = f"{last}*" if labels else f"{last}:*"
+    return " & ".join("(" + " <-> ".join(found) + ")" for found in lexemes)
 
 
 class PostgresSearch:
@@ -89,7 +94,7 @@ class PostgresSearch:
                     **doc,
                     "id": i,
                     "words": vector(doc),
-                    "infix": "\n".join(doc[c] for c in INFIX_COLUMNS),
+                    "infix": "\n".join(doc[c] for c in TYPED_COLUMNS),
                 }
                 for i, doc in docs.items()
             ],
@@ -102,9 +107,11 @@ class PostgresSearch:
         rows = session.execute(text(f"SELECT id, {', '.join(COLUMNS)} FROM {FTS_TABLE}"))  # noqa: S608
         return [(COLUMNS, {r[0]: dict(zip(COLUMNS, r[1:], strict=True)) for r in rows})]
 
-    def word_matches(self, query: str) -> TextClause | None:
-        match = ts_query(query)
-        return None if match is None else _WORDS.bindparams(q=match)
+    def word_matches(
+        self, query: str, *, columns: tuple[str, ...] | None = None, cap: int | None = None
+    ) -> TextClause | None:
+        match = ts_query(query, columns)
+        return None if match is None else _WORDS.bindparams(q=match, cap=cap)
 
     def infix_matches(self, query: str) -> TextClause | None:
         """Every word as a substring of the infix text; words under three characters have no

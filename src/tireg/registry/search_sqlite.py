@@ -1,4 +1,4 @@
-"""The search index on SQLite: FTS5 tables (migrations 0001 and 0003).
+"""The search index on SQLite: FTS5 tables (migrations 0001 and 0004).
 
 ``embedding_search`` is the word index (``unicode61``, diacritics removed, prefix indexes) over
 the five texts, ranked by FTS5's BM25 (``rank``); ``embedding_search_trigram`` indexes every
@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
 from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
-from tireg.registry.search_index import COLUMNS, INFIX_COLUMNS, Document, like_pattern
+from tireg.registry.search_index import COLUMNS, TYPED_COLUMNS, Document, like_pattern
 
 _WORD = re.compile(r"\w", re.UNICODE)
-_TABLES = {FTS_TABLE: COLUMNS, TRIGRAM_TABLE: INFIX_COLUMNS}
+_TABLES = {FTS_TABLE: COLUMNS, TRIGRAM_TABLE: TYPED_COLUMNS}
 _DELETES = [
     text(f"DELETE FROM {table} WHERE rowid IN :ids").bindparams(  # noqa: S608
         bindparam("ids", expanding=True)
@@ -32,6 +32,13 @@ _INSERTS = [
     )
     for table, columns in _TABLES.items()
 ]
+
+
+#: the inner LIMIT bounds how many matches BM25 scores (-1: all)
+_WORD_MATCHES = text(
+    f"SELECT rowid AS id, rank FROM (SELECT rowid, rank FROM {FTS_TABLE} "  # noqa: S608
+    f"WHERE {FTS_TABLE} MATCH :q LIMIT :cap)"
+)
 
 
 def _phrase(word: str) -> str | None:
@@ -74,12 +81,15 @@ class SqliteSearch:
             found.append((columns, {r[0]: dict(zip(columns, r[1:], strict=True)) for r in rows}))
         return found
 
-    def word_matches(self, query: str) -> TextClause | None:
+    def word_matches(
+        self, query: str, *, columns: tuple[str, ...] | None = None, cap: int | None = None
+    ) -> TextClause | None:
         match = fts_query(query)
         if match is None:
             return None
-        words = f"SELECT rowid AS id, rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q"  # noqa: S608
-        return text(words).bindparams(q=match)
+        if columns is not None:
+            match = f"{{{' '.join(columns)}}} : ({match})"
+        return _WORD_MATCHES.bindparams(q=match, cap=-1 if cap is None else cap)
 
     def infix_matches(self, query: str) -> TextClause | None:
         """FTS5's trigram tokenizer matches a phrase of three or more characters anywhere in a
@@ -95,7 +105,7 @@ class SqliteSearch:
         for k, word in enumerate(w for w in words if len(w) < 3):
             params[f"short{k}"] = like_pattern(word)
             conditions.append(
-                "(" + " OR ".join(f"{c} LIKE :short{k} ESCAPE '\\'" for c in INFIX_COLUMNS) + ")"
+                "(" + " OR ".join(f"{c} LIKE :short{k} ESCAPE '\\'" for c in TYPED_COLUMNS) + ")"
             )
         if not conditions:
             return None
