@@ -144,6 +144,8 @@ def test_query_and_vector_are_built_from_the_same_tokens() -> None:
     assert ts_query("Cat-Toy  ÉCLAIR") == "('cat' <-> 'toy') & ('eclair':*)"
     assert ts_query("\"' :* & | ! <-> ()") is None  # no letters: nothing reaches tsquery
     assert ts_query("o'brien") == "('o' <-> 'brien':*)"
+    typed = search_index.TYPED_COLUMNS  # name, triggers, tags: weights A, B, C only
+    assert ts_query("cat toy", typed) == "('cat':ABC) & ('toy':ABC*)"
     doc = {"name": "cat-toy", "triggers": "cat-toy", "tags": "", "description": "a", "sources": ""}
     assert vector(doc) == "'cat':1A 'toy':2A 'cat':4B 'toy':5B 'a':7D"
 
@@ -158,6 +160,8 @@ def test_ranking_prefers_name_over_triggers_tags_and_description(catalogue: Cata
     with catalogue.reading() as session:
         found = [s.id for s in query.search(session, "zephyr")]
         assert found == [ids["name"], ids["tags"], ids["description"]]
+        # a word only in a description is found by the second, every-column pass
+        assert [s.id for s in query.search(session, "wind")] == [ids["description"]]
         assert search_index.has_index(session)
 
 
