@@ -30,10 +30,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from tireg.converters import a1111_png, internal, layouts, limits, safetensors_file
+from tireg.converters import a1111_png, internal, layouts, limits, pickle_safe, safetensors_file
 from tireg.converters.embedding import CLIP_G, CLIP_L, Embedding
 from tireg.converters.errors import EmbeddingFileError, NotAnEmbeddingError
 from tireg.files import MAX_FILE_BYTES, open_regular
+
+#: the most memory reading one file can take: a small hostile file (a pickle, a card) can decode
+#: to this much before it is refused, so callers reading many files at once budget for it
+MAX_READ_MEMORY = pickle_safe.MAX_DECODED_BYTES
 
 SAFE_SAFETENSORS = "safetensors: no code"
 SAFE_PICKLE = "pickle: allow-listed globals only"
