@@ -187,20 +187,19 @@ def _encode_payload(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, default=default, ensure_ascii=False).encode("utf-8")
 
 
-def _inflate(blob: bytes) -> bytes:
-    """zlib-decompress with a ceiling (a small card must not expand into gigabytes)."""
+def _inflate(blob: bytes) -> bytes | None:
+    """zlib-decompress with a ceiling (a small card must not expand into gigabytes); None when
+    the bytes are no complete zlib stream (black columns by chance in an ordinary picture)."""
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(blob, MAX_PAYLOAD + 1)
-    except zlib.error as exc:
-        raise EmbeddingFileError(f"image embedding pixel payload is corrupt ({exc})") from exc
+    except zlib.error:
+        return None
     if len(out) > MAX_PAYLOAD:
         raise EmbeddingFileError(
             f"image embedding pixel payload decompresses to over {MAX_PAYLOAD:,} bytes"
         )
-    if not inflater.eof:
-        raise EmbeddingFileError("image embedding pixel payload is truncated")
-    return out
+    return out if inflater.eof else None
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -267,11 +266,8 @@ def decode_pixels(image: Any) -> dict[str, Any] | None:
     if left.shape != right.shape or left.size == 0:
         return None
     combined = (_xor_low_nibbles(right) << 4) | _xor_low_nibbles(left)
-    try:
-        raw = _inflate(combined.tobytes())
-    except EmbeddingFileError:
-        return None  # black columns by chance in an ordinary picture: no payload here
-    return _parse_payload(raw)
+    raw = _inflate(combined.tobytes())
+    return None if raw is None else _parse_payload(raw)
 
 
 def loads(data: bytes) -> tuple[dict[str, Any], str]:
