@@ -927,10 +927,10 @@ def _check_opcodes(data: bytes, start: int, budget: Budget | None) -> tuple[int,
         cost += _OPCODE_COST + _CHAR_COST * (after - end)
         end = after
         name = op.name
+        if name in _DICT_BUILDERS:
+            keyed = True
         if name in _TUPLE_BUILDERS:
             tuples += 1
-        elif name in _DICT_BUILDERS:
-            keyed = True
         elif name in _HUGE_INTS:
             huge = True
         elif name in ("GLOBAL", "INST"):
