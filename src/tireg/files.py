@@ -68,9 +68,22 @@ def read_capped(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> by
     with open_regular(path) as stream:
         if os.fstat(stream.fileno()).st_size > limit:
             raise too_large(path, limit)
-        data = stream.read(limit + 1)
+        data = read_at_most(stream, limit)
     if len(data) > limit:
         raise too_large(path, limit)
+    return data
+
+
+def read_at_most(stream: BinaryIO, limit: int) -> bytes:
+    """The rest of an open regular file, or ``limit + 1`` bytes when it holds more.
+
+    Why not ``stream.read(limit + 1)``: Python allocates the whole ``limit`` up front, which for a
+    64 MiB cap costs more than reading a small embedding file; the file's size is asked first.
+    """
+    size = os.fstat(stream.fileno()).st_size - stream.tell()
+    data = stream.read(min(max(size, 0), limit) + 1)
+    if size < len(data) <= limit:  # it grew since: read on, up to the cap
+        data += stream.read(limit + 1 - len(data))
     return data
 
 

@@ -840,30 +840,39 @@ class _StackModel:
         self.stack: list[int] = []
         self.memo: dict[int, int] = {}
 
-    def step(self, op: pickletools.OpcodeInfo, arg: Any, size: int) -> None:
-        name = op.name
-        if name in _PUTS:
-            if not self.stack or self.stack[-1] == self._MARK:
-                _fail("pickle memoizes an empty stack")
-            self.memo[len(self.memo) if name == "MEMOIZE" else arg] = self.stack[-1]
+    def step(self, name: str, arg: Any, size: int) -> None:
+        stack = self.stack
+        # the opcodes most pickles consist of, first and cheaply
+        if name in _PLAIN_PUSHES:
+            stack.append(0)
             return
+        if name in _GETS:
+            stack.append(self.memo.get(arg, 0))
+            return
+        if name == "MARK":
+            stack.append(self._MARK)
+            return
+        if name in _PUTS:
+            if not stack or stack[-1] == self._MARK:
+                _fail("pickle memoizes an empty stack")
+            self.memo[len(self.memo) if name == "MEMOIZE" else arg] = stack[-1]
+            return
+        marked, pops, pushes = _SHAPES[name]
         popped: list[int] = []
-        before = op.stack_before
-        if pickletools.markobject in before:
-            while self.stack and self.stack[-1] != self._MARK:
-                popped.append(self.stack.pop())
-            if not self.stack:
+        if marked:
+            while stack and stack[-1] != self._MARK:
+                popped.append(stack.pop())
+            if not stack:
                 _fail("pickle pops a mark that was never pushed")
-            self.stack.pop()
-            before = before[: before.index(pickletools.markobject)]
-        for _ in before:
-            if not self.stack or self.stack[-1] == self._MARK:
+            stack.pop()
+        for _ in range(pops):
+            if not stack or stack[-1] == self._MARK:
                 _fail("pickle stack underflow")
-            popped.append(self.stack.pop())
+            popped.append(stack.pop())
         every = self._KEYED.get(name)
         if every is not None:
             # SETITEM pops (value, key, dict); the others pop their marked items, top first
-            keys = popped[1::every] if every == 2 else popped[: len(popped) - len(before)]
+            keys = popped[1::every] if every == 2 else popped[: len(popped) - pops]
             if any(k != 0 for k in keys):
                 _fail("the pickle uses a tuple or a huge int as a dict key or set element")
         depth = 0
@@ -877,13 +886,37 @@ class _StackModel:
             depth = popped[-1]
         elif name in _HUGE_INTS and size > _HUGE_INTS[name]:
             depth = self._HUGE
-        for item in op.stack_after:
-            self.stack.append(self._MARK if item is pickletools.markobject else depth)
+        for is_mark in pushes:
+            stack.append(self._MARK if is_mark else depth)
 
 
+def _shapes() -> dict[str, tuple[bool, int, tuple[bool, ...]]]:
+    """Opcode name -> (pops down to a mark, values popped below it, pushes (True: a mark))."""
+    out: dict[str, tuple[bool, int, tuple[bool, ...]]] = {}
+    for op in pickletools.opcodes:
+        before = op.stack_before
+        marked = pickletools.markobject in before
+        if marked:
+            before = before[: before.index(pickletools.markobject)]
+        pushes = tuple(item is pickletools.markobject for item in op.stack_after)
+        out[op.name] = (marked, len(before), pushes)
+    return out
+
+
+_SHAPES = _shapes()
 #: int opcodes -> their largest size (opcode and argument) that still holds a 64-bit int
 _HUGE_INTS = {"LONG1": 2 + 8, "LONG4": 5 + 8, "INT": 2 + 18, "LONG": 3 + 18}
-_DICT_BUILDERS = frozenset(_StackModel._KEYED)
+#: opcodes that only push one value, never a tuple (strings, numbers, globals, empty containers)
+_PLAIN_PUSHES = frozenset(
+    name
+    for name, (marked, pops, pushes) in _SHAPES.items()
+    if not marked
+    and not pops
+    and pushes == (False,)
+    and name not in _TUPLE_BUILDERS
+    and name not in _GETS
+    and name not in _HUGE_INTS
+)
 
 
 def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
@@ -891,62 +924,48 @@ def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
 
     Refuses statically what needs no execution to judge: a ``GLOBAL``/``INST`` outside the
     allow-list, any ``EXT`` opcode, memo indices far beyond the entries written so far, tuples
-    nested deeper than :data:`MAX_TUPLE_DEPTH`, tuples or huge ints as dict keys, and more
-    objects than ``budget`` allows (each opcode is charged the most its object can cost).
-
-    The key and nesting checks need a simulation of the unpickler's stack (:class:`_StackModel`),
-    which costs more than the rest of the scan; it runs only when the pickle both builds dicts or
-    sets and holds tuples or big ints, or holds more tuple-building opcodes than
-    :data:`MAX_TUPLE_DEPTH` (fewer cannot nest deeper: each level of nesting is a tuple built by
-    an opcode of its own, and no opcode runs twice).
+    nested deeper than :data:`MAX_TUPLE_DEPTH` and tuples or huge ints as dict keys (both by a
+    simulation of the unpickler's stack, :class:`_StackModel`), and more objects than ``budget``
+    allows (each opcode is charged the most its object can cost).
     """
-    try:
-        end, tuples, keyed, huge = _check_opcodes(data, start, budget)
-        if tuples > MAX_TUPLE_DEPTH or (keyed and (tuples or huge)):
-            model = _StackModel()
-            before = start
-            for op, arg, after in _walk(data, start):
-                model.step(op, arg, after - before)
-                before = after
+    puts = 0
+    end = start
+    cost = 0
+    model: _StackModel | None = _StackModel()
+    wrong: EmbeddingFileError | None = None  # the model's finding, raised once every global
+    try:  # was judged, so a refusal names the unsafe global whatever else is wrong
+        for op, arg, after in _walk(data, start):
+            size = after - end
+            cost += _OPCODE_COST + _CHAR_COST * size
+            end = after
+            name = op.name
+            if name in ("GLOBAL", "INST"):
+                _resolve(*arg)
+            elif name in _EXTS:
+                known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
+                raise UnsafePickleError(
+                    ".".join(known) if known else f"copyreg extension code {arg}"
+                )
+            elif name in _PUTS and name != "MEMOIZE" and arg > puts + _MEMO_SLACK:
+                _fail(f"pickle memo index {arg} is out of range")
+            if name in _PUTS:
+                puts += 1
+            if model is not None:
+                try:
+                    model.step(name, arg, size)
+                except EmbeddingFileError as exc:
+                    wrong, model = exc, None
+            if budget is not None and cost > budget.left:
+                budget.charge(cost, "the objects its pickle builds")
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
         raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
-    return end
-
-
-def _check_opcodes(data: bytes, start: int, budget: Budget | None) -> tuple[int, int, bool, bool]:
-    """The checks of :func:`scan` but the stack model's; returns (end, tuple-building opcodes,
-    whether dicts or sets are built, whether ints beyond 64 bits are)."""
-    puts = 0
-    tuples = 0
-    keyed = huge = False
-    end = start
-    cost = 0
-    for op, arg, after in _walk(data, start):
-        cost += _OPCODE_COST + _CHAR_COST * (after - end)
-        end = after
-        name = op.name
-        if name in _DICT_BUILDERS:
-            keyed = True
-        if name in _TUPLE_BUILDERS:
-            tuples += 1
-        elif name in _HUGE_INTS:
-            huge = True
-        elif name in ("GLOBAL", "INST"):
-            _resolve(*arg)
-        elif name in _EXTS:
-            known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
-            raise UnsafePickleError(".".join(known) if known else f"copyreg extension code {arg}")
-        elif name in _PUTS:
-            if name != "MEMOIZE" and arg > puts + _MEMO_SLACK:
-                _fail(f"pickle memo index {arg} is out of range")
-            puts += 1
-        if budget is not None and cost > budget.left:
-            budget.charge(cost, "the objects its pickle builds")
+    if wrong is not None:
+        raise wrong
     if budget is not None:
         budget.charge(cost, "the objects its pickle builds")
-    return end, tuples, keyed, huge
+    return end
 
 
 @contextlib.contextmanager

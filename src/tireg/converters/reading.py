@@ -33,7 +33,7 @@ import numpy as np
 from tireg.converters import a1111_png, internal, layouts, limits, pickle_safe, safetensors_file
 from tireg.converters.embedding import CLIP_G, CLIP_L, Embedding
 from tireg.converters.errors import EmbeddingFileError, NotAnEmbeddingError
-from tireg.files import MAX_FILE_BYTES, open_regular
+from tireg.files import MAX_FILE_BYTES, open_regular, read_at_most
 
 #: the most memory reading one file can take: a small hostile file (a pickle, a card) can decode
 #: to this much before it is refused, so callers reading many files at once budget for it
@@ -116,14 +116,14 @@ def read_file_detailed(path: str | os.PathLike[str]) -> ReadResult:
             size = os.fstat(stream.fileno()).st_size
             if size > MAX_FILE_BYTES:
                 raise _too_large(stream, size)
-            data = stream.read(MAX_FILE_BYTES + 1)
+            data = read_at_most(stream, MAX_FILE_BYTES)
         if len(data) > MAX_FILE_BYTES:  # it grew while being read
             raise _too_large(None, len(data))
     except OSError as exc:
         raise EmbeddingFileError(f"cannot read file: {exc.strerror or exc}", path=p) from exc
     except EmbeddingFileError as exc:
         raise exc.with_path(p) from None
-    reveal = p.resolve() == p.absolute()
+    reveal = not p.is_symlink()
     try:
         return read_bytes_detailed(data, name_hint=p.stem, label=str(p), reveal=reveal)
     except EmbeddingFileError as exc:

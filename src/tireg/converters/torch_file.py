@@ -83,7 +83,7 @@ from tireg.converters.pickle_safe import (
     StorageRef,
     TensorStub,
 )
-from tireg.files import MAX_FILE_BYTES, open_regular
+from tireg.files import MAX_FILE_BYTES, open_regular, read_at_most
 
 MAX_TOTAL_BYTES = pickle_safe.MAX_DECODED_BYTES  # all of one file's storages read, and arrays
 MAX_PICKLE_BYTES = MAX_FILE_BYTES  # data.pkl of a multi-GB checkpoint is well under 10 MB
@@ -164,7 +164,7 @@ def load_path(path: str | os.PathLike[str], *, tensors: Tensors = "load") -> Any
             if tensors == "load" and size > limit:
                 _fail(f"{size} bytes is too large for a torch embedding file")
             fh.seek(0)
-            data = fh.read(limit)
+            data = read_at_most(fh, limit)[:limit]
         return load(data, tensors=tensors)
     except OSError as exc:
         raise EmbeddingFileError(f"cannot read file: {exc.strerror}", path=p) from exc
