@@ -509,7 +509,7 @@ def hostile_files() -> list[Hostile]:
                 st_file("zero.safetensors", dims([0, 2**70]), b""), "impossibly large"),
         Hostile("int-key-2**16000", "traceback", "inspect",
                 lambda f: _write(f, "bigkey.pt", _torch_zip(b"\x80\x02}" + _long(2**16000)
-                                                            + b"Ns.")), "huge int"),
+                                                            + b"Ns.")), "16,001 bits"),
         Hostile("int-value-2**16000", "traceback", "inspect",
                 lambda f: _write(f, "bigint.pt", _a1111_pt(step=2**16000)), "16,001 bits"),
         Hostile("step-2**80", "traceback", "add",

@@ -919,6 +919,11 @@ _PLAIN_PUSHES = frozenset(
 )
 
 
+#: pickles up to this size skip the key check: their dicts cannot hold enough colliding keys
+#: (one per 2 bytes at most) for building them to take more than a fraction of a second
+_SMALL_PICKLE = 16 * 1024
+
+
 def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
     """Walk the opcodes of the pickle at ``data[start:]`` without running it; return its end.
 
@@ -927,45 +932,68 @@ def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
     nested deeper than :data:`MAX_TUPLE_DEPTH` and tuples or huge ints as dict keys (both by a
     simulation of the unpickler's stack, :class:`_StackModel`), and more objects than ``budget``
     allows (each opcode is charged the most its object can cost).
+
+    The simulation costs more than the rest of the scan, and an embedding's pickle is a few
+    hundred bytes, so it runs only where it can matter: alongside the scan for a pickle over
+    :data:`_SMALL_PICKLE` bytes, and afterwards for a smaller one holding more tuple-building
+    opcodes than :data:`MAX_TUPLE_DEPTH` (fewer cannot nest deeper: each level of nesting is a
+    tuple built by an opcode of its own, and no opcode runs twice).
     """
-    puts = 0
-    end = start
-    cost = 0
-    model: _StackModel | None = _StackModel()
-    wrong: EmbeddingFileError | None = None  # the model's finding, raised once every global
-    try:  # was judged, so a refusal names the unsafe global whatever else is wrong
-        for op, arg, after in _walk(data, start):
-            size = after - end
-            cost += _OPCODE_COST + _CHAR_COST * size
-            end = after
-            name = op.name
-            if name in ("GLOBAL", "INST"):
-                _resolve(*arg)
-            elif name in _EXTS:
-                known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
-                raise UnsafePickleError(
-                    ".".join(known) if known else f"copyreg extension code {arg}"
-                )
-            elif name in _PUTS and name != "MEMOIZE" and arg > puts + _MEMO_SLACK:
-                _fail(f"pickle memo index {arg} is out of range")
-            if name in _PUTS:
-                puts += 1
-            if model is not None:
-                try:
-                    model.step(name, arg, size)
-                except EmbeddingFileError as exc:
-                    wrong, model = exc, None
-            if budget is not None and cost > budget.left:
-                budget.charge(cost, "the objects its pickle builds")
+    model = _StackModel() if len(data) - start > _SMALL_PICKLE else None
+    try:
+        end, tuples = _check_opcodes(data, start, budget, model)
+        if model is None and tuples > MAX_TUPLE_DEPTH:
+            model = _StackModel()
+            before = start
+            for op, arg, after in _walk(data, start):
+                model.step(op.name, arg, after - before)
+                before = after
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
         raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
+    return end
+
+
+def _check_opcodes(
+    data: bytes, start: int, budget: Budget | None, model: _StackModel | None
+) -> tuple[int, int]:
+    """The checks of :func:`scan`, with ``model`` stepped alongside when given; returns (end,
+    tuple-building opcodes). A finding of the model is raised once every global was judged, so
+    a refusal names the unsafe global whatever else is wrong."""
+    puts = 0
+    tuples = 0
+    end = start
+    cost = 0
+    wrong: EmbeddingFileError | None = None
+    for op, arg, after in _walk(data, start):
+        size = after - end
+        cost += _OPCODE_COST + _CHAR_COST * size
+        end = after
+        name = op.name
+        if name in _TUPLE_BUILDERS:
+            tuples += 1
+        elif name in ("GLOBAL", "INST"):
+            _resolve(*arg)
+        elif name in _EXTS:
+            known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
+            raise UnsafePickleError(".".join(known) if known else f"copyreg extension code {arg}")
+        elif name in _PUTS:
+            if name != "MEMOIZE" and arg > puts + _MEMO_SLACK:
+                _fail(f"pickle memo index {arg} is out of range")
+            puts += 1
+        if model is not None:
+            try:
+                model.step(name, arg, size)
+            except EmbeddingFileError as exc:
+                wrong, model = exc, None
+        if budget is not None and cost > budget.left:
+            budget.charge(cost, "the objects its pickle builds")
     if wrong is not None:
         raise wrong
     if budget is not None:
         budget.charge(cost, "the objects its pickle builds")
-    return end
+    return end, tuples
 
 
 @contextlib.contextmanager
