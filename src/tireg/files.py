@@ -44,7 +44,8 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
 
     Why ``O_NONBLOCK``: a plain ``open()`` of a FIFO waits for a writer forever; with it the open
     returns at once and ``fstat`` tells what was opened (symlinks are followed, so a link to
-    ``/dev/zero`` shows as the device it is). The flag is cleared again for the regular file.
+    ``/dev/zero`` shows as the device it is). The flag is left set: it changes nothing for a
+    regular file, whose reads never wait.
     """
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     nonblock = getattr(os, "O_NONBLOCK", 0)
@@ -54,8 +55,6 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         if not stat.S_ISREG(mode):
             kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
             raise NotRegularFileError(errno.EINVAL, f"not a regular file ({kind})", os.fspath(path))
-        if nonblock:
-            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -66,21 +65,24 @@ def read_capped(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> by
     """All bytes of a regular file of at most ``limit`` bytes (checked before and while reading,
     so a file that grows meanwhile cannot slip past the cap)."""
     with open_regular(path) as stream:
-        if os.fstat(stream.fileno()).st_size > limit:
+        size = os.fstat(stream.fileno()).st_size
+        if size > limit:
             raise too_large(path, limit)
-        data = read_at_most(stream, limit)
+        data = read_at_most(stream, limit, size)
     if len(data) > limit:
         raise too_large(path, limit)
     return data
 
 
-def read_at_most(stream: BinaryIO, limit: int) -> bytes:
-    """The rest of an open regular file, or ``limit + 1`` bytes when it holds more.
+def read_at_most(stream: BinaryIO, limit: int, size: int | None = None) -> bytes:
+    """The rest of an open regular file, or ``limit + 1`` bytes when it holds more; ``size``
+    is what ``fstat`` said is left to read, when the caller asked already.
 
     Why not ``stream.read(limit + 1)``: Python allocates the whole ``limit`` up front, which for a
     64 MiB cap costs more than reading a small embedding file; the file's size is asked first.
     """
-    size = os.fstat(stream.fileno()).st_size - stream.tell()
+    if size is None:
+        size = os.fstat(stream.fileno()).st_size - stream.tell()
     data = stream.read(min(max(size, 0), limit) + 1)
     if size < len(data) <= limit:  # it grew since: read on, up to the cap
         data += stream.read(limit + 1 - len(data))

@@ -116,14 +116,15 @@ def read_file_detailed(path: str | os.PathLike[str]) -> ReadResult:
             size = os.fstat(stream.fileno()).st_size
             if size > MAX_FILE_BYTES:
                 raise _too_large(stream, size)
-            data = read_at_most(stream, MAX_FILE_BYTES)
+            data = read_at_most(stream, MAX_FILE_BYTES, size)
         if len(data) > MAX_FILE_BYTES:  # it grew while being read
             raise _too_large(None, len(data))
     except OSError as exc:
         raise EmbeddingFileError(f"cannot read file: {exc.strerror or exc}", path=p) from exc
     except EmbeddingFileError as exc:
         raise exc.with_path(p) from None
-    reveal = not p.is_symlink()
+    # asked only when it matters: a file of no known format, whose first bytes an error quotes
+    reveal = container_of(data) != "unknown" or not p.is_symlink()
     try:
         return read_bytes_detailed(data, name_hint=p.stem, label=str(p), reveal=reveal)
     except EmbeddingFileError as exc:
