@@ -153,4 +153,4 @@ def test_upgrade_from_0001_fills_name_keys(tmp_path: Path) -> None:
         row = session.scalars(select(EmbeddingRow)).one()
         assert (row.name, row.name_key) == ("<Cat-Toy>", "cat-toy")
         version = session.scalar(text("SELECT version_num FROM alembic_version"))
-        assert version == head_revision() == "0002"
+        assert version == head_revision()

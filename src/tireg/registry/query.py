@@ -121,6 +121,8 @@ class EmbeddingDetails:
     #: pictures of what it does: a file path (beside the embedding, or kept under
     #: ``TIREG_HOME/previews``) or an image URL, with the sha256 where the bytes were seen
     previews: list[dict[str, Any]] = field(default_factory=list)
+    #: ``tireg validate`` runs that rendered it, newest first, with their grids
+    validations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +135,7 @@ class EmbeddingDetails:
             "compat": self.compat,
             "same_name": self.same_name,
             "previews": self.previews,
+            "validations": self.validations,
         }
 
 
@@ -493,6 +496,8 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
         {"relation": c.relation, "model_ref": c.model_ref, "evidence": c.evidence}
         for c in sorted(row.compat, key=lambda c: c.id)
     ]
+    from tireg.registry import validations  # it names embeddings through this module
+
     others = [r for r in _rows_named(session, [row.name]) if r.id != row.id]
     (summary,) = _summaries(session, [row])
     path = store_file(row)
@@ -508,6 +513,9 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
         previews=[
             {"location": p.location, "sha256": p.sha256}
             for p in sorted(row.previews, key=lambda p: p.id)
+        ],
+        validations=[
+            validations.run_record(run) for run in validations.runs_of_embedding(session, row.id)
         ],
     )
 
