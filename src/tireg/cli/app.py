@@ -18,7 +18,7 @@ from tireg.cli.output import err_console
 from tireg.errors import TiregError
 
 #: command-group modules under tireg.cli, in the order their commands appear in --help
-GROUPS = ("formats", "add", "source", "find", "install", "remote", "models", "validate")
+GROUPS = ("formats", "add", "source", "find", "install", "remote", "models", "validate", "train")
 
 app = typer.Typer(
     name="tireg",

@@ -167,7 +167,7 @@ class CachedImage:
 def encode_images(
     images: list[TrainImage], vae: Any, *, flip: bool, keep_std: bool, device: torch.device
 ) -> list[CachedImage]:
-    """Encode every image once, in float32 (SDXL's VAE overflows in fp16), on ``device``.
+    """Encode every image once on ``device``, keeping float32 latents.
 
     ``latent_sampling`` ``once`` and ``deterministic`` both keep the distribution's mean (A1111's
     ``once`` froze one random draw; the mean is the usual choice and is reproducible);
@@ -181,9 +181,9 @@ def encode_images(
         batch = image.pixels.unsqueeze(0)
         if flip:
             batch = torch.cat([batch, batch.flip(-1)])
-        dist = vae.encode(batch.to(device, torch.float32)).latent_dist
-        mean = (dist.mean - shift) * scale
-        std = dist.std * scale if keep_std else None
+        dist = vae.encode(batch.to(device, vae.dtype)).latent_dist
+        mean = (dist.mean.float() - shift) * scale
+        std = dist.std.float() * scale if keep_std else None
         weight = None
         if image.alpha is not None:
             weight = _alpha_weight(image.alpha, mean.shape[-2:], mean.shape[1]).to(device)
