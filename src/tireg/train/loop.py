@@ -60,6 +60,7 @@ class StepRecord:
 class Hooks:
     """What the caller does while the run goes (records, progress bar, previews)."""
 
+    on_start: Callable[[int], None] = lambda step: None  # inputs checked; the run begins
     on_step: Callable[[StepRecord], None] = lambda record: None
     on_save: Callable[[int, float, dict[str, np.ndarray], Path], None] = lambda *a: None
     on_preview: Callable[[int, dict[str, np.ndarray]], None] = lambda *a: None
@@ -149,7 +150,7 @@ def train(
     if settings.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         for trained in encoders:
-            trained.encoder.gradient_checkpointing_enable()
+            _checkpointing(trained.encoder, "enable")()
             trained.encoder.train()  # transformers checkpoints only in training mode
     if settings.compile:
         unet = torch.compile(unet)
@@ -203,7 +204,8 @@ def train(
         hooks.on_save(step, loss, _vectors(encoders), path)
         return path
 
-    # 4. the steps
+    # 4. the steps (every input has been read and checked: the first file may be written)
+    hooks.on_start(step)
     saved: list[Path] = []
     loss_value: float | None = None
     stop_reason = f"reached --steps {settings.steps}"
@@ -264,8 +266,14 @@ def train(
         if settings.gradient_checkpointing:
             model.unet.disable_gradient_checkpointing()
             for trained in encoders:
-                trained.encoder.gradient_checkpointing_disable()
+                _checkpointing(trained.encoder, "disable")()
                 trained.encoder.eval()
+
+
+def _checkpointing(encoder: Any, action: str) -> Callable[[], None]:
+    """transformers' switch for activation checkpointing (renamed in transformers 5)."""
+    method = getattr(encoder, f"activation_checkpointing_{action}", None)
+    return method or getattr(encoder, f"gradient_checkpointing_{action}")
 
 
 def _at(run_dir: Path, step: int) -> Path:

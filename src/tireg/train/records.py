@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ SMOOTHING = 0.9
 
 @dataclass(frozen=True)
 class RunInfo:
-    """The facts every save of a run carries."""
+    """The facts every save of a run carries (the run id is known once the run starts)."""
 
     run_id: str
     model_name: str
@@ -80,6 +80,7 @@ class Recorder:
     settings: TrainSettings
     info: RunInfo
     catalogue: Catalogue | None
+    run_facts: dict[str, Any] = field(default_factory=dict)  # what run.json records
     preview: Callable[[int, dict[str, np.ndarray]], Image.Image] | None = None
     on_progress: Callable[[StepRecord], None] | None = None
     entries: list[dict[str, Any]] = field(default_factory=list)
@@ -91,11 +92,14 @@ class Recorder:
         self.curve_path = self.run_dir / "loss.png"
         self.started = time.monotonic()
 
-    def resume_at(self, step: int) -> None:
-        """Keep the log up to ``step`` (what the checkpoint continues from), drop the rest."""
+    def on_start(self, step: int) -> None:
+        """The run's inputs are good: take its id (the folder's, or a new one) and keep the
+        log up to ``step`` (where a resumed run continues from), dropping the rest."""
+        self.info = replace(self.info, run_id=start_run(self.run_dir, self.run_facts))
         self.entries = [e for e in read_log(self.log_path) if e["step"] <= step]
-        text = "".join(json.dumps(e) + "\n" for e in self.entries)
-        atomic_write_bytes(self.log_path, text.encode())
+        if step or self.log_path.exists():
+            text = "".join(json.dumps(e) + "\n" for e in self.entries)
+            atomic_write_bytes(self.log_path, text.encode())
 
     def on_step(self, record: StepRecord) -> None:
         entry = {

@@ -22,7 +22,7 @@ from tireg.train.data import NAME, caption_for, fill_template, load_template
 from tireg.train.errors import TrainError
 from tireg.train.loop import Hooks, StepRecord, compute_dtype, train
 from tireg.train.model import from_pipeline
-from tireg.train.records import Recorder, RunInfo, start_run
+from tireg.train.records import Recorder, RunInfo
 from tireg.train.settings import TrainSettings
 
 #: A1111's log directory ("textual_inversion"); a run's folder is ``textual_inversion/NAME``
@@ -159,32 +159,30 @@ def train_run(
     model = from_pipeline(
         loaded.pipe, prediction_type=loaded.prediction_type, name=loaded.name, hashes=hashes
     )
-    run_id = start_run(
-        run_dir,
-        {"model": str(loaded.path), "model_hashes": hashes, "settings": settings.to_json()},
-    )
     recorder = Recorder(
         run_dir,
         settings,
-        RunInfo(run_id, loaded.name, hashes, model.family),
+        RunInfo("", loaded.name, hashes, model.family),
         catalogue,
+        run_facts={
+            "model": str(loaded.path),
+            "model_hashes": hashes,
+            "settings": settings.to_json(),
+        },
         preview=preview_renderer(loaded.pipe, settings, steps=preview_steps)
         if settings.preview_every
         else None,
         on_progress=on_progress,
     )
-    if checkpoint is not None:
-        _, state = checkpointing.read_checkpoint(checkpoint)
-        recorder.resume_at(int(state["step"]))
     result = train(
         settings,
         model,
         run_dir,
         resume_from=checkpoint,
-        hooks=Hooks(recorder.on_step, recorder.on_save, recorder.on_preview),
+        hooks=Hooks(recorder.on_start, recorder.on_step, recorder.on_save, recorder.on_preview),
     )
     return RunReport(
-        run_id=run_id,
+        run_id=recorder.info.run_id,
         run_dir=run_dir,
         step=result.step,
         loss=result.loss,
