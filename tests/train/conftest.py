@@ -24,10 +24,17 @@ SIZE = 16
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
+def _one_thread_quiet_libraries() -> None:
+    """One torch thread; diffusers and transformers log errors only. (Their log handlers
+    keep the stderr of the test that first used them, so a later in-process CLI test would
+    see a logging error in place of their warnings.)"""
     import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     torch.set_num_threads(1)
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
 
 
 def write_concept(folder: Path, count: int = 4) -> Path:

@@ -18,7 +18,7 @@ from PIL import Image
 from tireg.converters import Embedding
 from tireg.db.session import Catalogue
 from tireg.train import checkpointing
-from tireg.train.data import NAME, caption_for, fill_template, load_template
+from tireg.train.data import IMAGE_EXTENSIONS, caption_for, fill_template, load_template
 from tireg.train.errors import TrainError
 from tireg.train.loop import Hooks, StepRecord, compute_dtype, train
 from tireg.train.model import from_pipeline
@@ -108,11 +108,11 @@ def preview_renderer(
     from tireg.pipelines.render import render
     from tireg.validate.grid import make_grid
 
-    first = sorted(p for p in settings.images.iterdir() if p.is_file())[0]
-    prompt = fill_template(load_template(settings.template)[0], settings.name, caption_for(first))
-    prompt = prompt.replace(NAME, settings.name)
-
     def draw(step: int, vectors: dict[str, np.ndarray]) -> Image.Image:
+        # read when the first preview is drawn: by then the loop has checked the folder
+        first = min(p for p in settings.images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        line = load_template(settings.template)[0]
+        prompt = fill_template(line, settings.name, caption_for(first))
         embedding = Embedding(name=settings.name, vectors=vectors)
         with embeddings_applied(pipe, [(settings.name, embedding)]):
             images = render(
