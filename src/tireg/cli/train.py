@@ -265,6 +265,8 @@ def train_command(
             on_progress=progress,
             preview_steps=preview_steps,
         )
+    if not report.is_main:
+        return  # the main process of a multi-process run reports
     if json_out:
         print_json(report.to_dict())
         return

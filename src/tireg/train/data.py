@@ -221,6 +221,16 @@ class Batch:
     original_sizes: list[tuple[int, int]]
     crops_top_left: list[tuple[int, int]]  # in pixels, for SDXL's time ids
 
+    def rows(self, which: slice) -> Batch:
+        """Some of the batch's images (this process's share of a global batch)."""
+        return Batch(
+            latents=self.latents[which],
+            weights=None if self.weights is None else self.weights[which],
+            prompts=self.prompts[which],
+            original_sizes=self.original_sizes[which],
+            crops_top_left=self.crops_top_left[which],
+        )
+
 
 class DataOrder:
     """Which images come next: a fresh permutation per epoch, drawn from the run's generator.

@@ -107,9 +107,18 @@ def train(
     *,
     resume_from: Path | None = None,
     hooks: Hooks | None = None,
+    processes: int = 1,
 ) -> RunResult:
-    """Train ``settings.vectors`` new vectors on ``model``; checkpoints go under ``run_dir``."""
-    hooks = hooks or Hooks()
+    """Train ``settings.vectors`` new vectors on ``model``; checkpoints go under ``run_dir``.
+
+    With ``processes`` > 1 (``accelerate launch`` / ``torchrun``, the process group already
+    joined), every process draws the same global batch of ``batch_size x processes`` images,
+    noise and timesteps from the same generators and runs its own rows of it; the vectors'
+    gradients are averaged across processes, so every process takes the same step, and the run
+    equals one process with the whole batch. Only the main process calls the hooks and writes.
+    """
+    rank = torch.distributed.get_rank() if processes > 1 else 0
+    hooks = (hooks or Hooks()) if rank == 0 else Hooks()
     device = model.device
     dtype = compute_dtype(settings.precision, device)
 
@@ -221,11 +230,24 @@ def train(
                 group["lr"] = lr
             loss_value = 0.0
             for _ in range(settings.grad_accum):
-                batch = draw(order.take(settings.batch_size), data_generator, noise_generator)
+                whole = settings.batch_size * processes
+                batch = draw(order.take(whole), data_generator, noise_generator)
+                noise, timesteps = _noise(model, batch, noise_generator)
+                mine = slice(rank * settings.batch_size, (rank + 1) * settings.batch_size)
                 with autocast:
-                    loss = _loss(model, unet, encoders, batch, noise_generator, settings)
+                    loss = _loss(
+                        model,
+                        unet,
+                        encoders,
+                        batch.rows(mine),
+                        noise[mine],
+                        timesteps[mine],
+                        settings,
+                    )
                 scaler.scale(loss / settings.grad_accum).backward()
                 loss_value += float(loss.detach()) / settings.grad_accum
+            if processes > 1:
+                loss_value = _average(params, loss_value, processes)
             if clipping is not None:
                 # A1111 (textual_inversion.py, train_embedding) clips right after
                 # scaler.scale(loss).backward() without scaler.unscale_, so under fp16 it clips
@@ -252,13 +274,13 @@ def train(
             if should_stop and stopper is not None:
                 stop_reason = f"{stopper.reason()} at step {step}"
                 break
-            if step % settings.save_every == 0:
+            if step % settings.save_every == 0 and rank == 0:
                 saved.append(save(loss_value))
             if settings.preview_every and step % settings.preview_every == 0:
                 hooks.on_preview(step, _vectors(encoders))
 
         # 5. the last checkpoint
-        if loss_value is not None and (not saved or saved[-1] != _at(run_dir, step)):
+        if rank == 0 and loss_value is not None and (not saved or saved[-1] != _at(run_dir, step)):
             saved.append(save(loss_value))
         return RunResult(step, loss_value, stop_reason, _vectors(encoders), saved)
     finally:
@@ -315,30 +337,46 @@ def _conditioning(
     return hidden, {"text_embeds": second[0], "time_ids": time_ids}
 
 
+def _noise(
+    model: TrainModel, batch: Batch, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's noise and timesteps: uniform over the training schedule, as both recipes."""
+    latents = batch.latents
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    timesteps = torch.randint(
+        0,
+        model.noise_scheduler.config.num_train_timesteps,
+        (latents.shape[0],),
+        generator=generator,
+        device=latents.device,
+    )
+    return noise, timesteps
+
+
+def _average(params: list[torch.nn.Parameter], loss: float, processes: int) -> float:
+    """Average the vectors' gradients (and the logged loss) across processes: a few kilobytes,
+    so no DistributedDataParallel wrapper around the frozen models is needed."""
+    for param in params:
+        if param.grad is not None:
+            torch.distributed.all_reduce(param.grad)
+            param.grad /= processes
+    total = torch.tensor([loss], dtype=torch.float64, device=params[0].device)
+    torch.distributed.all_reduce(total)
+    return float(total) / processes
+
+
 def _loss(
     model: TrainModel,
     unet: Any,
     encoders: list[TrainedEncoder],
     batch: Batch,
-    noise_generator: torch.Generator,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
     settings: TrainSettings,
-    *,
-    noise: torch.Tensor | None = None,
-    timesteps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The noise-prediction loss of one batch (noise and timesteps drawn unless given)."""
+    """The noise-prediction loss of one batch."""
     latents = batch.latents
     scheduler = model.noise_scheduler
-    if noise is None:
-        noise = torch.randn(latents.shape, generator=noise_generator, device=latents.device)
-    if timesteps is None:
-        timesteps = torch.randint(
-            0,
-            scheduler.config.num_train_timesteps,
-            (latents.shape[0],),
-            generator=noise_generator,
-            device=latents.device,
-        )
     noisy = scheduler.add_noise(latents, noise, timesteps)
     hidden, added = _conditioning(model, encoders, batch, settings.resolution)
     dtype = next(unet.parameters()).dtype
@@ -401,16 +439,7 @@ def _fixed_loss(
         else contextlib.nullcontext()
     )
     with autocast:
-        loss = _loss(
-            model,
-            unet,
-            encoders,
-            fixed.batch,
-            torch.Generator(model.device),
-            settings,
-            noise=fixed.noise,
-            timesteps=fixed.timesteps,
-        )
+        loss = _loss(model, unet, encoders, fixed.batch, fixed.noise, fixed.timesteps, settings)
     return float(loss)
 
 

@@ -46,6 +46,7 @@ class RunReport:
     log: Path
     loss_curve: Path
     previews: list[Path] = field(default_factory=list)
+    is_main: bool = True  # False in the other processes of a multi-process run
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,10 +144,16 @@ def train_run(
     """Train, continuing the run in ``out`` when it has checkpoints; see :class:`RunReport`."""
     import torch
 
-    from tireg.pipelines.loading import load_model, pick_device
+    from tireg.pipelines.loading import load_model
+    from tireg.validate.distributed import Workers
 
+    workers = Workers()  # joins the process group under accelerate launch / torchrun
+    # the group's own count: accelerate's PartialState reports one process for a CPU group
+    # started by torchrun, though the group (gloo) has them all
+    processes = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    is_main = processes == 1 or torch.distributed.get_rank() == 0
     run_dir, checkpoint = run_dir_and_checkpoint(settings, out, resume)
-    device_name = pick_device(device)
+    device_name = workers.device(device)
     dtype = compute_dtype(settings.precision, torch.device(device_name))
     dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
     loaded = load_model(
@@ -180,6 +187,7 @@ def train_run(
         run_dir,
         resume_from=checkpoint,
         hooks=Hooks(recorder.on_start, recorder.on_step, recorder.on_save, recorder.on_preview),
+        processes=processes,
     )
     return RunReport(
         run_id=recorder.info.run_id,
@@ -192,4 +200,5 @@ def train_run(
         log=recorder.log_path,
         loss_curve=recorder.curve_path,
         previews=recorder.previews,
+        is_main=is_main,
     )
