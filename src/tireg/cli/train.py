@@ -15,7 +15,14 @@ from rich.markup import escape
 
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import console, err_console, print_json
-from tireg.train.settings import ALPHA_MODES, PRECISIONS, SOURCES, TrainSettings
+from tireg.train.settings import (
+    ALPHA_MODES,
+    CROPS,
+    LATENT_SAMPLING,
+    PRECISIONS,
+    SOURCES,
+    TrainSettings,
+)
 
 if TYPE_CHECKING:
     from tireg.train.loop import StepRecord
@@ -215,8 +222,8 @@ def train_command(
     Example: tireg train --images ./cat --name my-cat --model v1-5.safetensors --init-text cat
     """
     for option, value, allowed in (
-        ("--crop", crop, ("center", "random")),
-        ("--latent-sampling", latent_sampling, ("once", "deterministic", "random")),
+        ("--crop", crop, CROPS),
+        ("--latent-sampling", latent_sampling, LATENT_SAMPLING),
         ("--alpha", alpha, ALPHA_MODES),
         ("--precision", precision, PRECISIONS),
     ):

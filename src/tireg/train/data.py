@@ -32,8 +32,6 @@ TEMPLATE_NAMES = ("subject", "style", "subject_filewords", "style_filewords", "n
 NAME, FILEWORDS = "[name]", "[filewords]"
 #: A1111 strips leading numbers from a file name used as a caption (``re_numbers_at_start``)
 _NUMBERS_AT_START = re.compile(r"^[-\d]+\s*")
-CROPS = ("center", "random")
-LATENT_SAMPLING = ("once", "deterministic", "random")
 
 
 def load_template(spec: str) -> list[str]:

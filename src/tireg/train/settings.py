@@ -13,6 +13,8 @@ from typing import Any
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 ALPHA_MODES = ("composite", "weight")
+CROPS = ("center", "random")
+LATENT_SAMPLING = ("once", "deterministic", "random")
 
 
 @dataclass(frozen=True)
