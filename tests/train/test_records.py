@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from sqlalchemy import select
 
@@ -59,3 +60,27 @@ def test_loss_curve_draws_raw_smoothed_and_fixed_batch_loss(tmp_path: Path) -> N
     assert (31, 119, 180) in colours  # smoothed
     assert (255, 127, 14) in colours  # DVAR's fixed-batch loss
     assert smoothed([2.0, 2.0, 2.0]) == [2.0, 2.0, 2.0]  # debiased from the first value
+
+
+def test_resume_picks_a_run_folder_or_a_checkpoint(tmp_path: Path) -> None:
+    from tireg.train.checkpointing import checkpoint_path
+    from tireg.train.errors import TrainError
+    from tireg.train.run import DEFAULT_LOG_DIR, run_dir_and_checkpoint
+
+    run = settings(tmp_path / "images")
+    # a new run: A1111's log directory by default, nothing to continue
+    assert run_dir_and_checkpoint(run, None, None) == (DEFAULT_LOG_DIR / "redsq", None)
+    folder = tmp_path / "run"
+    assert run_dir_and_checkpoint(run, folder, None) == (folder, None)
+    for step in (4, 8):
+        checkpoint_path(folder, step).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint_path(folder, step).write_bytes(b"")
+    # the same --out continues from its latest checkpoint; --resume names a folder or a file
+    assert run_dir_and_checkpoint(run, folder, None) == (folder, checkpoint_path(folder, 8))
+    assert run_dir_and_checkpoint(run, None, folder) == (folder, checkpoint_path(folder, 8))
+    four = checkpoint_path(folder, 4)
+    assert run_dir_and_checkpoint(run, None, four) == (folder, four)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TrainError, match="no checkpoint"):
+        run_dir_and_checkpoint(run, None, empty)

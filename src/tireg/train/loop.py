@@ -283,6 +283,14 @@ def train(
         if rank == 0 and loss_value is not None and (not saved or saved[-1] != _at(run_dir, step)):
             saved.append(save(loss_value))
         return RunResult(step, loss_value, stop_reason, _vectors(encoders), saved)
+    except (torch.OutOfMemoryError, MemoryError):
+        last = saved[-1] if saved else resume_from
+        raise RunStateError(
+            f"out of memory at step {step + 1}",
+            path=last,
+            hint="the last checkpoint (this file) is intact; run again with a smaller "
+            "--batch-size (and more --grad-accum), --gradient-checkpointing or --precision bf16",
+        ) from None
     finally:
         detach(encoders)
         if settings.gradient_checkpointing:
