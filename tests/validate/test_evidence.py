@@ -47,7 +47,7 @@ def test_run_is_recorded_listed_and_ranked_first(tiny_model, catalogued, tireg_c
     assert [r["id"] for r in mine] == [run["run"]]
     assert json.loads(tireg_cli("validations", "cat-toy", "--json").stdout) == []
     table = tireg_cli("validations", "birb-style")
-    assert table.code == 0 and "grid.png" in table.stdout.replace("\n", "")
+    assert table.code == 0 and "birb-style" in table.stdout and ".png" in table.stdout
 
     shown = json.loads(tireg_cli("show", "birb-style", "--json").stdout)
     assert [v["grid"] for v in shown["validations"]] == [run["grid"]]
@@ -58,6 +58,18 @@ def test_run_is_recorded_listed_and_ranked_first(tiny_model, catalogued, tireg_c
     assert verdicts["birb-style"]["relation"] == "validated"
     assert verdicts["birb-style"]["evidence"][0].startswith("validated on")
     assert verdicts["cat-toy"]["relation"] == "same_family"
+
+    # removing the embedding keeps the run, which still says what was rendered
+    assert tireg_cli("rm", "birb-style").code == 0
+    (kept,) = json.loads(tireg_cli("validations", "--json").stdout)
+    assert kept["embeddings"] == [
+        {
+            "ref": "birb-style",
+            "prompt_word": "birb-style",
+            "vectors_sha256": run["embeddings"][0]["vectors_sha256"],
+            "catalogued": False,
+        }
+    ]
 
 
 def test_wrong_family_is_refused_forced_or_not(

@@ -184,3 +184,14 @@ def test_a_file_path_works_too(tiny_model, tireg_cli, tmp_path: Path) -> None:  
     run = _run(tireg_cli, path, "--model", tiny_model("sd1"))
     assert run["embeddings"][0]["prompt_word"] == "loose-file"
     assert run["embeddings"][0]["catalogued"] is False
+
+
+def test_summary_table(tiny_model, catalogued, tireg_cli) -> None:  # type: ignore[no-untyped-def]
+    catalogued("birb-style")
+    result = tireg_cli(
+        "validate", "birb-style", "--model", tiny_model("sd1"), *FAST, "--count", "1"
+    )
+    assert result.code == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "validation run 1" in out and "birb-style" in out and "(none)" in out
+    assert "2 images (2 rendered, 0 from the cache)" in out and "grid:" in out

@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tireg.checkpoints.detect import SD1, SD2, SDXL, Detection, detect_family
+from tireg.checkpoints.detect import FAMILY_LABELS, SD1, SD2, SDXL, Detection, detect_family
 from tireg.checkpoints.hash_cache import HashCache
 from tireg.pipelines import pickled, prediction, tokenizers
 from tireg.pipelines.errors import PipelineError, UnsupportedModelError
@@ -55,11 +56,13 @@ class LoadedModel:
     old_hash: str | None
 
 
-def config_dir(name: str) -> Path:
-    """A shipped diffusers-layout config folder: ``sd1``, ``sd2-base``, ``sd2-v`` or ``sdxl``."""
-    folder = Path(str(resources.files("tireg.pipelines") / "configs" / name))
+def config_dir(name: str, root: Path | None = None) -> Path:
+    """A diffusers-layout config folder: ``sd1``, ``sd2-base``, ``sd2-v`` or ``sdxl``, from
+    ``root`` when given, else the one shipped in the package."""
+    base = root if root is not None else Path(str(resources.files("tireg.pipelines") / "configs"))
+    folder = base / name
     if not (folder / "model_index.json").is_file():
-        raise PipelineError(f"no shipped pipeline config named {name!r}")
+        raise PipelineError(f"no pipeline config {name!r}", path=base)
     return folder
 
 
@@ -116,6 +119,58 @@ def offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
+@contextlib.contextmanager
+def _quiet_loading(bars: bool) -> Iterator[None]:
+    """diffusers' and transformers' loading bars on or off for the duration of a load, and
+    diffusers' notice that ``torch_dtype`` is deprecated silenced: tireg passes ``torch_dtype``
+    because ``dtype`` is accepted only by recent releases (diffusers PR #14205, July 2026) and
+    pyproject allows diffusers from 0.30."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    modules = [m for m in (diffusers_logging, transformers_logging) if m.is_progress_bar_enabled()]
+    if not bars:
+        for module in modules:
+            module.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*torch_dtype.* is deprecated", FutureWarning)
+            yield
+    finally:
+        for module in modules:
+            module.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _one_line_errors(path: Path, family: str) -> Iterator[None]:
+    """What diffusers, transformers or torch raise on a damaged or odd checkpoint, as one line.
+
+    Our own errors (``TiregError``) pass through; anything else keeps its traceback."""
+    import torch
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise PipelineError(
+            "out of memory while loading the model", path=path, hint="use --dtype fp16 or bf16"
+        ) from exc
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        KeyError,
+        IndexError,
+        SingleFileComponentError,
+    ) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise PipelineError(
+            f"cannot load as {FAMILY_LABELS.get(family, family)} pipeline: {detail}",
+            path=path,
+            hint="the file may be damaged or a variant tireg does not know",
+        ) from exc
+
+
 def _supported(path: Path) -> Detection:
     """The checkpoint's family, or one line saying why tireg cannot render with it."""
     detection = detect_family(path)
@@ -152,7 +207,9 @@ def _load_folder(folder: Path, family: str, dtype: Any) -> Any:
     )
 
 
-def _load_single_file(weights: Path, family: str, wanted: str | None, dtype: Any) -> Any:
+def _load_single_file(
+    weights: Path, family: str, wanted: str | None, dtype: Any, root: Path | None
+) -> Any:
     """A single file through the shipped configs and cached tokenizers.
 
     1. SD 2.x: settle the prediction type first, since it picks the config (512-base or 768-v);
@@ -162,16 +219,21 @@ def _load_single_file(weights: Path, family: str, wanted: str | None, dtype: Any
     components: dict[str, Any] = {"tokenizer": tokenizers.load_tokenizer(family, 1)}
     if family == SDXL:
         components["tokenizer_2"] = tokenizers.load_tokenizer(family, 2)
-        config = config_dir("sdxl")
+        config = config_dir("sdxl", root)
     elif family == SD1:
-        config = config_dir("sd1")
+        config = config_dir("sd1", root)
     else:
         # 1.
+        unet = None
         if wanted is None:
-            unet = prediction.load_unet(weights, config_dir("sd2-base"))
+            unet = prediction.load_unet(weights, config_dir("sd2-base", root))
             wanted = prediction.a1111_v_test(unet)
+        config = config_dir("sd2-v" if wanted == V_PREDICTION else "sd2-base", root)
+        if unet is not None:
+            # 512-base and 768-v share the architecture; only the default size differs
+            unet_config = json.loads((config / "unet" / "config.json").read_text(encoding="utf-8"))
+            unet.register_to_config(sample_size=unet_config["sample_size"])
             components["unet"] = unet.to(dtype)
-        config = config_dir("sd2-v" if wanted == V_PREDICTION else "sd2-base")
     # 2.
     return _pipeline_class(family).from_single_file(
         str(weights), config=str(config), local_files_only=True, torch_dtype=dtype, **components
@@ -205,12 +267,16 @@ def load_model(
     dtype: str = "fp32",
     prediction_type: str | None = None,
     progress: bool = False,
+    configs: Path | None = None,
 ) -> LoadedModel:
     """Load ``path`` (single file or diffusers folder) onto ``device``, fully offline.
 
     ``prediction_type`` (``epsilon``/``v_prediction``) overrides what the files say: the
     ``.yaml`` beside a single file, A1111's SD 2.x test, a folder's scheduler config.
-    ``progress`` turns the pipeline's own per-step bar on.
+    ``progress`` shows the loading bars and turns the pipeline's own per-step bar on.
+    ``configs`` replaces the shipped config folders with a folder laid out like them (``sd1``,
+    ``sd2-base``, ``sd2-v``, ``sdxl``), for a single file whose architecture differs from the
+    published one (a pruned or tiny model).
 
     Steps: 1. check the arguments and the family (header only); 2. hash (cached); 3. load under
     offline mode; 4. set the prediction type, move to the device."""
@@ -229,7 +295,7 @@ def load_model(
             hashes = cache.hashes(path).hashes
         sha256, autov2, old_hash = hashes.sha256, hashes.autov2, hashes.old_hash
     # 3.
-    with offline():
+    with offline(), _quiet_loading(progress), _one_line_errors(path, detection.family):
         if path.is_dir():
             family = _folder_family(path, detection)
             pipe = _load_folder(path, family, dtype_obj)
@@ -238,10 +304,11 @@ def load_model(
             family = detection.family
             weights = pickled.as_safetensors(path, sha256) if pickled.is_pickle(path) else path
             wanted = prediction_type or prediction.from_yaml(path.with_suffix(".yaml"))
-            pipe = _load_single_file(weights, family, wanted, dtype_obj)
+            pipe = _load_single_file(weights, family, wanted, dtype_obj, configs)
     # 4.
     kind = _scheduler_prediction(pipe, wanted)
-    pipe.to(device)
+    with _one_line_errors(path, family):
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=not progress)
     return LoadedModel(
         pipe=pipe,

@@ -1,6 +1,8 @@
 """A pickled ``.ckpt`` checkpoint rewritten once as safetensors, without executing its pickle.
 
-Why: diffusers reads ``.ckpt`` files with ``torch.load``; tireg never lets a pickle run. The
+Why: diffusers reads ``.ckpt`` files with ``torch.load``; tireg never lets a pickle run. And a
+pipeline's ``from_single_file`` takes only a path (``load_single_file_checkpoint`` opens it or
+treats it as a Hub link), never a state dict, so the safe reading has to land in a file. The
 file's ``data.pkl`` goes through tireg's allow-list unpickler
 (:func:`tireg.converters.pickle_safe.unpickle`), which yields inert records: a
 :class:`~tireg.converters.pickle_safe.TensorStub` per tensor (dtype, shape, strides, offset) naming
@@ -49,10 +51,16 @@ _CHUNK = 16 << 20
 
 
 def is_pickle(path: Path) -> bool:
-    """True for a torch pickle (zip or legacy container), judged by its first bytes."""
+    """True for a torch pickle (zip or legacy container), judged by its first bytes.
+
+    A safetensors file is recognised first (its JSON header opens at byte 8, as in
+    :func:`tireg.checkpoints.detect.detect_family`): its little-endian header length may itself
+    begin with ``PK`` or ``0x80``."""
     with path.open("rb") as fh:
-        head = fh.read(2)
-    return head == b"PK" or head[:1] == b"\x80"
+        head = fh.read(9)
+    if head[8:9] == b"{":
+        return False
+    return head[:2] == b"PK" or head[:1] == b"\x80"
 
 
 def cached_path(sha256: str) -> Path:

@@ -9,8 +9,10 @@ Written from A1111's code, which this module follows rule by rule (none of it is
   prompt becomes chunks of 75 tokens, each wrapped in BOS and EOS and padded to 77; a chunk that
   would break mid-phrase moves back to just after the last comma when that comma is at most
   ``comma_padding_backtrack`` (20) tokens back; an embedding's vectors never straddle two
-  chunks. ``process_tokens``: after the first EOS the rest is the pad token (OpenCLIP pads with
-  ``!``); every chunk is encoded separately and the results concatenated.
+  chunks. ``process_tokens``: after the first EOS the rest is the pad token, EOS for OpenAI's
+  CLIP (SD 1.x, SDXL's first encoder) and id 0 (``!``) for OpenCLIP (SD 2.x, SDXL's second:
+  ``sd_hijack_open_clip.py`` sets ``id_pad = 0``), whatever the tokenizer's config says; every
+  chunk is encoded separately and the results concatenated.
 * ``modules/sd_emphasis.py``, ``EmphasisOriginal``: each chunk's hidden states are multiplied by
   their token's weight, then rescaled so the chunk's mean is what it was.
 * ``encode_with_transformers``: SD 1.x with Clip skip n > 1 takes ``hidden_states[-n]`` and the
@@ -29,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tireg.converters.embedding import CLIP_L
+from tireg.converters.embedding import CLIP_G, CLIP_H, CLIP_L
 from tireg.pipelines.embeddings import (
     TextEncoderSlot,
     applied_embeddings,
@@ -39,7 +41,10 @@ from tireg.pipelines.embeddings import (
 from tireg.pipelines.errors import PromptError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+
+    from tireg.converters.embedding import Embedding
 
 CHUNK_LENGTH = 75
 COMMA_PADDING_BACKTRACK = 20
@@ -124,21 +129,24 @@ class PromptChunk:
     fixes: list[tuple[int, str]] = field(default_factory=list)
 
 
+#: A1111's pad id after the first EOS for OpenCLIP encoders (``!``)
+OPENCLIP_PAD = 0
+
+
 @dataclass(frozen=True)
 class _Special:
     bos: int
     eos: int
-    pad: int
     comma: int | None
 
 
 def _special(tokenizer: Any) -> _Special:
-    pad = tokenizer.pad_token_id
+    """BOS, EOS and comma ids (the comma drives A1111's chunk backtrack)."""
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
     return _Special(
         bos=int(tokenizer.bos_token_id),
         eos=int(tokenizer.eos_token_id),
-        pad=int(tokenizer.eos_token_id if pad is None else pad),
-        comma=tokenizer.get_vocab().get(",</w>"),
+        comma=None if comma in (None, tokenizer.unk_token_id) else int(comma),
     )
 
 
@@ -282,31 +290,36 @@ class EncodedChunks:
     used: list[list[str]]
 
 
+def _slot_vectors(
+    slot: TextEncoderSlot, embeddings: dict[str, Embedding]
+) -> list[tuple[str, np.ndarray]]:
+    """(word, vectors) of the embeddings that have vectors for this encoder."""
+    found = ((word, vectors_for(embedding, slot)) for word, embedding in embeddings.items())
+    return [(word, arr) for word, arr in found if arr is not None]
+
+
 def _encode_slot(
     slot: TextEncoderSlot,
     texts: Sequence[str],
     *,
     layer: str,
     clip_skip: int,
-    embeddings: dict[str, Any],
+    embeddings: dict[str, Embedding],
 ) -> EncodedChunks:
     """Encode every chunk of every text in one batch, then emphasise and regroup per text."""
     import torch
 
-    vectors = {}
-    for word, embedding in embeddings.items():
-        arr = vectors_for(embedding, slot)
-        if arr is not None:
-            vectors[word] = torch.from_numpy(arr.copy())
+    vectors = {word: torch.from_numpy(arr.copy()) for word, arr in _slot_vectors(slot, embeddings)}
     counts = {word: int(v.shape[0]) for word, v in vectors.items()}
     special = _special(slot.tokenizer)
+    pad = OPENCLIP_PAD if slot.key in (CLIP_H, CLIP_G) else special.eos
     per_text = [tokenize_prompt(text, slot.tokenizer, counts) for text in texts]
     flat = [chunk for chunks in per_text for chunk in chunks]
     tokens = []
     for chunk in flat:
         row = list(chunk.tokens)
         first_eos = row.index(special.eos)
-        row[first_eos + 1 :] = [special.pad] * (len(row) - first_eos - 1)
+        row[first_eos + 1 :] = [pad] * (len(row) - first_eos - 1)
         tokens.append(row)
     encoder = slot.text_encoder
     device = encoder.device
@@ -335,6 +348,20 @@ def _encode_slot(
         used.append(list(dict.fromkeys(w for c in chunks for _, w in c.fixes)))
         start += len(chunks)
     return EncodedChunks(hidden, pooled, used)
+
+
+def embeddings_used(pipe: Any, text: str) -> list[str]:
+    """The applied embedding words a prompt uses, in order, without encoding anything.
+
+    This is what A1111 lists in the infotext's ``TI hashes`` (``sd_hijack_clip.py``,
+    ``forward``): the embeddings whose vectors were written into the prompt's chunks.
+    """
+    slot = encoder_slots(pipe)[0]
+    counts = {
+        word: int(arr.shape[0]) for word, arr in _slot_vectors(slot, applied_embeddings(pipe))
+    }
+    chunks = tokenize_prompt(text, slot.tokenizer, counts)
+    return list(dict.fromkeys(word for chunk in chunks for _, word in chunk.fixes))
 
 
 @dataclass

@@ -15,7 +15,7 @@ which make images close to A1111's but not bit-identical:
 * DPM++ 2M SDE in A1111 draws its step noise from a Brownian tree; diffusers'
   ``DPMSolverMultistepScheduler`` draws plain Gaussian noise from the generator.
 * DPM++ SDE maps to ``DPMSolverSDEScheduler``, the port of k-diffusion ``sample_dpmpp_sde``,
-  which needs the optional ``torchsde`` package.
+  which needs the optional ``torchsde`` package; LMS and the Beta schedule need ``scipy``.
 
 Samplers A1111 has but diffusers cannot reproduce (DPM++ 2S a, DPM++ 3M SDE, DPM fast, DPM
 adaptive, Restart, LCM, DDIM CFG++) are known names refused with a line that says so.
@@ -23,6 +23,7 @@ adaptive, Restart, LCM, DDIM CFG++) are known names refused with a line that say
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -161,6 +162,8 @@ SCHEDULES: Mapping[str, Mapping[str, Any] | None] = MappingProxyType(
         "DDIM": None,
     }
 )
+#: optional packages some diffusers schedulers and sigma schedules import
+_NEEDS = {"DPMSolverSDEScheduler": "torchsde", "LMSDiscreteScheduler": "scipy", "Beta": "scipy"}
 #: A1111's own aliases and internal names of schedule types
 _SCHEDULE_ALIASES = {"sgmuniform": "SGM Uniform", "sgm_uniform": "SGM Uniform"}
 
@@ -177,6 +180,11 @@ class SamplerChoice:
         """The diffusers config keys this choice sets on top of the pipeline's own."""
         schedule = SCHEDULES[self.schedule] or {}
         return {**self.sampler.options, **schedule}
+
+    @property
+    def infotext_schedule(self) -> str:
+        """The "Schedule type" A1111 writes: "Automatic" when it is the sampler's default."""
+        return "Automatic" if self.schedule == self.sampler.default_schedule else self.schedule
 
 
 def sampler_names() -> list[str]:
@@ -207,21 +215,21 @@ def resolve(sampler: str, schedule: str = "Automatic") -> SamplerChoice:
     """Resolve names as A1111 ≥1.9 does: case-insensitive, old "X Karras" names split in two.
 
     A1111 (``modules/sd_samplers.py``, ``get_sampler_and_scheduler``) strips a trailing schedule
-    label from an old sampler name ("DPM++ 2M Karras" -> "DPM++ 2M" + "Karras") when no schedule
-    type was chosen, and turns "Automatic" into the sampler's default schedule.
+    label (or internal name, or alias) from the sampler name, and that schedule wins over the
+    one given ("DPM++ 2M Karras" -> "DPM++ 2M" + "Karras"); "Automatic" becomes the sampler's
+    own default schedule.
     """
     table = _by_name()
     name = " ".join(sampler.split())
     schedule_label = _schedule_label(schedule)
+    suffixes = {label.casefold(): label for label in SCHEDULES} | {
+        alias: label for alias, label in _SCHEDULE_ALIASES.items()
+    }
+    for suffix, label in suffixes.items():
+        if name.casefold().endswith(" " + suffix):
+            name, schedule_label = name[: -len(suffix) - 1], label
+            break
     found = table.get(name.casefold())
-    if found is None:
-        for label in SCHEDULES:
-            suffix = " " + label.casefold()
-            if name.casefold().endswith(suffix) and name.casefold()[: -len(suffix)] in table:
-                found = table[name.casefold()[: -len(suffix)]]
-                if schedule_label == "Automatic":
-                    schedule_label = label
-                break
     if found is None:
         unsupported = {u.casefold(): u for u in UNSUPPORTED_SAMPLERS}
         valid = ", ".join(sampler_names())
@@ -251,14 +259,16 @@ def build_scheduler(
     training steps); the sampler and schedule set only how it samples.
     """
     import diffusers
-    from diffusers.utils import is_torchsde_available
 
     choice = resolve(sampler, schedule)
-    if choice.sampler.scheduler_class == "DPMSolverSDEScheduler" and not is_torchsde_available():
-        raise SamplerError(
-            f"sampler {choice.sampler.label!r} needs the torchsde package",
-            hint="pip install torchsde, or choose another sampler",
-        )
+    for part in (choice.sampler.scheduler_class, choice.schedule):
+        package = _NEEDS.get(part)
+        if package and importlib.util.find_spec(package) is None:
+            raise SamplerError(
+                f"sampler {choice.sampler.label!r} with schedule type {choice.schedule!r} "
+                f"needs the {package} package",
+                hint=f"pip install {package}, or choose another sampler",
+            )
     cls = getattr(diffusers, choice.sampler.scheduler_class)
     overrides = choice.overrides
     scheduler = cls.from_config(dict(config), **overrides)

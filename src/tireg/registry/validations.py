@@ -93,13 +93,12 @@ def record_run(catalogue: Catalogue, record: RunRecord) -> int:
     """
     with catalogue.transaction() as session:
         hashes = {i.embedding_sha256 for i in record.images if i.embedding_sha256}
-        ids = dict(
-            session.execute(
-                select(EmbeddingRow.vectors_sha256, EmbeddingRow.id).where(
-                    EmbeddingRow.vectors_sha256.in_(sorted(hashes))
-                )
-            ).tuples()
+        found = session.execute(
+            select(EmbeddingRow.vectors_sha256, EmbeddingRow.id).where(
+                EmbeddingRow.vectors_sha256.in_(sorted(hashes))
+            )
         )
+        ids = {vectors: row_id for vectors, row_id in found}
         run = ValidationRow(
             started_at=record.started_at,
             seconds=record.seconds,

@@ -20,14 +20,23 @@ T = TypeVar("T")
 
 class Workers:
     """This process's place among the run's processes (one, unless launched by accelerate or
-    torchrun, which set ``WORLD_SIZE``)."""
+    torchrun, which set ``WORLD_SIZE``), and the device it renders on (``requested``:
+    ``auto``, ``cuda``, ``mps`` or ``cpu``).
 
-    def __init__(self) -> None:
+    Processes on CPUs need ``PartialState(cpu=True)``: only then does accelerate join them
+    with the gloo backend (``MULTI_CPU``). Note that ``accelerate launch --cpu`` starts a single
+    process unless MPI is set up; ``torchrun --nproc-per-node N -m tireg validate ...`` (or
+    ``accelerate launch --multi_gpu`` on GPUs) starts N."""
+
+    def __init__(self, requested: str = "auto") -> None:
+        self._requested = requested
         self._state: Any = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch
             from accelerate import PartialState
 
-            self._state = PartialState()
+            cpu = requested == "cpu" or not torch.cuda.is_available()
+            self._state = PartialState(cpu=cpu)
 
     @property
     def count(self) -> int:
@@ -37,15 +46,15 @@ class Workers:
     def is_main(self) -> bool:
         return self._state is None or bool(self._state.is_main_process)
 
-    def device(self, requested: str) -> str:
+    def device(self) -> str:
         """The device for this process: accelerate's kind of device when several processes
         share a run and the user asked for ``auto`` (accelerate already made ``cuda`` mean this
         process's own GPU), else the one asked for."""
-        if self._state is not None and requested == "auto":
+        if self._state is not None and self._requested == "auto":
             return str(self._state.device.type)
         from tireg.pipelines.loading import pick_device
 
-        return pick_device(requested)
+        return pick_device(self._requested)
 
     @contextlib.contextmanager
     def share(self, items: Sequence[T]) -> Iterator[list[T]]:

@@ -11,6 +11,7 @@ grid looks the same on every machine.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
     Font = FreeTypeFont | ImageFont
 
 BACKGROUND = (255, 255, 255)
+#: renders smaller than this (pixels, either side) are enlarged by a whole factor in the grid
+MIN_TILE = 128
+#: below this A1111's ``(width + height) // 25`` is unreadable (small validation renders)
+MIN_FONT_SIZE = 12
+#: row labels may wrap no narrower than this many font sizes
+MIN_LABEL_EMS = 8
 TEXT = (0, 0, 0)
 
 
@@ -62,24 +69,33 @@ def make_grid(
 ) -> Image:
     """One image: ``rows`` of equally sized images, labelled on the left and along the top.
 
-    1. Measure: cell size from the first image, font size and spacing as A1111 computes them.
-    2. Wrap every label to its cell and size the margins to the tallest column label.
+    1. Measure: cell size from the first image (small renders enlarged, pixel for pixel, to
+       at least :data:`MIN_TILE` so their labels fit beside them), font size and spacing as
+       A1111 computes them (never below :data:`MIN_FONT_SIZE`).
+    2. Wrap every label to its cell and size the margins to the widest row label and the
+       tallest column label.
     3. Paste the images on a white canvas and draw the labels centred in their margins.
     """
     from PIL import Image as PILImage
     from PIL import ImageDraw, ImageFont
 
+    # 1.
     if not rows or not rows[0]:
         raise ValueError("a grid needs at least one image")
     width, height = rows[0][0].size
-    fontsize = max(8, (width + height) // 25)
+    scale = max(1, math.ceil(MIN_TILE / min(width, height)))
+    width, height = width * scale, height * scale
+    fontsize = max(MIN_FONT_SIZE, (width + height) // 25)
     spacing = fontsize // 2
     font = ImageFont.load_default(size=fontsize)
 
+    # 2. row labels wrap to A1111's margin, widened for small images so a word fits whole
     scratch = ImageDraw.Draw(PILImage.new("RGB", (1, 1)))
-    pad_left = width * 3 // 4 if any(row_labels) else 0
+    wrap_at = max(width * 3 // 4, MIN_LABEL_EMS * fontsize)
+    row_lines = [_wrap(scratch, label, font, wrap_at) for label in row_labels]
+    widest = max(scratch.textlength(line, font=font) for lines in row_lines for line in lines)
+    pad_left = max(width * 3 // 4, int(widest) + 2 * spacing) if widest else 0
     column_lines = [_wrap(scratch, label, font, width) for label in column_labels]
-    row_lines = [_wrap(scratch, label, font, max(1, pad_left - spacing)) for label in row_labels]
     pad_top = max(_block_height(scratch, lines, font, spacing) for lines in column_lines)
     pad_top += spacing * 2
 
@@ -88,9 +104,11 @@ def make_grid(
         "RGB", (pad_left + width * columns, pad_top + height * len(rows)), BACKGROUND
     )
     draw = ImageDraw.Draw(canvas)
+    # 3.
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
-            canvas.paste(image.convert("RGB"), (pad_left + c * width, pad_top + r * height))
+            tile = image.convert("RGB").resize((width, height), PILImage.Resampling.NEAREST)
+            canvas.paste(tile, (pad_left + c * width, pad_top + r * height))
     for c, lines in enumerate(column_lines):
         _draw_block(draw, lines, font, (pad_left + c * width + width / 2, pad_top / 2), spacing)
     for r, lines in enumerate(row_lines):

@@ -219,7 +219,8 @@ def _checkpoints(
 
     A model given as a file is hashed (cached) and recorded, as ``tireg check`` does; each
     embedding gets ``check``'s verdict on each model, and one that cannot work stops the run
-    unless ``force``, which renders it but claims nothing."""
+    unless ``force``: then the renderer tries it (and refuses vectors no encoder takes), and
+    the run claims nothing for it."""
     if not specs:
         raise ValidationError("no model to render on", hint="give --model PATH, NAME or HASH")
     models: list[Checkpoint] = []
@@ -236,7 +237,7 @@ def _checkpoints(
                     continue
                 line = f"{subject.ref} on {ref.name}: {verdict.reason}"
                 if not force:
-                    raise ValidationError(line, hint="--force renders it anyway")
+                    raise ValidationError(line, hint="--force tries it anyway")
                 forced.append(line)
     return models, evidence, forced
 
@@ -359,20 +360,14 @@ def _save(image: Image, task: Task, generation: Generation) -> None:
 
 
 def _load(model: Checkpoint, settings: Settings, device: str) -> Any:
-    """The model's pipeline on ``device``, compiled when asked; out of memory is one line."""
-    import torch
-
+    """The model's pipeline on ``device`` (the loader is quiet, and out of memory is one line
+    there), its UNet compiled when asked."""
     from tireg.pipelines.loading import load_model
 
-    try:
-        pipe = load_model(model.path, device=device, dtype=settings.dtype).pipe
-    except torch.OutOfMemoryError:
-        raise ValidationError(
-            f"out of GPU memory loading {model.name}",
-            hint="use --dtype fp16, or free the GPU",
-        ) from None
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_model(model.path, device=device, dtype=settings.dtype).pipe
     if settings.compile:
+        import torch
+
         pipe.unet = torch.compile(pipe.unet)
     return pipe
 
@@ -486,12 +481,12 @@ def validate(
     started_at = datetime.now(timezone.utc)
     # 1.
     settings = checked(settings)
-    workers = Workers()
+    workers = Workers(settings.device)
     # 2.
     subjects = _subjects(catalogue, embeddings)
     checkpoints, evidence, forced = _checkpoints(catalogue, models, subjects, settings.force)
     # 3.
-    device = workers.device(settings.device)
+    device = workers.device()
     out_dir = _out_dir(settings, checkpoints, subjects)
     settings = replace(settings, out_dir=out_dir)
     tasks = _plan(settings, checkpoints, subjects, out_dir, device)
