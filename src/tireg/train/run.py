@@ -147,13 +147,9 @@ def train_run(
     from tireg.pipelines.loading import load_model
     from tireg.validate.distributed import Workers
 
-    workers = Workers()  # joins the process group under accelerate launch / torchrun
-    # the group's own count: accelerate's PartialState reports one process for a CPU group
-    # started by torchrun, though the group (gloo) has them all
-    processes = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    is_main = processes == 1 or torch.distributed.get_rank() == 0
+    workers = Workers(device)  # joins the process group under accelerate launch / torchrun
     run_dir, checkpoint = run_dir_and_checkpoint(settings, out, resume)
-    device_name = workers.device(device)
+    device_name = workers.device()
     dtype = compute_dtype(settings.precision, torch.device(device_name))
     dtype_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
     loaded = load_model(
@@ -187,7 +183,7 @@ def train_run(
         run_dir,
         resume_from=checkpoint,
         hooks=Hooks(recorder.on_start, recorder.on_step, recorder.on_save, recorder.on_preview),
-        processes=processes,
+        processes=workers.count,
     )
     return RunReport(
         run_id=recorder.info.run_id,
@@ -200,5 +196,5 @@ def train_run(
         log=recorder.log_path,
         loss_curve=recorder.curve_path,
         previews=recorder.previews,
-        is_main=is_main,
+        is_main=workers.is_main,
     )
