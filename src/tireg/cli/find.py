@@ -267,12 +267,32 @@ def show_command(
     _records("previews", data["previews"], ("location", "sha256"))
     if data["validations"]:
         console.print(validations_table(data["validations"]))
+    if data["lineage"]:
+        console.print(lineage_table(data["lineage"]))
     if info.same_name:
         console.print(
             "same name, other embeddings: " + ", ".join(info.same_name),
             markup=False,
             soft_wrap=True,
         )
+
+
+def lineage_table(versions: list[dict[str, Any]]) -> Table:
+    """The versions of the run that made an embedding (``*`` marks the one shown)."""
+    table = Table(title="lineage (versions of the run)")
+    for column in ("", "ref", "step", "loss", "operation", "run"):
+        table.add_column(column, overflow="fold")
+    for version in versions:
+        loss = version["loss"]
+        table.add_row(
+            "*" if version["this"] else "",
+            Text(version["ref"]),
+            _text(version["step"]),
+            "" if loss is None else f"{loss:.4f}",
+            version["operation"],
+            version["run_id"][:12],
+        )
+    return table
 
 
 def validations_table(runs: list[dict[str, Any]]) -> Table:
