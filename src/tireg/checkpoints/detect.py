@@ -37,8 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from tireg.checkpoints.errors import CheckpointError
-from tireg.converters.errors import EmbeddingFileError
-from tireg.converters.safetensors_file import read_header
 
 SD1, SD2, SDXL, SDXL_REFINER = "sd1", "sd2", "sdxl", "sdxl_refiner"
 SD3, FLUX, CASCADE, AURAFLOW, HUNYUAN_DIT, UNKNOWN = (
@@ -173,6 +171,10 @@ def family_from_shapes(shapes: Mapping[str, Sequence[int]]) -> Detection:
 
 
 def _safetensors_shapes(path: Path) -> dict[str, Sequence[int]]:
+    # imported here, like the pickle loader below: the converters bring numpy, which the
+    # commands that only need this package's hashing or family names (tireg hash) never load
+    from tireg.converters.safetensors_file import read_header
+
     with path.open("rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         header = read_header(stream, size)
@@ -252,6 +254,8 @@ def detect_family(path: str | os.PathLike[str]) -> Detection:
     (restricted loader, pickle stream only) or a diffusers folder.
 
     Example: ``detect_family("v1-5-pruned-emaonly.safetensors").family == "sd1"``."""
+    from tireg.converters.errors import EmbeddingFileError
+
     target = Path(path)
     if target.is_dir():
         return detect_diffusers(target)

@@ -15,9 +15,6 @@ from tireg.checkpoints import FAMILY_LABELS, file_hashes
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import byte_progress, console, print_json
-from tireg.db import open_catalogue
-from tireg.registry.compat import check as check_compat
-from tireg.registry.models import add_model_hash, add_models, list_models
 
 model_app = typer.Typer(
     name="model",
@@ -115,6 +112,9 @@ def model_add(
     Examples: tireg model add ~/models/sd_xl_base_1.0.safetensors --name "SDXL base";
     tireg model add --hash 0badf00d --name "my merge" --family sd1
     """
+    from tireg.db import open_catalogue
+    from tireg.registry.models import add_models
+
     if hash_value is not None:
         _add_hash(hash_value, paths, name, family, db, json_out)
         return
@@ -162,6 +162,9 @@ def _add_hash(
     json_out: bool,
 ) -> None:
     """``tireg model add --hash``: check the options, record, print."""
+    from tireg.db import open_catalogue
+    from tireg.registry.models import add_model_hash
+
     if paths:
         raise typer.BadParameter("give checkpoint paths or --hash, not both", param_hint="--hash")
     if name is None or family is None:
@@ -200,6 +203,9 @@ def model_list(
 
     Example: tireg model list --origin known
     """
+    from tireg.db import open_catalogue
+    from tireg.registry.models import list_models
+
     catalogue = open_catalogue(db)
     try:
         records = list_models(catalogue, origin=origin)
@@ -259,6 +265,9 @@ def check(
 
     Example: tireg check --model ~/models/animefull-latest.ckpt "gasai yuno"
     """
+    from tireg.db import open_catalogue
+    from tireg.registry.compat import check as check_compat
+
     catalogue = open_catalogue(db)
     try:
         with (
