@@ -11,7 +11,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tireg.checkpoints import FAMILY_LABELS, file_hashes
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import byte_progress, console, print_json
@@ -59,6 +58,8 @@ def hash_command(
 
     Example: tireg hash ~/models/v1-5-pruned-emaonly.safetensors --json
     """
+    from tireg.checkpoints import file_hashes
+
     with _byte_bar(_total_size(files), json_out) as progress:
         results = list(file_hashes(files, refresh=refresh, progress=progress))
     if json_out:
@@ -162,6 +163,7 @@ def _add_hash(
     json_out: bool,
 ) -> None:
     """``tireg model add --hash``: check the options, record, print."""
+    from tireg.checkpoints import FAMILY_LABELS
     from tireg.db import open_catalogue
     from tireg.registry.models import add_model_hash
 
@@ -203,6 +205,7 @@ def model_list(
 
     Example: tireg model list --origin known
     """
+    from tireg.checkpoints import FAMILY_LABELS
     from tireg.db import open_catalogue
     from tireg.registry.models import list_models
 
@@ -265,6 +268,7 @@ def check(
 
     Example: tireg check --model ~/models/animefull-latest.ckpt "gasai yuno"
     """
+    from tireg.checkpoints import FAMILY_LABELS
     from tireg.db import open_catalogue
     from tireg.registry.compat import check as check_compat
 
