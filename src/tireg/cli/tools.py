@@ -174,6 +174,9 @@ def tokens_command(
 
     Example: tireg tokens birb-style --model ~/models/v1-5-pruned-emaonly.safetensors
     """
+    from tireg.ml import require_ml
+
+    require_ml("tireg tokens")
     from tireg.db import open_catalogue
     from tireg.vocab import tokens_of
 
@@ -204,6 +207,9 @@ def from_text_command(
 
     Example: tireg from-text "a red fox" --model v1-5.safetensors --name fox
     """
+    from tireg.ml import require_ml
+
+    require_ml("tireg from-text")
     from tireg.db import open_catalogue
     from tireg.vocab import from_text
 

@@ -231,6 +231,9 @@ def train_command(
             raise typer.BadParameter(
                 f"{value!r}: choose one of {', '.join(allowed)}", param_hint=option
             )
+    from tireg.ml import require_ml
+
+    require_ml("tireg train")
     from tireg.db import open_catalogue
     from tireg.train.run import train_run
 
