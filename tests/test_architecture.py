@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipelines": {"converters", "checkpoints"},
     "validate": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
     "train": {"db", "converters", "checkpoints", "sources", "registry", "pipelines", "validate"},
+    "vocab": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
     "cli": {
         "db",
         "converters",
@@ -33,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
         "pipelines",
         "validate",
         "train",
+        "vocab",
     },
 }
 # leaves are below everything; converters may not even use config (it knows no state)

@@ -178,7 +178,7 @@ def tokens_command(
 
     require_ml("tireg tokens")
     from tireg.db import open_catalogue
-    from tireg.vocab import tokens_of
+    from tireg.vocab.words import tokens_of
 
     with open_catalogue(db) as catalogue:
         found = tokens_of(catalogue, name, model, top=top)
@@ -211,7 +211,7 @@ def from_text_command(
 
     require_ml("tireg from-text")
     from tireg.db import open_catalogue
-    from tireg.vocab import from_text
+    from tireg.vocab.words import from_text
 
     with open_catalogue(db) as catalogue:
         _print_made(from_text(catalogue, text, model, name=name), json_out)
