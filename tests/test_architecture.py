@@ -23,7 +23,19 @@ ALLOWED: dict[str, set[str]] = {
     "registry": {"db", "converters", "checkpoints", "sources"},
     "pipelines": {"converters", "checkpoints"},
     "validate": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
-    "cli": {"db", "converters", "checkpoints", "sources", "registry", "pipelines", "validate"},
+    "train": {"db", "converters", "checkpoints", "sources", "registry", "pipelines", "validate"},
+    "vocab": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
+    "cli": {
+        "db",
+        "converters",
+        "checkpoints",
+        "sources",
+        "registry",
+        "pipelines",
+        "validate",
+        "train",
+        "vocab",
+    },
 }
 # leaves are below everything; converters may not even use config (it knows no state)
 LEAF_EXCEPTIONS = {"converters": {"tireg.config"}}

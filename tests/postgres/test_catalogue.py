@@ -165,21 +165,21 @@ def test_ranking_prefers_name_over_triggers_tags_and_description(catalogue: Cata
         assert search_index.has_index(session)
 
 
-def test_a_catalogue_from_0004_gets_its_index_and_doctor_completes_it(
+def test_a_catalogue_from_0005_gets_its_index_and_doctor_completes_it(
     postgres_server: Server,
 ) -> None:
-    """Migration 0005 fills the index from what SQL sees; ``doctor --repair`` adds the rest."""
+    """Migration 0006 fills the index from what SQL sees; ``doctor --repair`` adds the rest."""
     from alembic import command
     from sqlalchemy import create_engine
 
     from tireg.db.session import alembic_config
     from tireg.registry import doctor
 
-    postgres_server.admin("CREATE DATABASE from_0004")
-    url = postgres_server.url("from_0004")
+    postgres_server.admin("CREATE DATABASE from_0005")
+    url = postgres_server.url("from_0005")
     engine = create_engine(url)
     with engine.begin() as connection:
-        command.upgrade(alembic_config(connection), "0004")
+        command.upgrade(alembic_config(connection), "0005")
         connection.execute(
             text(
                 "INSERT INTO embeddings (id, vectors_sha256, name, name_key, family, num_vectors,"
@@ -205,7 +205,7 @@ def test_a_catalogue_from_0004_gets_its_index_and_doctor_completes_it(
         assert doctor.examine(catalogue).index_drift == 0
         with catalogue.reading() as session:  # the file's stem is a trigger now
             assert [s.name for s in query.search(session, "kitten-v2")] == ["Old-Cat"]
-    postgres_server.drop_database("from_0004")
+    postgres_server.drop_database("from_0005")
 
 
 def test_a_role_that_may_only_read_gets_one_line_when_writing(

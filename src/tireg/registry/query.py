@@ -46,6 +46,7 @@ from tireg.db.schema import (
 from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.registry import search_index
+from tireg.registry.lineage import lineage_of
 
 #: at most this many word matches are ranked in one question (see :func:`search`)
 RANK_CAP = 2000
@@ -129,6 +130,8 @@ class EmbeddingDetails:
     previews: list[dict[str, Any]] = field(default_factory=list)
     #: ``tireg validate`` runs that rendered it, newest first, with their grids
     validations: list[dict[str, Any]] = field(default_factory=list)
+    #: the versions of the run that made it (:func:`tireg.registry.lineage.lineage_of`)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +145,7 @@ class EmbeddingDetails:
             "same_name": self.same_name,
             "previews": self.previews,
             "validations": self.validations,
+            "lineage": self.lineage,
         }
 
 
@@ -572,6 +576,7 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
             {"location": p.location, "sha256": p.sha256}
             for p in sorted(row.previews, key=lambda p: p.id)
         ],
+        lineage=lineage_of(session, row.id),
         validations=[
             validations.run_record(run) for run in validations.runs_of_embedding(session, row.id)
         ],

@@ -1,5 +1,5 @@
 """The search index on PostgreSQL: one table with a ``tsvector`` and a ``pg_trgm`` column
-(migration 0005), the twin of SQLite's two FTS5 tables.
+(migration 0006), the twin of SQLite's two FTS5 tables.
 
 * ``words``: every token of the five texts with a position and a weight per column (name A,
   triggers B, tags C, description and sources D; PostgreSQL has four weights), under a GIN

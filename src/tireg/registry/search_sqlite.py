@@ -1,4 +1,4 @@
-"""The search index on SQLite: FTS5 tables (migrations 0001 and 0004).
+"""The search index on SQLite: FTS5 tables (migrations 0001 and 0005).
 
 ``embedding_search`` is the word index (``unicode61``, diacritics removed, prefix indexes) over
 the five texts, ranked by FTS5's BM25 (``rank``); ``embedding_search_trigram`` indexes every

@@ -1,4 +1,4 @@
-"""0005: PostgreSQL catalogues get a ranked search index, and checkpoint sizes past 2 GiB.
+"""0006: PostgreSQL catalogues get a ranked search index, and checkpoint sizes past 2 GiB.
 
 Why: on PostgreSQL search fell back to an unranked ``LIKE`` scan, since FTS5 is SQLite's. The
 twin built here is a plain table ``embedding_search`` (one row per embedding, ``id =
@@ -8,7 +8,7 @@ embeddings.id``) holding the same five texts as the FTS5 table, plus
   description and sources D), under a GIN index: word and prefix matches ranked by
   ``ts_rank_cd``, as FTS5 ranks by BM25;
 * ``infix``, name, triggers and tags in one text under a ``pg_trgm`` GIN index: any substring of
-  three or more characters, in any script, as FTS5's trigram twin (migration 0004).
+  three or more characters, in any script, as FTS5's trigram twin (migration 0005).
 
 ``pg_trgm`` ships with PostgreSQL and is a trusted extension, so the catalogue's owner may create
 it. :mod:`tireg.registry.search_index` keeps the rows in step; the foreign key only makes sure a
@@ -26,8 +26,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
