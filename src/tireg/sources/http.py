@@ -12,7 +12,8 @@ says *what* to fetch:
 * 429, 5xx, time-outs and dropped connections are retried with exponential backoff and jitter,
   honouring ``Retry-After``, a bounded number of times;
 * redirects are followed a bounded number of times; sizes are capped before and while reading;
-* an HTML page (a login, quota or error page) is recognised from its first bytes and refused;
+* an HTML page (a login, quota or error page) is recognised by its Content-Type or its doctype /
+  ``<html`` root and refused;
 * the file name from ``Content-Disposition`` or the URL is made safe by
   :func:`tireg.paths.safe_part` and joined with :func:`tireg.paths.join_under`.
 
@@ -168,27 +169,23 @@ def filename_from_response(response: requests.Response) -> str | None:
 
 # ------------------------------------------------------------------------------------- sniffing
 
-_HTML_STARTS = (
-    b"<!doctype html",
-    b"<html",
-    b"<head",
-    b"<body",
-    b"<!--",
-    b"<meta",
-    b"<title",
-    b"<script",
-)
+#: a real HTML document's start: a doctype or the ``<html`` root element itself. ``<meta``,
+#: ``<head``, ``<!--`` and the like are not enough: a trigger file such as the real concept
+#: ``<metagabe>``'s ``token_identifier.txt`` starts with them.
+_HTML_ROOT = re.compile(rb"<!doctype\s+html[\s>]|<html[\s>]")
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 
 def looks_like_html(first_bytes: bytes, content_type: str | None = None) -> bool:
-    """True for an HTML page where a file was expected (login, quota, Cloudflare, error pages)."""
+    """True for an HTML page where a file was expected (login, quota, Cloudflare, error pages).
+
+    A page is what the server calls ``text/html`` (and that starts like markup), or anything
+    whose first bytes are a doctype or an ``<html`` root; never a file's first tag alone.
+    """
     head = first_bytes[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(_HTML_STARTS):
+    if _HTML_ROOT.match(head):
         return True
-    is_html_type = (content_type or "").split(";")[0].strip().lower() in {
-        "text/html",
-        "application/xhtml+xml",
-    }
+    is_html_type = (content_type or "").split(";")[0].strip().lower() in _HTML_TYPES
     return is_html_type and head.startswith(b"<")
 
 
