@@ -83,6 +83,7 @@ from tireg.converters.pickle_safe import (
     StorageRef,
     TensorStub,
 )
+from tireg.errors import ends_early
 
 MAX_TOTAL_BYTES = 256 * 1024 * 1024  # all storages of one file, and all arrays built from them
 MAX_PICKLE_BYTES = 64 * 1024 * 1024  # data.pkl of a multi-GB checkpoint is well under 10 MB
@@ -190,7 +191,15 @@ class _Archive:
 
     def __init__(self, source: BinaryIO, data: bytes | None = None) -> None:
         self.data = data
-        self.zip = zipfile.ZipFile(source)
+        try:
+            self.zip = zipfile.ZipFile(source)
+        except zipfile.BadZipFile:
+            source.seek(0)
+            if source.read(4) != _ZIP_MAGIC:
+                raise
+            # a zip is read from its directory at the end: one that starts right and has no
+            # directory stopped early (a cut download), which "not a zip file" would hide
+            _fail(ends_early(source.seek(0, os.SEEK_END)) + ", before the zip's directory")
         infos = self.zip.infolist()
         names = [info.filename for info in infos]
         if len(set(names)) != len(names):
@@ -296,6 +305,10 @@ def _load_legacy(data: bytes, tensors: Tensors) -> Any:
                 _fail(f"legacy storage record {key!r} is unknown or repeated")
             (numel,) = struct.unpack_from("<q", data, pos) if len(data) >= pos + 8 else (-1,)
             end = pos + 8 + ref.numel * ref.itemsize
+            if end > len(data) and numel in (ref.numel, -1):
+                rest = keys[keys.index(key) + 1 :]
+                need = end + sum(8 + r.numel * r.itemsize for k in rest if (r := storages.get(k)))
+                _fail(ends_early(len(data), need))
             if numel != ref.numel or end > len(data):
                 _fail(f"legacy storage record {key!r} is truncated or has the wrong size")
             blobs[key] = data[pos + 8 : end]

@@ -27,6 +27,7 @@ import contextlib
 import email.message
 import email.utils
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -43,6 +44,7 @@ import requests
 
 from tireg import __version__
 from tireg.config import offline
+from tireg.errors import ends_early
 from tireg.files import TMP_SUFFIX, fsync_dir, sha256_file
 from tireg.paths import join_under, safe_part
 from tireg.sources import SourceError
@@ -416,6 +418,9 @@ class _Job:
                         self.progress(done, total)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 out.flush()
+                got = done + _read_before_drop(exc)
+                if total is not None and got < total:
+                    raise _Transient(f"connection dropped; {ends_early(got, total)}") from None
                 raise _Transient(
                     f"connection dropped after {done} bytes ({type(exc).__name__})"
                 ) from None
@@ -426,7 +431,25 @@ class _Job:
             if self.durable:
                 os.fsync(out.fileno())
         if total is not None and done != total:
-            raise _Transient(f"short body: {done} of {total} bytes")
+            too_long = f"the body has {done} bytes, not {total}"
+            raise _Transient(ends_early(done, total) if done < total else too_long)
+
+
+def _read_before_drop(exc: BaseException) -> int:
+    """Bytes urllib3 had read in the failed call before the body ended early (then dropped).
+
+    A body shorter than its ``Content-Length`` raises ``IncompleteRead(partial, expected)``
+    (wrapped in ``ProtocolError``, then requests' ``ChunkedEncodingError``) and the partial
+    chunk is lost with it; its count is what makes "ends after N of M bytes" true.
+    """
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, http.client.IncompleteRead):
+            return len(item.partial) if isinstance(item.partial, bytes) else int(item.partial)
+        if isinstance(item, BaseException):
+            pending.extend(item.args)
+    return 0
 
 
 def _status_error(response: requests.Response) -> SourceError:
