@@ -35,6 +35,7 @@ from tireg.converters.reading import (
 from tireg.converters.writing import (
     CARRIES,
     WRITE_FORMATS,
+    ConvertReport,
     OutputExistsError,
     OutputWriteError,
     convert,
@@ -50,6 +51,7 @@ __all__ = [
     "CLIP_L",
     "UNKNOWN_ENCODER",
     "WRITE_FORMATS",
+    "ConvertReport",
     "Embedding",
     "EmbeddingFileError",
     "Family",

@@ -37,6 +37,7 @@ from tireg.converters import (
     UnsafePickleError,
     read_file,
 )
+from tireg.converters.walking import CONCEPT_IMAGES, WALK_EXTENSIONS, walk
 from tireg.db.schema import (
     CompatRow,
     EmbeddingRow,
@@ -51,11 +52,6 @@ from tireg.files import sha256_file
 from tireg.registry import search_index
 from tireg.registry.store import ContentStore, relative_path
 
-#: extensions tried when walking a folder; a file named on the command line is always tried
-#: (readers decide by content, so a misnamed embedding given explicitly is still found)
-WALK_EXTENSIONS = frozenset(
-    {".pt", ".pth", ".bin", ".safetensors", ".png", ".webp", ".jxl", ".avif"}
-)
 #: pictures that can be previews (jpg cannot hold an A1111 image embedding, png/webp can)
 PICTURE_EXTENSIONS = frozenset({".png", ".webp", ".jpg", ".jpeg", ".jxl", ".avif"})
 #: files recorded per transaction: large enough that commits cost little, small enough that a
@@ -64,9 +60,6 @@ BATCH_FILES = 64
 #: threads reading and storing files ahead of the transaction that records them
 PREPARE_THREADS = 8
 PREPARE_AHEAD = 4 * BATCH_FILES
-#: the sd-concepts-library layout keeps example pictures in this folder beside the embedding
-CONCEPT_IMAGES = "concept_images"
-
 
 IMPORTED, KNOWN, NOT_EMBEDDING, UNSAFE, ERROR, PREVIEW = (
     "imported",
@@ -353,26 +346,6 @@ class _Candidate:
     folder: Path  # the folder named on the command line: its ``local`` source
 
 
-def _walk(root: Path) -> tuple[list[Path], int]:
-    """Candidate files under ``root`` (sorted), and how many other files were skipped.
-
-    Hidden folders (``.git``, ``.cache``) and ``concept_images`` (pictures, recorded as previews)
-    are not entered.
-    """
-    found: list[Path] = []
-    skipped = 0
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != CONCEPT_IMAGES)
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            if Path(name).suffix.lower() in WALK_EXTENSIONS:
-                found.append(Path(folder) / name)
-            else:
-                skipped += 1
-    return found, skipped
-
-
 def _read(path: Path) -> Embedding | FileOutcome:
     """Read one file, or say why it is not imported. Never raises for a bad file."""
     where = str(path)
@@ -520,7 +493,7 @@ def add_paths(
         root = given.resolve()
         folder = root if root.is_dir() else root.parent
         if root.is_dir():
-            files, skipped = _walk(root)
+            files, skipped = walk(root)
             report.skipped += skipped
         else:
             files = [root]
