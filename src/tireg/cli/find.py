@@ -240,6 +240,7 @@ def show_command(
     facts.add_column("value", overflow="fold")
     for key in (
         "name",
+        "trained_as",
         "vectors_sha256",
         "family",
         "num_vectors",

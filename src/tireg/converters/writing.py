@@ -31,7 +31,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tireg.converters import a1111_png, internal, layouts, safetensors_file, walking
+from tireg.converters import (
+    a1111_png,
+    internal,
+    layouts,
+    prompt_words,
+    safetensors_file,
+    walking,
+)
 from tireg.converters.embedding import Embedding
 from tireg.converters.errors import UnsupportedConversionError
 from tireg.errors import TiregError
@@ -345,25 +352,13 @@ def _target(path: Path, embedding: Embedding, fmt: str, folder: Path) -> Path:
     return folder / (output_stem(path, embedding) + EXTENSIONS[fmt])
 
 
-#: stems that name the training script, not the concept: diffusers' ``textual_inversion.py``
-#: saves every concept as ``learned_embeds.bin`` / ``.safetensors`` (``_2`` for SDXL's second
-#: encoder), so such a file is named by the token inside it instead
-GENERIC_STEMS = frozenset({"learned_embeds", "learned_embeds_2"})
-#: image cards: A1111 names them by the ``name`` inside
-_IMAGE_SUFFIXES = frozenset({".png", ".webp", ".jxl", ".avif"})
-
-
 def output_stem(path: Path, embedding: Embedding) -> str:
-    """The file stem an output of ``path`` keeps: the prompt word A1111 gave the input.
-
-    A1111 uses a ``.pt``/``.bin``/``.safetensors`` file's stem as its prompt word and ignores
-    the ``name`` inside (``modules/textual_inversion/textual_inversion.py``,
-    ``EmbeddingDatabase.load_from_file``: ``name, ext = os.path.splitext(filename)``); only an
-    image card's ``name`` replaces it (``name = data.get('name', name)``). So the stem is kept,
-    except for image cards and diffusers' generic ``learned_embeds``, named by what is inside.
+    """The file stem an output of ``path`` keeps: the prompt word A1111 gave the input
+    (:mod:`.prompt_words`), so the converted file is typed as the original was. Image cards
+    and diffusers' generic ``learned_embeds`` are named by the name inside instead.
     """
     tireg_ext = EXTENSIONS["tireg"]
     stem = path.name[: -len(tireg_ext)] if path.name.endswith(tireg_ext) else path.stem
-    if path.suffix.lower() in _IMAGE_SUFFIXES or stem in GENERIC_STEMS:
+    if path.suffix.lower() in prompt_words.IMAGE_SUFFIXES or stem in prompt_words.GENERIC_STEMS:
         return safe_stem(embedding.name) or safe_stem(stem) or "embedding"
     return safe_stem(stem) or safe_stem(embedding.name) or "embedding"

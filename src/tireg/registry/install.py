@@ -192,7 +192,7 @@ def _plan(
                 path=dest.root,
                 hint="--force installs it anyway",
             )
-        stem = uis.file_stem(dest.target, as_name or row.name)
+        stem = uis.file_stem(dest.target, as_name or query.prompt_word(row))
         embedding = store.get(row.vectors_sha256).with_meta(name=stem)
         blobs = encode(embedding, dest.fmt)
         paths = output_paths(folder / f"{stem}{EXTENSIONS[dest.fmt]}", len(blobs))
