@@ -32,11 +32,18 @@ from sqlalchemy.orm import Session, selectinload
 from tireg import config
 from tireg.converters import EmbeddingFileError, encode, read_file
 from tireg.converters.writing import EXTENSIONS, output_paths
-from tireg.db.schema import EmbeddingRow, InstallRow, PreviewRow, utcnow
+from tireg.db.schema import (
+    EmbeddingRow,
+    InstallRow,
+    PreviewRow,
+    ProvenanceRow,
+    SourceRow,
+    utcnow,
+)
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, sha256_file
-from tireg.registry import compat, query, remote, uis
+from tireg.registry import available, compat, query, remote, source_sync, uis
 from tireg.registry.store import ContentStore
 from tireg.sources.http import Progress
 
@@ -422,7 +429,8 @@ def install_specs(
     typo costs nothing. Without ``dest`` remote specs are only catalogued. ``hf_endpoint``
     overrides ``HF_ENDPOINT`` for ``hf:`` specs.
     """
-    local = [s for s in specs if not remote.is_remote_spec(s)]
+    from_sources = [i for i in map(available.source_id, specs) if i is not None]
+    local = [s for s in specs if not remote.is_remote_spec(s) and available.source_id(s) is None]
     if local and dest is None:
         raise InstallError(
             f"where should {local[0]!r} go?", hint="pass --ui UI (with --ui-root) or --to DIR"
@@ -435,6 +443,7 @@ def install_specs(
         fetched_ids += remote.install_remote(
             catalogue, spec, sha256=sha256, progress=progress, hf_endpoint=hf_endpoint
         )
+    fetched_ids += _fetch_sources(catalogue, from_sources)
     cached = remote_specs if config.offline() else []  # offline, every source reads its cache
     with catalogue.reading() as session:
         rows += [session.get_one(EmbeddingRow, i) for i in dict.fromkeys(fetched_ids)]
@@ -447,6 +456,28 @@ def install_specs(
         catalogue, rows, dest, as_name=as_name, force=force, model=model, refs=refs
     )
     return InstallResult(fetched, outcomes, cached)
+
+
+def _fetch_sources(catalogue: Catalogue, ids: Sequence[int]) -> list[int]:
+    """Sync the catalogued sources ``ids`` (``source:ID`` specs, shown by search for what is
+    available but not downloaded); return the embeddings they hold."""
+    if not ids:
+        return []
+    with catalogue.reading() as session:
+        missing = [i for i in ids if session.get(SourceRow, i) is None]
+    if missing:
+        raise InstallError(
+            f"no source {available.SOURCE_PREFIX}{missing[0]}", hint="list them: tireg source list"
+        )
+    for outcome in source_sync.sync_sources(catalogue, ids=list(ids)).sources:
+        if outcome.status in ("failed", "gone", "manual"):
+            raise InstallError(
+                f"{outcome.status}: {outcome.message or 'nothing could be fetched'}",
+                path=outcome.locator,
+            )
+    with catalogue.reading() as session:
+        found = select(ProvenanceRow.embedding_id).where(ProvenanceRow.source_id.in_(list(ids)))
+        return list(dict.fromkeys(session.scalars(found.order_by(ProvenanceRow.id))))
 
 
 # -- what is installed -----------------------------------------------------------------------
