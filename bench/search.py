@@ -53,7 +53,7 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="tireg-bench-search-")
     os.environ["TIREG_HOME"] = home
     from tireg.db.schema import EmbeddingRow, TagRow, name_key
-    from tireg.db.session import FTS_TABLE, open_catalogue
+    from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE, open_catalogue
     from tireg.registry import query
     from tireg.registry.query import Filters
 
@@ -119,6 +119,13 @@ def main() -> None:
                 text(
                     f"INSERT INTO {FTS_TABLE} (rowid, name, triggers, description, tags, sources) "
                     "VALUES (:id, :name, :triggers, :description, :tags, :sources)"
+                ),
+                fts,
+            )
+            session.execute(
+                text(
+                    f"INSERT INTO {TRIGRAM_TABLE} (rowid, name, triggers, tags) "
+                    "VALUES (:id, :name, :triggers, :tags)"
                 ),
                 fts,
             )

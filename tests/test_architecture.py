@@ -21,7 +21,9 @@ ALLOWED: dict[str, set[str]] = {
     "db": set(),
     "checkpoints": {"converters"},
     "registry": {"db", "converters", "checkpoints", "sources"},
-    "cli": {"db", "converters", "checkpoints", "sources", "registry"},
+    "pipelines": {"converters", "checkpoints"},
+    "validate": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
+    "cli": {"db", "converters", "checkpoints", "sources", "registry", "pipelines", "validate"},
 }
 # leaves are below everything; converters may not even use config (it knows no state)
 LEAF_EXCEPTIONS = {"converters": {"tireg.config"}}

@@ -53,7 +53,7 @@ def test_install_lands_under_the_word_users_type(tireg_cli, tmp_path: Path) -> N
     assert Path(record["path"]).stem == "bad_prompt_version2" and Path(record["path"]).is_file()
 
 
-def test_a_catalogue_from_0003_learns_its_file_stems(tmp_path: Path) -> None:
+def test_a_catalogue_from_0004_learns_its_file_stems(tmp_path: Path) -> None:
     import sqlite3
 
     from alembic import command
@@ -64,7 +64,7 @@ def test_a_catalogue_from_0003_learns_its_file_stems(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     with open_catalogue(url) as cat, cat.engine.begin() as conn:
-        command.downgrade(alembic_config(conn), "0003")
+        command.downgrade(alembic_config(conn), "0004")
     raw = sqlite3.connect(tmp_path / "old.sqlite")
     with raw:
         raw.execute(
@@ -78,7 +78,7 @@ def test_a_catalogue_from_0003_learns_its_file_stems(tmp_path: Path) -> None:
             [("/e/bad_prompt_version2.pt", "cd"), ("/hub/learned_embeds.bin", "ef")],
         )
     raw.close()
-    with open_catalogue(url) as cat, cat.reading() as session:  # upgrades to head
+    with open_catalogue(url) as cat, cat.reading() as session:  # upgrades to head (0005)
         row = query.resolve(session, "BAD_PROMPT_VERSION2")
         assert [w.word for w in row.prompt_words] == ["bad_prompt_version2"]
         assert query.refs(session, [row]) == {1: "bad_prompt_version2"}

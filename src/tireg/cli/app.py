@@ -19,7 +19,19 @@ from tireg.cli.output import err_console, printable
 from tireg.errors import TiregError
 
 #: command-group modules under tireg.cli, in the order their commands appear in --help
-GROUPS = ("formats", "add", "source", "find", "install", "remote", "models", "tools", "doctor")
+GROUPS = (
+    "formats",
+    "add",
+    "source",
+    "find",
+    "install",
+    "remote",
+    "publish",
+    "models",
+    "validate",
+    "tools",
+    "doctor",
+)
 
 app = typer.Typer(
     name="tireg",
@@ -30,7 +42,7 @@ app = typer.Typer(
         "Example: tireg inspect embeddings/*.pt"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 

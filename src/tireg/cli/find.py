@@ -13,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.orm import Session
 
-from tireg.cli.options import DbOption, JsonOption
+from tireg.cli import completion
+from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
 from tireg.cli.output import console, print_json
 from tireg.db import open_catalogue
 from tireg.db.session import Catalogue
@@ -51,6 +52,7 @@ CompatibleOption = Annotated[
         "--compatible-with",
         metavar="MODEL",
         help="Only embeddings that work on this model (checkpoint path, hash or name).",
+        autocompletion=completion.model_names,
     ),
 ]
 
@@ -240,7 +242,7 @@ def _print_remote(found: list[dict[str, Any]], json_out: bool) -> None:
 
 
 def show_command(
-    name: Annotated[str, typer.Argument(help="NAME, NAME@HEX or a hash prefix.")],
+    name: NameArgument,
     source: SourceOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -287,12 +289,35 @@ def show_command(
     _records("installs", data["installs"], ("state", "target", "path", "format"))
     _records("compatibility", data["compat"], ("relation", "model_ref", "evidence"))
     _records("previews", data["previews"], ("location", "sha256"))
+    if data["validations"]:
+        console.print(validations_table(data["validations"]))
     if info.same_name:
         console.print(
             "same name, other embeddings: " + ", ".join(info.same_name),
             markup=False,
             soft_wrap=True,
         )
+
+
+def validations_table(runs: list[dict[str, Any]]) -> Table:
+    """Recorded validation runs (:func:`tireg.registry.validations.run_record`), one per row;
+    ``show`` and ``validations`` both print it."""
+    table = Table(title="validations")
+    for column in ("run", "when", "models", "embeddings", "seeds", "grid"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        models = ", ".join(
+            f"{m['name']} [{(m['autov2'] or m['sha256'] or '-')[:10]}]" for m in run["models"]
+        )
+        table.add_row(
+            str(run["id"]),
+            f"{run['started_at']:%Y-%m-%d %H:%M}",
+            Text(models),
+            Text(", ".join(e["ref"] or "" for e in run["embeddings"])),
+            ", ".join(map(str, run["seeds"])),
+            Text(run["grid"] + ("" if run["grid_present"] else " (missing)")),
+        )
+    return table
 
 
 def _text(value: Any) -> str:
@@ -313,7 +338,7 @@ def _records(title: str, records: list[dict[str, Any]], columns: tuple[str, ...]
 
 
 def tag_command(
-    name: Annotated[str, typer.Argument(help="NAME, NAME@HEX or a hash prefix.")],
+    name: NameArgument,
     add: Annotated[list[str] | None, typer.Argument(help="Tags to add.")] = None,
     remove: Annotated[
         list[str] | None, typer.Option("--remove", "-r", help="A tag to remove (repeatable).")
@@ -335,7 +360,7 @@ def tag_command(
 
 
 def rm_command(
-    names: Annotated[list[str], typer.Argument(help="NAMEs, NAME@HEX or hash prefixes.")],
+    names: NamesArgument,
     uninstall: Annotated[
         bool, typer.Option("--uninstall", help="Also delete the files tireg installed.")
     ] = False,

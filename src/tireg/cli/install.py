@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from tireg.cli import completion
 from tireg.cli.find import NAMING_RULE, SourceOption
-from tireg.cli.options import DbOption, HfEndpointOption, JsonOption
+from tireg.cli.options import DbOption, HfEndpointOption, JsonOption, NamesArgument
 from tireg.cli.output import byte_progress, console, err_console, print_json
 from tireg.db import open_catalogue
 from tireg.errors import TiregError
@@ -69,7 +70,8 @@ def install_command(
         list[str],
         typer.Argument(
             help="Catalogue NAMEs, or remote specs: hf:OWNER/REPO[@REV], civitai:MODEL[@VERSION], "
-            "a URL or a MEGA link."
+            "a URL or a MEGA link.",
+            autocompletion=completion.embedding_refs,
         ),
     ],
     ui: UiOption = None,
@@ -93,6 +95,7 @@ def install_command(
             "--model",
             metavar="MODEL",
             help="Refuse embeddings that cannot work on this model (path, hash or name).",
+            autocompletion=completion.model_names,
         ),
     ] = None,
     source: SourceOption = None,
@@ -155,7 +158,7 @@ def install_command(
 
 
 def uninstall_command(
-    names: Annotated[list[str], typer.Argument(help="NAMEs, NAME@HEX or hash prefixes.")],
+    names: NamesArgument,
     ui: Annotated[Target | None, typer.Option("--ui", help="Only from this UI (or dir).")] = None,
     under: Annotated[
         Path | None, typer.Option("--under", metavar="DIR", help="Only files under this folder.")

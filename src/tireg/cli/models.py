@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tireg.checkpoints import FAMILY_LABELS, file_hashes
+from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import byte_progress, console, print_json
 from tireg.db import open_catalogue
@@ -235,7 +236,13 @@ _STYLE = {
 
 def check(
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Checkpoint path, hash (8/10/64 hex) or name.")
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Checkpoint path, hash (8/10/64 hex) or name.",
+            autocompletion=completion.model_names,
+        ),
     ],
     embeddings: Annotated[
         list[str] | None,

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from tireg.cli import completion
+
 #: ``--db URL``: which catalogue to use (any SQLAlchemy URL); ``TIREG_DATABASE_URL`` sets it too.
 DbOption = Annotated[
     str | None,
@@ -25,4 +27,20 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 HfEndpointOption = Annotated[
     str | None,
     typer.Option("--hf-endpoint", metavar="URL", help="Hub URL (default: HF_ENDPOINT)."),
+]
+
+#: ``NAME``: one embedding under the naming rule, completed from the catalogue.
+NameArgument = Annotated[
+    str,
+    typer.Argument(
+        help="NAME, NAME@HEX or a hash prefix.", autocompletion=completion.embedding_refs
+    ),
+]
+
+#: ``NAMES...``: several embeddings under the naming rule, completed from the catalogue.
+NamesArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="NAMEs, NAME@HEX or hash prefixes.", autocompletion=completion.embedding_refs
+    ),
 ]

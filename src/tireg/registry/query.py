@@ -51,8 +51,14 @@ from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.registry.search_index import has_index
 
-#: what the trigram index covers (migration 0003)
+#: what the trigram index covers (the trigram migration)
 _TRIGRAM_COLUMNS = ("name", "triggers", "tags")
+#: at most this many word matches are scored by BM25 in one question (see :func:`search`)
+RANK_CAP = 2000
+_WORD_MATCHES = (
+    f"SELECT rowid AS id, rank FROM (SELECT rowid, rank FROM {FTS_TABLE} "  # noqa: S608
+    f"WHERE {FTS_TABLE} MATCH :q LIMIT :cap)"
+)
 
 #: hex digits a bare spec needs before it is also tried as a vectors-sha256 prefix
 MIN_HASH_PREFIX = 6
@@ -134,6 +140,8 @@ class EmbeddingDetails:
     #: pictures of what it does: a file path (beside the embedding, or kept under
     #: ``TIREG_HOME/previews``) or an image URL, with the sha256 where the bytes were seen
     previews: list[dict[str, Any]] = field(default_factory=list)
+    #: ``tireg validate`` runs that rendered it, newest first, with their grids
+    validations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +154,7 @@ class EmbeddingDetails:
             "compat": self.compat,
             "same_name": self.same_name,
             "previews": self.previews,
+            "validations": self.validations,
         }
 
 
@@ -451,7 +460,8 @@ def search(
 ) -> list[EmbeddingSummary]:
     """The ``limit`` best matches of ``query`` among embeddings matching ``filters``.
 
-    1. Word matches first, best BM25 first (every word must match, the last also as a prefix).
+    1. Word matches first, best BM25 first (every word must match, the last also as a prefix):
+       those in the name, triggers or tags, then those anywhere else (description, sources).
     2. When those are fewer than ``limit``, infix matches from the trigram index follow: any
        substring of the name, triggers or tags (``板蓝根`` in ``大猫板蓝根-100000``, ``yuno`` in
        ``gasaiyuno``). Words of one or two characters, below a trigram, match by ``LIKE`` on
@@ -465,16 +475,26 @@ def search(
     if not has_index(session):
         return _search_like(session, query, filters, limit=limit)
     hits: list[tuple[int, float]] = []
+
+    def add(more: list[tuple[int, float]]) -> None:
+        found = {i for i, _ in hits}
+        hits.extend([hit for hit in more if hit[0] not in found][: limit - len(hits)])
+
     match = fts_query(query)
     if match is not None:
-        words = f"SELECT rowid AS id, rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q"  # noqa: S608
-        hits = _ranked(session, text(words).bindparams(q=match), filters, limit)
+        # names, triggers and tags first: what people type, and few matches even for words in
+        # every description, so BM25 scores thousands of rows rather than the whole catalogue
+        named = text(_WORD_MATCHES).bindparams(q=f"{{name triggers tags}} : ({match})", cap=-1)
+        add(_ranked(session, named, filters, limit))
+        if len(hits) < limit:
+            # then every column; BM25 ranks at most RANK_CAP matches (the first by id), so a
+            # word in nearly every row costs a bounded amount, while rarer words rank exactly
+            anywhere = text(_WORD_MATCHES).bindparams(q=match, cap=RANK_CAP)
+            add(_ranked(session, anywhere, filters, limit + len(hits)))
     if len(hits) < limit:
         infix = _infix_matches(query)
         if infix is not None:
-            found = {i for i, _ in hits}
-            more = _ranked(session, infix, filters, limit + len(hits))
-            hits += [hit for hit in more if hit[0] not in found][: limit - len(hits)]
+            add(_ranked(session, infix, filters, limit + len(hits)))
     ranks = dict(hits)
     rows = session.scalars(
         select(EmbeddingRow)
@@ -629,6 +649,8 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
         {"relation": c.relation, "model_ref": c.model_ref, "evidence": c.evidence}
         for c in sorted(row.compat, key=lambda c: c.id)
     ]
+    from tireg.registry import validations  # it names embeddings through this module
+
     others = [r for r in _rows_named(session, [prompt_word(row), row.name]) if r.id != row.id]
     (summary,) = _summaries(session, [row])
     path = store_file(row)
@@ -644,6 +666,9 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
         previews=[
             {"location": p.location, "sha256": p.sha256}
             for p in sorted(row.previews, key=lambda p: p.id)
+        ],
+        validations=[
+            validations.run_record(run) for run in validations.runs_of_embedding(session, row.id)
         ],
     )
 

@@ -1,4 +1,4 @@
-"""0004: ``prompt_words``, the names users type: the stems of the files an embedding came from.
+"""0005: ``prompt_words``, the names users type: the stems of the files an embedding came from.
 
 Why: A1111 types a ``.pt``/``.bin``/``.safetensors`` embedding by its file stem and ignores the
 name stored inside (``modules/textual_inversion/textual_inversion.py``,
@@ -19,8 +19,8 @@ from pathlib import PurePath
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
