@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tireg.cli.output import console, err_console, print_json
+from tireg.cli.output import console, err_console, print_json, printable
 
 _FORMATS_HELP = "tireg, a1111-pt, diffusers-bin, diffusers-safetensors, safetensors, png"
 
@@ -130,7 +130,8 @@ def convert(
         console.print(f"{source} -> {targets}", markup=False, highlight=False, soft_wrap=True)
     for source, error in report.failed:
         line = str(error) if error.path == str(source) else f"{source}: {error}"
-        err_console.print(f"not converted: {line}", markup=False, highlight=False, soft_wrap=True)
+        # one line per file, as the CLI's own error line: controls and newlines escaped
+        err_console.print(printable(f"error: {line}", one_line=True), markup=False, soft_wrap=True)
     if not report.converted and not report.failed:
         err_console.print("nothing to convert")
     if report.failed:
