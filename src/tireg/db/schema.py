@@ -88,6 +88,12 @@ class EmbeddingRow(Base):
     installs: Mapped[list[InstallRow]] = relationship(
         back_populates="embedding", cascade="all, delete-orphan"
     )
+    prompt_words: Mapped[list[PromptWordRow]] = relationship(
+        back_populates="embedding",
+        cascade="all, delete-orphan",
+        order_by="PromptWordRow.id",
+        lazy="selectin",  # the name listings and messages show, wherever the row travels
+    )
 
     @validates("name")
     def _keep_name_key(self, _key: str, name: str) -> str:
@@ -161,6 +167,29 @@ class ProvenanceRow(Base):
 
     embedding: Mapped[EmbeddingRow] = relationship(back_populates="provenance")
     source: Mapped[SourceRow | None] = relationship(back_populates="provenance")
+
+
+class PromptWordRow(Base):
+    """A word a prompt types for an embedding: the stem of a file it was read from.
+
+    A1111 types a tensor file by its stem, not the name inside (see
+    :mod:`tireg.converters.prompt_words`), so ``bad_prompt_version2.pt`` holding the name
+    ``bad_prompt`` is known to its users as ``bad_prompt_version2``. The first one recorded is
+    what listings show; every one names the embedding (the naming rule in
+    :mod:`tireg.registry.query`).
+    """
+
+    __tablename__ = "prompt_words"
+    __table_args__ = (UniqueConstraint("embedding_id", "word_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    embedding_id: Mapped[int] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="CASCADE"), index=True
+    )
+    word: Mapped[str] = mapped_column(String)
+    word_key: Mapped[str] = mapped_column(String, index=True)  # name_key(word)
+
+    embedding: Mapped[EmbeddingRow] = relationship(back_populates="prompt_words")
 
 
 class PreviewRow(Base):

@@ -4,8 +4,10 @@
 ``cat-toy`` from different sources, three ``gasai yuno`` steps of one training run. A spec names
 exactly one embedding or the command refuses it:
 
-* ``NAME`` matches embeddings whose trigger is NAME, ignoring case and ``<...>`` brackets
-  (``birb-style`` finds ``<birb-style>``); spaces are part of the name (quote it in the shell);
+* ``NAME`` matches embeddings whose trigger is NAME, or one of whose files is named NAME (the
+  stem of ``NAME.pt``: A1111 types a file by its stem, whatever name it holds; see
+  :mod:`tireg.converters.prompt_words`), ignoring case and ``<...>`` brackets (``birb-style``
+  finds ``<birb-style>``); spaces are part of the name (quote it in the shell);
 * a bare hex string of 6 or more digits also matches embeddings whose vectors sha256 starts
   with it (the union of both is taken, so a name that happens to be hex is never shadowed);
 * ``NAME@HEX`` matches only NAME's embeddings whose vectors sha256 starts with HEX;
@@ -13,7 +15,8 @@ exactly one embedding or the command refuses it:
   or whose source locator or file location contains S.
 
 One candidate: that is the one. None: an error. Several: an error listing every candidate as the
-exact ``NAME@HEX`` to type. Every listing shows that ``ref`` too, so what you see is what you type.
+exact ``NAME@HEX`` to type. Every listing shows that ``ref`` too, so what you see is what you type;
+its NAME is the :func:`prompt_word` (the first file stem recorded, else the trained-as name).
 
 **Search** goes through the search index (name, triggers, description, tags, sources; one row
 per ``embeddings.id``: FTS5 on SQLite, ``tsvector`` and ``pg_trgm`` on PostgreSQL, see
@@ -25,7 +28,6 @@ at about a microsecond per matching row instead of a scan per filter.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePath
@@ -35,9 +37,11 @@ from sqlalchemy import Select, and_, exists, func, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
+from tireg.converters.prompt_words import file_prompt_word
 from tireg.db.schema import (
     EmbeddingRow,
     InstallRow,
+    PromptWordRow,
     ProvenanceRow,
     SourceRow,
     TagRow,
@@ -96,6 +100,7 @@ class EmbeddingSummary:
 
     id: int
     ref: str
+    #: what users type (:func:`prompt_word`); ``trained_as`` is the name inside the file
     name: str
     vectors_sha256: str
     family: str
@@ -108,6 +113,7 @@ class EmbeddingSummary:
     step: int | None = None
     trained_on: str | None = None
     rank: float | None = None
+    trained_as: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,9 +158,15 @@ class EmbeddingDetails:
 # -- naming ----------------------------------------------------------------------------------
 
 
+def prompt_word(row: EmbeddingRow) -> str:
+    """What users type for ``row``: the stem of the first file it was read from (A1111's
+    prompt word), else the name it was trained as (a Hub token, an image card's name)."""
+    return row.prompt_words[0].word if row.prompt_words else row.name
+
+
 def ref_of(row: EmbeddingRow, hex_digits: int = REF_HEX) -> str:
     """The ``NAME@HEX`` spec that names ``row``."""
-    return f"{row.name}@{row.vectors_sha256[:hex_digits]}"
+    return f"{prompt_word(row)}@{row.vectors_sha256[:hex_digits]}"
 
 
 def _refs(rows: Sequence[EmbeddingRow]) -> list[str]:
@@ -166,9 +178,11 @@ def _refs(rows: Sequence[EmbeddingRow]) -> list[str]:
 
 
 def _named(wanted: set[str]) -> Any:
-    """A WHERE clause for embeddings whose :func:`~tireg.db.schema.name_key` is in ``wanted``
-    (a lookup on the indexed ``name_key`` column)."""
-    return EmbeddingRow.name_key.in_(sorted(wanted))
+    """A WHERE clause for embeddings whose :func:`~tireg.db.schema.name_key` or one of whose
+    prompt words' keys is in ``wanted`` (lookups on the indexed key columns)."""
+    keys = sorted(wanted)
+    by_word = select(PromptWordRow.embedding_id).where(PromptWordRow.word_key.in_(keys))
+    return or_(EmbeddingRow.name_key.in_(keys), EmbeddingRow.id.in_(by_word))
 
 
 def _rows_named(session: Session, names: Iterable[str]) -> list[EmbeddingRow]:
@@ -211,12 +225,40 @@ def candidates(session: Session, spec: str, *, source: str | None = None) -> lis
 
 
 def refs(session: Session, rows: Iterable[EmbeddingRow]) -> dict[int, str]:
-    """The shortest spec naming each row: the bare name where no other embedding shares it,
-    else ``NAME@HEX``. Listings show these, so what a user sees is what they can type."""
+    """The shortest spec naming each row: its :func:`prompt_word` where no other embedding
+    answers to that word, else ``WORD@HEX``. Listings show these, so what a user sees is what
+    they can type."""
     rows = list(rows)
-    wanted = {r.name_key for r in rows}
-    namesakes = Counter(session.scalars(select(EmbeddingRow.name_key).where(_named(wanted))))
-    return {r.id: ref_of(r) if namesakes[r.name_key] > 1 else r.name for r in rows}
+    words = {r.id: prompt_word(r) for r in rows}
+    wanted = {name_key(w) for w in words.values()}
+    keys = sorted(wanted)
+    named = select(EmbeddingRow.name_key, EmbeddingRow.id).where(EmbeddingRow.name_key.in_(keys))
+    worded = select(PromptWordRow.word_key, PromptWordRow.embedding_id).where(
+        PromptWordRow.word_key.in_(keys)
+    )
+    answering: dict[str, set[int]] = {}
+    for key, embedding_id in [*session.execute(named), *session.execute(worded)]:
+        answering.setdefault(key, set()).add(embedding_id)
+    return {
+        r.id: ref_of(r) if len(answering.get(name_key(words[r.id]), ())) > 1 else words[r.id]
+        for r in rows
+    }
+
+
+def add_prompt_word(session: Session, embedding_id: int, location: str) -> bool:
+    """Record the word A1111 types for the file at ``location`` as a name of the embedding
+    (nothing for image cards and generic ``learned_embeds``); say if it was new."""
+    word = file_prompt_word(location)
+    if word is None:
+        return False
+    key = name_key(word)
+    known = select(PromptWordRow.id).where(
+        PromptWordRow.embedding_id == embedding_id, PromptWordRow.word_key == key
+    )
+    if session.scalar(known) is not None:
+        return False
+    session.add(PromptWordRow(embedding_id=embedding_id, word=word, word_key=key))
+    return True
 
 
 def resolve(session: Session, spec: str, *, source: str | None = None) -> EmbeddingRow:
@@ -364,7 +406,7 @@ def _summaries(
         EmbeddingSummary(
             id=r.id,
             ref=shown[r.id],
-            name=r.name,
+            name=prompt_word(r),
             vectors_sha256=r.vectors_sha256,
             family=r.family,
             num_vectors=r.num_vectors,
@@ -374,6 +416,7 @@ def _summaries(
             step=r.step,
             trained_on=_trained_on(r),
             rank=None if ranks is None else ranks[r.id],
+            trained_as=r.name,
         )
         for r in rows
     ]
@@ -481,7 +524,8 @@ def _search_like(
     found = _filtered(select(EmbeddingRow).where(*conditions), filters)
     found = found.order_by(func.lower(EmbeddingRow.name), EmbeddingRow.id).limit(limit)
     return _summaries(
-        session, list(session.scalars(found.options(selectinload(EmbeddingRow.tags))))
+        session,
+        list(session.scalars(found.options(selectinload(EmbeddingRow.tags)))),
     )
 
 
@@ -560,7 +604,7 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
     ]
     from tireg.registry import validations  # it names embeddings through this module
 
-    others = [r for r in _rows_named(session, [row.name]) if r.id != row.id]
+    others = [r for r in _rows_named(session, [prompt_word(row), row.name]) if r.id != row.id]
     (summary,) = _summaries(session, [row])
     path = store_file(row)
     return EmbeddingDetails(

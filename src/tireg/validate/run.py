@@ -191,7 +191,7 @@ def _subjects(catalogue: Catalogue, specs: Sequence[str]) -> list[Subject]:
             subjects.append(
                 Subject(
                     query.refs(session, [row])[row.id],
-                    uis.file_stem("a1111", row.name),
+                    uis.file_stem("a1111", query.prompt_word(row)),  # what install writes
                     store.get(row.vectors_sha256),
                     row.vectors_sha256,
                     sha256_file(store.path(row.vectors_sha256)),
