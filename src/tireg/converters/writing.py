@@ -31,11 +31,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tireg import prompt_words
 from tireg.converters import (
     a1111_png,
     internal,
     layouts,
-    prompt_words,
     safetensors_file,
     walking,
 )
@@ -354,7 +354,7 @@ def _target(path: Path, embedding: Embedding, fmt: str, folder: Path) -> Path:
 
 def output_stem(path: Path, embedding: Embedding) -> str:
     """The file stem an output of ``path`` keeps: the prompt word A1111 gave the input
-    (:mod:`.prompt_words`), so the converted file is typed as the original was. Image cards
+    (:mod:`tireg.prompt_words`), so the converted file is typed as the original was. Image cards
     and diffusers' generic ``learned_embeds`` are named by the name inside instead.
     """
     tireg_ext = EXTENSIONS["tireg"]

@@ -173,7 +173,7 @@ class PromptWordRow(Base):
     """A word a prompt types for an embedding: the stem of a file it was read from.
 
     A1111 types a tensor file by its stem, not the name inside (see
-    :mod:`tireg.converters.prompt_words`), so ``bad_prompt_version2.pt`` holding the name
+    :mod:`tireg.prompt_words`), so ``bad_prompt_version2.pt`` holding the name
     ``bad_prompt`` is known to its users as ``bad_prompt_version2``. The first one recorded is
     what listings show; every one names the embedding (the naming rule in
     :mod:`tireg.registry.query`).

@@ -6,7 +6,7 @@ exactly one embedding or the command refuses it:
 
 * ``NAME`` matches embeddings whose trigger is NAME, or one of whose files is named NAME (the
   stem of ``NAME.pt``: A1111 types a file by its stem, whatever name it holds; see
-  :mod:`tireg.converters.prompt_words`), ignoring case and ``<...>`` brackets (``birb-style``
+  :mod:`tireg.prompt_words`), ignoring case and ``<...>`` brackets (``birb-style``
   finds ``<birb-style>``); spaces are part of the name (quote it in the shell);
 * a bare hex string of 6 or more digits also matches embeddings whose vectors sha256 starts
   with it (the union of both is taken, so a name that happens to be hex is never shadowed);
@@ -37,7 +37,6 @@ from sqlalchemy import Select, and_, exists, func, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
-from tireg.converters.prompt_words import file_prompt_word
 from tireg.db.schema import (
     EmbeddingRow,
     InstallRow,
@@ -49,6 +48,7 @@ from tireg.db.schema import (
 )
 from tireg.errors import TiregError
 from tireg.files import sha256_file
+from tireg.prompt_words import file_prompt_word
 from tireg.registry import search_index
 from tireg.registry.lineage import lineage_of
 

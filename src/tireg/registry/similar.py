@@ -167,7 +167,6 @@ def family_matrix(
        only new embeddings from the store.
     3. Save the cache with the new fingerprint.
     """
-    store = store if store is not None else ContentStore()
     fingerprint = _fingerprint(catalogue, family)
     loaded = _load_cache(family)
     if loaded is not None and loaded[1] == fingerprint:
@@ -188,6 +187,8 @@ def family_matrix(
             rows.append(np.asarray(cached.unit_means[at]))
             keys.append(bytes(cached.fp16_keys[at]))
             continue
+        if store is None:  # made only now: opening a store sweeps its folders
+            store = ContentStore()
         embedding = store.get(sha)
         vector, key = features(embedding)
         encoders = len(embedding.vectors)
