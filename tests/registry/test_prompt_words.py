@@ -60,7 +60,7 @@ def test_a_catalogue_from_0006_learns_its_file_stems(tmp_path: Path) -> None:
 
     from tireg.db import open_catalogue
     from tireg.db.session import alembic_config
-    from tireg.registry import query
+    from tireg.registry import naming
 
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     with open_catalogue(url) as cat, cat.engine.begin() as conn:
@@ -79,6 +79,6 @@ def test_a_catalogue_from_0006_learns_its_file_stems(tmp_path: Path) -> None:
         )
     raw.close()
     with open_catalogue(url) as cat, cat.reading() as session:  # upgrades to head
-        row = query.resolve(session, "BAD_PROMPT_VERSION2")
+        row = naming.resolve(session, "BAD_PROMPT_VERSION2")
         assert [w.word for w in row.prompt_words] == ["bad_prompt_version2"]
-        assert query.refs(session, [row]) == {1: "bad_prompt_version2"}
+        assert naming.refs(session, [row]) == {1: "bad_prompt_version2"}

@@ -11,7 +11,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from tireg.db.schema import CheckpointRow, EmbeddingRow, PromptWordRow, name_key
-from tireg.registry.query import REF_HEX, candidates, refs
+from tireg.registry.naming import REF_HEX, candidates, refs
 
 #: at most this many suggestions; a shell shows no more than a screenful anyway
 LIMIT = 50

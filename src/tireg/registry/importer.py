@@ -52,7 +52,7 @@ from tireg.db.schema import (
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import sha256_file
-from tireg.registry import query, search_index
+from tireg.registry import naming, search_index
 from tireg.registry.store import ContentStore, relative_path
 
 #: pictures that can be previews (jpg cannot hold an A1111 image embedding, png/webp can)
@@ -253,7 +253,7 @@ def _record(
                 revision=file.revision,
             )
         )
-        query.add_prompt_word(session, row.id, file.location)  # A1111 types the file's stem
+        naming.add_prompt_word(session, row.id, file.location)  # A1111 types the file's stem
         changed = True
     facts = _compat_facts(embedding, hints)
     if not created:

@@ -43,7 +43,7 @@ from tireg.db.schema import (
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, read_capped, sha256_file
-from tireg.registry import available, compat, query, remote, source_sync, uis
+from tireg.registry import available, compat, naming, query, remote, source_sync, uis
 from tireg.registry.store import ContentStore
 from tireg.sources.http import Progress
 
@@ -167,7 +167,7 @@ def _check_model(
             verdict = compat.verdict(session, session.get_one(EmbeddingRow, row.id), ref)
             if verdict.cannot_work and not force:
                 raise InstallError(
-                    f"{query.ref_of(row)} on {ref.name}: {verdict.reason}",
+                    f"{naming.ref_of(row)} on {ref.name}: {verdict.reason}",
                     hint="--force installs it anyway",
                 )
 
@@ -196,12 +196,12 @@ def _plan(
         if families and row.family not in families:
             have = ", ".join(f"{n} {f}" for f, n in sorted(families.items()))
             raise InstallError(
-                f"{query.ref_of(row)} is {row.family}, but this {dest.target} has no {row.family} "
+                f"{naming.ref_of(row)} is {row.family}, but this {dest.target} has no {row.family} "
                 f"checkpoint (it has {have}), so the embedding would do nothing there",
                 path=dest.root,
                 hint="--force installs it anyway",
             )
-        stem = uis.file_stem(dest.target, as_name or query.prompt_word(row))
+        stem = uis.file_stem(dest.target, as_name or naming.prompt_word(row))
         embedding = store.get(row.vectors_sha256).with_meta(name=stem)
         blobs = encode(embedding, dest.fmt)
         paths = output_paths(folder / f"{stem}{EXTENSIONS[dest.fmt]}", len(blobs))
@@ -339,8 +339,8 @@ def install(
     no-op (``present``).
     """
     with catalogue.reading() as session:
-        rows = query.resolve_many(session, specs, source=source)
-        refs = query.refs(session, rows)
+        rows = naming.resolve_many(session, specs, source=source)
+        refs = naming.refs(session, rows)
     return install_rows(
         catalogue, rows, dest, as_name=as_name, force=force, model=model, store=store, refs=refs
     )
@@ -372,7 +372,7 @@ def install_rows(
             status, path = _place(plan, force=force), plan.path
             with catalogue.transaction() as session:
                 _record(session, plan.row.id, dest, path)
-        ref = (refs or {}).get(plan.row.id, query.ref_of(plan.row))
+        ref = (refs or {}).get(plan.row.id, naming.ref_of(plan.row))
         word = uis.prompt_word(dest.target, plan.stem)
         preview = _place_preview(catalogue, plan.row.id, dest, path, force=force)
         outcomes.append(
@@ -436,7 +436,7 @@ def install_specs(
             f"where should {local[0]!r} go?", hint="pass --ui UI (with --ui-root) or --to DIR"
         )
     with catalogue.reading() as session:
-        rows = query.resolve_many(session, local, source=source)
+        rows = naming.resolve_many(session, local, source=source)
     fetched_ids: list[int] = []
     remote_specs = [s for s in specs if remote.is_remote_spec(s)]
     for spec in remote_specs:
@@ -448,7 +448,7 @@ def install_specs(
     with catalogue.reading() as session:
         rows += [session.get_one(EmbeddingRow, i) for i in dict.fromkeys(fetched_ids)]
         rows = list({row.id: row for row in rows}.values())
-        refs = query.refs(session, rows)
+        refs = naming.refs(session, rows)
     fetched = [refs[i] for i in dict.fromkeys(fetched_ids)]
     if dest is None:
         return InstallResult(fetched, [], cached)
@@ -512,9 +512,9 @@ def installed(
     """Every install (of ``specs``, into ``target``, under folder ``under``) with its state."""
     folder = Path(under).expanduser().resolve() if under is not None else None
     with catalogue.reading() as session:
-        ids = [r.id for r in query.resolve_many(session, specs, source=source)] if specs else None
+        ids = [r.id for r in naming.resolve_many(session, specs, source=source)] if specs else None
         rows = _install_rows(session, embedding_ids=ids, target=target, under=folder)
-        shown = query.refs(session, {r.embedding for r in rows})
+        shown = naming.refs(session, {r.embedding for r in rows})
         result = []
         for inst in rows:
             if inst.format == PREVIEW_FORMAT:
@@ -566,7 +566,7 @@ def uninstall_rows(
     # embeddings first, so a preview knows whether its embedding stays
     for inst in sorted(installs, key=lambda i: i.format == PREVIEW_FORMAT):
         state = query.install_state(inst)
-        ref = (refs or {}).get(inst.embedding_id) or query.ref_of(inst.embedding)
+        ref = (refs or {}).get(inst.embedding_id) or naming.ref_of(inst.embedding)
         reason = _reason_to_keep(inst, state, kept) if not force else None
         if reason is not None:
             if inst.format != PREVIEW_FORMAT:
@@ -613,7 +613,7 @@ def uninstall(
     folder ``under``). Files tireg did not write are never touched."""
     folder = Path(under).expanduser().resolve() if under is not None else None
     with catalogue.reading() as session:
-        ids = [r.id for r in query.resolve_many(session, specs, source=source)]
+        ids = [r.id for r in naming.resolve_many(session, specs, source=source)]
         rows = _install_rows(session, embedding_ids=ids, target=target, under=folder)
-        shown = query.refs(session, {r.embedding for r in rows})
+        shown = naming.refs(session, {r.embedding for r in rows})
     return uninstall_rows(catalogue, rows, force=force, refs=shown)
