@@ -196,15 +196,16 @@ def test_a_catalogue_from_0005_gets_its_index_and_doctor_completes_it(
             )
         )
     engine.dispose()
+    # listings name an embedding by its file's stem (migration 0007 learns it from provenance)
     with open_catalogue(url) as catalogue:
         with catalogue.reading() as session:
-            assert [s.name for s in query.search(session, "furry")] == ["Old-Cat"]
-            assert [s.name for s in query.search(session, "ld-c")] == ["Old-Cat"]  # infix
+            assert [s.name for s in query.search(session, "furry")] == ["kitten-v2"]
+            assert [s.name for s in query.search(session, "ld-c")] == ["kitten-v2"]  # infix
         assert doctor.examine(catalogue).index_drift == 1  # triggers and sources were unknown
         doctor.examine(catalogue, repair=True)
         assert doctor.examine(catalogue).index_drift == 0
         with catalogue.reading() as session:  # the file's stem is a trigger now
-            assert [s.name for s in query.search(session, "kitten-v2")] == ["Old-Cat"]
+            assert [s.name for s in query.search(session, "kitten-v2")] == ["kitten-v2"]
     postgres_server.drop_database("from_0005")
 
 
