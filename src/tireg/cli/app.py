@@ -19,7 +19,18 @@ from tireg.cli.output import err_console, printable
 from tireg.errors import TiregError
 
 #: command-group modules under tireg.cli, in the order their commands appear in --help
-GROUPS = ("formats", "add", "source", "find", "install", "remote", "models", "tools", "doctor")
+GROUPS = (
+    "formats",
+    "add",
+    "source",
+    "find",
+    "install",
+    "remote",
+    "models",
+    "tools",
+    "doctor",
+    "serve",
+)
 
 app = typer.Typer(
     name="tireg",
