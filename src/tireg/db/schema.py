@@ -16,10 +16,13 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
@@ -48,6 +51,11 @@ class EmbeddingRow(Base):
     """One embedding: its vectors live in the content store, its facts here."""
 
     __tablename__ = "embeddings"
+    # listings go by name a page at a time (migration 0004 says why)
+    __table_args__ = (
+        Index("ix_embeddings_name_order", func.lower(text("name")), text("id")),
+        Index("ix_embeddings_family_name_order", "family", func.lower(text("name")), text("id")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     vectors_sha256: Mapped[str] = mapped_column(String(64), unique=True)
