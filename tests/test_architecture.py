@@ -22,8 +22,18 @@ ALLOWED: dict[str, set[str]] = {
     "checkpoints": {"converters"},
     "registry": {"db", "converters", "checkpoints", "sources"},
     "pipelines": {"converters", "checkpoints"},
+    "validate": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
     "serve": {"db", "converters", "registry"},
-    "cli": {"db", "converters", "checkpoints", "sources", "registry", "pipelines", "serve"},
+    "cli": {
+        "db",
+        "converters",
+        "checkpoints",
+        "sources",
+        "registry",
+        "pipelines",
+        "validate",
+        "serve",
+    },
 }
 # leaves are below everything; converters may not even use config (it knows no state)
 LEAF_EXCEPTIONS = {"converters": {"tireg.config"}}

@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tireg.files import TMP_SUFFIX, atomic_batch, atomic_write_bytes, atomic_writer
+from tireg.files import (
+    TMP_SUFFIX,
+    FileTooLargeError,
+    NotRegularFileError,
+    atomic_batch,
+    atomic_write_bytes,
+    atomic_writer,
+    open_regular,
+    read_capped,
+    sha256_file,
+)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 
@@ -90,3 +100,52 @@ def test_temporary_names_do_not_collide(tmp_path: Path) -> None:
         for fd, tmp in made:
             os.close(fd)
             tmp.unlink()
+
+
+# -- reading files tireg does not trust -------------------------------------------------------
+
+
+def _finishes(call: object, seconds: float = 20) -> BaseException | None:
+    """Run ``call`` on a thread; fail if it is still blocked after ``seconds``; return what it
+    raised (None if nothing)."""
+    import threading
+
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()  # type: ignore[operator]
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the read blocked"
+    return raised[0] if raised else None
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    for read in (lambda: open_regular(fifo).close(), lambda: read_capped(fifo)):
+        exc = _finishes(read)
+        assert isinstance(exc, NotRegularFileError) and "FIFO" in str(exc)
+
+
+def test_a_symlink_to_a_device_is_refused_unread(tmp_path: Path) -> None:
+    link = tmp_path / "zero.pt"
+    link.symlink_to("/dev/zero")
+    exc = _finishes(lambda: read_capped(link))
+    assert isinstance(exc, NotRegularFileError)
+    assert isinstance(_finishes(lambda: sha256_file(link)), NotRegularFileError)
+
+
+def test_reads_are_capped(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 101)
+    with pytest.raises(FileTooLargeError):
+        read_capped(big, 100)
+    assert read_capped(big, 101) == b"x" * 101
+    with pytest.raises(NotRegularFileError):
+        read_capped(tmp_path)

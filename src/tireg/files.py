@@ -24,8 +24,74 @@ from pathlib import Path
 from typing import BinaryIO
 
 TMP_SUFFIX = ".tireg-tmp"
+#: the most bytes tireg reads from any one file it does not trust (an embedding, a download, a
+#: picture): embeddings are KB to a few MB, so anything bigger is not one. The one copy of this cap.
+MAX_FILE_BYTES = 64 * 1024 * 1024
 #: fsyncs in flight at once in a batch; enough for the file system to group them into one commit
 SYNC_THREADS = 16
+
+
+class NotRegularFileError(OSError):
+    """A path names a FIFO, socket or device: opening it could block, or reading never end."""
+
+
+class FileTooLargeError(OSError):
+    """A file is larger than the cap its reader allows."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for reading, refusing anything but a regular file *before* it can block.
+
+    Why ``O_NONBLOCK``: a plain ``open()`` of a FIFO waits for a writer forever; with it the open
+    returns at once and ``fstat`` tells what was opened (symlinks are followed, so a link to
+    ``/dev/zero`` shows as the device it is). The flag is left set: it changes nothing for a
+    regular file, whose reads never wait.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags | nonblock)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+            raise NotRegularFileError(errno.EINVAL, f"not a regular file ({kind})", os.fspath(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_capped(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> bytes:
+    """All bytes of a regular file of at most ``limit`` bytes (checked before and while reading,
+    so a file that grows meanwhile cannot slip past the cap)."""
+    with open_regular(path) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > limit:
+            raise too_large(path, limit)
+        data = read_at_most(stream, limit, size)
+    if len(data) > limit:
+        raise too_large(path, limit)
+    return data
+
+
+def read_at_most(stream: BinaryIO, limit: int, size: int | None = None) -> bytes:
+    """The rest of an open regular file, or ``limit + 1`` bytes when it holds more; ``size``
+    is what ``fstat`` said is left to read, when the caller asked already.
+
+    Why not ``stream.read(limit + 1)``: Python allocates the whole ``limit`` up front, which for a
+    64 MiB cap costs more than reading a small embedding file; the file's size is asked first.
+    """
+    if size is None:
+        size = os.fstat(stream.fileno()).st_size - stream.tell()
+    data = stream.read(min(max(size, 0), limit) + 1)
+    if size < len(data) <= limit:  # it grew since: read on, up to the cap
+        data += stream.read(limit + 1 - len(data))
+    return data
+
+
+def too_large(path: str | os.PathLike[str], limit: int) -> FileTooLargeError:
+    """The error for a file over ``limit`` bytes."""
+    return FileTooLargeError(errno.EFBIG, f"larger than {limit:,} bytes", os.fspath(path))
 
 
 def fsync_dir(directory: Path) -> None:
@@ -217,9 +283,11 @@ def atomic_batch() -> Iterator[AtomicBatch]:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file, streamed in 1 MiB blocks (files may be far larger than memory)."""
+    """The sha256 of a file, streamed in 1 MiB blocks (files may be far larger than memory).
+
+    Only regular files: a FIFO or device would block or never end."""
     digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
+    with open_regular(path) as stream:
         while block := stream.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()

@@ -185,3 +185,24 @@ def test_detection_reads_only_the_header_of_a_multi_gb_file(
     read = _bytes_read_by_this_process() - before
     assert (found.family, found.widths) == (family, widths)
     assert read < 64 * 1024, f"detection read {read} bytes of an 8 GiB file"
+
+
+def test_hostile_checkpoint_files_are_one_checkpoint_error(tmp_path: Path) -> None:
+    """A header nested 100,000 deep (once a RecursionError through ``model add`` and
+    ``install --ui``), a FIFO (once a hang at ``open()``) and a config.json nested as deep."""
+    import os
+
+    from tests.converters import malicious
+
+    deep = malicious._deep_metadata(tmp_path, "deep.safetensors")
+    with pytest.raises(CheckpointError, match="too deeply"):
+        detect_family(deep)
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError):
+        detect_family(fifo)
+    folder = tmp_path / "pipeline"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="too deeply"):
+        detect_family(folder)

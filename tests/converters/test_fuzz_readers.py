@@ -8,6 +8,7 @@ bytes name) and how many were read or refused.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -27,15 +28,24 @@ from tireg.converters import (
     NonFiniteVectorsWarning,
     a1111_png,
     layouts,
+    limits,
     read_bytes,
     safetensors_file,
 )
+from tireg.converters.embedding import ENCODER_WIDTHS
 from tireg.converters.reading import container_of
 
 #: examples per fuzz test; TIREG_FUZZ_SCALE=10 multiplies them for a long local run
 _SCALE = int(os.environ.get("TIREG_FUZZ_SCALE", "1"))
 FUZZ = {
-    k: v * _SCALE for k, v in {"header": 600, "mutate": 600, "layouts": 800, "bytes": 600}.items()
+    k: v * _SCALE
+    for k, v in {
+        "header": 600,
+        "mutate": 600,
+        "layouts": 800,
+        "bytes": 600,
+        "metadata": 300,
+    }.items()
 }
 
 _SETTINGS = {"deadline": None, "suppress_health_check": list(HealthCheck)}
@@ -213,9 +223,88 @@ def _through(reader: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -
     return result
 
 
-def _only_tireg_errors(blob: bytes) -> None:
+def _only_tireg_errors(blob: bytes) -> Any:
+    """``read_bytes(blob)`` counted by container: the embedding, or None when refused."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonFiniteVectorsWarning)
-        _through(f"read_bytes [{container_of(blob)}]", read_bytes, blob, name_hint="fuzz")
+        return _through(f"read_bytes [{container_of(blob)}]", read_bytes, blob, name_hint="fuzz")
+
+
+#: text a name or step may arrive as: any characters (digits of every script), any length
+texts = st.text(max_size=40) | st.text(max_size=400) | st.integers(-(2**80), 2**80).map(str)
+#: JSON nested to any depth, up to far beyond what a recursive parser survives
+nested = st.integers(0, 200_000).map(lambda depth: "[" * depth + "]" * depth)
+
+
+@settings(max_examples=FUZZ["metadata"], **_SETTINGS)
+@given(
+    st.one_of(st.none(), texts),
+    st.one_of(st.none(), texts),
+    st.one_of(st.none(), nested),
+    st.sampled_from(["clip_l", "clip_g", "clip_h", "emb", "x"]),
+    st.sampled_from([1, 768, 1024, 1280, 20_000]),
+    st.sampled_from(["F32", "F16", "BF16", "F64", "I64", "F8_E5M2"]),
+)
+def test_fuzz_internal_metadata_and_names(
+    name: str | None, step: str | None, deep: str | None, key: str, width: int, dtype: str
+) -> None:
+    """tireg-format files with fuzzed names, steps (any digits, any size), deeply nested
+    metadata and every dtype and width: read within every bound, or refused with our error."""
+    meta: dict[str, str] = {"tireg.schema": "1"}
+    if name is not None:
+        meta["tireg.name"] = name
+    if step is not None:
+        meta["tireg.step"] = step
+    size = safetensors_file.DTYPES[dtype][1] * width
+    entry = {"dtype": dtype, "shape": [1, width], "data_offsets": [0, size]}
+    text = json.dumps({"__metadata__": meta, key: entry})
+    if deep is not None:
+        text = text[:-1] + ', "deep": ' + deep + "}"
+    blob = struct.pack("<Q", len(text)) + text.encode() + b"\0" * size
+    _bounded(_only_tireg_errors(blob))
+
+
+@settings(max_examples=FUZZ["metadata"], **_SETTINGS)
+@given(
+    st.one_of(st.none(), texts, st.integers(-(2**100), 2**100)),
+    st.one_of(st.none(), st.integers(-(2**100), 2**100), texts),
+    st.sampled_from(["pt", "png"]),
+)
+def test_fuzz_a1111_names_and_steps(name: Any, step: Any, container: str) -> None:
+    """A1111 files (a torch pickle, a card) whose ``name`` and ``step`` are anything a pickle or
+    JSON can hold: read within every bound, or refused with our error."""
+    from tireg.converters import torch_file
+
+    vec = np.ones((1, 768), dtype=np.float32)
+    fields = {"string_to_token": {"*": 265}, "string_to_param": {"*": vec}}
+    fields |= {k: v for k, v in (("name", name), ("step", step)) if v is not None}
+    if container == "pt":
+        blob = torch_file.dumps(fields)
+    else:
+        payload = a1111_png._encode_payload(fields)
+        blob = _text_card(payload)
+    _bounded(_only_tireg_errors(blob))
+
+
+def _text_card(payload: bytes) -> bytes:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(a1111_png.TEXT_KEY, base64.b64encode(payload).decode())
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 1, 1)).save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def _bounded(embedding: Any) -> None:
+    """What a reader returns is within the bounds of tireg.converters.limits."""
+    if embedding is None:
+        return
+    assert len(embedding.name.encode("utf-8", "surrogatepass")) <= limits.MAX_NAME_BYTES
+    assert embedding.step is None or 0 <= embedding.step <= limits.MAX_STEP
+    for key, arr in embedding.vectors.items():
+        assert 1 <= arr.shape[0] <= limits.MAX_VECTORS and arr.shape[1] <= limits.MAX_WIDTH
+        assert key not in ENCODER_WIDTHS or arr.shape[1] == ENCODER_WIDTHS[key]

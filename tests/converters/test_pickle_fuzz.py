@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.converters import malicious
 from tests.converters.fuzz_tally import tally
 from tireg.converters import pickle_safe, torch_file
 from tireg.converters.errors import EmbeddingFileError, UnsafePickleError
@@ -190,3 +191,69 @@ def test_seeds_decode() -> None:
             pickle_safe.unpickle(data)
         else:
             torch_file.load(data)
+
+
+#: keys a pickled dict, set or OrderedDict may be built from: the ordinary ones, and the ones a
+#: pickle can give colliding hashes (huge ints, tuples), whose building is refused
+keys = st.one_of(
+    st.text(max_size=8),
+    st.integers(-(2**40), 2**40),
+    st.integers(-(2**200), 2**200),
+    st.floats(allow_nan=False),
+    st.tuples(st.integers(), st.integers()),
+    st.none(),
+)
+
+
+@FUZZ
+@given(
+    items=st.lists(st.tuples(keys, st.integers(0, 9)), max_size=12),
+    builder=st.sampled_from(["setitems", "dict", "ordereddict", "set", "frozenset"]),
+    padded=st.booleans(),
+)
+def test_pickled_dict_and_set_keys(
+    items: list[tuple[Any, int]], builder: str, padded: bool
+) -> None:
+    """Dicts and sets built every way a pickle can (``SETITEMS``, ``DICT``, ``OrderedDict``,
+    ``set``, ``FROZENSET``) from fuzzed keys: built, or refused with our error. Huge-int and
+    tuple keys are refused by the OrderedDict and set stand-ins always, and by the opcodes in any
+    pickle large enough to hold many of them (``padded`` makes it so with a popped string)."""
+    body = _build(builder, items)
+    pad = malicious.s("p" * (pickle_safe._SMALL_PICKLE + 1)) + b"0" if padded else b""
+    data = b"\x80\x02" + pad + body + b"."
+    risky = any(not pickle_safe._safe_key(k) for k, _ in items)
+    checked = padded or builder in ("ordereddict", "set")
+    try:
+        pickle_safe.unpickle(data)
+        OUTCOMES["keys-built"] += 1
+        assert not (risky and checked)
+    except EmbeddingFileError:
+        OUTCOMES["keys-refused"] += 1
+    check(_zip_pickle(data))
+
+
+def _build(builder: str, items: list[tuple[Any, int]]) -> bytes:
+    """Opcodes pushing a dict or set of ``items``'s keys (values in dicts)."""
+    import pickle
+
+    def one(value: Any) -> bytes:
+        return pickle.dumps(value, protocol=2)[2:-1]
+
+    if builder == "setitems":
+        return b"}(" + b"".join(one(k) + one(v) for k, v in items) + b"u"
+    if builder == "dict":
+        return b"(" + b"".join(one(k) + one(v) for k, v in items) + b"d"
+    pairs = b"](" + b"".join(one(k) + one(v) + b"\x86" for k, v in items) + b"e"
+    if builder == "ordereddict":
+        return malicious.call(malicious.g("collections", "OrderedDict"), pairs)
+    elements = b"".join(one(k) for k, _ in items)
+    if builder == "set":
+        return malicious.call(malicious.g("builtins", "set"), b"](" + elements + b"e")
+    return b"(" + elements + b"\x91"  # FROZENSET
+
+
+def _zip_pickle(pkl: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("archive/data.pkl", pkl)
+    return out.getvalue()

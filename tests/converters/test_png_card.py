@@ -165,6 +165,7 @@ def test_zlib_bomb_in_pixels_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(a1111_png, "MAX_PAYLOAD", 1000)
     with pytest.raises(EmbeddingFileError, match="over"):
         a1111_png._inflate(zlib.compress(b"0" * 5000))
+    assert a1111_png._inflate(zlib.compress(b"0" * 500)[:-3]) is None  # truncated: no payload
 
 
 def test_truncated_pngs_fail_cleanly() -> None:

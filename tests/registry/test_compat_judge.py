@@ -66,7 +66,25 @@ def test_a_different_hash_is_not_exact() -> None:
 def test_validated_on_this_model() -> None:
     facts = [Fact("validated", "ab" * 32, "tireg validate 2025-01-01")]
     result = judge("sd1", facts, _model())
-    assert result.relation == "same_family" and "validated" in result.reason
+    assert result.relation == "validated" and result.works
+    assert result.reason == "validated on this model (tireg validate 2025-01-01)"
+
+
+def test_validated_outranks_trained_on() -> None:
+    """A picture rendered on this very model beats the hash A1111 recorded, whatever the order
+    the facts come in."""
+    facts = [
+        Fact("trained_on", "0badc0de", "a1111 sd_checkpoint"),
+        Fact("validated", "ab" * 32, "tireg validate"),
+    ]
+    result = judge("sd1", facts, _model())
+    assert result.relation == "validated"
+    assert result.evidence[0].startswith("validated on " + "ab" * 32)
+
+
+def test_validated_on_another_model_is_not_this_one() -> None:
+    facts = [Fact("validated", "cd" * 32, "tireg validate")]
+    assert judge("sd1", facts, _model()).relation == "same_family"
 
 
 def test_evidence_names_recorded_hashes() -> None:

@@ -34,11 +34,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tireg.checkpoints.errors import CheckpointError
 from tireg.converters.errors import EmbeddingFileError
 from tireg.converters.safetensors_file import read_header
+from tireg.files import open_regular, read_capped
 
 SD1, SD2, SDXL, SDXL_REFINER = "sd1", "sd2", "sdxl", "sdxl_refiner"
 SD3, FLUX, CASCADE, AURAFLOW, HUNYUAN_DIT, UNKNOWN = (
@@ -49,6 +50,9 @@ SD3, FLUX, CASCADE, AURAFLOW, HUNYUAN_DIT, UNKNOWN = (
     "hunyuan_dit",
     "unknown",
 )
+
+#: a diffusers ``config.json`` or ``model_index.json`` is a few KB
+MAX_CONFIG_BYTES = 1024 * 1024
 
 #: families whose text encoders take SD textual-inversion embeddings (what tireg serves)
 SUPPORTED_FAMILIES = frozenset({SD1, SD2, SDXL})
@@ -172,10 +176,9 @@ def family_from_shapes(shapes: Mapping[str, Sequence[int]]) -> Detection:
     return Detection(UNKNOWN, "no text encoder or UNet tensors recognised")
 
 
-def _safetensors_shapes(path: Path) -> dict[str, Sequence[int]]:
-    with path.open("rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
-        header = read_header(stream, size)
+def _safetensors_shapes(stream: BinaryIO) -> dict[str, Sequence[int]]:
+    stream.seek(0)
+    header = read_header(stream, os.fstat(stream.fileno()).st_size)
     return {name: info.shape for name, info in header.tensors.items()}
 
 
@@ -204,7 +207,9 @@ def _pickle_shapes(path: Path) -> dict[str, Sequence[int]]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(read_capped(path, MAX_CONFIG_BYTES).decode("utf-8"))
+    except RecursionError:
+        raise CheckpointError(f"{path.name} nests JSON too deeply", path=path) from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path.name} ({exc})", path=path) from exc
     if not isinstance(value, dict):
@@ -258,11 +263,11 @@ def detect_family(path: str | os.PathLike[str]) -> Detection:
     if not target.is_file():
         raise CheckpointError("no such file or folder", path=target)
     try:
-        with target.open("rb") as stream:
+        with open_regular(target) as stream:
             magic = stream.read(9)
-        if len(magic) == 9 and magic[8:9] == b"{":
-            shapes = _safetensors_shapes(target)
-        elif magic[:2] == b"PK" or magic[:1] == b"\x80":
+            if len(magic) == 9 and magic[8:9] == b"{":
+                return family_from_shapes(_safetensors_shapes(stream))
+        if magic[:2] == b"PK" or magic[:1] == b"\x80":
             shapes = _pickle_shapes(target)
         else:
             raise CheckpointError(

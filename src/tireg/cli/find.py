@@ -265,12 +265,35 @@ def show_command(
     _records("installs", data["installs"], ("state", "target", "path", "format"))
     _records("compatibility", data["compat"], ("relation", "model_ref", "evidence"))
     _records("previews", data["previews"], ("location", "sha256"))
+    if data["validations"]:
+        console.print(validations_table(data["validations"]))
     if info.same_name:
         console.print(
             "same name, other embeddings: " + ", ".join(info.same_name),
             markup=False,
             soft_wrap=True,
         )
+
+
+def validations_table(runs: list[dict[str, Any]]) -> Table:
+    """Recorded validation runs (:func:`tireg.registry.validations.run_record`), one per row;
+    ``show`` and ``validations`` both print it."""
+    table = Table(title="validations")
+    for column in ("run", "when", "models", "embeddings", "seeds", "grid"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        models = ", ".join(
+            f"{m['name']} [{(m['autov2'] or m['sha256'] or '-')[:10]}]" for m in run["models"]
+        )
+        table.add_row(
+            str(run["id"]),
+            f"{run['started_at']:%Y-%m-%d %H:%M}",
+            Text(models),
+            Text(", ".join(e["ref"] or "" for e in run["embeddings"])),
+            ", ".join(map(str, run["seeds"])),
+            Text(run["grid"] + ("" if run["grid_present"] else " (missing)")),
+        )
+    return table
 
 
 def _text(value: Any) -> str:

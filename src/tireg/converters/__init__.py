@@ -10,6 +10,7 @@ The public API (everything else in this package is an implementation detail):
 * :func:`convert` — files to a format (``tireg convert``); :func:`describe` — ``tireg inspect``.
 * :func:`read_file_detailed` / :func:`read_bytes_detailed` — also report container, layout,
   stored dtypes and the safety verdict; :class:`NonFiniteVectorsWarning` flags NaN/Inf vectors.
+* :data:`MAX_READ_MEMORY` — the most memory reading one file can take.
 
 This package imports nothing of tireg's but :mod:`tireg.errors` and :mod:`tireg.files`, and never
 imports torch.
@@ -24,6 +25,7 @@ from tireg.converters.errors import (
 )
 from tireg.converters.inspection import describe
 from tireg.converters.reading import (
+    MAX_READ_MEMORY,
     NonFiniteVectorsWarning,
     ReadResult,
     read_bytes,
@@ -48,6 +50,7 @@ __all__ = [
     "CLIP_G",
     "CLIP_H",
     "CLIP_L",
+    "MAX_READ_MEMORY",
     "UNKNOWN_ENCODER",
     "WRITE_FORMATS",
     "Embedding",

@@ -14,6 +14,17 @@ Decoding follows A1111 step by step (crop the outer black, mask the low nibbles,
 outermost all-zero columns, un-XOR, recombine), so any card A1111 can read, this reads too; the
 writer emits both carriers so A1111 and tireg read our cards with or without their text chunk.
 Everything here is plain numpy + Pillow: no pickle is involved, a card is data only.
+
+Bounds, so a hostile card costs seconds and little memory, and we write nothing A1111 could not
+read back:
+
+* only PNG and WebP are decoded (a JPEG, GIF or AVIF cannot carry the lossless payload, and a
+  progressive JPEG with thousands of scans decodes for minutes), and only when their header says
+  at most :data:`MAX_PIXELS` pixels;
+* a payload, from either carrier, holds at most :data:`MAX_PAYLOAD` bytes of JSON and
+  :data:`MAX_NUMBERS` numbers, counted while it is parsed, and a ``TORCHTENSOR`` holds numbers
+  only;
+* the writer refuses embeddings A1111 could not carry (see :func:`check_writable`).
 """
 
 from __future__ import annotations
@@ -29,15 +40,32 @@ from typing import Any
 import numpy as np
 
 from tireg.converters.embedding import Embedding
-from tireg.converters.errors import EmbeddingFileError, NotAnEmbeddingError
+from tireg.converters.errors import (
+    EmbeddingFileError,
+    NotAnEmbeddingError,
+    UnsupportedConversionError,
+)
 
 TEXT_KEY = "sd-ti-embedding"
 TENSOR_KEY = "TORCHTENSOR"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-#: a decoded payload larger than this is not an embedding (16 x 16384 floats as JSON is ~6 MB)
-MAX_PAYLOAD = 64 * 1024 * 1024
-#: pictures larger than this are refused before decoding their pixels (a card is ~600x512)
-MAX_PIXELS = 40_000_000
+#: the picture formats that can carry a card (lossless, with text chunks)
+CARD_KINDS = ("png", "webp")
+#: Pillow, which A1111 reads cards with, keeps at most 64 MiB of text chunks
+#: (``PngImagePlugin.MAX_TEXT_MEMORY``); the base64 text carrier holds 3/4 of that in JSON
+MAX_PAYLOAD = 48 * 1024 * 1024
+#: a float64 written by JSON takes at most 26 characters with its separator, so no card A1111 can
+#: read holds more numbers than this
+MAX_NUMBERS = MAX_PAYLOAD // 26
+#: pictures larger than this are refused before decoding their pixels (a card is ~600x512; the
+#: largest one :func:`dumps` writes is under a million pixels)
+MAX_PIXELS = 16_000_000
+#: A1111 trains at most 75 vectors per token (the "Number of vectors per token" slider of its
+#: modules/ui.py, minimum=1, maximum=75), the most one prompt chunk holds
+CARD_MAX_VECTORS = 75
+#: the widest text encoder A1111 loads an embedding for (SDXL's OpenCLIP bigG); A1111 skips an
+#: embedding of any other width than its model's (textual_inversion.py, ``expected_shape``)
+CARD_MAX_WIDTH = 1280
 
 _LCG_A = 1664525
 _LCG_C = 1013904223
@@ -97,16 +125,48 @@ def _xor_low_nibbles(block: np.ndarray) -> np.ndarray:
 def _tensor_hook(obj: dict[str, Any]) -> Any:
     if len(obj) == 1 and TENSOR_KEY in obj:
         try:
-            arr = np.array(obj[TENSOR_KEY], dtype=np.float64)
+            # no dtype given: numpy would turn strings into floats; numbers only are a tensor
+            arr = np.array(obj[TENSOR_KEY])
         except (ValueError, TypeError) as exc:
             raise EmbeddingFileError(f"image embedding holds a malformed tensor ({exc})") from exc
-        return arr
+        if arr.dtype.kind not in "fiu":
+            raise EmbeddingFileError(f"image embedding holds a tensor of {arr.dtype}, not numbers")
+        return arr.astype(np.float64)
     return obj
 
 
+class _NumberCount:
+    """``parse_int``/``parse_float`` for :func:`json.loads` that refuse past :data:`MAX_NUMBERS`
+    while parsing, before a payload of zeros has become millions of Python objects."""
+
+    def __init__(self) -> None:
+        self.left = MAX_NUMBERS
+
+    def _count(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise EmbeddingFileError(f"image embedding holds more than {MAX_NUMBERS:,} numbers")
+
+    def int(self, text: str) -> int:
+        self._count()
+        return int(text)
+
+    def float(self, text: str) -> float:
+        self._count()
+        return float(text)
+
+
 def _parse_payload(raw: bytes) -> dict[str, Any]:
+    if len(raw) > MAX_PAYLOAD:
+        raise EmbeddingFileError(f"image embedding payload is over {MAX_PAYLOAD:,} bytes")
+    numbers = _NumberCount()
     try:
-        value = json.loads(raw.decode("utf-8"), object_hook=_tensor_hook)
+        value = json.loads(
+            raw.decode("utf-8"),
+            object_hook=_tensor_hook,
+            parse_int=numbers.int,
+            parse_float=numbers.float,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         if isinstance(exc, EmbeddingFileError):
             raise
@@ -127,18 +187,19 @@ def _encode_payload(data: Mapping[str, Any]) -> bytes:
     return json.dumps(data, default=default, ensure_ascii=False).encode("utf-8")
 
 
-def _inflate(blob: bytes) -> bytes:
-    """zlib-decompress with a ceiling (a small card must not expand into gigabytes)."""
+def _inflate(blob: bytes) -> bytes | None:
+    """zlib-decompress with a ceiling (a small card must not expand into gigabytes); None when
+    the bytes are no complete zlib stream (black columns by chance in an ordinary picture)."""
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(blob, MAX_PAYLOAD + 1)
-    except zlib.error as exc:
-        raise EmbeddingFileError(f"image embedding pixel payload is corrupt ({exc})") from exc
+    except zlib.error:
+        return None
     if len(out) > MAX_PAYLOAD:
-        raise EmbeddingFileError("image embedding pixel payload decompresses to over 64 MiB")
-    if not inflater.eof:
-        raise EmbeddingFileError("image embedding pixel payload is truncated")
-    return out
+        raise EmbeddingFileError(
+            f"image embedding pixel payload decompresses to over {MAX_PAYLOAD:,} bytes"
+        )
+    return out if inflater.eof else None
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -147,8 +208,14 @@ def _inflate(blob: bytes) -> bytes:
 def _open(data: bytes) -> Any:
     from PIL import Image, UnidentifiedImageError
 
+    kind = image_kind(data)
+    if kind not in CARD_KINDS:
+        raise NotAnEmbeddingError(
+            f"a {(kind or 'unknown').upper()} picture, not an embedding",
+            hint="only PNG and WebP pictures can carry an A1111 image embedding",
+        )
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=[kind.upper()])
         if image.width * image.height > MAX_PIXELS:
             raise EmbeddingFileError(
                 f"picture of {image.width}x{image.height} pixels is too large for an embedding card"
@@ -199,11 +266,8 @@ def decode_pixels(image: Any) -> dict[str, Any] | None:
     if left.shape != right.shape or left.size == 0:
         return None
     combined = (_xor_low_nibbles(right) << 4) | _xor_low_nibbles(left)
-    try:
-        raw = _inflate(combined.tobytes())
-    except EmbeddingFileError:
-        return None  # black columns by chance in an ordinary picture: no payload here
-    return _parse_payload(raw)
+    raw = _inflate(combined.tobytes())
+    return None if raw is None else _parse_payload(raw)
 
 
 def loads(data: bytes) -> tuple[dict[str, Any], str]:
@@ -306,6 +370,19 @@ def a1111_payload(embedding: Embedding) -> dict[str, Any]:
     }
 
 
+def check_writable(embedding: Embedding) -> None:
+    """Refuse, in one line, an embedding no A1111 card could carry: more than
+    :data:`CARD_MAX_VECTORS` vectors or wider than :data:`CARD_MAX_WIDTH` (A1111 could neither
+    train nor load it, and writing a card of a maximal one took minutes and gigabytes)."""
+    n, width = next(iter(embedding.vectors.values())).shape
+    if n > CARD_MAX_VECTORS or width > CARD_MAX_WIDTH:
+        raise UnsupportedConversionError(
+            f"an A1111 image embedding holds at most {CARD_MAX_VECTORS} vectors of width up to "
+            f"{CARD_MAX_WIDTH}; this one has {n} of width {width}",
+            hint="convert to safetensors or a1111-pt instead",
+        )
+
+
 def dumps(embedding: Embedding) -> bytes:
     """A PNG card carrying ``embedding`` in its text chunk and in its pixels.
 
@@ -317,6 +394,7 @@ def dumps(embedding: Embedding) -> bytes:
 
     if len(embedding.vectors) != 1:
         raise ValueError("an A1111 card holds one encoder's vectors")
+    check_writable(embedding)
     payload = _encode_payload(a1111_payload(embedding))
     first = next(iter(embedding.vectors.values()))[0]
     lo, hi = _nibble_blocks(payload, _CARD_HEIGHT, first)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from tireg.converters import safetensors_file
+from tireg.converters import limits, safetensors_file
 from tireg.converters.embedding import Embedding
 from tireg.converters.errors import EmbeddingFileError
 
@@ -72,11 +72,13 @@ def from_parts(tensors: Mapping[str, np.ndarray], metadata: dict[str, str]) -> E
     rank = metadata.get(_RANK, "2")
     if rank not in ("1", "2"):
         raise EmbeddingFileError(f"{_RANK} is not 1 or 2 ({rank!r})")
+    # checked before Embedding widens them to float32: a 15,000,000-wide clip_l is refused unread
+    vectors = {key: limits.matrix(arr, f"tensor {key!r}") for key, arr in tensors.items()}
     try:
         return Embedding(
             name=metadata.get("tireg.name", ""),
-            vectors=tensors,
-            step=int(step) if step is not None else None,
+            vectors=vectors,
+            step=None if step is None else limits.step_from_text(step, "tireg.step"),
             trained_on_hash=metadata.get("tireg.trained_on.hash"),
             trained_on_name=metadata.get("tireg.trained_on.name"),
             source_format=metadata.get("tireg.source.format"),

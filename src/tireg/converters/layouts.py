@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from tireg.converters import limits
 from tireg.converters.embedding import CLIP_G, CLIP_L, Embedding, encoder_for_width
 from tireg.converters.errors import (
     EmbeddingFileError,
@@ -34,10 +35,6 @@ from tireg.converters.errors import (
     UnsupportedConversionError,
 )
 
-#: more vectors than this is no textual inversion (a prompt holds 75 tokens in all)
-MAX_VECTORS = 1024
-#: wider than this is no text encoder's token table
-MAX_WIDTH = 16384
 #: safetensors metadata key kohya (SAI model spec) uses for a human title
 TITLE_KEY = "modelspec.title"
 #: A1111's constant placeholder token id, kept for compatibility with the original format
@@ -70,26 +67,6 @@ def source_format(layout: str, container: str) -> str:
 
 def _is_tensor(value: Any) -> bool:
     return isinstance(value, np.ndarray)
-
-
-def _matrix(value: Any, what: str) -> np.ndarray:
-    """Check a tensor is a float ``[D]`` or ``[n, D]`` of sane size; return it as float32 [n, D]."""
-    if not _is_tensor(value):
-        raise EmbeddingFileError(f"{what} is a {type(value).__name__}, not a tensor")
-    arr: np.ndarray = value
-    if arr.dtype.kind != "f":
-        raise EmbeddingFileError(f"{what} holds {arr.dtype} values, not floats")
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise EmbeddingFileError(f"{what} has shape {list(arr.shape)}, not [vectors, width]")
-    n, width = arr.shape
-    if not (1 <= n <= MAX_VECTORS) or not (1 <= width <= MAX_WIDTH):
-        raise EmbeddingFileError(
-            f"{what} has shape {list(arr.shape)}: an embedding has 1..{MAX_VECTORS} vectors "
-            f"of width 1..{MAX_WIDTH}"
-        )
-    return arr
 
 
 def _dtype_name(value: np.ndarray) -> str:
@@ -142,7 +119,7 @@ def interpret(
     if not isinstance(obj, Mapping):
         if _is_tensor(obj) and container == "pt":
             # a bare pickled tensor: diffusers accepts it with token=, and so do we, named by file
-            arr = _matrix(obj, "the tensor")
+            arr = limits.matrix(obj, "the tensor")
             return _single("diffusers", container, name_hint, arr, meta, source_sha256, obj.ndim)
         raise NotAnEmbeddingError(_describe(obj, container))
 
@@ -153,7 +130,7 @@ def interpret(
     tensors = {k: v for k, v in obj.items() if _is_tensor(v)}
     if len(obj) == 1 and len(tensors) == 1:
         ((key, value),) = tensors.items()
-        arr = _matrix(value, f"tensor {key!r}")
+        arr = limits.matrix(value, f"tensor {key!r}")
         if key == "emb_params":
             name = meta.get(TITLE_KEY) or name_hint
             return _single("kohya", container, name, arr, meta, source_sha256, value.ndim)
@@ -201,7 +178,7 @@ def _from_string_to_param(
             hint="A1111 refuses such files too; split it into one file per placeholder",
         )
     ((placeholder, value),) = params.items()
-    arr = _matrix(value, f"string_to_param[{placeholder!r}]")
+    arr = limits.matrix(value, f"string_to_param[{placeholder!r}]")
     a1111_keys = ("name", "step", "sd_checkpoint", "sd_checkpoint_name")
     is_a1111 = container in ("png", "webp") or any(k in obj for k in a1111_keys)
     layout = "a1111" if is_a1111 else "original"
@@ -228,8 +205,8 @@ def _from_sdxl(
     meta: Mapping[str, str],
     sha256: str | None,
 ) -> Interpretation:
-    clip_l = _matrix(obj[CLIP_L], "clip_l")
-    clip_g = _matrix(obj[CLIP_G], "clip_g")
+    clip_l = limits.matrix(obj[CLIP_L], "clip_l")
+    clip_g = limits.matrix(obj[CLIP_G], "clip_g")
     others = [str(k) for k, v in obj.items() if _is_tensor(v) and k not in (CLIP_L, CLIP_G)]
     if others:
         raise NotAnEmbeddingError(

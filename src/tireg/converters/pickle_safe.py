@@ -54,8 +54,17 @@ Other ways a pickle can reach objects are closed too:
 * ``persistent_load`` accepts only torch's ``('storage', <storage type>, key, location, numel[,
   view])`` tuples and returns a record; no bytes are read here;
 * memo indices are bounded, so ``LONG_BINPUT 0xFFFFFFFF`` cannot make the unpickler allocate
-  gigabytes for its memo table, and tuple nesting is bounded (see :class:`_TupleDepth`), so a
-  crafted dict key cannot crash the interpreter.
+  gigabytes for its memo table, and tuple nesting is bounded (see :class:`_StackModel`), so a
+  crafted dict key cannot crash the interpreter;
+* dict keys and set elements may not be tuples or ints beyond 64 bits (again
+  :class:`_StackModel`, and the ``OrderedDict``/``set`` stand-ins): those are the only values a
+  pickle can give chosen, equal hashes, which makes building a dict of 100,000 of them quadratic;
+* what a pickle can make is counted against one :class:`Budget` per file: every opcode is
+  charged statically by :func:`scan` (an upper bound of the object it can create), and every
+  call of an allowed stand-in dynamically by the size of what it returned, so calling
+  ``_codecs.encode`` or ``OrderedDict`` thousands of times on one memoised megabyte is refused
+  before the memory is spent. :mod:`tireg.converters.torch_file` charges the tensors it builds to
+  the same budget, after widening.
 
 Whatever goes wrong inside the unpickler surfaces as :class:`EmbeddingFileError` (the input is
 untrusted, so every failure is the file's fault); ``UnsafePickleError`` is one of those.
@@ -64,6 +73,7 @@ untrusted, so every failure is the file's fault); ``UnsafePickleError`` is one o
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copyreg
 import io
 import pickle
@@ -71,9 +81,11 @@ import pickletools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from tireg.converters.errors import EmbeddingFileError, UnsafePickleError
+from tireg.converters.limits import MAX_DIMS
+from tireg.files import MAX_FILE_BYTES
 
 #: Python 2 module names that protocol-0..2 pickles use, mapped to their Python 3 names.
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
@@ -124,13 +136,69 @@ NUMPY_DTYPE_SIZES: dict[str, int] = {
     "c16": 16,
 }
 
-MAX_DIMS = 32  # numpy's floor across versions; no embedding or checkpoint tensor comes close
 _MEMO_SLACK = 1024  # memo indices may run this far ahead of the PUTs seen so far
 MAX_TUPLE_DEPTH = 100  # torch nests tuples 2 deep (persistent id inside the rebuild arguments)
+#: what decoding one file may make Python allocate: its objects, and its tensors once widened
+#: to what the reader returns (4x an embedding file's cap: bf16 widens 2x, and room to spare)
+MAX_DECODED_BYTES = 4 * MAX_FILE_BYTES
+
+
+#: bytes charged per opcode on top of its size: the most one Python object (an empty dict, a
+#: boxed number, a container slot) costs beyond the bytes it was decoded from
+_OPCODE_COST = 64
+#: a str's characters may take 4 bytes each (one astral character widens the whole string)
+_CHAR_COST = 4
 
 
 def _fail(message: str) -> NoReturn:
     raise EmbeddingFileError(message)
+
+
+class Budget:
+    """The bytes decoding one file may still produce; :meth:`charge` refuses past the limit.
+
+    One per file (a legacy torch file's five pickles share it), so the total a hostile file can
+    make Python allocate is bounded, however its parts are arranged.
+    """
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def charge(self, size: int, what: str) -> None:
+        self.left -= size
+        if self.left < 0:
+            _fail(f"decoding would take more than {self.limit:,} bytes ({what})")
+
+
+#: the budget of the unpickling in progress, charged by the stand-ins' calls
+_BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("budget", default=None)
+
+
+def _footprint(value: Any) -> int:
+    """An upper bound of the memory a stand-in's result holds beyond what it was given."""
+    kind = type(value)
+    if kind is bytes:
+        return _OPCODE_COST + len(value)
+    if kind in (dict, set, list, tuple):
+        return _OPCODE_COST + 2 * _OPCODE_COST * len(value)
+    return _OPCODE_COST
+
+
+def _safe_key(value: Any) -> bool:
+    """Whether ``value`` may be a dict key or set element: anything but a tuple, frozenset or an
+    int beyond 64 bits, the values whose hashes a pickle can choose to collide."""
+    kind = type(value)
+    if kind is int:
+        return -(2**63) <= value < 2**63
+    return kind not in (tuple, frozenset)
+
+
+def _safe_keys(values: Any, what: str) -> None:
+    if not all(_safe_key(v) for v in values):
+        _fail(f"the pickle uses a tuple or a huge int as a key of {what}")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -226,7 +294,11 @@ class Global:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._call is None or kwargs:
             _fail(f"the pickle calls {self.name}, which is not callable that way")
-        return self._call(*args)
+        result = self._call(*args)
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.charge(_footprint(result), f"calls of {self.name}")
+        return result
 
     def __repr__(self) -> str:
         return f"<stand-in {self.name}>"
@@ -483,7 +555,12 @@ def _ordered_dict(*args: Any) -> dict[Any, Any]:
         return {}
     if len(args) != 1 or type(args[0]) not in (list, tuple, dict):
         _fail("bad OrderedDict arguments")
-    return dict(args[0])
+    items = args[0]
+    if type(items) is not dict:
+        if not all(type(pair) in (list, tuple) and len(pair) == 2 for pair in items):
+            _fail("OrderedDict items must be pairs")
+        _safe_keys((pair[0] for pair in items), "an OrderedDict")
+    return dict(items)
 
 
 def _set(*args: Any) -> set[Any]:
@@ -491,6 +568,7 @@ def _set(*args: Any) -> set[Any]:
         return set()
     if len(args) != 1 or type(args[0]) not in (list, tuple):
         _fail("bad set arguments")
+    _safe_keys(args[0], "a set")
     return set(args[0])
 
 
@@ -727,74 +805,149 @@ def _walk(data: bytes, start: int) -> Iterator[tuple[pickletools.OpcodeInfo, Any
     _fail("corrupt pickle (it ends before its STOP opcode)")
 
 
-class _TupleDepth:
-    """Follows the unpickler's stack statically, tracking how deeply tuples nest.
+class _StackModel:
+    """Follows the unpickler's stack statically, tracking what could make ``hash()`` misbehave.
 
-    Why: ``hash()`` of a tuple recurses in C without a recursion guard, so a key made of 200,000
-    nested ``TUPLE1`` (200 KB of pickle) crashes the interpreter with a segfault inside
-    ``SETITEM``, before any Python code of ours could react. Tuples and frozensets are immutable,
-    so their nesting is fixed when they are built and can be computed from the opcodes alone;
-    every other value (lists, dicts, stand-in results) counts as depth 0.
+    Each stack entry is a tuple nesting depth (``0`` for every other value), or :data:`_HUGE`
+    for an int beyond 64 bits. Why:
+
+    * ``hash()`` of a tuple recurses in C without a recursion guard, so a key made of 200,000
+      nested ``TUPLE1`` (200 KB of pickle) crashes the interpreter with a segfault inside
+      ``SETITEM``, before any Python code of ours could react. Tuples and frozensets are
+      immutable, so their nesting is fixed when they are built and can be computed from the
+      opcodes alone.
+    * a dict or set whose keys all share one hash takes quadratic time to build: 100,000 ints
+      ``k * (2**61 - 1)`` (or tuples of chosen ints) take minutes inside one ``SETITEMS``. Only
+      tuples and huge ints can be given chosen hashes (str and bytes hashes are salted per
+      process), and no torch file uses them as keys, so the opcodes that build dicts and sets
+      refuse them as keys.
     """
 
     _MARK = -1
+    _HUGE = -2
     _KEEPS_CONTAINER = frozenset(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"))
+    #: opcodes that hash what they pop: (values between the mark, or after the container, that
+    #: are keys: every second one from the top, or all)
+    _KEYED: ClassVar[dict[str, int]] = {
+        "SETITEM": 2,
+        "SETITEMS": 2,
+        "DICT": 2,
+        "ADDITEMS": 1,
+        "FROZENSET": 1,
+    }
 
     def __init__(self) -> None:
         self.stack: list[int] = []
         self.memo: dict[int, int] = {}
 
-    def step(self, op: pickletools.OpcodeInfo, arg: Any) -> None:
-        name = op.name
-        if name in _PUTS:
-            if not self.stack or self.stack[-1] == self._MARK:
-                _fail("pickle memoizes an empty stack")
-            self.memo[len(self.memo) if name == "MEMOIZE" else arg] = self.stack[-1]
+    def step(self, name: str, arg: Any, size: int) -> None:
+        stack = self.stack
+        # the opcodes most pickles consist of, first and cheaply
+        if name in _PLAIN_PUSHES:
+            stack.append(0)
             return
+        if name in _GETS:
+            stack.append(self.memo.get(arg, 0))
+            return
+        if name == "MARK":
+            stack.append(self._MARK)
+            return
+        if name in _PUTS:
+            if not stack or stack[-1] == self._MARK:
+                _fail("pickle memoizes an empty stack")
+            self.memo[len(self.memo) if name == "MEMOIZE" else arg] = stack[-1]
+            return
+        marked, pops, pushes = _SHAPES[name]
         popped: list[int] = []
-        before = op.stack_before
-        if pickletools.markobject in before:
-            while self.stack and self.stack[-1] != self._MARK:
-                popped.append(self.stack.pop())
-            if not self.stack:
+        if marked:
+            while stack and stack[-1] != self._MARK:
+                popped.append(stack.pop())
+            if not stack:
                 _fail("pickle pops a mark that was never pushed")
-            self.stack.pop()
-            before = before[: before.index(pickletools.markobject)]
-        for _ in before:
-            if not self.stack or self.stack[-1] == self._MARK:
+            stack.pop()
+        for _ in range(pops):
+            if not stack or stack[-1] == self._MARK:
                 _fail("pickle stack underflow")
-            popped.append(self.stack.pop())
+            popped.append(stack.pop())
+        every = self._KEYED.get(name)
+        if every is not None:
+            # SETITEM pops (value, key, dict); the others pop their marked items, top first
+            keys = popped[1::every] if every == 2 else popped[: len(popped) - pops]
+            if any(k != 0 for k in keys):
+                _fail("the pickle uses a tuple or a huge int as a dict key or set element")
         depth = 0
         if name in _TUPLE_BUILDERS:
-            depth = 1 + max(popped, default=0)
+            depth = 1 + max((d for d in popped if d > 0), default=0)
             if depth > MAX_TUPLE_DEPTH:
                 _fail(f"pickle nests tuples more than {MAX_TUPLE_DEPTH} deep")
         elif name in _GETS:
             depth = self.memo.get(arg, 0)
         elif name == "DUP" or name in self._KEEPS_CONTAINER:
             depth = popped[-1]
-        for item in op.stack_after:
-            self.stack.append(self._MARK if item is pickletools.markobject else depth)
+        elif name in _HUGE_INTS and size > _HUGE_INTS[name]:
+            depth = self._HUGE
+        for is_mark in pushes:
+            stack.append(self._MARK if is_mark else depth)
 
 
-def scan(data: bytes, start: int = 0) -> int:
+def _shapes() -> dict[str, tuple[bool, int, tuple[bool, ...]]]:
+    """Opcode name -> (pops down to a mark, values popped below it, pushes (True: a mark))."""
+    out: dict[str, tuple[bool, int, tuple[bool, ...]]] = {}
+    for op in pickletools.opcodes:
+        before = op.stack_before
+        marked = pickletools.markobject in before
+        if marked:
+            before = before[: before.index(pickletools.markobject)]
+        pushes = tuple(item is pickletools.markobject for item in op.stack_after)
+        out[op.name] = (marked, len(before), pushes)
+    return out
+
+
+_SHAPES = _shapes()
+#: int opcodes -> their largest size (opcode and argument) that still holds a 64-bit int
+_HUGE_INTS = {"LONG1": 2 + 8, "LONG4": 5 + 8, "INT": 2 + 18, "LONG": 3 + 18}
+#: opcodes that only push one value, never a tuple (strings, numbers, globals, empty containers)
+_PLAIN_PUSHES = frozenset(
+    name
+    for name, (marked, pops, pushes) in _SHAPES.items()
+    if not marked
+    and not pops
+    and pushes == (False,)
+    and name not in _TUPLE_BUILDERS
+    and name not in _GETS
+    and name not in _HUGE_INTS
+)
+
+
+#: pickles up to this size skip the key check: their dicts cannot hold enough colliding keys
+#: (one per 2 bytes at most) for building them to take more than a fraction of a second
+_SMALL_PICKLE = 16 * 1024
+
+
+def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
     """Walk the opcodes of the pickle at ``data[start:]`` without running it; return its end.
 
     Refuses statically what needs no execution to judge: a ``GLOBAL``/``INST`` outside the
-    allow-list, any ``EXT`` opcode, memo indices far beyond the entries written so far, and tuples
-    nested deeper than :data:`MAX_TUPLE_DEPTH`.
+    allow-list, any ``EXT`` opcode, memo indices far beyond the entries written so far, tuples
+    nested deeper than :data:`MAX_TUPLE_DEPTH` and tuples or huge ints as dict keys (both by a
+    simulation of the unpickler's stack, :class:`_StackModel`), and more objects than ``budget``
+    allows (each opcode is charged the most its object can cost).
 
-    Tuple nesting needs a simulation of the unpickler's stack (:class:`_TupleDepth`), which costs
-    more than the rest of the scan; it runs only when the pickle holds more tuple-building
-    opcodes than :data:`MAX_TUPLE_DEPTH`. Fewer cannot nest deeper: each level of nesting is a
-    tuple (or frozenset) built by an opcode of its own, and no opcode runs twice.
+    The simulation costs more than the rest of the scan, and an embedding's pickle is a few
+    hundred bytes, so it runs only where it can matter: alongside the scan for a pickle over
+    :data:`_SMALL_PICKLE` bytes, and afterwards for a smaller one holding more tuple-building
+    opcodes than :data:`MAX_TUPLE_DEPTH` (fewer cannot nest deeper: each level of nesting is a
+    tuple built by an opcode of its own, and no opcode runs twice).
     """
+    model = _StackModel() if len(data) - start > _SMALL_PICKLE else None
     try:
-        end, tuples = _check_opcodes(data, start)
-        if tuples > MAX_TUPLE_DEPTH:
-            depth = _TupleDepth()
-            for op, arg, _end in _walk(data, start):
-                depth.step(op, arg)
+        end, tuples = _check_opcodes(data, start, budget, model)
+        if model is None and tuples > MAX_TUPLE_DEPTH:
+            model = _StackModel()
+            before = start
+            for op, arg, after in _walk(data, start):
+                model.step(op.name, arg, after - before)
+                before = after
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
@@ -802,12 +955,20 @@ def scan(data: bytes, start: int = 0) -> int:
     return end
 
 
-def _check_opcodes(data: bytes, start: int) -> tuple[int, int]:
-    """The checks of :func:`scan` but tuple nesting; returns (end, tuple-building opcodes)."""
+def _check_opcodes(
+    data: bytes, start: int, budget: Budget | None, model: _StackModel | None
+) -> tuple[int, int]:
+    """The checks of :func:`scan`, with ``model`` stepped alongside when given; returns (end,
+    tuple-building opcodes). A finding of the model is raised once every global was judged, so
+    a refusal names the unsafe global whatever else is wrong."""
     puts = 0
     tuples = 0
     end = start
+    cost = 0
+    wrong: EmbeddingFileError | None = None
     for op, arg, after in _walk(data, start):
+        size = after - end
+        cost += _OPCODE_COST + _CHAR_COST * size
         end = after
         name = op.name
         if name in _TUPLE_BUILDERS:
@@ -821,6 +982,17 @@ def _check_opcodes(data: bytes, start: int) -> tuple[int, int]:
             if name != "MEMOIZE" and arg > puts + _MEMO_SLACK:
                 _fail(f"pickle memo index {arg} is out of range")
             puts += 1
+        if model is not None:
+            try:
+                model.step(name, arg, size)
+            except EmbeddingFileError as exc:
+                wrong, model = exc, None
+        if budget is not None and cost > budget.left:
+            budget.charge(cost, "the objects its pickle builds")
+    if wrong is not None:
+        raise wrong
+    if budget is not None:
+        budget.charge(cost, "the objects its pickle builds")
     return end, tuples
 
 
@@ -833,15 +1005,21 @@ def _quiet() -> Iterator[None]:
 
 
 def unpickle(
-    data: bytes, start: int = 0, storages: dict[str, StorageRef] | None = None
+    data: bytes,
+    start: int = 0,
+    storages: dict[str, StorageRef] | None = None,
+    budget: Budget | None = None,
 ) -> tuple[Any, int]:
     """Scan, then unpickle the pickle at ``data[start:]``; return (object, end offset).
 
     The object is built from plain containers and the records above; nothing outside this module
-    was called. Storage references met are added to ``storages`` when given.
+    was called. Storage references met are added to ``storages`` when given. What the pickle
+    builds is charged to ``budget`` (a fresh one of :data:`MAX_DECODED_BYTES` when not given).
     """
-    end = scan(data, start)
+    budget = Budget(MAX_DECODED_BYTES) if budget is None else budget
+    end = scan(data, start, budget)
     sink: dict[str, StorageRef] = {} if storages is None else storages
+    token = _BUDGET.set(budget)
     try:
         with _quiet():
             obj = RestrictedUnpickler(io.BytesIO(data[start:end]), sink).load()
@@ -849,4 +1027,6 @@ def unpickle(
         raise
     except Exception as exc:  # untrusted input: any failure is the file's
         raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
+    finally:
+        _BUDGET.reset(token)
     return obj, end

@@ -26,23 +26,18 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from tireg.converters import a1111_png, internal, layouts, safetensors_file
+from tireg.converters import a1111_png, internal, layouts, limits, pickle_safe, safetensors_file
 from tireg.converters.embedding import CLIP_G, CLIP_L, Embedding
 from tireg.converters.errors import EmbeddingFileError, NotAnEmbeddingError
+from tireg.files import MAX_FILE_BYTES, open_regular, read_at_most
 
-MAX_FILE_SIZE = 64 * 1024 * 1024  # embeddings are KB to a few MB; anything bigger is not one
-
-#: safetensors dtype -> the name the rest of tireg reports it under
-_SAFETENSORS_DTYPE_NAMES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-}
+#: the most memory reading one file can take: a small hostile file (a pickle, a card) can decode
+#: to this much before it is refused, so callers reading many files at once budget for it
+MAX_READ_MEMORY = pickle_safe.MAX_DECODED_BYTES
 
 SAFE_SAFETENSORS = "safetensors: no code"
 SAFE_PICKLE = "pickle: allow-listed globals only"
@@ -86,7 +81,7 @@ def container_of(data: bytes) -> str:
     return "unknown"
 
 
-def _unknown(data: bytes) -> EmbeddingFileError:
+def _unknown(data: bytes, reveal: bool = True) -> EmbeddingFileError:
     head = data[:64].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
         return NotAnEmbeddingError(
@@ -100,9 +95,11 @@ def _unknown(data: bytes) -> EmbeddingFileError:
         text = ""
     if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
         return NotAnEmbeddingError("a text file, not an embedding")
+    # a file reached through a symlink may be anybody's (a key, a password file): its bytes
+    # are not repeated to whoever asked tireg to read the link
+    start = f"starts with bytes {data[:8].hex()}; " if reveal else ""
     return EmbeddingFileError(
-        f"unrecognised file format (starts with bytes {data[:8].hex()}; "
-        "not safetensors, a torch file or an image)"
+        f"unrecognised file format ({start}not safetensors, a torch file or an image)"
     )
 
 
@@ -115,37 +112,40 @@ def read_file_detailed(path: str | os.PathLike[str]) -> ReadResult:
     """Like :func:`read_file`, with the container, layout, stored dtypes and safety verdict."""
     p = Path(path)
     try:
-        with p.open("rb") as stream:
+        with open_regular(p) as stream:
             size = os.fstat(stream.fileno()).st_size
-            if size > MAX_FILE_SIZE:
-                raise _too_large(p, size)
-            data = stream.read()
+            if size > MAX_FILE_BYTES:
+                raise _too_large(stream, size)
+            data = read_at_most(stream, MAX_FILE_BYTES, size)
+        if len(data) > MAX_FILE_BYTES:  # it grew while being read
+            raise _too_large(None, len(data))
     except OSError as exc:
         raise EmbeddingFileError(f"cannot read file: {exc.strerror or exc}", path=p) from exc
     except EmbeddingFileError as exc:
         raise exc.with_path(p) from None
+    # asked only when it matters: a file of no known format, whose first bytes an error quotes
+    reveal = container_of(data) != "unknown" or not p.is_symlink()
     try:
-        return read_bytes_detailed(data, name_hint=p.stem, label=str(p))
+        return read_bytes_detailed(data, name_hint=p.stem, label=str(p), reveal=reveal)
     except EmbeddingFileError as exc:
         raise exc.with_path(p) from None
 
 
-def _too_large(path: Path, size: int) -> EmbeddingFileError:
+def _too_large(stream: BinaryIO | None, size: int) -> EmbeddingFileError:
     """Say what a big file is without reading it all (a safetensors header is enough)."""
-    with path.open("rb") as stream:
-        head = stream.read(9)
-        if len(head) == 9 and head[8:9] == b"{":
-            stream.seek(0)
-            try:
-                header = safetensors_file.read_header(stream, size)
-            except EmbeddingFileError:
-                pass
-            else:
-                count = len(header.tensors)
-                return NotAnEmbeddingError(
-                    f"a safetensors file with {count:,} tensors ({size:,} bytes) — "
-                    "looks like a checkpoint, not an embedding"
-                )
+    head = stream.read(9) if stream is not None else b""
+    if stream is not None and len(head) == 9 and head[8:9] == b"{":
+        stream.seek(0)
+        try:
+            header = safetensors_file.read_header(stream, size)
+        except EmbeddingFileError:
+            pass
+        else:
+            count = len(header.tensors)
+            return NotAnEmbeddingError(
+                f"a safetensors file with {count:,} tensors ({size:,} bytes) — "
+                "looks like a checkpoint, not an embedding"
+            )
     return NotAnEmbeddingError(f"{size:,} bytes is too large for an embedding")
 
 
@@ -154,13 +154,19 @@ def read_bytes(data: bytes, *, name_hint: str) -> Embedding:
     return read_bytes_detailed(data, name_hint=name_hint).embedding
 
 
-def read_bytes_detailed(data: bytes, *, name_hint: str, label: str | None = None) -> ReadResult:
-    """Read bytes as an embedding, reporting how; ``label`` names the file in warnings."""
+def read_bytes_detailed(
+    data: bytes, *, name_hint: str, label: str | None = None, reveal: bool = True
+) -> ReadResult:
+    """Read bytes as an embedding, reporting how; ``label`` names the file in warnings.
+
+    Whatever the container, the result passes :func:`tireg.converters.limits.check`. Errors quote
+    the file's first bytes only when ``reveal`` (not for a file reached through a symlink).
+    """
     if not data:
         raise EmbeddingFileError("empty file (0 bytes)")
     container = container_of(data)
     if container == "unknown":
-        raise _unknown(data)
+        raise _unknown(data, reveal)
     sha = hashlib.sha256(data).hexdigest()
     if container == "safetensors":
         result = _read_safetensors(data, name_hint, sha)
@@ -168,7 +174,7 @@ def read_bytes_detailed(data: bytes, *, name_hint: str, label: str | None = None
         result = _read_torch(data, name_hint, container, sha)
     else:
         result = _read_image(data, name_hint, container, sha)
-    embedding = result.embedding
+    embedding = limits.check(result.embedding, result.dtypes)
     if embedding.source_sha256 is None:  # an internal-format file written without provenance
         embedding = embedding.with_meta(source_sha256=sha)
     if not embedding.is_finite:
@@ -200,7 +206,7 @@ def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:
         for name, info in header.tensors.items()
     }
     metadata = header.metadata
-    stored = {k: _SAFETENSORS_DTYPE_NAMES.get(v.dtype, v.dtype) for k, v in header.tensors.items()}
+    stored = {k: safetensors_file.dtype_name(v.dtype) for k, v in header.tensors.items()}
     if internal.is_internal(metadata):
         embedding = internal.from_parts(tensors, metadata)
         if embedding.source_format is None:

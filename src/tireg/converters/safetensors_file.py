@@ -9,7 +9,11 @@ implementation applies, because an embedding file is untrusted input:
 * ``N`` below 100,000,000 and inside the file; the header is a JSON object without duplicate keys;
 * dtypes are known; ``prod(shape) * itemsize == end - begin``;
 * offsets are sorted, contiguous and cover the buffer exactly (no holes: no polyglot files);
-* ``__metadata__`` values are all strings.
+* ``__metadata__`` values are all strings;
+* shapes have at most :data:`~tireg.converters.limits.MAX_DIMS` dimensions, and no dimension
+  (nor the product of the non-zero ones) is beyond what numpy can index, so a shape like
+  ``[0, 2**70]`` (zero bytes, yet no array numpy can make) is refused here, not by numpy;
+* JSON nested too deeply for the parser is refused, not a ``RecursionError``.
 
 The writer is deterministic: tensors sorted by name, compact JSON with sorted keys, the header
 padded with spaces to a multiple of 8. The same tensors and metadata always give the same bytes.
@@ -26,8 +30,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from tireg.converters.errors import EmbeddingFileError
+from tireg.converters.limits import MAX_DIMS
 
 MAX_HEADER_SIZE = 100_000_000
+#: the largest element count numpy can index (intp), for any one tensor or dimension
+_MAX_ELEMENTS = 2**62
 
 #: safetensors dtype name -> (numpy dtype it is stored as, bytes per element)
 DTYPES: dict[str, tuple[str, int]] = {
@@ -43,6 +50,21 @@ DTYPES: dict[str, tuple[str, int]] = {
     "BOOL": ("?", 1),
     "F8_E4M3": ("u1", 1),
     "F8_E5M2": ("u1", 1),
+}
+#: safetensors dtype name -> the torch name the rest of tireg reports it under
+_DTYPE_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
 }
 _NUMPY_TO_DTYPE = {
     "float64": "F64",
@@ -76,6 +98,11 @@ class Header:
     data_start: int
 
 
+def dtype_name(dtype: str) -> str:
+    """The torch name of a safetensors dtype (``BF16`` -> ``bfloat16``), as tireg reports it."""
+    return _DTYPE_NAMES.get(dtype, dtype)
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -95,6 +122,8 @@ def parse_header(head: bytes, file_size: int) -> Header:
         raise EmbeddingFileError("safetensors header does not start with '{'")
     try:
         raw = json.loads(text, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise EmbeddingFileError("safetensors header nests JSON too deeply") from None
     except ValueError as exc:
         if isinstance(exc, EmbeddingFileError):
             raise
@@ -137,6 +166,15 @@ def _parse_entry(name: str, entry: Any) -> TensorInfo:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise EmbeddingFileError(f"safetensors entry {name!r} has an invalid shape")
+    if len(shape) > MAX_DIMS:
+        raise EmbeddingFileError(
+            f"safetensors entry {name!r} has {len(shape)} dimensions (at most {MAX_DIMS})"
+        )
+    extent = 1
+    for dim in shape:
+        extent *= max(dim, 1)
+        if extent > _MAX_ELEMENTS:
+            raise EmbeddingFileError(f"safetensors entry {name!r} has an impossibly large shape")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2

@@ -18,7 +18,9 @@ float32), ``ParameterDict`` → ``dict`` of arrays; numpy values (as in SD ``.ck
 → fresh numpy dtypes, scalars and owned native-byte-order arrays, built from the checked bytes
 (in both ``tensors`` modes: their data is inside the pickle); allowed globals kept as values (a
 storage type, a dtype, Lightning's ``ModelCheckpoint`` key) → their dotted name. The storage
-location (``cuda:0``) is ignored. Every size is bounded (:data:`MAX_TOTAL_BYTES`), and only
+location (``cuda:0``) is ignored. Every size is bounded: what decoding a file builds is charged to
+one :class:`~tireg.converters.pickle_safe.Budget` (its pickles' objects, then its tensors at the
+size they are returned in, bfloat16 widened), ints are at most :data:`MAX_INT_BITS` wide, and only
 :mod:`tireg.converters.errors` exceptions leave this module, whatever the input bytes.
 
 Writing (:func:`dumps`) produces the files A1111 and the sd-concepts-library published, which
@@ -76,6 +78,7 @@ import numpy as np
 from tireg.converters import pickle_safe
 from tireg.converters.errors import EmbeddingFileError
 from tireg.converters.pickle_safe import (
+    Budget,
     ModuleStub,
     NumpyArray,
     NumpyDType,
@@ -83,9 +86,13 @@ from tireg.converters.pickle_safe import (
     StorageRef,
     TensorStub,
 )
+from tireg.files import MAX_FILE_BYTES, open_regular, read_at_most
 
-MAX_TOTAL_BYTES = 256 * 1024 * 1024  # all storages of one file, and all arrays built from them
-MAX_PICKLE_BYTES = 64 * 1024 * 1024  # data.pkl of a multi-GB checkpoint is well under 10 MB
+MAX_TOTAL_BYTES = pickle_safe.MAX_DECODED_BYTES  # all of one file's storages read, and arrays
+MAX_PICKLE_BYTES = MAX_FILE_BYTES  # data.pkl of a multi-GB checkpoint is well under 10 MB
+#: the widest int a file may hold (torch's legacy magic number takes 77 bits); a wider one could
+#: not even be printed (Python refuses int-to-str conversions beyond 4,300 digits)
+MAX_INT_BITS = 128
 MAX_RATIO = 200  # a stored or deflated torch member never expands beyond this
 MAX_DEPTH = 100  # nesting of containers; real files nest 3 or 4 deep
 
@@ -138,7 +145,7 @@ def load(data: bytes, *, tensors: Tensors = "load") -> Any:
     if data.startswith(_ZIP_MAGIC):
         return _guard(lambda: _Archive(io.BytesIO(data), data).load(tensors))
     if data.startswith(b"\x80"):
-        return _guard(lambda: _load_legacy(data, tensors))
+        return _guard(lambda: _load_legacy(data, tensors, Budget(MAX_TOTAL_BYTES)))
     _fail("not a torch file (neither a zip archive nor a legacy pickle)")
 
 
@@ -150,7 +157,7 @@ def load_path(path: str | os.PathLike[str], *, tensors: Tensors = "load") -> Any
     """
     p = Path(path)
     try:
-        with p.open("rb") as fh:
+        with open_regular(p) as fh:
             head = fh.read(4)
             if tensors == "shape" and head == _ZIP_MAGIC:
                 fh.seek(0)
@@ -160,7 +167,7 @@ def load_path(path: str | os.PathLike[str], *, tensors: Tensors = "load") -> Any
             if tensors == "load" and size > limit:
                 _fail(f"{size} bytes is too large for a torch embedding file")
             fh.seek(0)
-            data = fh.read(limit)
+            data = read_at_most(fh, limit)[:limit]
         return load(data, tensors=tensors)
     except OSError as exc:
         raise EmbeddingFileError(f"cannot read file: {exc.strerror}", path=p) from exc
@@ -192,6 +199,9 @@ class _Archive:
         self.data = data
         self.zip = zipfile.ZipFile(source)
         infos = self.zip.infolist()
+        if any(info.filename != info.orig_filename for info in infos):
+            # zipfile cuts a name at its first NUL: 'data.pkl\0junk' would be read as 'data.pkl'
+            _fail("zip archive has a member name with a NUL character")
         names = [info.filename for info in infos]
         if len(set(names)) != len(names):
             _fail("zip archive lists a member twice")
@@ -202,7 +212,7 @@ class _Archive:
         if len(pickles) > 1:
             _fail("zip archive has several data.pkl members")
         self.prefix = pickles[0][: -len("data.pkl")]
-        self.budget = MAX_TOTAL_BYTES
+        self.budget = Budget(MAX_TOTAL_BYTES)
         self.big_endian = False
 
     def read(self, name: str, limit: int) -> bytes:
@@ -214,7 +224,7 @@ class _Archive:
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             _fail(f"zip member {info.filename!r} uses an unsupported compression method")
         size = info.file_size
-        if size > min(limit, self.budget):
+        if size > min(limit, self.budget.left):
             _fail(f"zip member {info.filename!r} declares {size} bytes, over the limit")
         if size > 1024 * 1024 and size > MAX_RATIO * max(info.compress_size, 1):
             _fail(f"zip member {info.filename!r} has an absurd compression ratio")
@@ -225,7 +235,7 @@ class _Archive:
                 blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
         if len(blob) != size:
             _fail(f"zip member {info.filename!r} holds {len(blob)} bytes, not {size}")
-        self.budget -= size
+        self.budget.charge(size, f"zip member {info.filename!r}")
         return blob
 
     def _stored(self, info: zipfile.ZipInfo) -> bytes:
@@ -256,7 +266,7 @@ class _Archive:
             if order not in (b"little", b"big"):
                 _fail(f"unknown byteorder {order!r}")
             self.big_endian = order == b"big"
-        obj, _ = pickle_safe.unpickle(self.read("data.pkl", MAX_PICKLE_BYTES))
+        obj, _ = pickle_safe.unpickle(self.read("data.pkl", MAX_PICKLE_BYTES), budget=self.budget)
         blobs: dict[str, bytes] = {}
 
         def fetch(ref: StorageRef) -> bytes:
@@ -264,7 +274,7 @@ class _Archive:
                 blobs[ref.key] = self.read("data/" + ref.key, MAX_TOTAL_BYTES)
             return blobs[ref.key]
 
-        return _Converter(tensors, fetch, self.big_endian).convert(obj, 0)
+        return _Converter(tensors, fetch, self.big_endian, self.budget).convert(obj, 0)
 
 
 def _one_dir(name: str, leaf: str) -> bool:
@@ -273,21 +283,21 @@ def _one_dir(name: str, leaf: str) -> bool:
     return bool(head) and sep == "/" and tail == leaf
 
 
-def _load_legacy(data: bytes, tensors: Tensors) -> Any:
-    magic, pos = pickle_safe.unpickle(data, 0)
+def _load_legacy(data: bytes, tensors: Tensors, budget: Budget) -> Any:
+    magic, pos = pickle_safe.unpickle(data, 0, budget=budget)
     if magic != LEGACY_MAGIC:
         _fail("not a torch file (a pickle without torch's magic number)")
-    protocol, pos = pickle_safe.unpickle(data, pos)
+    protocol, pos = pickle_safe.unpickle(data, pos, budget=budget)
     if protocol != LEGACY_PROTOCOL:
-        _fail(f"unsupported legacy torch protocol {protocol!r}")
-    sys_info, pos = pickle_safe.unpickle(data, pos)
+        _fail("unsupported legacy torch protocol")
+    sys_info, pos = pickle_safe.unpickle(data, pos, budget=budget)
     if type(sys_info) is not dict or sys_info.get("little_endian") is not True:
         _fail("legacy torch file from a big-endian machine or with bad system info")
     storages: dict[str, StorageRef] = {}
-    obj, pos = pickle_safe.unpickle(data, pos, storages)
+    obj, pos = pickle_safe.unpickle(data, pos, storages, budget)
     blobs: dict[str, bytes] = {}
     if tensors == "load":
-        keys, pos = pickle_safe.unpickle(data, pos)
+        keys, pos = pickle_safe.unpickle(data, pos, budget=budget)
         if type(keys) is not list or not all(type(k) is str for k in keys):
             _fail("legacy torch file has a bad storage key list")
         for key in keys:
@@ -308,22 +318,24 @@ def _load_legacy(data: bytes, tensors: Tensors) -> Any:
     def fetch(ref: StorageRef) -> bytes:
         return blobs[ref.key]
 
-    return _Converter(tensors, fetch, big_endian=False).convert(obj, 0)
+    return _Converter(tensors, fetch, False, budget).convert(obj, 0)
 
 
 class _Converter:
     """Turn unpickled records into plain Python; shared values stay shared, cycles are refused."""
 
-    def __init__(self, tensors: Tensors, fetch: Any, big_endian: bool) -> None:
+    def __init__(self, tensors: Tensors, fetch: Any, big_endian: bool, budget: Budget) -> None:
         self.tensors = tensors
         self.fetch = fetch
         self.big_endian = big_endian
         self.done: dict[int, Any] = {}
         self.active: set[int] = set()
-        self.budget = MAX_TOTAL_BYTES
+        self.budget = budget
 
     def convert(self, obj: Any, depth: int) -> Any:
         kind = type(obj)
+        if kind is int and obj.bit_length() > MAX_INT_BITS:
+            _fail(f"pickle holds an int of {obj.bit_length():,} bits (at most {MAX_INT_BITS})")
         if obj is None or kind in (bool, int, float, str, bytes):
             return obj
         if depth > MAX_DEPTH:
@@ -381,9 +393,7 @@ class _Converter:
     def numpy_array(self, record: NumpyArray) -> np.ndarray:
         if record.state is None:
             _fail("numpy array without its state")
-        self.budget -= len(record.state.data)
-        if self.budget < 0:
-            _fail("arrays of this file exceed the size limit")
+        self.budget.charge(len(record.state.data), "its numpy arrays")
         state = record.state
         return _numpy_values(state.descr, state.data, state.shape, state.fortran)
 
@@ -394,9 +404,10 @@ class _Converter:
         if numpy_dtype is None:
             _fail(f"tensors of dtype {stub.dtype} cannot be loaded")
         numel = math.prod(stub.shape)
-        self.budget -= numel * stub.itemsize
-        if self.budget < 0:
-            _fail("tensors of this file exceed the size limit")
+        # charged at the size returned: bfloat16 is widened to float32 (a stride-0 view of a few
+        # bytes may still describe millions of elements; they are counted before they exist)
+        returned = 4 if stub.dtype == "bfloat16" else stub.itemsize
+        self.budget.charge(numel * returned, "its tensors")
         ref = stub.storage
         blob = self.fetch(ref)
         if len(blob) != ref.numel * ref.itemsize:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -51,7 +52,7 @@ class EmbeddingRow(Base):
     """One embedding: its vectors live in the content store, its facts here."""
 
     __tablename__ = "embeddings"
-    # listings go by name a page at a time (migration 0004 says why)
+    # listings go by name a page at a time (migration 0005 says why)
     __table_args__ = (
         Index("ix_embeddings_name_order", func.lower(text("name")), text("id")),
         Index("ix_embeddings_family_name_order", "family", func.lower(text("name")), text("id")),
@@ -242,3 +243,80 @@ class InstallRow(Base):
     installed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     embedding: Mapped[EmbeddingRow] = relationship(back_populates="installs")
+
+
+class ValidationRow(Base):
+    """One ``tireg validate`` run: the settings every image was rendered with, and its grid.
+
+    ``settings`` is a JSON object (prompt, steps, sampler, size...) and ``seeds`` a JSON list,
+    stored as text because they are read back whole, never queried by field."""
+
+    __tablename__ = "validations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds: Mapped[float] = mapped_column(Float)
+    settings: Mapped[str] = mapped_column(Text)
+    seeds: Mapped[str] = mapped_column(Text)
+    out_dir: Mapped[str] = mapped_column(String)
+    grid_path: Mapped[str] = mapped_column(String)
+    grid_sha256: Mapped[str] = mapped_column(String(64))
+    tireg_version: Mapped[str] = mapped_column(String)
+
+    models: Mapped[list[ValidationModelRow]] = relationship(
+        back_populates="validation",
+        cascade="all, delete-orphan",
+        order_by="ValidationModelRow.position",
+    )
+    images: Mapped[list[ValidationImageRow]] = relationship(
+        back_populates="validation", cascade="all, delete-orphan", order_by="ValidationImageRow.id"
+    )
+
+
+class ValidationModelRow(Base):
+    """A checkpoint one validation run rendered on, with every hash that names it."""
+
+    __tablename__ = "validation_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    validation_id: Mapped[int] = mapped_column(
+        ForeignKey("validations.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)  # its row block in the grid, from 0
+    name: Mapped[str] = mapped_column(String)
+    path: Mapped[str | None] = mapped_column(String)
+    family: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    autov2: Mapped[str | None] = mapped_column(String(10))
+    old_hash: Mapped[str | None] = mapped_column(String(8))
+    seconds: Mapped[float] = mapped_column(Float)  # loading and rendering on this model
+
+    validation: Mapped[ValidationRow] = relationship(back_populates="models")
+
+
+class ValidationImageRow(Base):
+    """One image of a validation run. ``embedding_vectors_sha256`` is null for the row rendered
+    without any embedding; ``embedding_id`` becomes null if the embedding is removed later."""
+
+    __tablename__ = "validation_images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    validation_id: Mapped[int] = mapped_column(
+        ForeignKey("validations.id", ondelete="CASCADE"), index=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("validation_models.id", ondelete="CASCADE"), index=True
+    )
+    embedding_id: Mapped[int | None] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="SET NULL"), index=True
+    )
+    embedding_vectors_sha256: Mapped[str | None] = mapped_column(String(64))
+    prompt_word: Mapped[str | None] = mapped_column(String)
+    prompt: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String)
+    sha256: Mapped[str] = mapped_column(String(64))
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)  # reused from the on-disk cache
+
+    validation: Mapped[ValidationRow] = relationship(back_populates="images")
+    model: Mapped[ValidationModelRow] = relationship()

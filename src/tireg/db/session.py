@@ -55,7 +55,7 @@ _IMMEDIATE = "tireg_begin_immediate"
 #: the FTS5 search index; migrations create it (and SQLite its shadow tables) by hand, since
 #: SQLAlchemy models cannot declare virtual tables
 FTS_TABLE = "embedding_search"
-#: its trigram twin over name, triggers and tags, for infix and CJK matches (migration 0003)
+#: its trigram twin over name, triggers and tags, for infix and CJK matches (the trigram migration)
 TRIGRAM_TABLE = "embedding_search_trigram"
 
 

@@ -6,6 +6,8 @@ from Civitai or rentry), its family from its vector widths ("family"), and later
 runs ("validated"). A model is named by a path, a hash or a name (:func:`resolve_model`).
 The verdict, decided by :func:`judge` from those facts alone:
 
+* ``validated`` — ``tireg validate`` rendered it on this very model (a recorded SHA-256):
+  the strongest evidence there is, ranked above every other fact.
 * ``exact`` — a recorded hash identifies this model: 8 hex against its old A1111 hash
   ("probably": old hashes collide), 10 hex against its AutoV2, 64 hex or a prefix against its
   SHA-256. An old-hash match whose families disagree is ignored as a collision.
@@ -16,8 +18,9 @@ The verdict, decided by :func:`judge` from those facts alone:
   that SD textual-inversion embeddings do not apply to.
 * ``unknown`` — the embedding's or the model's family is not known.
 
-``works`` is True only for ``exact`` and ``same_family``; :attr:`Verdict.cannot_work` is True for
-the two relations a UI is known to skip (what ``install --model`` refuses without ``--force``).
+``works`` is True only for ``validated``, ``exact`` and ``same_family``;
+:attr:`Verdict.cannot_work` is True for the two relations a UI is known to skip (what
+``install --model`` and ``validate`` refuse without ``--force``).
 """
 
 from __future__ import annotations
@@ -58,7 +61,6 @@ EXACT, SAME_FAMILY, WRONG_FAMILY, SD1_ON_SDXL, UNKNOWN = (
     "sd1_on_sdxl",
     "unknown",
 )
-RELATIONS = (EXACT, SAME_FAMILY, SD1_ON_SDXL, WRONG_FAMILY, UNKNOWN)
 
 TRAINED_ON, BASE_MODEL_HINT, FAMILY, VALIDATED = (
     "trained_on",
@@ -68,6 +70,8 @@ TRAINED_ON, BASE_MODEL_HINT, FAMILY, VALIDATED = (
 )
 #: fact relations whose model_ref may identify a model by hash
 _IDENTIFYING = (TRAINED_ON, BASE_MODEL_HINT, VALIDATED)
+#: verdicts, strongest first ("validated" is both a fact and the verdict it gives)
+RELATIONS = (VALIDATED, EXACT, SAME_FAMILY, SD1_ON_SDXL, WRONG_FAMILY, UNKNOWN)
 
 _WIDTHS = {"sd1": "768", "sd2": "1024", "sdxl": "768 + 1280", "sdxl_refiner": "1280"}
 
@@ -90,7 +94,10 @@ class ModelFile:
     origin: str = "hash"  # user (catalogued file) | known (shipped table) | hash (only a hash)
 
     def match(self, text: str) -> str | None:
-        """How ``text`` identifies this file (old_hash / autov2 / sha256 / sha256_prefix)."""
+        """How ``text`` identifies this file (old_hash / autov2 / sha256 / sha256_prefix, or
+        path: a diffusers folder has no single file to hash, so a validation names it so)."""
+        if self.path is not None and text == self.path:
+            return "path"
         return hash_match(text, old_hash=self.old_hash, autov2=self.autov2, sha256=self.sha256)
 
 
@@ -150,7 +157,7 @@ class ModelRef:
 class Verdict:
     """Whether an embedding works on a model, why, and the facts behind it."""
 
-    relation: str  # exact | same_family | wrong_family | sd1_on_sdxl | unknown
+    relation: str  # validated | exact | same_family | wrong_family | sd1_on_sdxl | unknown
     works: bool
     reason: str
     evidence: list[str] = field(default_factory=list)
@@ -380,6 +387,8 @@ def judge(
     """The verdict for an embedding of ``family`` with ``facts`` on ``model`` (pure; ``names``
     only enriches the evidence with the models recorded hashes point at)."""
     names = names or {}
+    # a validation run first: a picture rendered on this very model outranks every other fact
+    facts = sorted(facts, key=lambda f: f.relation != VALIDATED)
     evidence = [_describe(f, names) for f in facts]
     evidence.append(
         f"model {model.name}: {model.label}" + (f" ({model.evidence})" if model.evidence else "")
@@ -387,7 +396,6 @@ def judge(
     if model.note:
         evidence.append(model.note)
     supported_pair = family in SUPPORTED_FAMILIES and model.family in SUPPORTED_FAMILIES
-    validated = False
     for fact in facts:
         if fact.relation not in _IDENTIFYING or (hit := model.match(fact.model_ref)) is None:
             continue
@@ -398,8 +406,7 @@ def judge(
             )
             continue
         if fact.relation == VALIDATED:
-            validated = True
-            continue
+            return Verdict(VALIDATED, True, f"validated on this model ({fact.evidence})", evidence)
         how = {OLD_HASH: "old A1111 hash; probably, as old hashes collide"}.get(
             via, via.replace("_", " ")
         )
@@ -420,8 +427,6 @@ def judge(
             f"same family ({model.label}): works; "
             "results may differ from the model it was trained on"
         )
-        if validated:
-            reason = f"same family ({model.label}); validated on this model"
         return Verdict(SAME_FAMILY, True, reason, evidence)
     if family == "sd1" and model.family == "sdxl":
         return Verdict(

@@ -20,6 +20,7 @@ row pointing at a missing or partial file.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,10 +33,12 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from tireg.converters import (
+    MAX_READ_MEMORY,
     Embedding,
     NotAnEmbeddingError,
+    ReadResult,
     UnsafePickleError,
-    read_file,
+    read_file_detailed,
 )
 from tireg.db.schema import (
     CompatRow,
@@ -64,6 +67,12 @@ BATCH_FILES = 64
 #: threads reading and storing files ahead of the transaction that records them
 PREPARE_THREADS = 8
 PREPARE_AHEAD = 4 * BATCH_FILES
+#: memory the prepare threads may hold at once: a read in flight counts as the most reading one
+#: file can take (a small hostile file can decode to that much), a read done as its vectors, until
+#: the batch takes them. Without it, eight threads multiplied the worst case by eight.
+PREPARE_MEMORY = MAX_READ_MEMORY
+#: a batch is also committed once its vectors take this much memory
+BATCH_BYTES = MAX_READ_MEMORY // 2
 #: the sd-concepts-library layout keeps example pictures in this folder beside the embedding
 CONCEPT_IMAGES = "concept_images"
 
@@ -373,11 +382,11 @@ def _walk(root: Path) -> tuple[list[Path], int]:
     return found, skipped
 
 
-def _read(path: Path) -> Embedding | FileOutcome:
+def _read(path: Path) -> ReadResult | FileOutcome:
     """Read one file, or say why it is not imported. Never raises for a bad file."""
     where = str(path)
     try:
-        return read_file(path)
+        return read_file_detailed(path)
     except UnsafePickleError as exc:
         # the outcome already names the file: keep the message and its advice, not the path
         reason = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
@@ -401,22 +410,60 @@ class _Ready:
     embedding: Embedding
     file: _FileFacts
 
+    @property
+    def size(self) -> int:
+        return _held(self.embedding)
 
-def _prepare(store: ContentStore, candidate: _Candidate) -> _Ready | FileOutcome:
-    """Everything that needs no lock: read, hash, and write the store file (durably)."""
+
+def _held(embedding: Embedding | None) -> int:
+    """The bytes an embedding's vectors hold in memory (at most what its read was allowed)."""
+    if embedding is None:
+        return 0
+    return min(MAX_READ_MEMORY, sum(arr.nbytes for arr in embedding.vectors.values()))
+
+
+class _MemoryBudget:
+    """Bytes shared by the prepare threads: taken before a read starts, given back as it ends."""
+
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self._lock = threading.Lock()
+
+    def try_take(self, size: int) -> bool:
+        with self._lock:
+            if self.free < size:
+                return False
+            self.free -= size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.free += size
+
+
+def _prepare(
+    store: ContentStore, candidate: _Candidate, budget: _MemoryBudget
+) -> _Ready | FileOutcome:
+    """Everything that needs no lock: read, hash, and write the store file (durably).
+
+    Holds :data:`MAX_READ_MEMORY` of ``budget`` (taken by the caller) while reading; keeps only
+    what its result holds, which the caller gives back when it takes the result.
+    """
     path = candidate.path
-    read = _read(path)
+    read: ReadResult | FileOutcome | None = None
+    try:
+        read = _read(path)
+    finally:
+        kept = read.embedding if isinstance(read, ReadResult) else None
+        budget.give(MAX_READ_MEMORY - _held(kept))
     if isinstance(read, FileOutcome):
         return read
-    try:
-        file_sha = sha256_file(path)
-    except OSError as exc:
-        return FileOutcome(str(path), ERROR, f"cannot read file: {exc.strerror or exc}")
+    embedding = read.embedding
     # a tireg-format file carries its original's hash; this file is then a re-encoding
-    reencoded = read.source_sha256 is not None and read.source_sha256 != file_sha
-    store.put(read)  # StoreError (disk full, permissions) propagates: every file would fail
-    facts = _FileFacts(str(path), file_sha, "tireg" if reencoded else read.source_format)
-    return _Ready(candidate, read, facts)
+    reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != read.sha256
+    store.put(embedding)  # StoreError (disk full, permissions) propagates: every file would fail
+    facts = _FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
+    return _Ready(candidate, embedding, facts)
 
 
 def _prepared(
@@ -426,20 +473,30 @@ def _prepared(
 
     Reading and hashing are cheap; what costs is waiting for each store file's fsync, and
     threads overlap those waits (and the filesystem groups their journal commits). At most
-    :data:`PREPARE_AHEAD` results wait in memory, however large the folder.
+    :data:`PREPARE_AHEAD` results wait in memory, however large the folder, and reads start
+    only while :data:`PREPARE_MEMORY` allows (see :class:`_MemoryBudget`): when it does not, the
+    oldest result is handed on first, which frees its share.
     """
-    upcoming = iter(candidates)
+    budget = _MemoryBudget(PREPARE_MEMORY)
+    pending: deque[tuple[_Candidate, Future[_Ready | FileOutcome]]] = deque()
+
+    def oldest() -> tuple[_Candidate, _Ready | FileOutcome]:
+        first, future = pending.popleft()
+        result = future.result()
+        if isinstance(result, _Ready):
+            budget.give(result.size)
+        return first, result
+
     with ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="tireg-add") as pool:
-        pending: deque[tuple[_Candidate, Future[_Ready | FileOutcome]]] = deque()
         try:
-            for candidate in upcoming:
-                pending.append((candidate, pool.submit(_prepare, store, candidate)))
+            for candidate in candidates:
+                while not budget.try_take(MAX_READ_MEMORY):
+                    yield oldest()  # frees its share; with none pending, all of it is free
+                pending.append((candidate, pool.submit(_prepare, store, candidate, budget)))
                 if len(pending) >= PREPARE_AHEAD:
-                    first, future = pending.popleft()
-                    yield first, future.result()
+                    yield oldest()
             while pending:
-                first, future = pending.popleft()
-                yield first, future.result()
+                yield oldest()
         finally:
             for _, future in pending:
                 future.cancel()
@@ -531,11 +588,13 @@ def add_paths(
 
     outcomes: dict[Path, FileOutcome] = {}
     batch: list[_Ready] = []
+    batch_bytes = 0
     waiting: list[_Candidate] = []  # files whose outcome the next commit decides
     done = 0
 
     def flush() -> None:
-        nonlocal done
+        nonlocal done, batch_bytes
+        batch_bytes = 0
         if batch:
             for outcome in _commit(catalogue, store, batch, hints):
                 outcomes[Path(outcome.path)] = outcome
@@ -552,7 +611,8 @@ def add_paths(
             outcomes[candidate.path] = ready
         else:
             batch.append(ready)
-        if len(waiting) >= BATCH_FILES:
+            batch_bytes += ready.size
+        if len(waiting) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
             flush()
     flush()
 

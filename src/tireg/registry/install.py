@@ -35,7 +35,7 @@ from tireg.converters.writing import EXTENSIONS, output_paths
 from tireg.db.schema import EmbeddingRow, InstallRow, utcnow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.files import atomic_write_bytes, sha256_file
+from tireg.files import atomic_write_bytes, read_capped, sha256_file
 from tireg.registry import compat, query, remote, uis
 from tireg.registry.store import ContentStore
 from tireg.sources.http import Progress
@@ -127,7 +127,7 @@ def _holds(path: Path, blob: bytes, vectors_sha256: str, *, whole: bool) -> bool
     """Whether the file at ``path`` is this embedding: the same bytes, or (for a single-file
     format) a file any reader gives the same vectors from."""
     try:
-        data = path.read_bytes()
+        data = read_capped(path)  # a FIFO planted in a UI folder must not hang install
     except OSError:
         return False
     if data == blob:

@@ -47,7 +47,7 @@ from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.registry.search_index import has_index
 
-#: what the trigram index covers (migration 0003)
+#: what the trigram index covers (the trigram migration)
 _TRIGRAM_COLUMNS = ("name", "triggers", "tags")
 #: at most this many word matches are scored by BM25 in one question (see :func:`search`)
 RANK_CAP = 2000
@@ -134,6 +134,8 @@ class EmbeddingDetails:
     #: pictures of what it does: a file path (beside the embedding, or kept under
     #: ``TIREG_HOME/previews``) or an image URL, with the sha256 where the bytes were seen
     previews: list[dict[str, Any]] = field(default_factory=list)
+    #: ``tireg validate`` runs that rendered it, newest first, with their grids
+    validations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +148,7 @@ class EmbeddingDetails:
             "compat": self.compat,
             "same_name": self.same_name,
             "previews": self.previews,
+            "validations": self.validations,
         }
 
 
@@ -602,6 +605,8 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
         {"relation": c.relation, "model_ref": c.model_ref, "evidence": c.evidence}
         for c in sorted(row.compat, key=lambda c: c.id)
     ]
+    from tireg.registry import validations  # it names embeddings through this module
+
     others = [r for r in _rows_named(session, [row.name]) if r.id != row.id]
     (summary,) = _summaries(session, [row])
     path = store_file(row)
@@ -617,6 +622,9 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
         previews=[
             {"location": p.location, "sha256": p.sha256}
             for p in sorted(row.previews, key=lambda p: p.id)
+        ],
+        validations=[
+            validations.run_record(run) for run in validations.runs_of_embedding(session, row.id)
         ],
     )
 

@@ -30,7 +30,7 @@ from tireg.converters import Embedding, read_file
 from tireg.db.schema import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.files import atomic_write_bytes
+from tireg.files import atomic_write_bytes, read_capped
 from tireg.registry.importer import import_embedding, upsert_source
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, civitai, hf
@@ -191,7 +191,7 @@ def _apply_hints(source: SourceRow, item: Fetched) -> None:
 def _keep_preview(path: Path) -> tuple[Path, str] | None:
     """Copy a preview into ``TIREG_HOME/previews/ab/<sha256><ext>``; None if unreadable."""
     try:
-        data = path.read_bytes()
+        data = read_capped(path)
     except OSError:
         return None
     sha = hashlib.sha256(data).hexdigest()

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
 from tireg import config
-from tireg.files import atomic_writer
+from tireg.files import MAX_FILE_BYTES, atomic_writer
 from tireg.paths import UnsafePathError, join_under, safe_relative_path
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import Progress, download
@@ -38,7 +38,7 @@ from tireg.sources.http import Progress, download
 EMBEDDING_SUFFIXES = (".pt", ".bin", ".safetensors")
 README_NAMES = ("README.md", "readme.md", "Readme.md", "README.markdown", "README")
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
-MAX_BYTES = 64 * 1024 * 1024
+MAX_BYTES = MAX_FILE_BYTES
 GIT_TIMEOUT_S = 300
 OFFLINE_HINT = "unset TIREG_OFFLINE to fetch; only repositories synced before work offline"
 

@@ -42,12 +42,12 @@ import requests
 
 from tireg import __version__
 from tireg.config import offline
-from tireg.files import TMP_SUFFIX, fsync_dir, sha256_file
+from tireg.files import MAX_FILE_BYTES, TMP_SUFFIX, fsync_dir, sha256_file
 from tireg.paths import join_under, safe_part
 from tireg.sources import SourceError
 
 #: an embedding is KB to a few MB; anything far bigger is not one (or is a mistake)
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = MAX_FILE_BYTES
 #: redirects followed before giving up (Civitai uses one, to a signed storage URL)
 MAX_REDIRECTS = 10
 #: statuses worth another try: rate limits and server trouble

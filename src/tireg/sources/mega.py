@@ -40,7 +40,7 @@ import requests
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tireg import config
-from tireg.files import atomic_write_bytes, atomic_writer, sha256_file
+from tireg.files import MAX_FILE_BYTES, atomic_write_bytes, atomic_writer, sha256_file
 from tireg.paths import UnsafePathError, join_under, safe_part
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
@@ -54,7 +54,7 @@ from tireg.sources.http import (
 
 DEFAULT_API = "https://g.api.mega.co.nz"
 API_ENV = "TIREG_MEGA_API"
-MAX_BYTES = 64 * 1024 * 1024  # embeddings are KB to a few MB; a folder's checkpoints are skipped
+MAX_BYTES = MAX_FILE_BYTES  # embeddings are KB to a few MB; a folder's checkpoints are skipped
 #: files a folder link contributes (single-file links are fetched whatever their name)
 FOLDER_SUFFIXES = (".pt", ".bin", ".safetensors", ".png", ".webp")
 API_TIMEOUT_S = 30.0

@@ -89,6 +89,9 @@ class FileServer:
             def do_GET(self) -> None:
                 self._serve(head=False)
 
+            def do_POST(self) -> None:  # API calls; the dynamic handlers read the body
+                self._serve(head=False)
+
             def _serve(self, head: bool) -> None:
                 server.requests.append((self.command, self.path, dict(self.headers.items())))
                 if server.latency:

@@ -5,6 +5,11 @@ list (paged with ``Link: rel="next"``, honouring ``expand``), model info (``blob
 and LFS sha256), and ``HEAD``/``GET`` on ``/{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit``,
 ``ETag`` (the sha256 for LFS files, the git blob sha1 otherwise), ``X-Linked-Size`` and
 ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``, ``GatedRepo``).
+The write side answers what ``HfApi.create_repo`` and ``create_commit`` send: ``POST
+/api/repos/create`` (409 when the repo exists), ``/api/validate-yaml``, ``/preupload/main`` (always
+``uploadMode: regular``, so content comes inline in the commit) and ``/commit/main`` (NDJSON:
+``header``, base64 ``file``, ``deletedFile``), stored into the repo so that later listings, model
+info and resolves serve them; :attr:`HubServer.commits` records each commit.
 Repos are seeded from the real sd-concepts-library listing in ../shared/corpus; the embedding
 bytes are generated here (real torch or safetensors files).
 
@@ -15,12 +20,13 @@ for ``resolve_delay`` seconds, so overlapping clients overlap here too).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -64,11 +70,28 @@ def tiny_jpeg(seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def git_blob_sha1(data: bytes) -> str:
+    """The git object id of a file's content (what the Hub calls ``blobId`` and ``oid``)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class HubCommit:
+    """One commit received on ``POST /api/models/{repo}/commit/{rev}``."""
+
+    repo_id: str
+    summary: str
+    added: list[str]
+    deleted: list[str]
+    sha: str
+
+
 @dataclass
 class HubRepo:
     repo_id: str
     files: dict[str, bytes]
     gated: str | bool = False
+    private: bool = False
     card: dict[str, str] = field(default_factory=dict)
     generation: int = 0
     last_modified: str = "2022-09-10T12:00:00.000Z"
@@ -89,14 +112,14 @@ class HubRepo:
         data = self.files[path]
         if path.endswith(LFS_SUFFIXES):
             return hashlib.sha256(data).hexdigest()
-        return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+        return git_blob_sha1(data)
 
     def sibling(self, path: str, blobs: bool) -> dict[str, object]:
         item: dict[str, object] = {"rfilename": path}
         if blobs:
             data = self.files[path]
             item["size"] = len(data)
-            item["blobId"] = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+            item["blobId"] = git_blob_sha1(data)
             if path.endswith(LFS_SUFFIXES):
                 item["lfs"] = {"sha256": self.etag(path), "size": len(data), "pointerSize": 134}
         return item
@@ -156,6 +179,9 @@ class HubServer:
         self.url = self.http.url
         self.page_size = page_size
         self.repos: dict[str, HubRepo] = {}
+        self.commits: list[HubCommit] = []
+        #: runs when a commit arrives, before it is applied: another writer's turn, in tests
+        self.before_commit: Callable[[HubRepo], None] | None = None
         self.resolve_delay = 0.0
         self.resolving = 0
         self.max_resolving = 0
@@ -192,6 +218,8 @@ class HubServer:
             extra = {"Retry-After": "0"} if fault == "429" else {}
             send_json(handler, int(fault), {"error": "injected"}, extra)
             return True
+        if handler.command == "POST":
+            return self._post(handler, path)
         if path == "/api/models":
             self._list(handler, query)
             return True
@@ -205,6 +233,97 @@ class HubServer:
                 self._resolve(handler, match.group(1), match.group(2), match.group(3), fault)
             return True
         return False
+
+    # -------------------------------------------------------------------------- the write API
+
+    def _post(self, handler: BaseHTTPRequestHandler, path: str) -> bool:
+        """What ``HfApi.create_repo`` and ``create_commit`` send (huggingface_hub 2.x).
+
+        Writes need ``Authorization: Bearer HF_TEST_TOKEN`` (else 401, as the Hub answers a bad
+        token). Every file is taken inline (``uploadMode: regular``), so no LFS or Xet transfer
+        is ever asked for; commits are recorded in :attr:`commits`.
+        """
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        if path == "/api/validate-yaml":
+            return send_json(handler, 200, {"errors": [], "warnings": []})
+        if handler.headers.get("Authorization") != f"Bearer {HF_TEST_TOKEN}":
+            headers = {"X-Error-Message": "Invalid credentials in Authorization header"}
+            return send_json(handler, 401, {"error": "Invalid credentials"}, headers)
+        if path == "/api/repos/create":
+            return self._create(handler, json.loads(body))
+        match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(preupload|commit)/([^/]+)", path)
+        if match is None:
+            return False
+        repo = self.repos.get(match.group(1))
+        if repo is None:
+            self._error(handler, 404, "RepoNotFound", None)
+            return True
+        if match.group(3) != "main":
+            self._error(handler, 404, "RevisionNotFound", repo.sha)
+            return True
+        if match.group(2) == "preupload":
+            files = json.loads(body)["files"]
+            return send_json(handler, 200, {"files": [self._upload_mode(repo, f) for f in files]})
+        return self._commit(handler, repo, body)
+
+    def _create(self, handler: BaseHTTPRequestHandler, payload: dict[str, object]) -> bool:
+        repo_id = f"{payload['organization']}/{payload['name']}"
+        url = f"{self.url}/{repo_id}"
+        if repo_id in self.repos:
+            return send_json(
+                handler, 409, {"error": "You already created this model repo", "url": url}
+            )
+        gitattributes = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+        self.add(
+            HubRepo(
+                repo_id,
+                {".gitattributes": gitattributes},  # the Hub's initial commit
+                private=payload.get("visibility") == "private",
+            )
+        )
+        return send_json(handler, 200, {"url": url, "name": repo_id})
+
+    @staticmethod
+    def _upload_mode(repo: HubRepo, file: dict[str, object]) -> dict[str, object]:
+        path = str(file["path"])
+        answer: dict[str, object] = {"path": path, "uploadMode": "regular", "shouldIgnore": False}
+        if path in repo.files:
+            answer["oid"] = git_blob_sha1(repo.files[path])
+        return answer
+
+    def _commit(self, handler: BaseHTTPRequestHandler, repo: HubRepo, body: bytes) -> bool:
+        """Apply an NDJSON commit: a header line, then ``file`` (base64) and ``deletedFile``."""
+        if self.before_commit is not None:
+            self.before_commit(repo)
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        header = lines[0]
+        assert header["key"] == "header", header
+        parent = header["value"].get("parentCommit")
+        if parent is not None and parent != repo.sha:
+            send_json(handler, 412, {"error": "A commit has happened since. Please refresh."})
+            return True
+        added, deleted = [], []
+        for line in lines[1:]:
+            value = line["value"]
+            if line["key"] == "file":
+                assert value["encoding"] == "base64", value
+                repo.files[value["path"]] = base64.b64decode(value["content"])
+                added.append(value["path"])
+            elif line["key"] == "deletedFile":
+                if value["path"] not in repo.files:
+                    self._error(handler, 404, "EntryNotFound", repo.sha)
+                    return True
+                del repo.files[value["path"]]
+                deleted.append(value["path"])
+            else:
+                send_json(handler, 400, {"error": f"unsupported operation {line['key']}"})
+                return True
+        repo.generation += 1
+        repo.last_modified = f"2024-01-{repo.generation:02d}T00:00:00.000Z"
+        commit = HubCommit(repo.repo_id, header["value"]["summary"], added, deleted, repo.sha)
+        self.commits.append(commit)
+        url = f"{self.url}/{repo.repo_id}/commit/{commit.sha}"
+        return send_json(handler, 200, {"commitUrl": url, "commitOid": commit.sha, "success": True})
 
     @contextmanager
     def _counting_resolves(self) -> Iterator[None]:
@@ -220,7 +339,11 @@ class HubServer:
                 self.resolving -= 1
 
     def _listing_item(self, repo: HubRepo, expand: list[str]) -> dict[str, object]:
-        item: dict[str, object] = {"id": repo.repo_id, "_id": repo.sha[:24], "private": False}
+        item: dict[str, object] = {
+            "id": repo.repo_id,
+            "_id": repo.sha[:24],
+            "private": repo.private,
+        }
         fields: dict[str, object] = {
             "sha": repo.sha,
             "lastModified": repo.last_modified,
@@ -268,7 +391,7 @@ class HubServer:
             "id": repo.repo_id,
             "sha": repo.sha,
             "lastModified": repo.last_modified,
-            "private": False,
+            "private": repo.private,
             "gated": repo.gated,
             "cardData": repo.card,
             "tags": [],
