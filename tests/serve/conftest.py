@@ -13,13 +13,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from sqlalchemy import select
 
 from tests.registry.make_files import random_embedding, write_one
+from tireg.db.schema import EmbeddingRow
+from tireg.db.session import open_catalogue
+from tireg.files import sha256_file
+from tireg.registry.validations import ImageMade, ModelUsed, RunRecord, record_run
 
 #: (trigger, family, step, tags, colour of its preview or None for no picture)
 EMBEDDINGS = [
@@ -44,6 +50,44 @@ def picture(path: Path, colour: tuple[int, int, int], seed: int) -> None:
         fill = tuple(int(c) for c in rng.integers(0, 255, 3))
         draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
     image.save(path)
+
+
+def record_validation(out_dir: Path, name: str) -> int:
+    """Record a validation run of ``name`` the way ``tireg validate`` does once it has rendered
+    (:func:`tireg.registry.validations.record_run`), with a grid PNG of two labelled rows."""
+    out_dir.mkdir(parents=True)
+    grid = out_dir / "grid.png"
+    image = Image.new("RGB", (768, 512), "white")
+    draw = ImageDraw.Draw(image)
+    for k, colour in enumerate([(90, 90, 90), (230, 160, 40)]):
+        draw.rectangle((40 + 360 * k, 60, 360 + 360 * k, 480), fill=colour)
+        draw.text((40 + 360 * k, 20), "without" if k == 0 else name, fill="black")
+    image.save(grid)
+    with open_catalogue() as catalogue:
+        with catalogue.reading() as session:
+            vectors = session.scalars(
+                select(EmbeddingRow.vectors_sha256).where(EmbeddingRow.name == name)
+            ).one()
+        model = ModelUsed("sd2 test model", None, "sd2", "ab" * 32, "abababab", None, 3.0)
+        images = [
+            ImageMade(
+                0, sha, word, f"a painting {word or ''}", 1, str(grid), sha256_file(grid), False
+            )
+            for sha, word in ((None, None), (vectors, name))
+        ]
+        record = RunRecord(
+            started_at=datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc),
+            seconds=6.0,
+            settings={"steps": 20},
+            seeds=[1],
+            out_dir=str(out_dir),
+            grid_path=str(grid),
+            grid_sha256=sha256_file(grid),
+            models=[model],
+            images=images,
+            evidence=[(vectors, 0)],
+        )
+        return record_run(catalogue, record)
 
 
 @dataclass
@@ -76,6 +120,7 @@ def gallery_setup(tmp_path: Path, tireg_home: Path, tireg_cli) -> Setup:  # type
     model = "my sdxl merge"
     result = tireg_cli("model", "add", "--hash", "0badf00d", "--name", model, "--family", "sdxl")
     assert result.code == 0, result.stderr
+    record_validation(tmp_path / "validate", "sd2-painting")
     a1111 = tmp_path / "stable-diffusion-webui"
     (a1111 / "embeddings").mkdir(parents=True)
     (a1111 / "webui.py").write_text("# a fake A1111 install: the folder layout is what counts\n")

@@ -103,7 +103,8 @@ def test_browse_search_filter_open_install(
         + [n for n in everything if n.startswith("gasai yuno@")]
     )
     assert len([n for n in everything if n.startswith("gasai yuno@")]) == 2
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#cards img")) == 5  # sd2 has no picture
+    # five previews, and the sd2 embedding (no preview) shows its validation grid
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#cards img")) == 6
     _screenshot(browser, tmp_path)
 
     # search

@@ -113,3 +113,21 @@ def _unescape(html: str) -> str:
     import html as html_lib
 
     return html_lib.unescape(html)
+
+
+def test_validations_and_their_grids(server: Server) -> None:
+    (painting,) = _ids("sd2-painting")
+    page = requests.get(f"{server.url}/e/{painting}").text
+    section = page.split('id="validations"', 1)[1].split("</section>", 1)[0]
+    assert "on sd2 test model; seeds 1; 2 images" in _unescape(section)
+    run_id = re.search(r'href="/grid/(\d+)"', section)
+    assert run_id is not None
+    grid = requests.get(f"{server.url}/grid/{run_id.group(1)}")
+    assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
+    thumb = requests.get(f"{server.url}/grid/{run_id.group(1)}/thumb")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    gallery = requests.get(f"{server.url}/", params={"family": "sd2"}).text
+    assert f'src="/grid/{run_id.group(1)}/thumb"' in gallery
+    assert requests.get(f"{server.url}/grid/999").status_code == 404
+    (cat,) = _ids("cat-toy")
+    assert "not validated yet" in requests.get(f"{server.url}/e/{cat}").text

@@ -94,18 +94,36 @@ def create_app(catalogue: Catalogue, ui_roots: Mapping[str, Path] | None = None)
     @app.get("/preview/<int:preview_id>")
     def preview(preview_id: int) -> ResponseReturnValue:
         with catalogue.reading() as session:
-            path = pictures.preview_file(session, preview_id)
-        if path is None:
-            abort(404)
-        return send_file(path, mimetype=pictures.MEDIA_TYPES[path.suffix.lower()])
+            return _picture(pictures.preview_file(session, preview_id))
 
     @app.get("/thumb/<int:preview_id>")
     def thumb(preview_id: int) -> ResponseReturnValue:
         with catalogue.reading() as session:
-            path = pictures.preview_file(session, preview_id)
-        made = pictures.thumbnail(path) if path is not None else None
-        if made is None:
-            abort(404)
-        return send_file(made, mimetype="image/jpeg", max_age=3600)
+            return _thumbnail_of(pictures.preview_file(session, preview_id))
+
+    @app.get("/grid/<int:run_id>")
+    def grid(run_id: int) -> ResponseReturnValue:
+        with catalogue.reading() as session:
+            return _picture(pictures.grid_file(session, run_id))
+
+    @app.get("/grid/<int:run_id>/thumb")
+    def grid_thumb(run_id: int) -> ResponseReturnValue:
+        with catalogue.reading() as session:
+            return _thumbnail_of(pictures.grid_file(session, run_id))
 
     return app
+
+
+def _picture(path: Path | None) -> ResponseReturnValue:
+    """A recorded picture as it is, or 404."""
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype=pictures.MEDIA_TYPES[path.suffix.lower()])
+
+
+def _thumbnail_of(path: Path | None) -> ResponseReturnValue:
+    """The cached thumbnail of a recorded picture (made on first use), or 404."""
+    made = pictures.thumbnail(path) if path is not None else None
+    if made is None:
+        abort(404)
+    return send_file(made, mimetype="image/jpeg", max_age=3600)

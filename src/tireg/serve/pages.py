@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tireg.db.schema import CheckpointRow, EmbeddingRow, PreviewRow, SourceRow
+from tireg.db.schema import (
+    CheckpointRow,
+    EmbeddingRow,
+    PreviewRow,
+    SourceRow,
+    ValidationImageRow,
+)
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.registry import query, similar
@@ -79,10 +85,12 @@ class GalleryQuery:
 
 @dataclass(frozen=True)
 class Card:
-    """One embedding on the gallery: its summary and the id of the picture to show, if any."""
+    """One embedding on the gallery: its summary and what to show: its first local preview, else
+    the grid of the newest validation run that rendered it, else neither."""
 
     summary: EmbeddingSummary
     preview_id: int | None
+    grid_id: int | None
 
 
 @dataclass
@@ -119,6 +127,16 @@ def _preview_ids(session: Session, ids: list[int]) -> dict[int, int]:
     return {int(e): int(p) for e, p in session.execute(found)}
 
 
+def _grid_ids(session: Session, ids: list[int]) -> dict[int, int]:
+    """The newest validation run that rendered each embedding in ``ids``."""
+    found = (
+        select(ValidationImageRow.embedding_id, func.max(ValidationImageRow.validation_id))
+        .where(ValidationImageRow.embedding_id.in_(ids))
+        .group_by(ValidationImageRow.embedding_id)
+    )
+    return {e: int(v) for e, v in session.execute(found) if e is not None}
+
+
 def gallery(session: Session, wanted: GalleryQuery) -> Gallery:
     """The cards for ``wanted``: a ranked search when words are given, else the catalogue by
     name, a page at a time; an unknown tag or source gives the CLI's error line, no cards."""
@@ -142,7 +160,8 @@ def gallery(session: Session, wanted: GalleryQuery) -> Gallery:
     except TiregError as exc:
         return Gallery(wanted, [], sources, models, False, str(exc))
     previews = _preview_ids(session, [r.id for r in rows])
-    cards = [Card(r, previews.get(r.id)) for r in rows]
+    grids = _grid_ids(session, [r.id for r in rows if r.id not in previews])
+    cards = [Card(r, previews.get(r.id), grids.get(r.id)) for r in rows]
     return Gallery(wanted, cards, sources, models, more)
 
 

@@ -2,8 +2,8 @@
 
 Why by id: a URL never carries a path, so no ``../`` or absolute path can reach a file. The only
 files served are those the catalogue recorded as pictures (a preview's location: beside the
-embedding, or under ``TIREG_HOME/previews``); a remote preview that was never downloaded is not
-fetched at run time, it is simply absent.
+embedding, or under ``TIREG_HOME/previews``; a validation run's grid); a remote preview that
+was never downloaded is not fetched at run time, it is simply absent.
 
 Why thumbnails are cached: a gallery page shows 100 cards, and decoding 100 full-size PNGs per
 page would take seconds. Each picture is scaled once with Pillow into
@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy.orm import Session
 
 from tireg import config
-from tireg.db.schema import PreviewRow
+from tireg.db.schema import PreviewRow, ValidationRow
 from tireg.files import atomic_write_bytes
 
 #: what a thumbnail fits in (pixels); cards show it at half that for sharp high-DPI screens
@@ -50,6 +50,12 @@ def preview_file(session: Session, preview_id: int) -> Path | None:
     """The local file of preview ``preview_id``, or ``None`` (unknown id, a URL, gone)."""
     row = session.get(PreviewRow, preview_id)
     return local_picture(row.location if row is not None else None)
+
+
+def grid_file(session: Session, run_id: int) -> Path | None:
+    """The grid PNG of validation run ``run_id``, or ``None`` (unknown run, grid deleted)."""
+    row = session.get(ValidationRow, run_id)
+    return local_picture(row.grid_path if row is not None else None)
 
 
 def thumbnail(picture: Path) -> Path | None:
