@@ -28,6 +28,12 @@ def _csrf(html: str) -> str:
 
 def test_binds_loopback_by_default(server: Server) -> None:
     assert urlsplit(server.url).hostname == "127.0.0.1"
+    port = urlsplit(server.url).port
+    assert requests.get(server.url, headers={"Host": f"localhost:{port}"}).status_code == 200
+    # DNS rebinding: another site's name pointed at 127.0.0.1 must not reach the gallery
+    rebound = requests.get(server.url, headers={"Host": f"attacker.example:{port}"})
+    assert rebound.status_code == 403
+    assert "answers only to 127.0.0.1 and localhost" in rebound.text
 
 
 def test_a_post_without_the_token_is_refused(server: Server, gallery_setup: Setup) -> None:

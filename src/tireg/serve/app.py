@@ -33,6 +33,7 @@ def create_app(catalogue: Catalogue, ui_roots: Mapping[str, Path] | None = None)
     app.config.update(SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True)
     roots = dict(ui_roots or {})
     app.jinja_env.globals["csrf_token"] = csrf.token
+    app.before_request(csrf.check_host)
     app.before_request(csrf.check)
 
     @app.errorhandler(TiregError)
