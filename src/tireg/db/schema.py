@@ -104,6 +104,8 @@ class EmbeddingRow(Base):
 
 class TagRow(Base):
     __tablename__ = "tags"
+    # tag filters compare case-folded (migration 0005 says why)
+    __table_args__ = (Index("ix_tags_tag_lower", func.lower(text("tag"))),)
 
     embedding_id: Mapped[int] = mapped_column(
         ForeignKey("embeddings.id", ondelete="CASCADE"), primary_key=True
