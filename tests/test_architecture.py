@@ -23,6 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "registry": {"db", "converters", "checkpoints", "sources"},
     "pipelines": {"converters", "checkpoints"},
     "validate": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
+    "train": {"db", "converters", "checkpoints", "sources", "registry", "pipelines", "validate"},
+    "vocab": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
     "serve": {"db", "converters", "registry"},
     "cli": {
         "db",
@@ -32,6 +34,8 @@ ALLOWED: dict[str, set[str]] = {
         "registry",
         "pipelines",
         "validate",
+        "train",
+        "vocab",
         "serve",
     },
 }

@@ -7,6 +7,7 @@ import json
 import shlex
 
 from tests.conftest import REPO_ROOT
+from tireg import ml
 
 README = REPO_ROOT / "README.md"
 CI = REPO_ROOT / ".ci" / "run"
@@ -40,3 +41,11 @@ def test_readme_main_job_on_the_demo_folder(tireg_cli) -> None:  # type: ignore[
     assert sorted(n.strip("<>") for n in names) == expected
     families = {row["name"]: row["family"] for row in json.loads(listed.stdout)}
     assert families["demo-xl"] == "sdxl" and families["demo-sd2"] == "sd2"
+
+
+def test_readme_install_section_gives_the_commands_the_ml_error_names() -> None:
+    """A missing ML extra is reported with the same two commands the README's Install shows."""
+    text = README.read_text(encoding="utf-8")
+    install = text[text.index("## Install") : text.index("\n## ", text.index("## Install") + 1)]
+    assert f"{ml.INSTALL} " in install or f"{ml.INSTALL}\n" in install
+    assert ml.INSTALL_CPU in install

@@ -25,6 +25,7 @@ from tests.registry.make_files import random_embedding, write_one
 from tireg.db.schema import EmbeddingRow
 from tireg.db.session import open_catalogue
 from tireg.files import sha256_file
+from tireg.registry.lineage import TRAIN, record_version
 from tireg.registry.validations import ImageMade, ModelUsed, RunRecord, record_run
 
 #: (trigger, family, step, tags, colour of its preview or None for no picture)
@@ -50,6 +51,25 @@ def picture(path: Path, colour: tuple[int, int, int], seed: int) -> None:
         fill = tuple(int(c) for c in rng.integers(0, 255, 3))
         draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
     image.save(path)
+
+
+def record_training_run(name: str) -> None:
+    """Link the same-named entries as saves of one training run, as ``tireg train`` does
+    (:func:`tireg.registry.lineage.record_version`), in step order."""
+    with open_catalogue() as catalogue, catalogue.transaction() as session:
+        rows = session.scalars(select(EmbeddingRow).where(EmbeddingRow.name == name)).all()
+        parent = None
+        for row in sorted(rows, key=lambda r: r.step or 0):
+            record_version(
+                session,
+                row.id,
+                run_id="run-yuno",
+                operation=TRAIN,
+                parent_id=parent,
+                step=row.step,
+                loss=0.25,
+            )
+            parent = row.id
 
 
 def record_validation(out_dir: Path, name: str) -> int:
@@ -121,6 +141,7 @@ def gallery_setup(tmp_path: Path, tireg_home: Path, tireg_cli) -> Setup:  # type
     result = tireg_cli("model", "add", "--hash", "0badf00d", "--name", model, "--family", "sdxl")
     assert result.code == 0, result.stderr
     record_validation(tmp_path / "validate", "sd2-painting")
+    record_training_run("gasai yuno")
     a1111 = tmp_path / "stable-diffusion-webui"
     (a1111 / "embeddings").mkdir(parents=True)
     (a1111 / "webui.py").write_text("# a fake A1111 install: the folder layout is what counts\n")

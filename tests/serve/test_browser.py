@@ -137,8 +137,10 @@ def test_browse_search_filter_open_install(
     assert len(_names(browser)) == 2
     _follow(browser, browser.find_elements(By.CSS_SELECTOR, "#cards .card-link")[0])
     assert browser.find_element(By.ID, "name").text == "gasai yuno"
-    versions = browser.find_element(By.ID, "versions").text
+    versions = browser.find_element(By.ID, "versions").text.split("Lineage")[0]
     assert versions.count("gasai yuno@") == 2 and "1000" in versions and "2000" in versions
+    lineage = browser.find_element(By.ID, "lineage").text
+    assert lineage.count("run-yuno") == 2 and lineage.count("train") == 2
     assert "part2" in browser.find_element(By.ID, "provenance").text
     assert "7460a6fa" in browser.find_element(By.ID, "trained-on").text.lower()
     neighbours = browser.find_element(By.ID, "neighbours").find_elements(By.TAG_NAME, "a")

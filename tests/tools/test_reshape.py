@@ -51,16 +51,17 @@ def _lineage(name: str) -> list[dict[str, object]]:
 def test_mix_is_the_weighted_sum_and_records_its_parents(tireg_cli, catalogued) -> None:  # type: ignore[no-untyped-def]
     made = tireg_cli("mix", "0.7*alpha + 0.3*beta", "--name", "ab", "--json")
     assert made.code == 0, made.stderr
-    expected = (0.7 * catalogued["alpha"].astype(np.float64) + 0.3 * catalogued["beta"]).astype(
-        np.float32
-    )
+    a64, b64 = (catalogued[k].astype(np.float64) for k in ("alpha", "beta"))
+    expected = (0.7 * a64 + 0.3 * b64).astype(np.float32)
     assert np.array_equal(_stored("ab"), expected)
     (row,) = _lineage("ab")
     assert row["operation"] == "mix"
     settings = row["settings"]
     assert isinstance(settings, dict) and settings["expression"] == "0.7*alpha + 0.3*beta"
-    assert [(p["ref"], p["weight"]) for p in settings["parents"]] == [("alpha", 0.7), ("beta", 0.3)]
-    assert json.loads(made.stdout)["parents"] == ["alpha", "beta"]
+    # parents are recorded as NAME@HASH refs: unambiguous even once other namesakes arrive
+    parents = [(p["ref"].split("@")[0], p["weight"]) for p in settings["parents"]]
+    assert parents == [("alpha", 0.7), ("beta", 0.3)]
+    assert [r.split("@")[0] for r in json.loads(made.stdout)["parents"]] == ["alpha", "beta"]
     minus = tireg_cli("mix", "alpha - 0.5*beta", "--name", "a-b")
     assert minus.code == 0
     assert np.allclose(_stored("a-b"), catalogued["alpha"] - 0.5 * catalogued["beta"], atol=1e-6)

@@ -40,6 +40,15 @@ def _checkpoint(kind: str, folder: Path, table: np.ndarray) -> Path:
     else:
         path = folder / "diffusers"
         (path / "text_encoder").mkdir(parents=True)
+        (path / "model_index.json").write_text(
+            json.dumps(
+                {
+                    "_class_name": "StableDiffusionPipeline",
+                    "text_encoder": ["transformers", "CLIPTextModel"],
+                }
+            )
+        )
+        (path / "text_encoder" / "config.json").write_text(json.dumps({"hidden_size": 768}))
         safetensors_torch.save_file(
             {"text_model.embeddings.token_embedding.weight": torch.from_numpy(table)},
             path / "text_encoder" / "model.safetensors",

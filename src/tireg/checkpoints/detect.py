@@ -37,8 +37,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tireg.checkpoints.errors import CheckpointError
-from tireg.converters.errors import EmbeddingFileError
-from tireg.converters.safetensors_file import read_header
 from tireg.files import open_regular, read_capped
 
 SD1, SD2, SDXL, SDXL_REFINER = "sd1", "sd2", "sdxl", "sdxl_refiner"
@@ -177,6 +175,10 @@ def family_from_shapes(shapes: Mapping[str, Sequence[int]]) -> Detection:
 
 
 def _safetensors_shapes(stream: BinaryIO) -> dict[str, Sequence[int]]:
+    # imported here, like the pickle loader below: the converters bring numpy, which the
+    # commands that only need this package's hashing or family names (tireg hash) never load
+    from tireg.converters.safetensors_file import read_header
+
     stream.seek(0)
     header = read_header(stream, os.fstat(stream.fileno()).st_size)
     return {name: info.shape for name, info in header.tensors.items()}
@@ -257,6 +259,8 @@ def detect_family(path: str | os.PathLike[str]) -> Detection:
     (restricted loader, pickle stream only) or a diffusers folder.
 
     Example: ``detect_family("v1-5-pruned-emaonly.safetensors").family == "sd1"``."""
+    from tireg.converters.errors import EmbeddingFileError
+
     target = Path(path)
     if target.is_dir():
         return detect_diffusers(target)

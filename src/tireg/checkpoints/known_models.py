@@ -27,8 +27,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from tireg.converters import describe
-
 OLD_HASH, AUTOV2, SHA256, SHA256_PREFIX = "old_hash", "autov2", "sha256", "sha256_prefix"
 MIN_PREFIX = 6
 _HEX = re.compile(r"[0-9a-f]+")
@@ -156,6 +154,8 @@ def describe_embedding(path: str | os.PathLike[str]) -> dict[str, Any]:
     ``trained_on.known`` lists ``{"name", "certain"}`` for each shipped model the hash matches
     (an 8-hex old hash is never certain: it collides by construction).
     """
+    from tireg.converters import describe  # numpy and the readers, only when describing a file
+
     record = describe(path)
     trained = record.get("trained_on")
     if trained and trained.get("hash"):

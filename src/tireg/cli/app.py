@@ -29,6 +29,7 @@ GROUPS = (
     "publish",
     "models",
     "validate",
+    "train",
     "tools",
     "doctor",
     "serve",

@@ -5,21 +5,23 @@ Every command that takes a NAME follows the naming rule of :mod:`tireg.registry.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.orm import Session
 
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
 from tireg.cli.output import console, print_json
-from tireg.db import open_catalogue
-from tireg.db.session import Catalogue
-from tireg.registry import query, remote, tags
-from tireg.registry.query import EmbeddingSummary, Filters
+
+if TYPE_CHECKING:  # the commands import the catalogue when they run, so --help stays light
+    from contextlib import AbstractContextManager
+
+    from sqlalchemy.orm import Session
+
+    from tireg.db.session import Catalogue
+    from tireg.registry.query import EmbeddingSummary, Filters
 
 NAMING_RULE = (
     "NAME is an embedding's trigger (case and <brackets> ignored), a vectors-hash prefix of 6+ "
@@ -126,10 +128,15 @@ def list_command(
 
     Example: tireg list --family sdxl --type style
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import query
+
     if near_duplicates:
         _print_near_duplicates(db, json_out)
         return
-    filters = Filters(family, concept_type, source, tag, vectors, compatible_with=compatible_with)
+    filters = query.Filters(
+        family, concept_type, source, tag, vectors, compatible_with=compatible_with
+    )
     with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
         rows = query.list_embeddings(session, filters, limit=limit or None)
     if json_out:
@@ -141,6 +148,7 @@ def list_command(
 
 
 def _print_near_duplicates(db: str | None, json_out: bool) -> None:
+    from tireg.db import open_catalogue
     from tireg.registry.similar import near_duplicates
 
     with open_catalogue(db) as catalogue:
@@ -186,12 +194,19 @@ def search_command(
 
     Example: tireg search cat toy --family sd1
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import query
+
     text = " ".join(words)
     if remote_name is not None:
+        from tireg.registry import remote
+
         found = remote.search_remote(remote_name, text, base_model=base_model, limit=limit)
         _print_remote(found, json_out)
         return
-    filters = Filters(family, concept_type, source, tag, vectors, compatible_with=compatible_with)
+    filters = query.Filters(
+        family, concept_type, source, tag, vectors, compatible_with=compatible_with
+    )
     with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
         rows = query.search(session, text, filters, limit=limit)
     if json_out:
@@ -231,6 +246,9 @@ def show_command(
 
     Example: tireg show "gasai yuno@1a2b3c4d"
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import query
+
     with open_catalogue(db) as catalogue, catalogue.reading() as session:
         info = query.show(session, name, source=source)
     data = info.to_dict()
@@ -267,12 +285,32 @@ def show_command(
     _records("previews", data["previews"], ("location", "sha256"))
     if data["validations"]:
         console.print(validations_table(data["validations"]))
+    if data["lineage"]:
+        console.print(lineage_table(data["lineage"]))
     if info.same_name:
         console.print(
             "same name, other embeddings: " + ", ".join(info.same_name),
             markup=False,
             soft_wrap=True,
         )
+
+
+def lineage_table(versions: list[dict[str, Any]]) -> Table:
+    """The versions of the run that made an embedding (``*`` marks the one shown)."""
+    table = Table(title="lineage (versions of the run)")
+    for column in ("", "ref", "step", "loss", "operation", "run"):
+        table.add_column(column, overflow="fold")
+    for version in versions:
+        loss = version["loss"]
+        table.add_row(
+            "*" if version["this"] else "",
+            Text(version["ref"]),
+            _text(version["step"]),
+            "" if loss is None else f"{loss:.4f}",
+            version["operation"],
+            version["run_id"][:12],
+        )
+    return table
 
 
 def validations_table(runs: list[dict[str, Any]]) -> Table:
@@ -327,6 +365,9 @@ def tag_command(
 
     Example: tireg tag cat-toy toy cute -r wip
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import tags
+
     with open_catalogue(db) as catalogue:
         now = tags.tag(catalogue, name, add or [], remove or [], source=source)
     if json_out:
@@ -353,6 +394,9 @@ def rm_command(
 
     Example: tireg rm "cat-toy@1a2b3c4d" --uninstall
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import tags
+
     with open_catalogue(db) as catalogue:
         removals = tags.remove(catalogue, names, uninstall=uninstall, force=force, source=source)
     if json_out:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -13,11 +13,10 @@ from tireg.cli import completion
 from tireg.cli.find import NAMING_RULE, SourceOption
 from tireg.cli.options import DbOption, HfEndpointOption, JsonOption, NamesArgument
 from tireg.cli.output import byte_progress, console, err_console, print_json
-from tireg.db import open_catalogue
 from tireg.errors import TiregError
-from tireg.registry import install as installing
-from tireg.registry import remote
-from tireg.registry.install import Destination
+
+if TYPE_CHECKING:  # the commands import the catalogue when they run, so --help stays light
+    from tireg.registry.install import Destination
 
 LAYOUT = (
     "Files are safetensors named after the trigger: A1111/Forge <root>/embeddings/NAME "
@@ -58,6 +57,8 @@ def _destination(
         raise TiregError("--format goes with --to", hint="UIs always get safetensors")
     if ui_root is not None and ui is None:
         raise TiregError("--ui-root goes with --ui", hint="for example --ui comfyui --ui-root DIR")
+    from tireg.registry.install import Destination
+
     if ui is not None:
         return Destination.ui(ui, ui_root)
     if to is not None:
@@ -113,6 +114,10 @@ def install_command(
 
     Example: tireg install cat-toy "gasai yuno" --ui comfyui
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import install as installing
+    from tireg.registry import remote
+
     dest = _destination(ui, ui_root, to, fmt)
     with (
         open_catalogue(db) as catalogue,
@@ -176,6 +181,9 @@ def uninstall_command(
 
     Example: tireg uninstall cat-toy --ui comfyui
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import install as installing
+
     with open_catalogue(db) as catalogue:
         done = installing.uninstall(
             catalogue, names, target=ui, under=under, force=force, source=source
@@ -207,6 +215,9 @@ def installed_command(
 
     Example: tireg installed --ui a1111
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import install as installing
+
     with open_catalogue(db) as catalogue:
         files = installing.installed(
             catalogue, specs=names or [], target=ui, under=under, source=source

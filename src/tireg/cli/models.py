@@ -11,13 +11,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tireg.checkpoints import FAMILY_LABELS, file_hashes
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import byte_progress, console, print_json
-from tireg.db import open_catalogue
-from tireg.registry.compat import check as check_compat
-from tireg.registry.models import add_model_hash, add_models, list_models
 
 model_app = typer.Typer(
     name="model",
@@ -62,6 +58,8 @@ def hash_command(
 
     Example: tireg hash ~/models/v1-5-pruned-emaonly.safetensors --json
     """
+    from tireg.checkpoints import file_hashes
+
     with _byte_bar(_total_size(files), json_out) as progress:
         results = list(file_hashes(files, refresh=refresh, progress=progress))
     if json_out:
@@ -115,6 +113,9 @@ def model_add(
     Examples: tireg model add ~/models/sd_xl_base_1.0.safetensors --name "SDXL base";
     tireg model add --hash 0badf00d --name "my merge" --family sd1
     """
+    from tireg.db import open_catalogue
+    from tireg.registry.models import add_models
+
     if hash_value is not None:
         _add_hash(hash_value, paths, name, family, db, json_out)
         return
@@ -162,6 +163,10 @@ def _add_hash(
     json_out: bool,
 ) -> None:
     """``tireg model add --hash``: check the options, record, print."""
+    from tireg.checkpoints import FAMILY_LABELS
+    from tireg.db import open_catalogue
+    from tireg.registry.models import add_model_hash
+
     if paths:
         raise typer.BadParameter("give checkpoint paths or --hash, not both", param_hint="--hash")
     if name is None or family is None:
@@ -200,6 +205,10 @@ def model_list(
 
     Example: tireg model list --origin known
     """
+    from tireg.checkpoints import FAMILY_LABELS
+    from tireg.db import open_catalogue
+    from tireg.registry.models import list_models
+
     catalogue = open_catalogue(db)
     try:
         records = list_models(catalogue, origin=origin)
@@ -259,6 +268,10 @@ def check(
 
     Example: tireg check --model ~/models/animefull-latest.ckpt "gasai yuno"
     """
+    from tireg.checkpoints import FAMILY_LABELS
+    from tireg.db import open_catalogue
+    from tireg.registry.compat import check as check_compat
+
     catalogue = open_catalogue(db)
     try:
         with (

@@ -6,15 +6,16 @@ call :mod:`tireg.registry.remote` too.) Other source groups may add commands to 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from tireg.cli.options import DbOption, HfEndpointOption, JsonOption
 from tireg.cli.output import console, item_progress, print_json
-from tireg.db import open_catalogue
-from tireg.registry.remote import SyncReport, lookup, sync_hf
+
+if TYPE_CHECKING:  # the commands import the catalogue and the sources when they run
+    from tireg.registry.remote import SyncReport
 
 sync_app = typer.Typer(
     name="sync",
@@ -51,6 +52,9 @@ def sync_hf_command(
 
     Example: tireg sync hf --author sd-concepts-library --download
     """
+    from tireg.db import open_catalogue
+    from tireg.registry.remote import sync_hf
+
     catalogue = open_catalogue(db)
     try:
         with item_progress(disable=json_out) as bar:
@@ -109,6 +113,9 @@ def lookup_command(
 
     Example: tireg lookup embeddings/EasyNegative.safetensors
     """
+    from tireg.db import open_catalogue
+    from tireg.registry.remote import lookup
+
     catalogue = open_catalogue(db)
     try:
         results = lookup(catalogue, target)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import console, item_progress, print_json
-from tireg.db import open_catalogue
-from tireg.registry import source_sync
+
+if TYPE_CHECKING:  # the commands import the catalogue and the sources when they run
+    from tireg.registry import source_sync
 
 group = typer.Typer(
     name="source",
@@ -46,6 +47,9 @@ def add(
 
     Example: tireg source add rentry https://rentry.org/embeddings
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import source_sync
+
     with open_catalogue(db) as catalogue:
         ids = source_sync.add_source(catalogue, kind, location, ref=ref, path=path)
         rows = [s for s in source_sync.list_sources(catalogue) if s.id in set(ids)]
@@ -67,6 +71,9 @@ def sync(
 
     Example: tireg source sync 3 4
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import source_sync
+
     wanted = source_sync.source_ids(ids or [])
     with (
         open_catalogue(db) as catalogue,
@@ -112,6 +119,9 @@ def list_(
 
     Example: tireg source list --status manual
     """
+    from tireg.db import open_catalogue
+    from tireg.registry import source_sync
+
     with open_catalogue(db) as catalogue:
         rows = source_sync.list_sources(catalogue, kind=kind, status=status)
     if json_out:

@@ -174,8 +174,11 @@ def tokens_command(
 
     Example: tireg tokens birb-style --model ~/models/v1-5-pruned-emaonly.safetensors
     """
+    from tireg.ml import require_ml
+
+    require_ml("tireg tokens")
     from tireg.db import open_catalogue
-    from tireg.vocab import tokens_of
+    from tireg.vocab.words import tokens_of
 
     with open_catalogue(db) as catalogue:
         found = tokens_of(catalogue, name, model, top=top)
@@ -204,8 +207,11 @@ def from_text_command(
 
     Example: tireg from-text "a red fox" --model v1-5.safetensors --name fox
     """
+    from tireg.ml import require_ml
+
+    require_ml("tireg from-text")
     from tireg.db import open_catalogue
-    from tireg.vocab import from_text
+    from tireg.vocab.words import from_text
 
     with open_catalogue(db) as catalogue:
         _print_made(from_text(catalogue, text, model, name=name), json_out)

@@ -90,6 +90,9 @@ def validate_command(
 
     Example: tireg validate birb-style cat-toy --model ~/models/sd15.safetensors --seeds 1,2,3
     """
+    from tireg.ml import require_ml
+
+    require_ml("tireg validate")
     from tireg.validate.run import validate
     from tireg.validate.settings import Settings, parse_seeds, parse_size
 

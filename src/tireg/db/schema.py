@@ -52,7 +52,7 @@ class EmbeddingRow(Base):
     """One embedding: its vectors live in the content store, its facts here."""
 
     __tablename__ = "embeddings"
-    # listings go by name a page at a time (migration 0005 says why)
+    # listings go by name a page at a time (migration 0006 says why)
     __table_args__ = (
         Index("ix_embeddings_name_order", func.lower(text("name")), text("id")),
         Index("ix_embeddings_family_name_order", "family", func.lower(text("name")), text("id")),
@@ -104,7 +104,7 @@ class EmbeddingRow(Base):
 
 class TagRow(Base):
     __tablename__ = "tags"
-    # tag filters compare case-folded (migration 0005 says why)
+    # tag filters compare case-folded (migration 0006 says why)
     __table_args__ = (Index("ix_tags_tag_lower", func.lower(text("tag"))),)
 
     embedding_id: Mapped[int] = mapped_column(
@@ -322,3 +322,23 @@ class ValidationImageRow(Base):
 
     validation: Mapped[ValidationRow] = relationship(back_populates="images")
     model: Mapped[ValidationModelRow] = relationship()
+
+
+class LineageRow(Base):
+    """How an embedding was made from a run or from other embeddings: the entries of one
+    training run (one ``run_id``) are its versions, each linked to the save before it."""
+
+    __tablename__ = "lineage"
+    __table_args__ = (UniqueConstraint("embedding_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    embedding_id: Mapped[int] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="CASCADE"), index=True
+    )
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("embeddings.id", ondelete="SET NULL"))
+    run_id: Mapped[str] = mapped_column(String(64), index=True)
+    operation: Mapped[str] = mapped_column(String(16))  # train (later: mix | merge | trim)
+    step: Mapped[int | None] = mapped_column(Integer)
+    loss: Mapped[float | None] = mapped_column(Float)
+    settings: Mapped[str | None] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

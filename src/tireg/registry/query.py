@@ -45,6 +45,7 @@ from tireg.db.schema import (
 from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
 from tireg.errors import TiregError
 from tireg.files import sha256_file
+from tireg.registry.lineage import lineage_of
 from tireg.registry.search_index import has_index
 
 #: what the trigram index covers (the trigram migration)
@@ -136,6 +137,8 @@ class EmbeddingDetails:
     previews: list[dict[str, Any]] = field(default_factory=list)
     #: ``tireg validate`` runs that rendered it, newest first, with their grids
     validations: list[dict[str, Any]] = field(default_factory=list)
+    #: the versions of the run that made it (:func:`tireg.registry.lineage.lineage_of`)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +152,7 @@ class EmbeddingDetails:
             "same_name": self.same_name,
             "previews": self.previews,
             "validations": self.validations,
+            "lineage": self.lineage,
         }
 
 
@@ -335,7 +339,7 @@ def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
     if filters.vectors is not None:
         conditions.append(EmbeddingRow.num_vectors == filters.vectors)
     if filters.tag is not None:
-        # a list of ids looked up once in the lower(tag) index (migration 0005), not a probe per
+        # a list of ids looked up once in the lower(tag) index (migration 0006), not a probe per
         # row: with a rare tag that probe walked all 100,000 embeddings (250 ms)
         tagged = select(TagRow.embedding_id).where(
             func.lower(TagRow.tag) == filters.tag.strip().lower()
@@ -621,6 +625,7 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
             {"location": p.location, "sha256": p.sha256}
             for p in sorted(row.previews, key=lambda p: p.id)
         ],
+        lineage=lineage_of(session, row.id),
         validations=[
             validations.run_record(run) for run in validations.runs_of_embedding(session, row.id)
         ],

@@ -97,7 +97,7 @@ def parse_mix(expression: str) -> list[tuple[float, str]]:
             sign = -1.0 if part == "-" else 1.0
             continue
         match = _TERM.match(part)
-        if not part.strip() or match is None or not match.group(2):
+        if not part.strip() or match is None or not match.group(2).strip():
             raise ReshapeError(
                 f"cannot read the mix expression {expression!r}",
                 hint='write it as "0.7*NAME + 0.3*OTHER" (spaces around + and -)',

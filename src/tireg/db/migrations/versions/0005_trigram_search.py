@@ -1,4 +1,4 @@
-"""0004: a trigram index beside the word index, for infix and CJK search.
+"""0005: a trigram index beside the word index, for infix and CJK search.
 
 Why: the word index (FTS5 ``unicode61``) splits text at spaces and punctuation, so it finds
 whole words and word prefixes only. A CJK name has no spaces, and ``大猫板蓝根-100000`` is one
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

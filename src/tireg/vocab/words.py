@@ -98,9 +98,7 @@ def nearest_tokens(
             rows.append(
                 [
                     TokenMatch(
-                        token=tokenizer.convert_tokens_to_string(
-                            [tokenizer.convert_ids_to_tokens(int(i))]
-                        ),
+                        token=tokenizer.decode([int(i)]),
                         id=int(i),
                         score=round(float(scores[i]), 4),
                     )
