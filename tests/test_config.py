@@ -64,3 +64,12 @@ def test_database_url_order(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_offline(monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: bool) -> None:
     monkeypatch.setenv(name, value)
     assert config.offline() is expected
+
+
+def test_tireg_store_moves_the_store_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A team shares one store folder (TIREG_STORE) while each machine keeps its own home."""
+    monkeypatch.setenv("TIREG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TIREG_STORE", "~/shared/store")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert config.store_dir() == tmp_path / "shared" / "store"
+    assert config.cache_dir() == tmp_path / "home" / "cache"

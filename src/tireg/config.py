@@ -1,7 +1,9 @@
 """Where tireg keeps its state, and which environment variables move it.
 
 ``TIREG_HOME`` moves everything (catalogue, content store, caches); without it tireg uses the
-platform's user data directory. ``TIREG_DATABASE_URL`` points the catalogue at any SQLAlchemy URL.
+platform's user data directory. ``TIREG_DATABASE_URL`` points the catalogue at any SQLAlchemy URL
+(a team's PostgreSQL server); ``TIREG_STORE`` moves the content store alone, so the machines
+writing that catalogue can share one store folder (a network mount) while each keeps its caches.
 ``TIREG_OFFLINE`` (or huggingface_hub's ``HF_HUB_OFFLINE``) forbids network access.
 """
 
@@ -24,7 +26,11 @@ def home() -> Path:
 
 
 def store_dir() -> Path:
-    """The content-addressed store of internal-format embedding files."""
+    """The content-addressed store of internal-format embedding files: ``TIREG_STORE``, else
+    ``store`` under home. Every machine sharing a catalogue must see the same store."""
+    env = os.environ.get("TIREG_STORE")
+    if env:
+        return Path(env).expanduser()
     return home() / "store"
 
 

@@ -1,4 +1,6 @@
-"""The catalogue database: migrations equal the models, pragmas, transactions, newer catalogues."""
+"""The catalogue database: migrations equal the models, pragmas, transactions, newer catalogues.
+
+Tests about SQLite itself are ``sqlite_only``; tests/postgres/ has their PostgreSQL twins."""
 
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ from tireg.db.schema import Base, EmbeddingRow, SourceRow
 from tireg.db.session import include_name
 
 
+@pytest.mark.sqlite_only
 def test_default_catalogue_lives_under_tireg_home(tireg_home: Path) -> None:
     with open_catalogue() as cat:
         assert cat.is_sqlite
     assert (tireg_home / "catalogue.sqlite").is_file()
 
 
+@pytest.mark.sqlite_only
 def test_db_url_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     explicit = tmp_path / "a" / "explicit.sqlite"
     with open_catalogue(f"sqlite:///{explicit}"):
@@ -40,12 +44,14 @@ def test_migrated_schema_equals_the_models() -> None:
         assert context.get_current_revision() == head_revision()
 
 
+@pytest.mark.sqlite_only
 def test_fts_table_exists() -> None:
     with open_catalogue() as cat, cat.reading() as session:
         names = session.scalars(text("SELECT name FROM sqlite_master WHERE type = 'table'")).all()
     assert "embedding_search" in names
 
 
+@pytest.mark.sqlite_only
 def test_pragmas_on_every_connection() -> None:
     with open_catalogue() as cat, cat.reading() as session:
         assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -80,6 +86,7 @@ def test_foreign_keys_are_enforced() -> None:
             assert session.scalar(select(func.count()).select_from(EmbeddingRow)) == 0
 
 
+@pytest.mark.sqlite_only
 def test_write_transactions_take_the_lock_at_begin(tmp_path: Path) -> None:
     db = tmp_path / "c.sqlite"
     with open_catalogue(f"sqlite:///{db}") as cat, cat.transaction() as session:
@@ -94,6 +101,7 @@ def test_write_transactions_take_the_lock_at_begin(tmp_path: Path) -> None:
             other.close()
 
 
+@pytest.mark.sqlite_only
 def test_catalogue_from_a_newer_tireg_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "new.sqlite"
     with open_catalogue(f"sqlite:///{db}"):
@@ -109,6 +117,7 @@ def test_catalogue_from_a_newer_tireg_is_refused(tmp_path: Path) -> None:
     assert "\n" not in line
 
 
+@pytest.mark.sqlite_only
 def test_unwritable_catalogue_folder_is_one_clear_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -118,6 +127,7 @@ def test_unwritable_catalogue_folder_is_one_clear_line(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.sqlite_only
 def test_migration_files_are_numbered_by_their_revision() -> None:
     from alembic.script import ScriptDirectory
 
@@ -130,6 +140,7 @@ def test_migration_files_are_numbered_by_their_revision() -> None:
     assert script.get_current_head() == head_revision()
 
 
+@pytest.mark.sqlite_only
 def test_upgrade_from_0001_fills_name_keys(tmp_path: Path) -> None:
     """A catalogue written at revision 0001 is migrated on open, its existing rows keyed."""
     from alembic import command

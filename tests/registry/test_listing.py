@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 
 def test_versions_are_told_apart_by_step_and_trained_on(tireg_cli, corpus: Path) -> None:  # type: ignore[no-untyped-def]
     assert tireg_cli("add", corpus).code == 0
@@ -62,6 +64,7 @@ def test_search_finds_infix_and_cjk_substrings(tireg_cli, tmp_path: Path) -> Non
     assert names("%蓝") == []  # LIKE wildcards in what users type are literal
 
 
+@pytest.mark.sqlite_only
 def test_a_catalogue_from_0002_gets_its_trigram_index(tmp_path: Path) -> None:
     import sqlite3
 

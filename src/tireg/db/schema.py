@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -52,7 +53,7 @@ class EmbeddingRow(Base):
     """One embedding: its vectors live in the content store, its facts here."""
 
     __tablename__ = "embeddings"
-    # listings go by name a page at a time (migration 0006 says why)
+    # listings go by name a page at a time (migration 0007 says why)
     __table_args__ = (
         Index("ix_embeddings_name_order", func.lower(text("name")), text("id")),
         Index("ix_embeddings_family_name_order", "family", func.lower(text("name")), text("id")),
@@ -104,7 +105,7 @@ class EmbeddingRow(Base):
 
 class TagRow(Base):
     __tablename__ = "tags"
-    # tag filters compare case-folded (migration 0006 says why)
+    # tag filters compare case-folded (migration 0007 says why)
     __table_args__ = (Index("ix_tags_tag_lower", func.lower(text("tag"))),)
 
     embedding_id: Mapped[int] = mapped_column(
@@ -202,7 +203,8 @@ class CheckpointRow(Base):
     blake3: Mapped[str | None] = mapped_column(String(64))
     crc32: Mapped[str | None] = mapped_column(String(8))
     addnet_hash: Mapped[str | None] = mapped_column(String(64))
-    size: Mapped[int | None] = mapped_column(Integer)
+    # bytes; 64-bit on PostgreSQL (checkpoints exceed 2 GiB), SQLite's INTEGER is 64-bit already
+    size: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     origin: Mapped[str] = mapped_column(String(16), default="user")  # user | known
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

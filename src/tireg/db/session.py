@@ -17,6 +17,27 @@ Why it is built this way:
   file owned by someone else): SQLite's ``mode=ro`` URI, plus ``immutable=1`` when not even the
   folder is writable, since WAL readers otherwise need to create the ``-shm`` file. ``list``,
   ``search`` and ``show`` then work; a command that writes gets one line saying so.
+
+On **PostgreSQL** (``TIREG_DATABASE_URL=postgresql+psycopg://...``) the same rules hold by other
+means:
+
+* **Writers take one transaction-scoped advisory lock first** (``pg_advisory_xact_lock``), the
+  twin of ``BEGIN IMMEDIATE``: tireg's write transactions run one at a time across every machine,
+  while readers are never blocked (MVCC). The code above the catalogue reads before it writes
+  (the naming rule, "is this vectors hash known?", tag and provenance de-duplication, the search
+  documents), so running writers one at a time keeps all of it exact with no upsert races.
+  Retrying conflicts instead would mean re-running a ``with`` block's body, which Python cannot
+  do and which would repeat its file writes (installs into UI folders, store files); serialising
+  writers means tireg's own writers never raise serialization failures or deadlocks at all.
+* **Writers run at READ COMMITTED**: every statement takes a fresh snapshot, and the lock is the
+  first statement, so each writer sees every write committed before it got the lock.
+  REPEATABLE READ or SERIALIZABLE would take their snapshot as the lock statement starts, i.e.
+  *before* the wait, and then fail with a serialization error after every wait.
+* **Readers run at REPEATABLE READ**: one snapshot for the whole ``reading()`` session, as a
+  SQLite read transaction gives; read-only transactions never fail to serialize.
+* The lock wait is bounded (:data:`LOCK_WAIT_S`, about what SQLite's busy timeout and retries
+  add up to); a conflict raised by something other than tireg (SQLSTATE 40001 or 40P01, e.g. a
+  server whose default isolation is SERIALIZABLE) becomes one line saying nothing was written.
 """
 
 from __future__ import annotations
@@ -33,7 +54,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -51,6 +72,16 @@ BUSY_TIMEOUT_S = 30.0
 LOCK_RETRIES = 5
 
 _IMMEDIATE = "tireg_begin_immediate"
+
+#: PostgreSQL: the advisory lock every write transaction takes first ("tireg" in ASCII)
+WRITER_LOCK_KEY = 0x7469726567
+#: PostgreSQL's SQLSTATE for a privilege the role lacks
+INSUFFICIENT_PRIVILEGE = "42501"
+#: PostgreSQL: the longest a writer waits for that lock before giving up with one line
+LOCK_WAIT_S = BUSY_TIMEOUT_S * (LOCK_RETRIES + 1)
+#: per backend: execution options of write and read sessions (see the module docstring)
+_WRITE_OPTIONS: dict[str, dict[str, Any]] = {"postgresql": {"isolation_level": "READ COMMITTED"}}
+_READ_OPTIONS: dict[str, dict[str, Any]] = {"postgresql": {"isolation_level": "REPEATABLE READ"}}
 
 #: the FTS5 search index; migrations create it (and SQLite its shadow tables) by hand, since
 #: SQLAlchemy models cannot declare virtual tables
@@ -75,9 +106,13 @@ class Catalogue:
         self.engine = engine
         #: opened through SQLite's ``mode=ro`` because the file or its folder is not writable
         self.read_only = read_only
-        self._writer = engine.execution_options(**{_IMMEDIATE: True})
+        dialect = engine.dialect.name
+        self._writer = engine.execution_options(
+            **{_IMMEDIATE: True}, **_WRITE_OPTIONS.get(dialect, {})
+        )
+        reader = engine.execution_options(**_READ_OPTIONS.get(dialect, {}))
         self._write_sessions = sessionmaker(bind=self._writer, expire_on_commit=False)
-        self._read_sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(bind=reader, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -87,9 +122,9 @@ class Catalogue:
     def transaction(self) -> Iterator[Session]:
         """Yield a session whose changes commit together on clean exit, or not at all.
 
-        On SQLite the transaction holds the write lock from its first statement, so concurrent
-        writers wait for each other (up to :data:`BUSY_TIMEOUT_S`, then a bounded number of
-        retries) instead of failing.
+        The transaction holds the write lock from its first statement (SQLite's ``BEGIN
+        IMMEDIATE``, PostgreSQL's advisory lock), so concurrent writers, in this process or on
+        other machines, wait for each other (a bounded time) instead of failing.
         """
         with self._translate_errors(), self._write_sessions() as session, session.begin():
             yield session
@@ -119,6 +154,17 @@ class Catalogue:
             yield
         except OperationalError as exc:
             raise _catalogue_error(exc, self.url) from exc
+        except ProgrammingError as exc:
+            # a bug in a statement stays a traceback; a privilege the server's role lacks is the
+            # user's to fix (a read-only role, pg_trgm the owner may not create)
+            if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise
+            raise CatalogueError(
+                f"the database refused: {_first_line(exc)}",
+                path=_display(self.url),
+                hint="read-only commands (list, search, show) work; ask the catalogue's owner "
+                "for write access (or to run CREATE EXTENSION pg_trgm once)",
+            ) from exc
 
 
 def open_catalogue(url: str | None = None) -> Catalogue:
@@ -188,6 +234,10 @@ def _read_only_file(url: str) -> Path | None:
 
 def _make_engine(url: str, *, read_only: bool = False) -> Engine:
     sa_url = make_url(url)
+    if sa_url.get_backend_name() == "postgresql":
+        engine = create_engine(sa_url, pool_pre_ping=True, isolation_level="READ COMMITTED")
+        event.listen(engine, "begin", _on_postgres_begin)
+        return engine
     if sa_url.get_backend_name() != "sqlite":
         return create_engine(sa_url, pool_pre_ping=True)
     database = sa_url.database or ""
@@ -244,6 +294,13 @@ def _on_sqlite_begin(conn: Connection) -> None:
     """Emit BEGIN ourselves: IMMEDIATE for writers (see module docstring), deferred for readers."""
     statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_IMMEDIATE) else "BEGIN"
     _with_lock_retries(lambda: conn.exec_driver_sql(statement))
+
+
+def _on_postgres_begin(conn: Connection) -> None:
+    """Writers queue on the catalogue's advisory lock (see module docstring); readers do not."""
+    if conn.get_execution_options().get(_IMMEDIATE):
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(LOCK_WAIT_S)}s'")
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK_KEY})")
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -326,17 +383,35 @@ def _display(url: str) -> str:
     return sa_url.render_as_string(hide_password=True)
 
 
+def _first_line(exc: DBAPIError) -> str:
+    """The driver's message without the detail lines PostgreSQL appends."""
+    return (str(exc.orig if exc.orig is not None else exc).strip().splitlines() or [""])[0]
+
+
 def _catalogue_error(exc: DBAPIError, url: str) -> CatalogueError:
     """One line the user can act on, for the operational failures worth naming."""
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     where = _display(url)
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""  # PostgreSQL's error code
+    if sqlstate in ("40001", "40P01"):
+        return CatalogueError(
+            "another session changed the same catalogue rows at once; nothing was written",
+            path=where,
+            hint="run the same command again",
+        )
+    if sqlstate.startswith("08") or "connection failed" in text or "could not connect" in text:
+        return CatalogueError(
+            f"cannot reach the catalogue's database server: {_first_line(exc)}",
+            path=where,
+            hint="check that the server runs and TIREG_DATABASE_URL names it",
+        )
     if "readonly" in text or "read-only" in text or "query_only" in text:
         return CatalogueError(
             "the catalogue is read-only here, so this command cannot change it",
             path=where,
             hint="read-only commands (list, search, show) work; run this one with write access",
         )
-    if "locked" in text or "busy" in text:
+    if sqlstate == "55P03" or "locked" in text or "busy" in text:
         return CatalogueError(
             "the catalogue stayed locked by another tireg process",
             path=where,
@@ -350,8 +425,8 @@ def _catalogue_error(exc: DBAPIError, url: str) -> CatalogueError:
         )
     if "unable to open" in text or "permission" in text:
         return CatalogueError(
-            f"cannot open the catalogue for writing: {exc.orig}",
+            f"cannot open the catalogue for writing: {_first_line(exc)}",
             path=where,
             hint="check permissions, or set TIREG_HOME / --db to a writable place",
         )
-    return CatalogueError(f"catalogue error: {exc.orig}", path=where)
+    return CatalogueError(f"catalogue error: {_first_line(exc)}", path=where)

@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from tireg.db import Catalogue
 from tireg.db.schema import EmbeddingRow
-from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
 from tireg.registry import search_index
 from tireg.registry.store import SUFFIX, ContentStore
 
@@ -131,16 +130,8 @@ def _index_drift(session: Any) -> int:
     ids = set(session.scalars(select(EmbeddingRow.id)).all())
     documents = search_index.documents(session, ids)
     drifted: set[int] = set()
-    for table, columns in (
-        (FTS_TABLE, ("name", "triggers", "description", "tags", "sources")),
-        (TRIGRAM_TABLE, ("name", "triggers", "tags")),
-    ):
-        indexed = {
-            row[0]: dict(zip(columns, row[1:], strict=True))
-            for row in session.execute(
-                text(f"SELECT rowid, {', '.join(columns)} FROM {table}")  # noqa: S608
-            )
-        }
+    index = search_index.backend(session)
+    for columns, indexed in index.stored(session) if index is not None else []:
         drifted |= set(indexed) - ids
         for embedding_id in ids:
             expected = documents.get(embedding_id)

@@ -514,7 +514,8 @@ def _commit(
         return _commit_together(catalogue, store, batch, hints)
     except (IntegrityError, DataError) as exc:
         if len(batch) == 1:
-            reason = f"the catalogue refused it: {exc.orig}"
+            # PostgreSQL appends DETAIL lines (the whole row); the first line says what broke
+            reason = f"the catalogue refused it: {str(exc.orig).splitlines()[0]}"
             return [FileOutcome(str(batch[0].candidate.path), ERROR, reason)]
     return [out for ready in batch for out in _commit(catalogue, store, [ready], hints)]
 

@@ -15,10 +15,11 @@ exactly one embedding or the command refuses it:
 One candidate: that is the one. None: an error. Several: an error listing every candidate as the
 exact ``NAME@HEX`` to type. Every listing shows that ``ref`` too, so what you see is what you type.
 
-**Search** goes through the FTS5 table ``embedding_search`` (name, triggers, description, tags,
-sources; rowid = ``embeddings.id``) first and joins and filters afterwards, ordering by FTS5's
-``rank`` (BM25) alone and always with a LIMIT, which keeps a ranked query at about a microsecond
-per matching row instead of a scan per filter.
+**Search** goes through the search index (name, triggers, description, tags, sources; one row
+per ``embeddings.id``: FTS5 on SQLite, ``tsvector`` and ``pg_trgm`` on PostgreSQL, see
+:mod:`tireg.registry.search_index`) first and joins and filters afterwards, ordering by the
+index's rank (BM25, or ``ts_rank_cd``) alone and always with a LIMIT, which keeps a ranked query
+at about a microsecond per matching row instead of a scan per filter.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, literal_column, or_, select, text
+from sqlalchemy import Select, and_, exists, func, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
@@ -42,20 +43,13 @@ from tireg.db.schema import (
     TagRow,
     name_key,
 )
-from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
 from tireg.errors import TiregError
 from tireg.files import sha256_file
+from tireg.registry import search_index
 from tireg.registry.lineage import lineage_of
-from tireg.registry.search_index import has_index
 
-#: what the trigram index covers (the trigram migration)
-_TRIGRAM_COLUMNS = ("name", "triggers", "tags")
-#: at most this many word matches are scored by BM25 in one question (see :func:`search`)
+#: at most this many word matches are ranked in one question (see :func:`search`)
 RANK_CAP = 2000
-_WORD_MATCHES = (
-    f"SELECT rowid AS id, rank FROM (SELECT rowid, rank FROM {FTS_TABLE} "  # noqa: S608
-    f"WHERE {FTS_TABLE} MATCH :q LIMIT :cap)"
-)
 
 #: hex digits a bare spec needs before it is also tried as a vectors-sha256 prefix
 MIN_HASH_PREFIX = 6
@@ -63,7 +57,6 @@ MIN_HASH_PREFIX = 6
 REF_HEX = 8
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
-_WORD = re.compile(r"\w", re.UNICODE)
 
 
 class NotFoundError(TiregError):
@@ -339,7 +332,7 @@ def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
     if filters.vectors is not None:
         conditions.append(EmbeddingRow.num_vectors == filters.vectors)
     if filters.tag is not None:
-        # a list of ids looked up once in the lower(tag) index (migration 0006), not a probe per
+        # a list of ids looked up once in the lower(tag) index (migration 0007), not a probe per
         # row: with a rare tag that probe walked all 100,000 embeddings (250 ms)
         tagged = select(TagRow.embedding_id).where(
             func.lower(TagRow.tag) == filters.tag.strip().lower()
@@ -396,24 +389,6 @@ def list_embeddings(
     return _summaries(session, list(session.scalars(query)))
 
 
-def _phrase(word: str) -> str | None:
-    """``word`` as an FTS5 string (tokenised like the index, so ``cat-toy`` is a phrase), or
-    ``None`` when it holds no letters or digits to match."""
-    if not _WORD.search(word):
-        return None
-    return '"' + word.replace('"', '""') + '"'
-
-
-def fts_query(query: str) -> str | None:
-    """The FTS5 MATCH expression for what a user typed: every word must match, the last one as a
-    prefix (so ``gasai yu`` finds ``gasai yuno``). User input never reaches FTS5 syntax."""
-    phrases = [p for p in (_phrase(w) for w in query.split()) if p is not None]
-    if not phrases:
-        return None
-    phrases[-1] += "*"
-    return " ".join(phrases)
-
-
 def search(
     session: Session, query: str, filters: Filters = Filters(), *, limit: int = 20
 ) -> list[EmbeddingSummary]:
@@ -426,12 +401,13 @@ def search(
        ``gasaiyuno``). Words of one or two characters, below a trigram, match by ``LIKE`` on
        the same columns.
 
-    Without filters FTS5 answers ``ORDER BY rank LIMIT n`` on its own; with filters the matches
-    are taken first (a materialised CTE) and only then joined and filtered, so a filter never
-    turns into a per-row FTS lookup.
+    Without filters the index answers ``ORDER BY rank LIMIT n`` on its own; with filters the
+    matches are taken first (a materialised CTE) and only then joined and filtered, so a filter
+    never turns into a per-row index lookup.
     """
     filters = _resolved(session, filters)
-    if not has_index(session):
+    index = search_index.backend(session)
+    if index is None:
         return _search_like(session, query, filters, limit=limit)
     hits: list[tuple[int, float]] = []
 
@@ -439,19 +415,19 @@ def search(
         found = {i for i, _ in hits}
         hits.extend([hit for hit in more if hit[0] not in found][: limit - len(hits)])
 
-    match = fts_query(query)
-    if match is not None:
-        # names, triggers and tags first: what people type, and few matches even for words in
-        # every description, so BM25 scores thousands of rows rather than the whole catalogue
-        named = text(_WORD_MATCHES).bindparams(q=f"{{name triggers tags}} : ({match})", cap=-1)
+    # names, triggers and tags first: what people type, and few matches even for words in
+    # every description, so the index ranks thousands of rows rather than the whole catalogue
+    named = index.word_matches(query, columns=search_index.TYPED_COLUMNS)
+    if named is not None:
         add(_ranked(session, named, filters, limit))
         if len(hits) < limit:
-            # then every column; BM25 ranks at most RANK_CAP matches (the first by id), so a
-            # word in nearly every row costs a bounded amount, while rarer words rank exactly
-            anywhere = text(_WORD_MATCHES).bindparams(q=match, cap=RANK_CAP)
-            add(_ranked(session, anywhere, filters, limit + len(hits)))
+            # then every column; the index ranks at most RANK_CAP matches (the first by id), so
+            # a word in nearly every row costs a bounded amount, while rarer words rank exactly
+            anywhere = index.word_matches(query, cap=RANK_CAP)
+            if anywhere is not None:
+                add(_ranked(session, anywhere, filters, limit + len(hits)))
     if len(hits) < limit:
-        infix = _infix_matches(query)
+        infix = index.infix_matches(query)
         if infix is not None:
             add(_ranked(session, infix, filters, limit + len(hits)))
     ranks = dict(hits)
@@ -464,34 +440,6 @@ def search(
     return _summaries(session, [by_id[i] for i, _ in hits if i in by_id], ranks)
 
 
-def _infix_matches(query: str) -> Any | None:
-    """The trigram-index statement (``id``, ``rank``) for the words of ``query``, or ``None``.
-
-    FTS5's trigram tokenizer matches a phrase of three or more characters anywhere in a column;
-    shorter words cannot be looked up that way and use ``LIKE`` (a scan of the small columns).
-    """
-    words = query.split()
-    long_words = [w for w in words if len(w) >= 3]
-    conditions: list[str] = []
-    params: dict[str, str] = {}
-    if long_words:
-        conditions.append(f"{TRIGRAM_TABLE} MATCH :infix")
-        params["infix"] = " ".join('"' + w.replace('"', '""') + '"' for w in long_words)
-    for k, word in enumerate(w for w in words if len(w) < 3):
-        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        params[f"short{k}"] = f"%{escaped}%"
-        conditions.append(
-            "(" + " OR ".join(f"{c} LIKE :short{k} ESCAPE '\\'" for c in _TRIGRAM_COLUMNS) + ")"
-        )
-    if not conditions:
-        return None
-    rank = "rank" if long_words else "0.0"
-    return text(
-        f"SELECT rowid AS id, {rank} AS rank FROM {TRIGRAM_TABLE} "  # noqa: S608
-        f"WHERE {' AND '.join(conditions)}"
-    ).bindparams(**params)
-
-
 def _ranked(
     session: Session, matches: Any, filters: Filters, limit: int
 ) -> list[tuple[int, float]]:
@@ -500,6 +448,7 @@ def _ranked(
     found = matches.columns(literal_column("id"), literal_column("rank")).subquery()
     if filters == Filters():
         # flattened by SQLite into FTS5's own ORDER BY rank LIMIT, which keeps only the best n
+        # (PostgreSQL: a top-n sort over the index's matches)
         best = select(found.c.id, found.c.rank).order_by(found.c.rank).limit(limit)
         return [(int(i), float(r)) for i, r in session.execute(best)]
     matched = (
@@ -518,8 +467,8 @@ def _ranked(
 def _search_like(
     session: Session, query: str, filters: Filters, *, limit: int
 ) -> list[EmbeddingSummary]:
-    """Search without FTS5 (catalogues on other databases): every word in the name or the
-    description, unranked, by name."""
+    """Search without an index (catalogues on databases other than SQLite and PostgreSQL):
+    every word in the name or the description, unranked, by name."""
     words = query.split()
     if not words:
         return []

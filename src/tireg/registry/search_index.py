@@ -1,34 +1,98 @@
-"""Keeping the FTS5 search indexes (``embedding_search`` and its trigram twin) in step with the
-catalogue.
+"""Keeping the search index in step with the catalogue, on either backend.
 
-One FTS row per embedding, ``rowid = embeddings.id``, with five columns: ``name``,
-``triggers`` (every name the vectors were seen under, file stems included, and the triggers
-sources gave), ``description``, ``tags`` and ``sources`` (source kinds, locators and titles,
-base-model hints, file names, and the trained-on model's names). The columns aggregate several
-tables, so SQL triggers cannot maintain them; instead whoever changes an embedding's facts
-calls :func:`reindex` (or :func:`remove`) in the same transaction, and the index can never
-disagree with a committed catalogue. On databases without FTS5 (anything but SQLite) both are
-no-ops and search falls back to plain SQL.
+One index row per embedding (``embeddings.id``) with five texts: ``name``, ``triggers`` (every
+name the vectors were seen under, file stems included, and the triggers sources gave),
+``description``, ``tags`` and ``sources`` (source kinds, locators and titles, base-model hints,
+file names, and the trained-on model's names). The texts aggregate several tables, so SQL
+triggers cannot maintain them; instead whoever changes an embedding's facts calls
+:func:`reindex` (or :func:`remove`) in the same transaction, and the index can never disagree
+with a committed catalogue.
+
+This module builds the texts once for every backend; how they are stored and matched is a
+:class:`SearchBackend`: FTS5 tables on SQLite (:mod:`tireg.registry.search_sqlite`), a
+``tsvector`` and ``pg_trgm`` table on PostgreSQL (:mod:`tireg.registry.search_postgres`). On
+other databases there is no index, these calls do nothing, and search falls back to plain SQL.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Iterable
 from functools import cache
 from pathlib import PurePath
+from typing import Protocol
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.elements import BindParameter, TextClause
 
 from tireg.checkpoints.known_models import lookup_hash
 from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
-from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
+
+#: the texts of one embedding, by column
+Document = dict[str, str]
+COLUMNS = ("name", "triggers", "description", "tags", "sources")
+#: the columns people type from: searched first, and the ones infix (substring) matching covers
+TYPED_COLUMNS = ("name", "triggers", "tags")
+
+
+class SearchBackend(Protocol):
+    """How one database stores and matches the search texts.
+
+    ``word_matches`` and ``infix_matches`` return a statement with columns ``id`` and ``rank``
+    (lower ranks first, as FTS5's) for what a user typed, or ``None`` when nothing in it can
+    match; user input only ever reaches them as bound values. ``word_matches`` looks only in
+    ``columns`` when given, and ranks only the first ``cap`` matches (by id) when given.
+    """
+
+    def delete(self, session: Session, ids: list[int]) -> None: ...
+    def insert(self, session: Session, docs: dict[int, Document]) -> None: ...
+    def clear(self, session: Session) -> None: ...
+    def stored(self, session: Session) -> list[tuple[tuple[str, ...], dict[int, Document]]]:
+        """Each index table's columns and rows, for ``tireg doctor`` to compare."""
+        ...
+
+    def word_matches(
+        self, query: str, *, columns: tuple[str, ...] | None = None, cap: int | None = None
+    ) -> TextClause | None: ...
+    def infix_matches(self, query: str) -> TextClause | None: ...
+
+
+def backend(session: Session) -> SearchBackend | None:
+    """This catalogue's search backend (``None`` on databases without one)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from tireg.registry.search_sqlite import SQLITE
+
+        return SQLITE
+    if dialect == "postgresql":
+        from tireg.registry.search_postgres import POSTGRES
+
+        return POSTGRES
+    return None
 
 
 def has_index(session: Session) -> bool:
-    """Whether this catalogue has the FTS5 index (SQLite catalogues do)."""
-    return session.get_bind().dialect.name == "sqlite"
+    """Whether this catalogue has a search index (SQLite and PostgreSQL catalogues do)."""
+    return backend(session) is not None
+
+
+def like_pattern(word: str) -> str:
+    """A ``LIKE ... ESCAPE '\\'`` pattern matching ``word`` anywhere, literally."""
+    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def tokens(text: str) -> list[str]:
+    """The words of ``text`` as the word index sees them: runs of letters and digits,
+    case-folded, diacritics removed (FTS5's ``unicode61 remove_diacritics 2``)."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _TOKEN.findall(unicodedata.normalize("NFC", bare))
 
 
 def _joined(values: list[str | None]) -> str:
@@ -75,20 +139,6 @@ _HINTS = (
     .where(CompatRow.embedding_id.in_(_IDS), CompatRow.relation == "base_model_hint")
     .order_by(CompatRow.id)
 )
-_DELETES = [
-    text(f"DELETE FROM {table} WHERE rowid IN :ids").bindparams(_IDS)  # noqa: S608
-    for table in (FTS_TABLE, TRIGRAM_TABLE)
-]
-_INSERTS = [
-    text(
-        f"INSERT INTO {FTS_TABLE} (rowid, name, triggers, description, tags, sources) "  # noqa: S608
-        "VALUES (:id, :name, :triggers, :description, :tags, :sources)"
-    ),
-    text(
-        f"INSERT INTO {TRIGRAM_TABLE} (rowid, name, triggers, tags) "  # noqa: S608
-        "VALUES (:id, :name, :triggers, :tags)"
-    ),
-]
 #: SQLite allows a limited number of bound values per statement; reindex in slices of this
 _SLICE = 500
 
@@ -101,7 +151,7 @@ def _model_names(trained_on_hash: str | None) -> tuple[str, ...]:
     return tuple(match.model.name for match in lookup_hash(trained_on_hash))
 
 
-def documents(session: Session, embedding_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+def documents(session: Session, embedding_ids: Iterable[int]) -> dict[int, Document]:
     """The five searchable texts of each embedding that exists, by id."""
     ids = {"ids": sorted(set(embedding_ids))}
     triggers: dict[int, list[str | None]] = {}
@@ -137,51 +187,48 @@ def documents(session: Session, embedding_ids: Iterable[int]) -> dict[int, dict[
     }
 
 
-def document(session: Session, embedding_id: int) -> dict[str, str] | None:
+def document(session: Session, embedding_id: int) -> Document | None:
     """The five searchable texts of one embedding (``None`` if it does not exist)."""
     return documents(session, [embedding_id]).get(embedding_id)
 
 
 def reindex_many(session: Session, embedding_ids: Iterable[int]) -> None:
-    """Rewrite the FTS rows of these embeddings from the catalogue (dropping rows of any gone).
+    """Rewrite the index rows of these embeddings from the catalogue (dropping rows of any gone).
 
     Call after changing embeddings' names, descriptions, tags, provenance or sources, in the
     same transaction; a whole batch costs a handful of statements.
     """
-    if not has_index(session):
-        return
+    index = backend(session)
     ids = sorted(set(embedding_ids))
-    if not ids:
+    if index is None or not ids:
         return
     session.flush()  # the documents are read back through SQL
     for start in range(0, len(ids), _SLICE):
         part = ids[start : start + _SLICE]
-        for delete in _DELETES:
-            session.execute(delete, {"ids": part})
+        index.delete(session, part)
         docs = documents(session, part)
         if docs:
-            for insert in _INSERTS:
-                session.execute(insert, [{"id": i, **doc} for i, doc in docs.items()])
+            index.insert(session, docs)
 
 
 def reindex(session: Session, embedding_id: int) -> None:
-    """Rewrite the FTS row of one embedding (see :func:`reindex_many`)."""
+    """Rewrite the index row of one embedding (see :func:`reindex_many`)."""
     reindex_many(session, [embedding_id])
 
 
 def remove(session: Session, embedding_id: int) -> None:
-    """Drop the FTS row of ``embedding_id`` (call when deleting the embedding)."""
-    if has_index(session):
-        for delete in _DELETES:
-            session.execute(delete, {"ids": [embedding_id]})
+    """Drop the index row of ``embedding_id`` (call when deleting the embedding)."""
+    index = backend(session)
+    if index is not None:
+        index.delete(session, [embedding_id])
 
 
 def rebuild(session: Session) -> int:
     """Rebuild the whole index from the catalogue (repair); return how many rows it holds."""
-    if not has_index(session):
+    index = backend(session)
+    if index is None:
         return 0
-    for table in (FTS_TABLE, TRIGRAM_TABLE):
-        session.execute(text(f"DELETE FROM {table}"))  # noqa: S608
+    index.clear(session)
     ids = session.scalars(select(EmbeddingRow.id).order_by(EmbeddingRow.id)).all()
     reindex_many(session, ids)
     return len(ids)
