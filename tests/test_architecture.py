@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "tireg"
-LEAVES = {"tireg", "tireg.errors", "tireg.files", "tireg.config", "tireg.paths"}
+LEAVES = {
+    "tireg",
+    "tireg.errors",
+    "tireg.files",
+    "tireg.config",
+    "tireg.paths",
+    "tireg.prompt_words",
+}
 ALLOWED: dict[str, set[str]] = {
     "converters": set(),
     "sources": set(),
@@ -76,7 +83,7 @@ def test_imports_point_one_way(layer: str) -> None:
 
 
 def test_leaf_modules_import_nothing_of_ours() -> None:
-    for name in ("errors", "files", "config"):
+    for name in ("errors", "files", "config", "prompt_words"):
         imports = _tireg_imports(SRC / f"{name}.py")
         assert not imports, f"{name}.py imports {imports}"
     # paths raises tireg's own one-line error, so it may import errors, and nothing else
@@ -147,3 +154,43 @@ def test_non_ml_commands_import_no_ml_library(tmp_path: Path) -> None:
     assert out.stdout.strip().splitlines()[-1] == "heavy="
     assert (tmp_path / "out" / "probe.tireg.safetensors").is_file()
     assert (tmp_path / "b.pt").is_file()
+
+
+def _module_names() -> dict[str, Path]:
+    """Every module of the package by dotted name (``tireg.registry.query``)."""
+    modules = {}
+    for path in SRC.rglob("*.py"):
+        parts = ["tireg", *path.relative_to(SRC).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def test_no_import_cycles_inside_a_package() -> None:
+    """Within one package, modules import each other one way (lazy imports count: a cycle hidden
+    in a function is still two modules that cannot be understood apart)."""
+    modules = _module_names()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
+        targets = set()
+        for imported in _tireg_imports(path):
+            # "from tireg.registry import query" names the module tireg.registry.query
+            target = imported if imported in modules else imported.rsplit(".", 1)[0]
+            if target in modules and target != name and target != package:
+                targets.add(target)
+        graph[name] = targets
+    cycles = []
+    for start in graph:
+        stack = [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start and len(trail) > 1:
+                    same_package = {m.rsplit(".", 1)[0] for m in trail}
+                    if len(same_package) == 1:
+                        cycles.append(" -> ".join([*trail, start]))
+                elif nxt not in trail and nxt.rsplit(".", 1)[0] == start.rsplit(".", 1)[0]:
+                    stack.append((nxt, [*trail, nxt]))
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))

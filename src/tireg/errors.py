@@ -39,3 +39,15 @@ class TiregError(Exception):
         if self.path is None:
             self.path = os.fspath(path)
         return self
+
+
+def ends_early(got: int, expected: int | None = None) -> str:
+    """The one phrase for a file that stops before its end, whoever notices it.
+
+    A truncated download and a truncated file on disk are the same problem to the user, so the
+    downloader and every reader say it the same way ("truncated: ends after 1,864 of 70,656
+    bytes") instead of naming whatever parser tripped over the missing tail (a zip error).
+    """
+    if expected is None:
+        return f"truncated: ends after {got:,} bytes"
+    return f"truncated: ends after {got:,} of {expected:,} bytes"

@@ -217,16 +217,24 @@ class AtomicBatch:
         """Stage one group of files (``(target, bytes)``; a pair, say), published all or none.
 
         With ``overwrite=False`` an existing target raises :class:`FileExistsError` now, and a
-        target that appears before :meth:`commit` makes the commit refuse it.
+        target that appears before :meth:`commit` makes the commit refuse it. A group that fails
+        here is forgotten (its temporaries removed): the batch may go on and commit the others.
         """
         group: list[tuple[Path, Path]] = []
         self._groups.append((group, overwrite))
-        for target, data in files:
-            path = Path(target)
-            fd, tmp = _temp_beside(path, overwrite)
-            group.append((tmp, path))
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(data)
+        try:
+            for target, data in files:
+                path = Path(target)
+                fd, tmp = _temp_beside(path, overwrite)
+                group.append((tmp, path))
+                with os.fdopen(fd, "wb") as stream:
+                    stream.write(data)
+        except BaseException:
+            # a group that failed to stage is dropped whole, so the others can still commit
+            self._groups.pop()
+            for tmp, _ in group:
+                tmp.unlink(missing_ok=True)
+            raise
 
     def commit(self) -> list[Path]:
         """Fsync every staged file, concurrently; then publish the groups in order; return the

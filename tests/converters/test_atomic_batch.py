@@ -95,7 +95,7 @@ def test_convert_of_many_files_syncs_the_output_folder_once(
     inputs = [write_file(_embedding(i), tmp_path / f"in{i}.pt", "a1111-pt")[0] for i in range(4)]
     dir_syncs.clear()
     out = tmp_path / "out"
-    written = convert(inputs, "tireg", out_dir=out)
+    written = convert(inputs, "tireg", out_dir=out).written
     assert dir_syncs == [out]
     assert [read_file(p).same_vectors(_embedding(i)) for i, p in enumerate(written)] == [True] * 4
 

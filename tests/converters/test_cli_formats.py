@@ -140,8 +140,8 @@ def test_convert_each_format(tireg_cli, tmp_path: Path, fmt: str, ext: str) -> N
     out = tmp_path / "out"
     result = tireg_cli("convert", src, "--to", fmt, "--out-dir", out)
     assert result.code == 0, result.stderr
-    target = out / f"my emb{ext}"
-    assert result.stdout.strip() == str(target)
+    target = out / f"src{ext}"  # the input's stem: A1111's prompt word, not the name inside
+    assert result.stdout.strip() == f"{src} -> {target}"
     assert read_file(target).same_vectors(read_file(src))
 
 
@@ -157,17 +157,17 @@ def test_convert_refuses_to_overwrite(tireg_cli, tmp_path: Path) -> None:  # typ
     assert read_file(target).name == "my emb"
 
 
-def test_convert_bad_input_writes_nothing(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_convert_bad_input_is_reported_and_the_good_one_written(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     good = _a1111_file(tmp_path / "good.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x80\x02 broken")
     out = tmp_path / "out"
     result = tireg_cli("convert", good, bad, "--to", "tireg", "--out-dir", out)
     assert result.code == 1 and "bad.pt" in result.stderr
-    assert not out.exists() or not any(out.iterdir())
+    assert [p.name for p in out.iterdir()] == ["good.tireg.safetensors"]
 
 
-def test_convert_name_collisions_fall_back_to_stems(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_convert_keeps_stems_when_names_collide(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     a = _a1111_file(tmp_path / "run-1000.pt", name="same")
     b = _a1111_file(tmp_path / "run-2000.pt", name="same", n=3)
     out = tmp_path / "out"
@@ -239,7 +239,7 @@ def test_inspect_tireg_file_shows_its_own_format_and_source(tireg_cli, tmp_path:
     src = _a1111_file(tmp_path / "src.pt")
     out = tmp_path / "out"
     assert tireg_cli("convert", src, "--to", "tireg", "--out-dir", out).code == 0
-    converted = out / "my emb.tireg.safetensors"
+    converted = out / "src.tireg.safetensors"
     result = tireg_cli("inspect", "--json", converted, src)
     assert result.code == 0, result.stderr
     internal_rec, original_rec = json.loads(result.stdout)

@@ -92,23 +92,29 @@ def test_failed_write_over_an_existing_target_leaves_it_untouched(
     assert sorted(p.name for p in out.iterdir()) == ["kept.tireg.safetensors"]
 
 
-def test_failed_batch_publishes_nothing(inputs: tuple[Path, Path], tmp_path: Path) -> None:
-    """The small file was staged fine; the large one fails; neither is published."""
+def test_failed_write_in_a_batch_publishes_the_rest(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The large file's write fails; it is reported and leaves nothing; the small one is written."""
     small, large = inputs
     out = tmp_path / "out"
     failed = _convert_limited(small, large, "--to", "tireg", "--out-dir", out)
     assert failed.returncode == 1
     assert len(failed.stderr.strip().splitlines()) == 1 and "large" in failed.stderr
-    assert not out.exists() or list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == ["small.tireg.safetensors"]
+    assert read_file(out / "small.tireg.safetensors").same_vectors(read_file(small))
     assert _leftovers(tmp_path) == []
 
 
 def test_write_error_is_a_tireg_error_in_process(inputs: tuple[Path, Path], tmp_path: Path) -> None:
-    """The library raises OutputWriteError naming the target (here: its folder is a file)."""
+    """The library reports OutputWriteError naming the target (here: its folder is a file)."""
     small, _ = inputs
     blocker = tmp_path / "not-a-folder"
     blocker.write_bytes(b"")
-    with pytest.raises(OutputWriteError) as caught:
-        convert([small], "tireg", output=blocker / "x.tireg.safetensors")
-    assert caught.value.path == str(blocker / "x.tireg.safetensors")
-    assert blocker.read_bytes() == b""
+    report = convert([small], "tireg", output=blocker / "x.tireg.safetensors")
+    ((source, error),) = report.failed
+    assert source == small and isinstance(error, OutputWriteError)
+    assert error.path == str(blocker / "x.tireg.safetensors")
+    assert blocker.read_bytes() == b"" and report.converted == []
+    with pytest.raises(OutputWriteError):
+        write_file(read_file(small), blocker / "x.tireg.safetensors", "tireg")

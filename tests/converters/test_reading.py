@@ -262,7 +262,7 @@ def _st_raw(header: dict[str, Any], body: bytes, *, length: int | None = None) -
                 b"\0" * 8,
                 length=10_000,
             ),
-            "past the end",
+            "truncated: ends after 77 bytes, inside its 10,000-byte header",
         ),
         (_st_raw({}, b"", length=200_000_000), "claims 200000000 bytes"),
         (
@@ -278,7 +278,7 @@ def _st_raw(header: dict[str, Any], body: bytes, *, length: int | None = None) -
         (_st_raw({"x": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8), "gap"),
         (
             _st_raw({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4),
-            "cover",
+            "truncated: ends after 73 of 77 bytes",
         ),
         (
             _st_raw(

@@ -259,7 +259,7 @@ def _pkl(data: bytes) -> bytes:
     [
         (lambda d: b"", "not a torch file"),
         (lambda d: b"GIF89a" + d, "not a torch file"),
-        (lambda d: d[:100], "corrupt torch file"),
+        (lambda d: d[:100], "truncated: ends after 100 bytes"),
         (lambda d: rezip(d, {"archive/data.pkl": None}), "no data.pkl"),
         (lambda d: rezip(d, {"other/data.pkl": _pkl(d)}), "several data.pkl"),
         (lambda d: rezip(d, {"archive/data/0": None}), "no member"),

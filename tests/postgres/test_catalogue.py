@@ -14,7 +14,7 @@ from tests.registry.test_query import add, make
 from tireg.db import CatalogueError, open_catalogue
 from tireg.db.schema import CheckpointRow, SourceRow
 from tireg.db.session import WRITER_LOCK_KEY, Catalogue
-from tireg.registry import query, search_index, tags
+from tireg.registry import query, search_index, search_text, tags
 from tireg.registry.search_postgres import ts_query, vector
 
 pytestmark = pytest.mark.postgresql_only
@@ -144,7 +144,7 @@ def test_query_and_vector_are_built_from_the_same_tokens() -> None:
     assert ts_query("Cat-Toy  ÉCLAIR") == "('cat' <-> 'toy') & ('eclair':*)"
     assert ts_query("\"' :* & | ! <-> ()") is None  # no letters: nothing reaches tsquery
     assert ts_query("o'brien") == "('o' <-> 'brien':*)"
-    typed = search_index.TYPED_COLUMNS  # name, triggers, tags: weights A, B, C only
+    typed = search_text.TYPED_COLUMNS  # name, triggers, tags: weights A, B, C only
     assert ts_query("cat toy", typed) == "('cat':ABC) & ('toy':ABC*)"
     doc = {"name": "cat-toy", "triggers": "cat-toy", "tags": "", "description": "a", "sources": ""}
     assert vector(doc) == "'cat':1A 'toy':2A 'cat':4B 'toy':5B 'a':7D"

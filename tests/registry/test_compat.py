@@ -28,7 +28,7 @@ from tireg.registry.compat import (
     verdict,
 )
 from tireg.registry.importer import add_paths
-from tireg.registry.query import resolve
+from tireg.registry.naming import resolve
 
 WIDTH = {CLIP_L: 768, CLIP_H: 1024, CLIP_G: 1280}
 

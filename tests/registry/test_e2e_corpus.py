@@ -58,9 +58,14 @@ def test_corpus_add_search_show_install_everywhere(tireg_cli, corpus: Path, tmp_
     assert added["counts"]["imported"] == 4  # birb-style and three gasai yuno steps
 
     birb = _json(tireg_cli("search", "birb", "--json"))
-    assert [h["name"] for h in birb] == ["<birb-style>"]
+    # A1111 types a tensor file by its stem (the prompt word); the name inside is "trained as"
+    assert [(h["name"], h["trained_as"]) for h in birb] == [
+        ("sd-concepts-birb-style", "<birb-style>")
+    ]
+    birb_ref = birb[0]["ref"]
     yuno = _json(tireg_cli("search", "gasai", "--family", "sd1", "--json"))
-    assert len(yuno) == 3 and all(h["name"] == "gasai yuno" and h["num_vectors"] == 8 for h in yuno)
+    assert len(yuno) == 3
+    assert all(h["trained_as"] == "gasai yuno" and h["num_vectors"] == 8 for h in yuno)
 
     ambiguous = tireg_cli("show", "gasai yuno")
     assert ambiguous.code == 1 and "names 3 embeddings" in ambiguous.stderr
@@ -93,8 +98,8 @@ def test_corpus_add_search_show_install_everywhere(tireg_cli, corpus: Path, tmp_
             tireg_cli("install", "birb-style", latest, "--ui", ui, "--ui-root", root, "--json")
         )
         outs = {o["ref"]: o for o in result["installed"]}
-        assert set(outs) == {"<birb-style>", latest}
-        for ref, name in (("<birb-style>", "<birb-style>"), (latest, "gasai yuno")):
+        assert set(outs) == {birb_ref, latest}
+        for ref, name in ((birb_ref, "<birb-style>"), (latest, "gasai yuno")):
             path = Path(outs[ref]["path"])
             want = originals[name].vectors["clip_l"]
             prompts[(ui, name)] = outs[ref]["prompt"]
@@ -110,9 +115,9 @@ def test_corpus_add_search_show_install_everywhere(tireg_cli, corpus: Path, tmp_
                 assert outs[ref]["prompt"] == f"<{path.stem}>"
                 np.testing.assert_array_equal(load_file(str(path))["emb_params"], want)
             assert read_file(path).vectors_sha256() == originals[name].vectors_sha256()
-    assert prompts[("a1111", "gasai yuno")] == "gasai yuno"
-    assert prompts[("comfyui", "gasai yuno")] == "embedding:gasai_yuno"
-    assert prompts[("invokeai", "<birb-style>")] == "<birb-style>"
+    assert prompts[("a1111", "gasai yuno")] == "a1111-gasai-yuno-16600"  # the file users know
+    assert prompts[("comfyui", "gasai yuno")] == "embedding:a1111-gasai-yuno-16600"
+    assert prompts[("invokeai", "<birb-style>")] == "<sd-concepts-birb-style>"
 
     listed = _json(tireg_cli("installed", "--json"))
     assert len(listed) == 8 and {f["state"] for f in listed} == {"ok"}

@@ -11,7 +11,7 @@ import pytest
 def test_versions_are_told_apart_by_step_and_trained_on(tireg_cli, corpus: Path) -> None:  # type: ignore[no-untyped-def]
     assert tireg_cli("add", corpus).code == 0
     rows = json.loads(tireg_cli("list", "--json").stdout)
-    yuno = sorted((r for r in rows if r["name"] == "gasai yuno"), key=lambda r: r["step"])
+    yuno = sorted((r for r in rows if r["trained_as"] == "gasai yuno"), key=lambda r: r["step"])
     assert [r["step"] for r in yuno] == [1000, 10000, 16600]
     assert yuno[-1]["trained_on"] == "model [e6e8e1fc]"  # the name A1111 wrote, and its hash
     table = tireg_cli("list").stdout
@@ -42,7 +42,7 @@ def test_search_finds_the_trained_on_model_by_name(tireg_cli, corpus: Path) -> N
     assert tireg_cli("add", corpus).code == 0
     found = json.loads(tireg_cli("search", "novelai", "--json").stdout)
     # only the 16600-step file records sd_checkpoint e6e8e1fc: NovelAI's model in the shipped table
-    assert [(r["name"], r["step"]) for r in found] == [("gasai yuno", 16600)]
+    assert [(r["trained_as"], r["step"]) for r in found] == [("gasai yuno", 16600)]
 
 
 def test_search_finds_infix_and_cjk_substrings(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -10,9 +10,10 @@ import pytest
 from tireg.converters import Embedding
 from tireg.db.schema import PreviewRow, SourceRow
 from tireg.db.session import Catalogue, open_catalogue
-from tireg.registry import query
+from tireg.registry import naming, query
 from tireg.registry.importer import import_embedding
-from tireg.registry.query import AmbiguousNameError, Filters, NotFoundError
+from tireg.registry.naming import AmbiguousNameError, NotFoundError
+from tireg.registry.query import Filters
 from tireg.registry.search_sqlite import fts_query
 
 
@@ -99,49 +100,49 @@ def _sha(catalogue: Catalogue, embedding_id: int) -> str:
 
 def test_unique_name_resolves(catalogue: Catalogue, filled: dict[str, int]) -> None:
     with catalogue.reading() as session:
-        assert query.resolve(session, "gasai yuno").id == filled["yuno"]
-        assert query.resolve(session, "GASAI YUNO").id == filled["yuno"]
-        assert query.resolve(session, "birb-style").id == filled["birb"]
-        assert query.resolve(session, "<birb-style>").id == filled["birb"]
+        assert naming.resolve(session, "gasai yuno").id == filled["yuno"]
+        assert naming.resolve(session, "GASAI YUNO").id == filled["yuno"]
+        assert naming.resolve(session, "birb-style").id == filled["birb"]
+        assert naming.resolve(session, "<birb-style>").id == filled["birb"]
 
 
 def test_colliding_name_lists_exact_specs(catalogue: Catalogue, filled: dict[str, int]) -> None:
     with catalogue.reading() as session, pytest.raises(AmbiguousNameError) as err:
-        query.resolve(session, "cat-toy")
+        naming.resolve(session, "cat-toy")
     refs = err.value.refs
     assert len(refs) == 2
     assert "type one of the NAME@HEX exactly" in str(err.value)
     with catalogue.reading() as session:
-        resolved = {query.resolve(session, ref).id for ref in refs}
+        resolved = {naming.resolve(session, ref).id for ref in refs}
     assert resolved == {filled["cat-hf"], filled["cat-local"]}
 
 
 def test_hash_prefix_and_source_narrow(catalogue: Catalogue, filled: dict[str, int]) -> None:
     sha = _sha(catalogue, filled["cat-local"])
     with catalogue.reading() as session:
-        assert query.resolve(session, sha[:6]).id == filled["cat-local"]
-        assert query.resolve(session, sha.upper()).id == filled["cat-local"]
-        assert query.resolve(session, f"cat-toy@{sha[:4]}").id == filled["cat-local"]
-        assert query.resolve(session, "cat-toy", source="hf").id == filled["cat-hf"]
+        assert naming.resolve(session, sha[:6]).id == filled["cat-local"]
+        assert naming.resolve(session, sha.upper()).id == filled["cat-local"]
+        assert naming.resolve(session, f"cat-toy@{sha[:4]}").id == filled["cat-local"]
+        assert naming.resolve(session, "cat-toy", source="hf").id == filled["cat-hf"]
         assert (
-            query.resolve(session, "cat-toy", source="/data/embeddings").id == filled["cat-local"]
+            naming.resolve(session, "cat-toy", source="/data/embeddings").id == filled["cat-local"]
         )
         with pytest.raises(NotFoundError, match="tireg search"):
-            query.resolve(session, sha[:5])  # too short to be a hash prefix
+            naming.resolve(session, sha[:5])  # too short to be a hash prefix
         with pytest.raises(NotFoundError):
-            query.resolve(session, f"gasai yuno@{sha[:8]}")
+            naming.resolve(session, f"gasai yuno@{sha[:8]}")
         with pytest.raises(NotFoundError, match="from source 'civitai'"):
-            query.resolve(session, "cat-toy", source="civitai")
+            naming.resolve(session, "cat-toy", source="civitai")
 
 
 def test_resolve_many_dedupes_and_fails_before_changing_anything(
     catalogue: Catalogue, filled: dict[str, int]
 ) -> None:
     with catalogue.reading() as session:
-        rows = query.resolve_many(session, ["gasai yuno", "birb-style", "gasai yuno"])
+        rows = naming.resolve_many(session, ["gasai yuno", "birb-style", "gasai yuno"])
         assert [r.id for r in rows] == [filled["yuno"], filled["birb"]]
         with pytest.raises(NotFoundError):
-            query.resolve_many(session, ["gasai yuno", "nope"])
+            naming.resolve_many(session, ["gasai yuno", "nope"])
 
 
 def test_search_ranks_and_filters(catalogue: Catalogue, filled: dict[str, int]) -> None:

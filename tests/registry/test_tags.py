@@ -12,8 +12,9 @@ from tests.registry.test_install import ui_root
 from tests.registry.test_query import add, make
 from tireg.db.schema import CompatRow, EmbeddingRow, InstallRow, ProvenanceRow
 from tireg.db.session import Catalogue, open_catalogue
-from tireg.registry import install, query, tags
-from tireg.registry.query import AmbiguousNameError, Filters, NotFoundError
+from tireg.registry import install, naming, query, tags
+from tireg.registry.naming import AmbiguousNameError, NotFoundError
+from tireg.registry.query import Filters
 from tireg.registry.store import ContentStore
 
 
@@ -86,7 +87,7 @@ def test_rm_deletes_row_index_and_store_file_but_not_installs(
         )
         assert query.search(session, "gone") == []
         with pytest.raises(NotFoundError):
-            query.resolve(session, "gone")
+            naming.resolve(session, "gone")
 
 
 def test_rm_with_uninstall_keeps_modified_files(tmp_path: Path, catalogue: Catalogue) -> None:

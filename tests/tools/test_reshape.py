@@ -11,7 +11,7 @@ import pytest
 from tests.registry.make_files import write_one
 from tireg.converters import CLIP_H, CLIP_L, Embedding
 from tireg.db import open_catalogue
-from tireg.registry import query
+from tireg.registry import naming
 from tireg.registry.lineage import lineage_of
 from tireg.registry.store import ContentStore
 
@@ -39,13 +39,13 @@ def catalogued(tireg_cli, tmp_path: Path) -> dict[str, np.ndarray]:  # type: ign
 
 def _stored(name: str) -> np.ndarray:
     with open_catalogue() as cat, cat.reading() as session:
-        sha = query.resolve(session, name).vectors_sha256
+        sha = naming.resolve(session, name).vectors_sha256
     return ContentStore().get(sha).vectors[CLIP_L]
 
 
 def _lineage(name: str) -> list[dict[str, object]]:
     with open_catalogue() as cat, cat.reading() as session:
-        return lineage_of(session, query.resolve(session, name).id)
+        return lineage_of(session, naming.resolve(session, name).id)
 
 
 def test_mix_is_the_weighted_sum_and_records_its_parents(tireg_cli, catalogued) -> None:  # type: ignore[no-untyped-def]

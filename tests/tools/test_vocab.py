@@ -81,11 +81,11 @@ def test_from_text_takes_the_tokens_own_vectors(tireg_cli, tmp_path: Path) -> No
     shown = json.loads(tireg_cli("show", "fox", "--json").stdout)
     assert shown["num_vectors"] == 3
     from tireg.db import open_catalogue
-    from tireg.registry import query
+    from tireg.registry import naming
     from tireg.registry.store import ContentStore
 
     with open_catalogue() as cat, cat.reading() as session:
-        sha = query.resolve(session, "fox").vectors_sha256
+        sha = naming.resolve(session, "fox").vectors_sha256
     stored = ContentStore().get(sha).vectors[CLIP_L]
     expected = table[[A, RED, FOX]].astype(np.float16).astype(np.float32)  # stored as fp16
     assert np.array_equal(stored, expected)

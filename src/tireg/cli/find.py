@@ -189,8 +189,10 @@ def search_command(
     """Search the catalogue, best matches first.
 
     Searches names, triggers, description, tags and sources; every word must match, the last
-    one also as a prefix. With --remote civitai the site is searched instead, and each result's
-    spec can be given to tireg install.
+    one also as a prefix. Sources known but not downloaded (sync hf without --download, source
+    add) are listed after, marked available, each with the REF tireg install takes. With
+    --remote civitai the site is searched instead, and each result's spec can be given to
+    tireg install.
 
     Example: tireg search cat toy --family sd1
     """
@@ -204,15 +206,38 @@ def search_command(
         found = remote.search_remote(remote_name, text, base_model=base_model, limit=limit)
         _print_remote(found, json_out)
         return
+    from tireg.registry import available
+
     filters = query.Filters(
         family, concept_type, source, tag, vectors, compatible_with=compatible_with
     )
     with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
         rows = query.search(session, text, filters, limit=limit)
+        # what is known but not downloaded has no family, tags or vectors to filter on
+        remote_rows = (
+            available.search(session, text, limit=limit) if filters == query.Filters() else []
+        )
     if json_out:
-        print_json([r.to_dict() for r in rows])
-    else:
+        print_json(
+            [{**r.to_dict(), "state": "local"} for r in rows] + [a.to_dict() for a in remote_rows]
+        )
+        return
+    if rows or not remote_rows:
         _print_listing(rows, f"search: {text}")
+    if remote_rows:
+        table = Table(title="available, not downloaded (tireg install REF)")
+        table.add_column("ref (install this)", no_wrap=True)  # what the user types: whole
+        for column in ("kind", "trigger", "base model", "title"):
+            table.add_column(column, overflow="fold")
+        for entry in remote_rows:
+            table.add_row(
+                Text(entry.ref),
+                entry.kind,
+                Text(entry.trigger or ""),
+                Text(entry.base_model or ""),
+                Text(entry.title or ""),
+            )
+        console.print(table)
 
 
 def _print_remote(found: list[dict[str, Any]], json_out: bool) -> None:
@@ -260,6 +285,7 @@ def show_command(
     facts.add_column("value", overflow="fold")
     for key in (
         "name",
+        "trained_as",
         "vectors_sha256",
         "family",
         "num_vectors",

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tireg.cli.output import console, err_console, print_json
+from tireg.cli.output import console, err_console, print_json, printable
 
 _FORMATS_HELP = "tireg, a1111-pt, diffusers-bin, diffusers-safetensors, safetensors, png"
 
@@ -92,7 +92,9 @@ def inspect(
 
 
 def convert(
-    files: Annotated[list[Path], typer.Argument(help="Embedding files to convert.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Embedding files and folders (recursive) to convert.")
+    ],
     to: Annotated[str, typer.Option("--to", help=f"Output format: {_FORMATS_HELP}.")],
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Output file (one input only).")
@@ -109,6 +111,9 @@ def convert(
     """Convert embeddings between formats; files are written atomically, never overwritten
     without --force.
 
+    Each output keeps its input's file name (A1111's prompt word), and each line says
+    INPUT -> OUTPUT. What can be converted is; the rest is listed, and the exit code is 1.
+
     Example: tireg convert learned_embeds.bin --to a1111-pt --out-dir embeddings/
     """
     from tireg.converters import WRITE_FORMATS
@@ -117,13 +122,20 @@ def convert(
     if to not in WRITE_FORMATS:
         raise typer.BadParameter(f"choose one of {_FORMATS_HELP}", param_hint="--to")
     _check_option_combination(files, output, out_dir, sdxl_pair)
-    written = run_convert(
+    report = run_convert(
         files, to, output=output, out_dir=out_dir, force=force, sdxl_pair=sdxl_pair
     )
-    for path in written:
-        console.print(str(path), markup=False, highlight=False, soft_wrap=True)
-    if not written:
-        err_console.print("nothing written")
+    for source, written in report.converted:
+        targets = ", ".join(map(str, written))
+        console.print(f"{source} -> {targets}", markup=False, highlight=False, soft_wrap=True)
+    for source, error in report.failed:
+        line = str(error) if error.path == str(source) else f"{source}: {error}"
+        # one line per file, as the CLI's own error line: controls and newlines escaped
+        err_console.print(printable(f"error: {line}", one_line=True), markup=False, soft_wrap=True)
+    if not report.converted and not report.failed:
+        err_console.print("nothing to convert")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _check_option_combination(

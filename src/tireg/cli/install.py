@@ -152,7 +152,8 @@ def install_command(
         for column in ("embedding", "status", "type in a prompt", "file"):
             table.add_column(column, overflow="fold")
         for done in result.installed:
-            table.add_row(Text(done.ref), done.status, Text(done.prompt), Text(done.path))
+            files = f"{done.path}\n{done.preview}" if done.preview else done.path
+            table.add_row(Text(done.ref), done.status, Text(done.prompt), Text(files))
         console.print(table)
     if dest is not None and dest.target == "invokeai":
         console.print(
@@ -194,7 +195,8 @@ def uninstall_command(
     if not done:
         console.print("nothing installed matched")
     for item in done:
-        console.print(f"{item.status}: {item.ref}: {item.path}", markup=False, soft_wrap=True)
+        why = f" ({item.reason})" if item.reason else ""
+        console.print(f"{item.status}: {item.ref}: {item.path}{why}", markup=False, soft_wrap=True)
 
 
 def installed_command(

@@ -17,8 +17,6 @@ from rich.text import Text
 from tireg.cli.find import NAMING_RULE, validations_table
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import console, item_progress, print_json
-from tireg.db import open_catalogue
-from tireg.registry.validations import list_runs
 
 if TYPE_CHECKING:
     from tireg.validate.run import ValidationRun
@@ -93,6 +91,7 @@ def validate_command(
     from tireg.ml import require_ml
 
     require_ml("tireg validate")
+    from tireg.db import open_catalogue
     from tireg.validate.run import validate
     from tireg.validate.settings import Settings, parse_seeds, parse_size
 
@@ -182,6 +181,9 @@ def validations_command(
 
     Example: tireg validations birb-style --model ~/models/sd15.safetensors
     """
+    from tireg.db import open_catalogue
+    from tireg.registry.validations import list_runs
+
     with open_catalogue(db) as catalogue:
         runs = list_runs(catalogue, name, model=model)
     if json_out:

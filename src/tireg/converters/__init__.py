@@ -37,6 +37,7 @@ from tireg.converters.reading import (
 from tireg.converters.writing import (
     CARRIES,
     WRITE_FORMATS,
+    ConvertReport,
     OutputExistsError,
     OutputWriteError,
     convert,
@@ -53,6 +54,7 @@ __all__ = [
     "MAX_READ_MEMORY",
     "UNKNOWN_ENCODER",
     "WRITE_FORMATS",
+    "ConvertReport",
     "Embedding",
     "EmbeddingFileError",
     "Family",

@@ -83,7 +83,7 @@ def container_of(data: bytes) -> str:
 
 def _unknown(data: bytes, reveal: bool = True) -> EmbeddingFileError:
     head = data[:64].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml")):  # not `<head`: a `<headX>` trigger
         return NotAnEmbeddingError(
             "an HTML page, not an embedding", hint="the download link served a web page"
         )

@@ -31,6 +31,7 @@ import numpy as np
 
 from tireg.converters.errors import EmbeddingFileError
 from tireg.converters.limits import MAX_DIMS
+from tireg.errors import ends_early
 
 MAX_HEADER_SIZE = 100_000_000
 #: the largest element count numpy can index (intp), for any one tensor or dimension
@@ -149,6 +150,8 @@ def parse_header(head: bytes, file_size: int) -> Header:
             kind = "overlap" if info.begin < expected else "a gap"
             raise EmbeddingFileError(f"safetensors offsets of {name!r} leave {kind} in the buffer")
         expected = info.end
+    if expected > buffer_size:
+        raise EmbeddingFileError(ends_early(file_size, data_start + expected))
     if expected != buffer_size:
         raise EmbeddingFileError(
             f"safetensors tensors cover {expected} bytes but the buffer holds {buffer_size}"
@@ -203,9 +206,7 @@ def read_header(stream: BinaryIO, file_size: int) -> Header:
             f"safetensors header claims {length} bytes (limit {MAX_HEADER_SIZE})"
         )
     if length > file_size - 8:
-        raise EmbeddingFileError(
-            f"safetensors header length {length} runs past the end of the file"
-        )
+        raise EmbeddingFileError(ends_early(file_size) + f", inside its {length:,}-byte header")
     head = stream.read(length)
     if len(head) != length:
         raise EmbeddingFileError("safetensors header is truncated")

@@ -86,6 +86,7 @@ from tireg.converters.pickle_safe import (
     StorageRef,
     TensorStub,
 )
+from tireg.errors import ends_early
 from tireg.files import MAX_FILE_BYTES, open_regular, read_at_most
 
 MAX_TOTAL_BYTES = pickle_safe.MAX_DECODED_BYTES  # all of one file's storages read, and arrays
@@ -197,7 +198,15 @@ class _Archive:
 
     def __init__(self, source: BinaryIO, data: bytes | None = None) -> None:
         self.data = data
-        self.zip = zipfile.ZipFile(source)
+        try:
+            self.zip = zipfile.ZipFile(source)
+        except zipfile.BadZipFile:
+            source.seek(0)
+            if source.read(4) != _ZIP_MAGIC:
+                raise
+            # a zip is read from its directory at the end: one that starts right and has no
+            # directory stopped early (a cut download), which "not a zip file" would hide
+            _fail(ends_early(source.seek(0, os.SEEK_END)) + ", before the zip's directory")
         infos = self.zip.infolist()
         if any(info.filename != info.orig_filename for info in infos):
             # zipfile cuts a name at its first NUL: 'data.pkl\0junk' would be read as 'data.pkl'
@@ -306,6 +315,10 @@ def _load_legacy(data: bytes, tensors: Tensors, budget: Budget) -> Any:
                 _fail(f"legacy storage record {key!r} is unknown or repeated")
             (numel,) = struct.unpack_from("<q", data, pos) if len(data) >= pos + 8 else (-1,)
             end = pos + 8 + ref.numel * ref.itemsize
+            if end > len(data) and numel in (ref.numel, -1):
+                rest = keys[keys.index(key) + 1 :]
+                need = end + sum(8 + r.numel * r.itemsize for k in rest if (r := storages.get(k)))
+                _fail(ends_early(len(data), need))
             if numel != ref.numel or end > len(data):
                 _fail(f"legacy storage record {key!r} is truncated or has the wrong size")
             blobs[key] = data[pos + 8 : end]

@@ -28,9 +28,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tireg.converters import a1111_png, internal, layouts, safetensors_file
+from tireg import prompt_words
+from tireg.converters import (
+    a1111_png,
+    internal,
+    layouts,
+    safetensors_file,
+    walking,
+)
 from tireg.converters.embedding import Embedding
 from tireg.converters.errors import UnsupportedConversionError
 from tireg.errors import TiregError
@@ -176,26 +184,41 @@ def write_file(
     Either every file is written or none is: all targets are checked before the first write,
     each write is atomic, and a pair whose second file fails loses its first file again.
     """
-    return _write_all([(encode(embedding, fmt), path)], force=force)
+    written, errors = _write_each([(encode(embedding, fmt), Path(path))], force=force)
+    if errors[0] is not None:
+        raise errors[0]
+    return written[0]
 
 
-def _write_all(
-    plan: Sequence[tuple[list[bytes], str | os.PathLike[str]]], *, force: bool
-) -> list[Path]:
+def _write_each(
+    plan: Sequence[tuple[list[bytes], Path]], *, force: bool
+) -> tuple[list[list[Path]], list[TiregError | None]]:
     """Write each embedding's files (one, or a pair) to the paths ``plan`` names.
 
-    Everything is staged, and every target checked, before the first file is published, so a
-    refused target, or a write that fails (disk full, file too large, no permission), writes
-    nothing and leaves no temporary behind; the files are then fsynced together
-    (:func:`atomic_batch`).
+    Returns the files written for each entry and each entry's error (None where it was
+    written). Everything is staged, and every target checked, before the first file is
+    published, so a refused target, or a write that fails (disk full, file too large, no
+    permission), writes nothing for its entry and leaves no temporary behind, while the other
+    entries go ahead; the files are then fsynced together (:func:`atomic_batch`).
     """
+    errors: list[TiregError | None] = []
     with atomic_batch() as batch:
         for blobs, path in plan:
             targets = output_paths(path, len(blobs))
-            with _write_errors(targets[0]):
-                batch.add(zip(targets, blobs, strict=True), overwrite=force)
-        with _write_errors(Path(plan[0][1]).parent if plan else Path.cwd()):
-            return batch.commit()
+            try:
+                with _write_errors(targets[0]):
+                    batch.add(zip(targets, blobs, strict=True), overwrite=force)
+            except TiregError as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        with _write_errors(plan[0][1].parent if plan else Path.cwd()):
+            published = set(batch.commit())
+    written = [
+        [t for t in output_paths(path, len(blobs)) if t in published] if error is None else []
+        for (blobs, path), error in zip(plan, errors, strict=True)
+    ]
+    return written, errors
 
 
 @contextlib.contextmanager
@@ -228,6 +251,22 @@ def safe_stem(text: str) -> str:
     return safe_part(cleaned, max_bytes=MAX_STEM_BYTES)  # device names, length: tireg.paths
 
 
+@dataclass
+class ConvertReport:
+    """What a batch conversion did: the files written for each input, and why others were not."""
+
+    #: (input, files written for it): one file, or a diffusers SDXL pair
+    converted: list[tuple[Path, list[Path]]] = field(default_factory=list)
+    #: (input, why it was not converted), in the order the inputs came
+    failed: list[tuple[Path, TiregError]] = field(default_factory=list)
+    #: files in walked folders whose extension no embedding uses
+    skipped: int = 0
+
+    @property
+    def written(self) -> list[Path]:
+        return [path for _, paths in self.converted for path in paths]
+
+
 def convert(
     inputs: Sequence[str | os.PathLike[str]],
     fmt: str,
@@ -236,54 +275,90 @@ def convert(
     out_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
     sdxl_pair: bool = False,
-) -> list[Path]:
-    """Convert files to ``fmt``; return every file written (the ``tireg convert`` command).
+) -> ConvertReport:
+    """Convert files, and folders walked recursively, to ``fmt`` (the ``tireg convert`` command).
 
-    Output names default to ``<out_dir>/<name><ext>`` (``out_dir`` defaults to the current
-    directory); inputs whose names collide fall back to their file stems. Every input is read
-    and every target checked before anything is written, so a bad input writes nothing.
-    ``sdxl_pair`` reads exactly two inputs as one diffusers SDXL pair.
+    Each output keeps its input's file stem (:func:`output_stem`): A1111 uses the stem as the
+    prompt word, so a converted file is typed as the original was, whatever else is converted
+    with it. Outputs go to ``out_dir`` (default: the current directory), or to ``output`` for
+    one input. What can be converted is; every other input (unreadable, refused, a target that
+    exists, two inputs for one target) is reported in :attr:`ConvertReport.failed`, as ``add``
+    reports its files. ``sdxl_pair`` reads exactly two inputs as one diffusers SDXL pair.
     """
-    from tireg.converters.reading import read_file, read_sdxl_pair
-
     if fmt not in WRITE_FORMATS:
         raise UnsupportedConversionError(
             f"unknown output format {fmt!r}", hint=f"choose one of {', '.join(WRITE_FORMATS)}"
         )
     if output is not None and out_dir is not None:
         raise UnsupportedConversionError("give either an output file or an output folder, not both")
+    report = ConvertReport()
     if sdxl_pair:
         if len(inputs) != 2:
             raise UnsupportedConversionError("an SDXL pair is exactly two files")
-        items = [(Path(inputs[0]), read_sdxl_pair(inputs[0], inputs[1]))]
+        files = [Path(inputs[0])]
     else:
-        items = [(Path(p), read_file(p)) for p in inputs]
-    if output is not None:
-        if len(items) != 1:
-            raise UnsupportedConversionError(
-                f"one output file for {len(items)} inputs", hint="use --out-dir for several inputs"
-            )
-        plan = [(items[0][1], Path(output))]
-    else:
-        plan = _plan_names(items, fmt, Path(out_dir) if out_dir is not None else Path.cwd())
-    # encode everything first: a refused conversion writes nothing
-    return _write_all([(encode(embedding, fmt), target) for embedding, target in plan], force=force)
-
-
-def _plan_names(
-    items: list[tuple[Path, Embedding]], fmt: str, out_dir: Path
-) -> list[tuple[Embedding, Path]]:
-    ext = EXTENSIONS[fmt]
-    by_name = [safe_stem(e.name) or safe_stem(p.stem) or "embedding" for p, e in items]
-    clashes = {s for s in by_name if by_name.count(s) > 1}
-    stems = [
-        (safe_stem(p.stem) or "embedding") if s in clashes else s
-        for (p, _), s in zip(items, by_name, strict=True)
-    ]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
+        files = _expand(inputs, report)
+    if output is not None and len(files) != 1:
         raise UnsupportedConversionError(
-            f"several inputs would be written to {out_dir / (dup + ext)}",
-            hint="convert them one at a time with -o",
+            f"one output file for {len(files)} inputs", hint="use --out-dir for several inputs"
         )
-    return [(e, out_dir / (s + ext)) for (_, e), s in zip(items, stems, strict=True)]
+    folder = Path(out_dir) if out_dir is not None else Path.cwd()
+    plan: list[tuple[Path, list[bytes], Path]] = []
+    taken: set[Path] = set()
+    for path in files:
+        try:
+            embedding = _read_input(path, inputs[1] if sdxl_pair else None)
+            target = Path(output) if output is not None else _target(path, embedding, fmt, folder)
+            if target in taken:
+                raise UnsupportedConversionError(
+                    f"another input of this batch is written to {target}",
+                    hint="convert this one with -o",
+                )
+            plan.append((path, encode(embedding, fmt), target))
+            taken.add(target)
+        except TiregError as exc:
+            report.failed.append((path, exc.with_path(path) if exc.path is None else exc))
+    written, errors = _write_each([(blobs, target) for _, blobs, target in plan], force=force)
+    for (path, _, _), files_written, error in zip(plan, written, errors, strict=True):
+        if error is None:
+            report.converted.append((path, files_written))
+        else:
+            report.failed.append((path, error))
+    order = {path: i for i, path in enumerate(files)}
+    report.failed.sort(key=lambda item: order.get(item[0], -1))
+    return report
+
+
+def _expand(inputs: Sequence[str | os.PathLike[str]], report: ConvertReport) -> list[Path]:
+    """Files named, and the embedding files of folders named (:func:`walking.walk`)."""
+    files: list[Path] = []
+    for given in map(Path, inputs):
+        if given.is_dir():
+            found, skipped = walking.walk(given)
+            files += found
+            report.skipped += skipped
+        else:
+            files.append(given)
+    return files
+
+
+def _read_input(path: Path, pair_second: str | os.PathLike[str] | None) -> Embedding:
+    from tireg.converters.reading import read_file, read_sdxl_pair
+
+    return read_file(path) if pair_second is None else read_sdxl_pair(path, pair_second)
+
+
+def _target(path: Path, embedding: Embedding, fmt: str, folder: Path) -> Path:
+    return folder / (output_stem(path, embedding) + EXTENSIONS[fmt])
+
+
+def output_stem(path: Path, embedding: Embedding) -> str:
+    """The file stem an output of ``path`` keeps: the prompt word A1111 gave the input
+    (:mod:`tireg.prompt_words`), so the converted file is typed as the original was. Image cards
+    and diffusers' generic ``learned_embeds`` are named by the name inside instead.
+    """
+    tireg_ext = EXTENSIONS["tireg"]
+    stem = path.name[: -len(tireg_ext)] if path.name.endswith(tireg_ext) else path.stem
+    if path.suffix.lower() in prompt_words.IMAGE_SUFFIXES or stem in prompt_words.GENERIC_STEMS:
+        return safe_stem(embedding.name) or safe_stem(stem) or "embedding"
+    return safe_stem(stem) or safe_stem(embedding.name) or "embedding"

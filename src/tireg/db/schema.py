@@ -53,7 +53,7 @@ class EmbeddingRow(Base):
     """One embedding: its vectors live in the content store, its facts here."""
 
     __tablename__ = "embeddings"
-    # listings go by name a page at a time (migration 0007 says why)
+    # listings go by name a page at a time (migration 0008 says why)
     __table_args__ = (
         Index("ix_embeddings_name_order", func.lower(text("name")), text("id")),
         Index("ix_embeddings_family_name_order", "family", func.lower(text("name")), text("id")),
@@ -96,6 +96,12 @@ class EmbeddingRow(Base):
     installs: Mapped[list[InstallRow]] = relationship(
         back_populates="embedding", cascade="all, delete-orphan"
     )
+    prompt_words: Mapped[list[PromptWordRow]] = relationship(
+        back_populates="embedding",
+        cascade="all, delete-orphan",
+        order_by="PromptWordRow.id",
+        lazy="selectin",  # the name listings and messages show, wherever the row travels
+    )
 
     @validates("name")
     def _keep_name_key(self, _key: str, name: str) -> str:
@@ -105,7 +111,7 @@ class EmbeddingRow(Base):
 
 class TagRow(Base):
     __tablename__ = "tags"
-    # tag filters compare case-folded (migration 0007 says why)
+    # tag filters compare case-folded (migration 0008 says why)
     __table_args__ = (Index("ix_tags_tag_lower", func.lower(text("tag"))),)
 
     embedding_id: Mapped[int] = mapped_column(
@@ -171,6 +177,29 @@ class ProvenanceRow(Base):
 
     embedding: Mapped[EmbeddingRow] = relationship(back_populates="provenance")
     source: Mapped[SourceRow | None] = relationship(back_populates="provenance")
+
+
+class PromptWordRow(Base):
+    """A word a prompt types for an embedding: the stem of a file it was read from.
+
+    A1111 types a tensor file by its stem, not the name inside (see
+    :mod:`tireg.prompt_words`), so ``bad_prompt_version2.pt`` holding the name
+    ``bad_prompt`` is known to its users as ``bad_prompt_version2``. The first one recorded is
+    what listings show; every one names the embedding (the naming rule in
+    :mod:`tireg.registry.query`).
+    """
+
+    __tablename__ = "prompt_words"
+    __table_args__ = (UniqueConstraint("embedding_id", "word_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    embedding_id: Mapped[int] = mapped_column(
+        ForeignKey("embeddings.id", ondelete="CASCADE"), index=True
+    )
+    word: Mapped[str] = mapped_column(String)
+    word_key: Mapped[str] = mapped_column(String, index=True)  # name_key(word)
+
+    embedding: Mapped[EmbeddingRow] = relationship(back_populates="prompt_words")
 
 
 class PreviewRow(Base):

@@ -52,7 +52,7 @@ from tireg.registry.models import (
     record_checkpoint,
     row_hashes,
 )
-from tireg.registry.query import refs, resolve_many
+from tireg.registry.naming import refs, resolve_many
 
 EXACT, SAME_FAMILY, WRONG_FAMILY, SD1_ON_SDXL, UNKNOWN = (
     "exact",

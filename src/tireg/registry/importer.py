@@ -40,6 +40,7 @@ from tireg.converters import (
     UnsafePickleError,
     read_file_detailed,
 )
+from tireg.converters.walking import CONCEPT_IMAGES, WALK_EXTENSIONS, walk
 from tireg.db.schema import (
     CompatRow,
     EmbeddingRow,
@@ -51,14 +52,9 @@ from tireg.db.schema import (
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import sha256_file
-from tireg.registry import search_index
+from tireg.registry import naming, search_index
 from tireg.registry.store import ContentStore, relative_path
 
-#: extensions tried when walking a folder; a file named on the command line is always tried
-#: (readers decide by content, so a misnamed embedding given explicitly is still found)
-WALK_EXTENSIONS = frozenset(
-    {".pt", ".pth", ".bin", ".safetensors", ".png", ".webp", ".jxl", ".avif"}
-)
 #: pictures that can be previews (jpg cannot hold an A1111 image embedding, png/webp can)
 PICTURE_EXTENSIONS = frozenset({".png", ".webp", ".jpg", ".jpeg", ".jxl", ".avif"})
 #: files recorded per transaction: large enough that commits cost little, small enough that a
@@ -73,8 +69,6 @@ PREPARE_AHEAD = 4 * BATCH_FILES
 PREPARE_MEMORY = MAX_READ_MEMORY
 #: a batch is also committed once its vectors take this much memory
 BATCH_BYTES = MAX_READ_MEMORY // 2
-#: the sd-concepts-library layout keeps example pictures in this folder beside the embedding
-CONCEPT_IMAGES = "concept_images"
 
 
 IMPORTED, KNOWN, NOT_EMBEDDING, UNSAFE, ERROR, PREVIEW = (
@@ -259,6 +253,7 @@ def _record(
                 revision=file.revision,
             )
         )
+        naming.add_prompt_word(session, row.id, file.location)  # A1111 types the file's stem
         changed = True
     facts = _compat_facts(embedding, hints)
     if not created:
@@ -360,26 +355,6 @@ class _Candidate:
     path: Path
     source_id: int | None  # given by the caller, or
     folder: Path  # the folder named on the command line: its ``local`` source
-
-
-def _walk(root: Path) -> tuple[list[Path], int]:
-    """Candidate files under ``root`` (sorted), and how many other files were skipped.
-
-    Hidden folders (``.git``, ``.cache``) and ``concept_images`` (pictures, recorded as previews)
-    are not entered.
-    """
-    found: list[Path] = []
-    skipped = 0
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != CONCEPT_IMAGES)
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            if Path(name).suffix.lower() in WALK_EXTENSIONS:
-                found.append(Path(folder) / name)
-            else:
-                skipped += 1
-    return found, skipped
 
 
 def _read(path: Path) -> ReadResult | FileOutcome:
@@ -578,7 +553,7 @@ def add_paths(
         root = given.resolve()
         folder = root if root.is_dir() else root.parent
         if root.is_dir():
-            files, skipped = _walk(root)
+            files, skipped = walk(root)
             report.skipped += skipped
         else:
             files = [root]

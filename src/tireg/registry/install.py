@@ -32,11 +32,18 @@ from sqlalchemy.orm import Session, selectinload
 from tireg import config
 from tireg.converters import EmbeddingFileError, encode, read_file
 from tireg.converters.writing import EXTENSIONS, output_paths
-from tireg.db.schema import EmbeddingRow, InstallRow, utcnow
+from tireg.db.schema import (
+    EmbeddingRow,
+    InstallRow,
+    PreviewRow,
+    ProvenanceRow,
+    SourceRow,
+    utcnow,
+)
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, read_capped, sha256_file
-from tireg.registry import compat, query, remote, uis
+from tireg.registry import available, compat, naming, query, remote, source_sync, uis
 from tireg.registry.store import ContentStore
 from tireg.sources.http import Progress
 
@@ -88,6 +95,8 @@ class InstallOutcome:
     format: str
     status: str
     prompt: str
+    #: the picture written beside it for the UI's card (``NAME.preview.png``), if any
+    preview: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +167,7 @@ def _check_model(
             verdict = compat.verdict(session, session.get_one(EmbeddingRow, row.id), ref)
             if verdict.cannot_work and not force:
                 raise InstallError(
-                    f"{query.ref_of(row)} on {ref.name}: {verdict.reason}",
+                    f"{naming.ref_of(row)} on {ref.name}: {verdict.reason}",
                     hint="--force installs it anyway",
                 )
 
@@ -187,12 +196,12 @@ def _plan(
         if families and row.family not in families:
             have = ", ".join(f"{n} {f}" for f, n in sorted(families.items()))
             raise InstallError(
-                f"{query.ref_of(row)} is {row.family}, but this {dest.target} has no {row.family} "
+                f"{naming.ref_of(row)} is {row.family}, but this {dest.target} has no {row.family} "
                 f"checkpoint (it has {have}), so the embedding would do nothing there",
                 path=dest.root,
                 hint="--force installs it anyway",
             )
-        stem = uis.file_stem(dest.target, as_name or row.name)
+        stem = uis.file_stem(dest.target, as_name or naming.prompt_word(row))
         embedding = store.get(row.vectors_sha256).with_meta(name=stem)
         blobs = encode(embedding, dest.fmt)
         paths = output_paths(folder / f"{stem}{EXTENSIONS[dest.fmt]}", len(blobs))
@@ -234,19 +243,79 @@ def _place(plan: _Planned, *, force: bool) -> str:
     raise InstallError("the file kept changing while installing", path=path, hint="try again")
 
 
-def _record(session: Session, row_id: int, dest: Destination, path: Path) -> None:
-    """Point the install row for ``path`` at what is there now (one row per path, ever)."""
+def _record(
+    session: Session, row_id: int, dest: Destination, path: Path, fmt: str | None = None
+) -> None:
+    """Point the install row for ``path`` at what is there now (one row per path, ever);
+    ``fmt`` is :data:`PREVIEW_FORMAT` for a preview picture, else the destination's format."""
     sha = sha256_file(path)
+    fmt = fmt or dest.fmt
     found = session.scalar(select(InstallRow).where(InstallRow.path == str(path)))
     if found is None:
         session.add(
             InstallRow(
-                embedding_id=row_id, target=dest.target, format=dest.fmt, path=str(path), sha256=sha
+                embedding_id=row_id, target=dest.target, format=fmt, path=str(path), sha256=sha
             )
         )
     elif (found.embedding_id, found.sha256, found.target) != (row_id, sha, dest.target):
         found.embedding_id, found.sha256, found.target = row_id, sha, dest.target
-        found.format, found.installed_at = dest.fmt, utcnow()
+        found.format, found.installed_at = fmt, utcnow()
+
+
+# -- previews beside installs ----------------------------------------------------------------
+
+#: the UIs whose Extra Networks cards show a picture found beside the embedding file
+PREVIEW_UIS = frozenset({"a1111", "forge"})
+#: what A1111 (and Forge) look for: ``modules/ui_extra_networks.py``,
+#: ``ExtraNetworksPage.find_preview(path)`` tries ``{path}.{ext}`` and ``{path}.preview.{ext}``
+#: for the file's path without its extension and ``ext`` in ``allowed_preview_extensions()``
+#: (png, jpg, jpeg, webp, gif; ``.preview`` keeps a PNG card from being read as an embedding)
+PREVIEW_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
+#: the ``installs.format`` of a preview picture written beside an installed embedding
+PREVIEW_FORMAT = "preview"
+
+
+def _preview_source(catalogue: Catalogue, row_id: int) -> Path | None:
+    """The first catalogued preview of the embedding that is a picture file on this disk
+    (beside the imported file, or kept under ``TIREG_HOME/previews``); URLs are not fetched."""
+    with catalogue.reading() as session:
+        found = select(PreviewRow.location).where(PreviewRow.embedding_id == row_id)
+        locations = list(session.scalars(found.order_by(PreviewRow.id)))
+    for location in locations:
+        path = Path(location)
+        if "://" not in location and path.suffix.lower() in PREVIEW_EXTENSIONS and path.is_file():
+            return path
+    return None
+
+
+def _place_preview(
+    catalogue: Catalogue, row_id: int, dest: Destination, installed_at: Path, *, force: bool
+) -> Path | None:
+    """Write ``NAME.preview.EXT`` beside an embedding installed into A1111/Forge and record it
+    as an install of the embedding, so ``uninstall`` removes it with the file. A different
+    picture already there is the user's and stays (``force`` replaces it)."""
+    if dest.target not in PREVIEW_UIS:
+        return None
+    source = _preview_source(catalogue, row_id)
+    if source is None:
+        return None
+    target = installed_at.with_name(f"{installed_at.stem}.preview{source.suffix.lower()}")
+    try:
+        data = source.read_bytes()
+    except OSError:
+        return None
+    if target.exists() and target.read_bytes() != data:
+        if not force:
+            return None
+        atomic_write_bytes(target, data, overwrite=True)
+    elif not target.exists():
+        try:
+            atomic_write_bytes(target, data, overwrite=False)
+        except FileExistsError:
+            return None  # another process put a picture there meanwhile: theirs stays
+    with catalogue.transaction() as session:
+        _record(session, row_id, dest, target, PREVIEW_FORMAT)
+    return target
 
 
 def install(
@@ -270,8 +339,8 @@ def install(
     no-op (``present``).
     """
     with catalogue.reading() as session:
-        rows = query.resolve_many(session, specs, source=source)
-        refs = query.refs(session, rows)
+        rows = naming.resolve_many(session, specs, source=source)
+        refs = naming.refs(session, rows)
     return install_rows(
         catalogue, rows, dest, as_name=as_name, force=force, model=model, store=store, refs=refs
     )
@@ -303,9 +372,20 @@ def install_rows(
             status, path = _place(plan, force=force), plan.path
             with catalogue.transaction() as session:
                 _record(session, plan.row.id, dest, path)
-        ref = (refs or {}).get(plan.row.id, query.ref_of(plan.row))
+        ref = (refs or {}).get(plan.row.id, naming.ref_of(plan.row))
         word = uis.prompt_word(dest.target, plan.stem)
-        outcomes.append(InstallOutcome(ref, dest.target, str(path), dest.fmt, status, word))
+        preview = _place_preview(catalogue, plan.row.id, dest, path, force=force)
+        outcomes.append(
+            InstallOutcome(
+                ref,
+                dest.target,
+                str(path),
+                dest.fmt,
+                status,
+                word,
+                None if preview is None else str(preview),
+            )
+        )
     return outcomes
 
 
@@ -349,24 +429,26 @@ def install_specs(
     typo costs nothing. Without ``dest`` remote specs are only catalogued. ``hf_endpoint``
     overrides ``HF_ENDPOINT`` for ``hf:`` specs.
     """
-    local = [s for s in specs if not remote.is_remote_spec(s)]
+    from_sources = [i for i in map(available.source_id, specs) if i is not None]
+    local = [s for s in specs if not remote.is_remote_spec(s) and available.source_id(s) is None]
     if local and dest is None:
         raise InstallError(
             f"where should {local[0]!r} go?", hint="pass --ui UI (with --ui-root) or --to DIR"
         )
     with catalogue.reading() as session:
-        rows = query.resolve_many(session, local, source=source)
+        rows = naming.resolve_many(session, local, source=source)
     fetched_ids: list[int] = []
     remote_specs = [s for s in specs if remote.is_remote_spec(s)]
     for spec in remote_specs:
         fetched_ids += remote.install_remote(
             catalogue, spec, sha256=sha256, progress=progress, hf_endpoint=hf_endpoint
         )
+    fetched_ids += _fetch_sources(catalogue, from_sources)
     cached = remote_specs if config.offline() else []  # offline, every source reads its cache
     with catalogue.reading() as session:
         rows += [session.get_one(EmbeddingRow, i) for i in dict.fromkeys(fetched_ids)]
         rows = list({row.id: row for row in rows}.values())
-        refs = query.refs(session, rows)
+        refs = naming.refs(session, rows)
     fetched = [refs[i] for i in dict.fromkeys(fetched_ids)]
     if dest is None:
         return InstallResult(fetched, [], cached)
@@ -374,6 +456,28 @@ def install_specs(
         catalogue, rows, dest, as_name=as_name, force=force, model=model, refs=refs
     )
     return InstallResult(fetched, outcomes, cached)
+
+
+def _fetch_sources(catalogue: Catalogue, ids: Sequence[int]) -> list[int]:
+    """Sync the catalogued sources ``ids`` (``source:ID`` specs, shown by search for what is
+    available but not downloaded); return the embeddings they hold."""
+    if not ids:
+        return []
+    with catalogue.reading() as session:
+        missing = [i for i in ids if session.get(SourceRow, i) is None]
+    if missing:
+        raise InstallError(
+            f"no source {available.SOURCE_PREFIX}{missing[0]}", hint="list them: tireg source list"
+        )
+    for outcome in source_sync.sync_sources(catalogue, ids=list(ids)).sources:
+        if outcome.status in ("failed", "gone", "manual"):
+            raise InstallError(
+                f"{outcome.status}: {outcome.message or 'nothing could be fetched'}",
+                path=outcome.locator,
+            )
+    with catalogue.reading() as session:
+        found = select(ProvenanceRow.embedding_id).where(ProvenanceRow.source_id.in_(list(ids)))
+        return list(dict.fromkeys(session.scalars(found.order_by(ProvenanceRow.id))))
 
 
 # -- what is installed -----------------------------------------------------------------------
@@ -408,11 +512,13 @@ def installed(
     """Every install (of ``specs``, into ``target``, under folder ``under``) with its state."""
     folder = Path(under).expanduser().resolve() if under is not None else None
     with catalogue.reading() as session:
-        ids = [r.id for r in query.resolve_many(session, specs, source=source)] if specs else None
+        ids = [r.id for r in naming.resolve_many(session, specs, source=source)] if specs else None
         rows = _install_rows(session, embedding_ids=ids, target=target, under=folder)
-        shown = query.refs(session, {r.embedding for r in rows})
+        shown = naming.refs(session, {r.embedding for r in rows})
         result = []
         for inst in rows:
+            if inst.format == PREVIEW_FORMAT:
+                continue  # a picture beside an install, not something to type
             row = inst.embedding
             result.append(
                 InstalledFile(
@@ -432,12 +538,14 @@ def installed(
 
 @dataclass(frozen=True)
 class UninstallOutcome:
-    """``removed`` (file deleted), ``forgotten`` (the file was already gone) or ``kept``
-    (changed since tireg wrote it, so left in place; ``force`` removes it)."""
+    """``removed`` (file deleted), ``forgotten`` (the file was already gone) or ``kept`` (left
+    in place; ``reason`` says why: changed since tireg wrote it, or a preview whose embedding
+    was kept; ``force`` removes it)."""
 
     ref: str
     path: str
     status: str
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -451,14 +559,19 @@ def uninstall_rows(
     refs: dict[int, str] | None = None,
 ) -> list[UninstallOutcome]:
     """Delete installed files and their rows; a file modified behind tireg's back is kept
-    (and stays listed) unless ``force``."""
+    (and stays listed) unless ``force``, and so is the preview beside a kept embedding."""
     outcomes: list[UninstallOutcome] = []
     gone: list[int] = []
-    for inst in installs:
+    kept: set[Path] = set()
+    # embeddings first, so a preview knows whether its embedding stays
+    for inst in sorted(installs, key=lambda i: i.format == PREVIEW_FORMAT):
         state = query.install_state(inst)
-        ref = (refs or {}).get(inst.embedding_id) or query.ref_of(inst.embedding)
-        if state == "modified" and not force:
-            outcomes.append(UninstallOutcome(ref, inst.path, "kept"))
+        ref = (refs or {}).get(inst.embedding_id) or naming.ref_of(inst.embedding)
+        reason = _reason_to_keep(inst, state, kept) if not force else None
+        if reason is not None:
+            if inst.format != PREVIEW_FORMAT:
+                kept.add(Path(inst.path))
+            outcomes.append(UninstallOutcome(ref, inst.path, "kept", reason))
             continue
         if state != "missing":
             Path(inst.path).unlink(missing_ok=True)
@@ -475,6 +588,18 @@ def uninstall_rows(
     return outcomes
 
 
+def _reason_to_keep(inst: InstallRow, state: str, kept: set[Path]) -> str | None:
+    """Why an installed file stays on uninstall (None: it goes)."""
+    if state == "modified":
+        return "modified since tireg installed it; --force deletes it"
+    if inst.format == PREVIEW_FORMAT:
+        path = Path(inst.path)
+        stem = path.name[: -len(".preview" + path.suffix)]
+        if any(k.parent == path.parent and k.stem == stem for k in kept):
+            return "its embedding file was kept; --force deletes both"
+    return None
+
+
 def uninstall(
     catalogue: Catalogue,
     specs: Sequence[str],
@@ -488,7 +613,7 @@ def uninstall(
     folder ``under``). Files tireg did not write are never touched."""
     folder = Path(under).expanduser().resolve() if under is not None else None
     with catalogue.reading() as session:
-        ids = [r.id for r in query.resolve_many(session, specs, source=source)]
+        ids = [r.id for r in naming.resolve_many(session, specs, source=source)]
         rows = _install_rows(session, embedding_ids=ids, target=target, under=folder)
-        shown = query.refs(session, {r.embedding for r in rows})
+        shown = naming.refs(session, {r.embedding for r in rows})
     return uninstall_rows(catalogue, rows, force=force, refs=shown)

@@ -29,7 +29,7 @@ from tireg.converters import encode
 from tireg.converters.layouts import is_pair
 from tireg.db.schema import EmbeddingRow, SourceRow
 from tireg.db.session import Catalogue
-from tireg.registry import query
+from tireg.registry import naming
 from tireg.registry.compat import name_hash
 from tireg.registry.importer import CONCEPT_IMAGES, PICTURE_EXTENSIONS
 from tireg.registry.model_card import SAFETENSORS_NAME, CardFacts, render
@@ -166,8 +166,8 @@ def publish(
     hf_upload.require_login()
     # 2. The files, from one read of the catalogue.
     with catalogue.reading() as session:
-        row = query.resolve(session, spec)
-        name = query.ref_of(row)
+        row = naming.resolve(session, spec)
+        name = naming.ref_of(row)
         files, skipped = concept_repo_files(session, row, repo_id)
     # 3. The repo, created if new, and what it holds now.
     url = hf_upload.ensure_repo(repo_id, private=private, endpoint_url=endpoint)

@@ -1,19 +1,7 @@
-"""Finding and looking at catalogued embeddings: list, ranked search, show, and naming one.
+"""Finding and looking at catalogued embeddings: list, ranked search and show.
 
-**Naming rule** (the one every command that takes a NAME follows). Trigger names collide: two
-``cat-toy`` from different sources, three ``gasai yuno`` steps of one training run. A spec names
-exactly one embedding or the command refuses it:
-
-* ``NAME`` matches embeddings whose trigger is NAME, ignoring case and ``<...>`` brackets
-  (``birb-style`` finds ``<birb-style>``); spaces are part of the name (quote it in the shell);
-* a bare hex string of 6 or more digits also matches embeddings whose vectors sha256 starts
-  with it (the union of both is taken, so a name that happens to be hex is never shadowed);
-* ``NAME@HEX`` matches only NAME's embeddings whose vectors sha256 starts with HEX;
-* ``--source S`` keeps only candidates with a file from source kind S (``hf``, ``local``...)
-  or whose source locator or file location contains S.
-
-One candidate: that is the one. None: an error. Several: an error listing every candidate as the
-exact ``NAME@HEX`` to type. Every listing shows that ``ref`` too, so what you see is what you type.
+Embeddings are named by the naming rule of :mod:`tireg.registry.naming`; every listing shows each
+row's ref (its :func:`~tireg.registry.naming.refs`), exactly what to type.
 
 **Search** goes through the search index (name, triggers, description, tags, sources; one row
 per ``embeddings.id``: FTS5 on SQLite, ``tsvector`` and ``pg_trgm`` on PostgreSQL, see
@@ -24,54 +12,37 @@ at about a microsecond per matching row instead of a scan per filter.
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, literal_column, or_, select
+from sqlalchemy import Select, and_, func, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
 from tireg.db.schema import (
     EmbeddingRow,
     InstallRow,
-    ProvenanceRow,
     SourceRow,
     TagRow,
-    name_key,
 )
 from tireg.errors import TiregError
 from tireg.files import sha256_file
-from tireg.registry import search_index
+from tireg.registry import search_index, search_text
 from tireg.registry.lineage import lineage_of
+from tireg.registry.naming import (
+    _provenance_from,
+    _rows_named,
+    _source_clause,
+    prompt_word,
+    refs,
+    refs_of,
+    resolve,
+)
 
 #: at most this many word matches are ranked in one question (see :func:`search`)
 RANK_CAP = 2000
-
-#: hex digits a bare spec needs before it is also tried as a vectors-sha256 prefix
-MIN_HASH_PREFIX = 6
-#: hex digits shown in a ref (``name@1a2b3c4d``); more where candidates share them
-REF_HEX = 8
-
-_HEX = re.compile(r"[0-9a-fA-F]+")
-
-
-class NotFoundError(TiregError):
-    """No catalogued embedding answers to a spec."""
-
-
-class AmbiguousNameError(TiregError):
-    """A spec answers to several embeddings; the message lists the exact spec for each."""
-
-    def __init__(self, spec: str, candidates: Sequence[str]) -> None:
-        self.refs = [c.split(" (", 1)[0] for c in candidates]
-        super().__init__(
-            f"{spec!r} names {len(candidates)} embeddings: {'; '.join(candidates)}",
-            hint="type one of the NAME@HEX exactly",
-        )
 
 
 @dataclass(frozen=True)
@@ -96,6 +67,7 @@ class EmbeddingSummary:
 
     id: int
     ref: str
+    #: what users type (:func:`prompt_word`); ``trained_as`` is the name inside the file
     name: str
     vectors_sha256: str
     family: str
@@ -108,6 +80,7 @@ class EmbeddingSummary:
     step: int | None = None
     trained_on: str | None = None
     rank: float | None = None
+    trained_as: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,134 +125,7 @@ class EmbeddingDetails:
 # -- naming ----------------------------------------------------------------------------------
 
 
-def ref_of(row: EmbeddingRow, hex_digits: int = REF_HEX) -> str:
-    """The ``NAME@HEX`` spec that names ``row``."""
-    return f"{row.name}@{row.vectors_sha256[:hex_digits]}"
-
-
-def _refs(rows: Sequence[EmbeddingRow]) -> list[str]:
-    """Refs long enough to tell ``rows`` apart from each other."""
-    digits = REF_HEX
-    while len({r.vectors_sha256[:digits] for r in rows}) < len(rows) and digits < 64:
-        digits += 4
-    return [ref_of(r, digits) for r in rows]
-
-
-def _named(wanted: set[str]) -> Any:
-    """A WHERE clause for embeddings whose :func:`~tireg.db.schema.name_key` is in ``wanted``
-    (a lookup on the indexed ``name_key`` column)."""
-    return EmbeddingRow.name_key.in_(sorted(wanted))
-
-
-def _rows_named(session: Session, names: Iterable[str]) -> list[EmbeddingRow]:
-    """Embeddings whose trigger is one of ``names`` (see the naming rule)."""
-    wanted = {name_key(n) for n in names}
-    return list(session.scalars(select(EmbeddingRow).where(_named(wanted))))
-
-
-def _rows_with_hash_prefix(session: Session, prefix: str) -> list[EmbeddingRow]:
-    """Embeddings whose vectors sha256 starts with ``prefix`` (a range on the unique index)."""
-    low = prefix.lower()
-    query = select(EmbeddingRow).where(
-        EmbeddingRow.vectors_sha256 >= low, EmbeddingRow.vectors_sha256 < low + "g"
-    )
-    return list(session.scalars(query.limit(50)))
-
-
-def _from_source(session: Session, ids: Iterable[int], source: str) -> set[int]:
-    """Which of ``ids`` have a file from ``source`` (see :func:`_source_clause`)."""
-    query = select(EmbeddingRow.id).where(EmbeddingRow.id.in_(list(ids)), _source_clause(source))
-    return set(session.scalars(query))
-
-
-def candidates(session: Session, spec: str, *, source: str | None = None) -> list[EmbeddingRow]:
-    """Every embedding ``spec`` could mean under the naming rule, oldest first."""
-    name, at, suffix = spec.rpartition("@")
-    found: dict[int, EmbeddingRow] = {}
-    if at and name and _HEX.fullmatch(suffix):
-        prefix = suffix.lower()
-        named = _rows_named(session, [name])
-        found = {r.id: r for r in named if r.vectors_sha256.startswith(prefix)}
-    else:
-        found = {r.id: r for r in _rows_named(session, [spec])}
-        if len(spec) >= MIN_HASH_PREFIX and _HEX.fullmatch(spec):
-            found.update((r.id, r) for r in _rows_with_hash_prefix(session, spec))
-    if source is not None and found:
-        keep = _from_source(session, found, source)
-        found = {i: r for i, r in found.items() if i in keep}
-    return [found[i] for i in sorted(found)]
-
-
-def refs(session: Session, rows: Iterable[EmbeddingRow]) -> dict[int, str]:
-    """The shortest spec naming each row: the bare name where no other embedding shares it,
-    else ``NAME@HEX``. Listings show these, so what a user sees is what they can type."""
-    rows = list(rows)
-    wanted = {r.name_key for r in rows}
-    namesakes = Counter(session.scalars(select(EmbeddingRow.name_key).where(_named(wanted))))
-    return {r.id: ref_of(r) if namesakes[r.name_key] > 1 else r.name for r in rows}
-
-
-def resolve(session: Session, spec: str, *, source: str | None = None) -> EmbeddingRow:
-    """The one embedding ``spec`` names; raises :class:`NotFoundError` or
-    :class:`AmbiguousNameError` (whose message lists the exact spec for each candidate)."""
-    rows = candidates(session, spec, source=source)
-    if not rows:
-        where = f" from source {source!r}" if source else ""
-        raise NotFoundError(
-            f"no embedding named {spec!r}{where}", hint="find it with: tireg search WORDS"
-        )
-    if len(rows) > 1:
-        described = zip(_refs(rows), rows, strict=True)
-        raise AmbiguousNameError(spec, [f"{ref} ({_hint(row)})" for ref, row in described])
-    return rows[0]
-
-
-def _hint(row: EmbeddingRow) -> str:
-    """What tells same-named embeddings apart at a glance: family, size, step, first file."""
-    parts = [row.family, f"{row.num_vectors}v"]
-    if row.step is not None:
-        parts.append(f"step {row.step}")
-    if row.provenance:
-        first = min(row.provenance, key=lambda p: p.id)
-        parts.append(PurePath(first.location.rsplit("?", 1)[0]).name or first.location)
-    return ", ".join(parts)
-
-
-def resolve_many(
-    session: Session, specs: Sequence[str], *, source: str | None = None
-) -> list[EmbeddingRow]:
-    """:func:`resolve` for each spec, in order, each embedding once; all specs are checked first
-    so one bad spec fails the command before anything changes."""
-    rows: dict[int, EmbeddingRow] = {}
-    for spec in specs:
-        row = resolve(session, spec, source=source)
-        rows.setdefault(row.id, row)
-    return list(rows.values())
-
-
 # -- listing and search ----------------------------------------------------------------------
-
-
-def _provenance_from(source: str) -> Select[Any]:
-    """Provenance rows from source kind ``source``, or whose source locator or file location
-    contains ``source``."""
-    pattern = f"%{source}%"
-    return (
-        select(ProvenanceRow.id)
-        .outerjoin(SourceRow, SourceRow.id == ProvenanceRow.source_id)
-        .where(
-            or_(
-                SourceRow.kind == source,
-                SourceRow.locator.like(pattern),
-                ProvenanceRow.location.like(pattern),
-            )
-        )
-    )
-
-
-def _source_clause(source: str) -> Any:
-    """The embedding has a provenance matching ``source`` (see :func:`_provenance_from`)."""
-    return exists(_provenance_from(source).where(ProvenanceRow.embedding_id == EmbeddingRow.id))
 
 
 class UnknownFilterError(TiregError):
@@ -332,7 +178,7 @@ def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
     if filters.vectors is not None:
         conditions.append(EmbeddingRow.num_vectors == filters.vectors)
     if filters.tag is not None:
-        # a list of ids looked up once in the lower(tag) index (migration 0007), not a probe per
+        # a list of ids looked up once in the lower(tag) index (migration 0008), not a probe per
         # row: with a rare tag that probe walked all 100,000 embeddings (250 ms)
         tagged = select(TagRow.embedding_id).where(
             func.lower(TagRow.tag) == filters.tag.strip().lower()
@@ -362,7 +208,7 @@ def _summaries(
         EmbeddingSummary(
             id=r.id,
             ref=shown[r.id],
-            name=r.name,
+            name=prompt_word(r),
             vectors_sha256=r.vectors_sha256,
             family=r.family,
             num_vectors=r.num_vectors,
@@ -372,6 +218,7 @@ def _summaries(
             step=r.step,
             trained_on=_trained_on(r),
             rank=None if ranks is None else ranks[r.id],
+            trained_as=r.name,
         )
         for r in rows
     ]
@@ -417,7 +264,7 @@ def search(
 
     # names, triggers and tags first: what people type, and few matches even for words in
     # every description, so the index ranks thousands of rows rather than the whole catalogue
-    named = index.word_matches(query, columns=search_index.TYPED_COLUMNS)
+    named = index.word_matches(query, columns=search_text.TYPED_COLUMNS)
     if named is not None:
         add(_ranked(session, named, filters, limit))
         if len(hits) < limit:
@@ -479,7 +326,8 @@ def _search_like(
     found = _filtered(select(EmbeddingRow).where(*conditions), filters)
     found = found.order_by(func.lower(EmbeddingRow.name), EmbeddingRow.id).limit(limit)
     return _summaries(
-        session, list(session.scalars(found.options(selectinload(EmbeddingRow.tags))))
+        session,
+        list(session.scalars(found.options(selectinload(EmbeddingRow.tags)))),
     )
 
 
@@ -558,7 +406,7 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
     ]
     from tireg.registry import validations  # it names embeddings through this module
 
-    others = [r for r in _rows_named(session, [row.name]) if r.id != row.id]
+    others = [r for r in _rows_named(session, [prompt_word(row), row.name]) if r.id != row.id]
     (summary,) = _summaries(session, [row])
     path = store_file(row)
     return EmbeddingDetails(
@@ -569,7 +417,7 @@ def details(session: Session, row: EmbeddingRow) -> EmbeddingDetails:
         sources=sources,
         installs=[install_record(i) for i in sorted(row.installs, key=lambda i: i.id)],
         compat=compat,
-        same_name=_refs(others) if others else [],
+        same_name=refs_of(others) if others else [],
         previews=[
             {"location": p.location, "sha256": p.sha256}
             for p in sorted(row.previews, key=lambda p: p.id)

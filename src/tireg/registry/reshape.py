@@ -28,7 +28,7 @@ from tireg.converters import Embedding
 from tireg.db import Catalogue
 from tireg.db.schema import EmbeddingRow, name_key
 from tireg.errors import TiregError
-from tireg.registry import query
+from tireg.registry import naming
 from tireg.registry.importer import import_embedding
 from tireg.registry.lineage import record_version
 from tireg.registry.store import ContentStore
@@ -50,7 +50,7 @@ class Parent:
 
     @property
     def ref(self) -> str:
-        return query.ref_of(self.row)
+        return naming.ref_of(self.row)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def _parents(
     catalogue: Catalogue, specs: list[tuple[float, str]], store: ContentStore
 ) -> list[Parent]:
     with catalogue.reading() as session:
-        rows = [(weight, query.resolve(session, spec)) for weight, spec in specs]
+        rows = [(weight, naming.resolve(session, spec)) for weight, spec in specs]
     return [Parent(row, store.get(row.vectors_sha256), weight) for weight, row in rows]
 
 
@@ -168,7 +168,7 @@ def record_made(
         )
         if not created:
             raise ReshapeError(
-                f"{operation} gives exactly the vectors of {query.ref_of(row)}, already catalogued",
+                f"{operation} gives the vectors of {naming.ref_of(row)}, already catalogued",
                 hint="nothing new to record",
             )
         refs = [p.ref for p in parents]
@@ -187,7 +187,7 @@ def record_made(
             },
         )
         return Made(
-            ref=query.refs(session, [row])[row.id],
+            ref=naming.refs(session, [row])[row.id],
             name=row.name,
             family=row.family,
             num_vectors=row.num_vectors,

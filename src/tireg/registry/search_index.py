@@ -16,47 +16,20 @@ other databases there is no index, these calls do nothing, and search falls back
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable
 from functools import cache
 from pathlib import PurePath
-from typing import Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter, TextClause
+from sqlalchemy.sql.elements import BindParameter
 
 from tireg.checkpoints.known_models import lookup_hash
 from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
-
-#: the texts of one embedding, by column
-Document = dict[str, str]
-COLUMNS = ("name", "triggers", "description", "tags", "sources")
-#: the columns people type from: searched first, and the ones infix (substring) matching covers
-TYPED_COLUMNS = ("name", "triggers", "tags")
-
-
-class SearchBackend(Protocol):
-    """How one database stores and matches the search texts.
-
-    ``word_matches`` and ``infix_matches`` return a statement with columns ``id`` and ``rank``
-    (lower ranks first, as FTS5's) for what a user typed, or ``None`` when nothing in it can
-    match; user input only ever reaches them as bound values. ``word_matches`` looks only in
-    ``columns`` when given, and ranks only the first ``cap`` matches (by id) when given.
-    """
-
-    def delete(self, session: Session, ids: list[int]) -> None: ...
-    def insert(self, session: Session, docs: dict[int, Document]) -> None: ...
-    def clear(self, session: Session) -> None: ...
-    def stored(self, session: Session) -> list[tuple[tuple[str, ...], dict[int, Document]]]:
-        """Each index table's columns and rows, for ``tireg doctor`` to compare."""
-        ...
-
-    def word_matches(
-        self, query: str, *, columns: tuple[str, ...] | None = None, cap: int | None = None
-    ) -> TextClause | None: ...
-    def infix_matches(self, query: str) -> TextClause | None: ...
+from tireg.registry.search_text import (
+    Document,
+    SearchBackend,
+)
 
 
 def backend(session: Session) -> SearchBackend | None:
@@ -76,23 +49,6 @@ def backend(session: Session) -> SearchBackend | None:
 def has_index(session: Session) -> bool:
     """Whether this catalogue has a search index (SQLite and PostgreSQL catalogues do)."""
     return backend(session) is not None
-
-
-def like_pattern(word: str) -> str:
-    """A ``LIKE ... ESCAPE '\\'`` pattern matching ``word`` anywhere, literally."""
-    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-_TOKEN = re.compile(r"[^\W_]+")
-
-
-def tokens(text: str) -> list[str]:
-    """The words of ``text`` as the word index sees them: runs of letters and digits,
-    case-folded, diacritics removed (FTS5's ``unicode61 remove_diacritics 2``)."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return _TOKEN.findall(unicodedata.normalize("NFC", bare))
 
 
 def _joined(values: list[str | None]) -> str:

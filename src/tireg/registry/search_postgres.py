@@ -6,7 +6,7 @@
   index. A query is every word of what the user typed (a word of several tokens, ``cat-toy``, as
   a phrase), the last one also as a prefix, ranked by ``ts_rank_cd`` with those weights and
   normalised by document length, which is what BM25 rewards too: rare matches in short, important
-  columns first. The vector is built here from :func:`~tireg.registry.search_index.tokens`, the
+  columns first. The vector is built here from :func:`~tireg.registry.search_text.tokens`, the
   same splitting the query uses, rather than by PostgreSQL's text parser, whose idea of a word
   (file names, URLs, version numbers, and letters per the database's locale) differs from
   FTS5's; so both backends find the same words.
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
 from tireg.db.session import FTS_TABLE
-from tireg.registry.search_index import COLUMNS, TYPED_COLUMNS, Document, like_pattern, tokens
+from tireg.registry.search_text import COLUMNS, TYPED_COLUMNS, Document, like_pattern, tokens
 
 #: each column's weight label in ``words`` (A counts most)
 WEIGHTS = {"name": "A", "triggers": "B", "tags": "C", "description": "D", "sources": "D"}
@@ -81,7 +81,7 @@ def ts_query(query: str, columns: tuple[str, ...] | None = None) -> str | None:
 
 
 class PostgresSearch:
-    """:class:`~tireg.registry.search_index.SearchBackend` over ``embedding_search``."""
+    """:class:`~tireg.registry.search_text.SearchBackend` over ``embedding_search``."""
 
     def delete(self, session: Session, ids: list[int]) -> None:
         session.execute(_DELETE, {"ids": ids})

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
 from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE
-from tireg.registry.search_index import COLUMNS, TYPED_COLUMNS, Document, like_pattern
+from tireg.registry.search_text import COLUMNS, TYPED_COLUMNS, Document, like_pattern
 
 _WORD = re.compile(r"\w", re.UNICODE)
 _TABLES = {FTS_TABLE: COLUMNS, TRIGRAM_TABLE: TYPED_COLUMNS}
@@ -60,7 +60,7 @@ def fts_query(query: str) -> str | None:
 
 
 class SqliteSearch:
-    """:class:`~tireg.registry.search_index.SearchBackend` over the two FTS5 tables."""
+    """:class:`~tireg.registry.search_text.SearchBackend` over the two FTS5 tables."""
 
     def delete(self, session: Session, ids: list[int]) -> None:
         for delete in _DELETES:

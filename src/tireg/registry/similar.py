@@ -39,7 +39,7 @@ from tireg.db import Catalogue
 from tireg.db.schema import EmbeddingRow
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes
-from tireg.registry import query
+from tireg.registry import naming
 from tireg.registry.store import ContentStore
 
 #: families whose embeddings all share one layout; ``unknown`` widths compare with nothing
@@ -167,7 +167,6 @@ def family_matrix(
        only new embeddings from the store.
     3. Save the cache with the new fingerprint.
     """
-    store = store if store is not None else ContentStore()
     fingerprint = _fingerprint(catalogue, family)
     loaded = _load_cache(family)
     if loaded is not None and loaded[1] == fingerprint:
@@ -188,6 +187,8 @@ def family_matrix(
             rows.append(np.asarray(cached.unit_means[at]))
             keys.append(bytes(cached.fp16_keys[at]))
             continue
+        if store is None:  # made only now: opening a store sweeps its folders
+            store = ContentStore()
         embedding = store.get(sha)
         vector, key = features(embedding)
         encoders = len(embedding.vectors)
@@ -207,8 +208,8 @@ def family_matrix(
 def similar(catalogue: Catalogue, spec: str, *, limit: int = 10) -> list[Neighbour]:
     """The ``limit`` embeddings of the same family most similar to the one ``spec`` names."""
     with catalogue.reading() as session:
-        row = query.resolve(session, spec)
-        family, sha, shown = row.family, row.vectors_sha256, query.ref_of(row)
+        row = naming.resolve(session, spec)
+        family, sha, shown = row.family, row.vectors_sha256, naming.ref_of(row)
     if family not in COMPARABLE:
         raise SimilarityError(
             f"{shown} has vectors of a width tireg does not know, so nothing compares with it"
@@ -233,7 +234,7 @@ def _neighbours(catalogue: Catalogue, scored: list[tuple[str, float]]) -> list[N
         rows = session.scalars(
             select(EmbeddingRow).where(EmbeddingRow.vectors_sha256.in_([s for s, _ in scored]))
         ).all()
-        shown = query.refs(session, rows)
+        shown = naming.refs(session, rows)
         by_sha = {r.vectors_sha256: r for r in rows}
         return [
             Neighbour(
@@ -266,7 +267,7 @@ def near_duplicates(catalogue: Catalogue) -> list[list[str]]:
         rows = session.scalars(
             select(EmbeddingRow).where(EmbeddingRow.vectors_sha256.in_(wanted))
         ).all()
-        shown = query.refs(session, rows)
+        shown = naming.refs(session, rows)
         ref_by_sha = {r.vectors_sha256: shown[r.id] for r in rows}
     named = [sorted(ref_by_sha[s] for s in shas if s in ref_by_sha) for shas in shared]
     return sorted((g for g in named if len(g) > 1), key=lambda g: (-len(g), g))

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from tireg.db.schema import EmbeddingRow, TagRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.registry import install, query, search_index
+from tireg.registry import install, naming, search_index
 from tireg.registry.importer import add_tags
 from tireg.registry.store import ContentStore
 
@@ -61,7 +61,7 @@ def tag(
     """
     adding, removing = clean_tags(add), {t.casefold() for t in clean_tags(remove)}
     with catalogue.transaction() as session:
-        row = query.resolve(session, spec, source=source)
+        row = naming.resolve(session, spec, source=source)
         for found in session.scalars(select(TagRow).where(TagRow.embedding_id == row.id)):
             if found.tag.casefold() in removing:
                 session.delete(found)
@@ -100,8 +100,8 @@ def remove(
     """
     store = store if store is not None else ContentStore()
     with catalogue.reading() as session:
-        rows = query.resolve_many(session, specs, source=source)
-        shown = query.refs(session, rows)
+        rows = naming.resolve_many(session, specs, source=source)
+        shown = naming.refs(session, rows)
         installs = {row.id: list(row.installs) for row in rows}
     removals = []
     for row in rows:

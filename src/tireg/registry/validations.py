@@ -29,7 +29,7 @@ from tireg.db.schema import (
 )
 from tireg.db.session import Catalogue
 from tireg.registry.compat import VALIDATED, resolve_model
-from tireg.registry.query import refs, resolve
+from tireg.registry.naming import refs, resolve
 
 #: the ``evidence`` of the compatibility fact a run records (one per embedding and model)
 EVIDENCE = "tireg validate"

@@ -19,8 +19,8 @@ from werkzeug.exceptions import HTTPException
 from tireg.db.schema import EmbeddingRow, InstallRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.registry import install, query
-from tireg.registry.query import NotFoundError
+from tireg.registry import install, naming
+from tireg.registry.naming import NotFoundError
 from tireg.serve import csrf, pages, pictures, targets
 
 
@@ -62,7 +62,7 @@ def create_app(catalogue: Catalogue, ui_roots: Mapping[str, Path] | None = None)
     def by_ref() -> ResponseReturnValue:
         """An embedding named by the naming rule (neighbours and versions link by ref)."""
         with catalogue.reading() as session:
-            row = query.resolve(session, request.args.get("spec", ""))
+            row = naming.resolve(session, request.args.get("spec", ""))
         return redirect(url_for("embedding", row_id=row.id))
 
     @app.post("/e/<int:row_id>/install")
@@ -87,7 +87,7 @@ def create_app(catalogue: Catalogue, ui_roots: Mapping[str, Path] | None = None)
             row = session.get(InstallRow, int(install_id)) if install_id.isdigit() else None
             if row is None or row.embedding_id != row_id:
                 abort(404)
-            ref = query.ref_of(row.embedding)
+            ref = naming.ref_of(row.embedding)
         for done in install.uninstall_rows(catalogue, [row], refs={row_id: ref}):
             flash(f"{done.status}: {done.path}")
         return redirect(url_for("embedding", row_id=row_id))

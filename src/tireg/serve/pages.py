@@ -23,7 +23,7 @@ from tireg.db.schema import (
 )
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.registry import query, similar
+from tireg.registry import naming, query, similar
 from tireg.registry.models import USER
 from tireg.registry.query import EmbeddingDetails, EmbeddingSummary, Filters
 from tireg.registry.uis import UiRoot
@@ -181,13 +181,13 @@ class EmbeddingPage:
 
 
 def embedding_page(catalogue: Catalogue, row_id: int, uis: list[UiRoot]) -> EmbeddingPage:
-    """Everything the page of embedding ``row_id`` shows (:class:`query.NotFoundError` if none)."""
+    """Everything the page of embedding ``row_id`` shows (:class:`naming.NotFoundError` if none)."""
     with catalogue.reading() as session:
         row = session.get(EmbeddingRow, row_id)
         if row is None:
-            raise query.NotFoundError(f"no embedding with id {row_id}", hint="go back to the list")
+            raise naming.NotFoundError(f"no embedding with id {row_id}", hint="go back to the list")
         details = query.details(session, row)
-        namesakes = query.candidates(session, row.name)
+        namesakes = naming.candidates(session, row.name)
         versions = query.list_embeddings(
             session, Filters(ids=frozenset(r.id for r in namesakes)), limit=None
         )

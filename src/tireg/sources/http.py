@@ -12,7 +12,8 @@ says *what* to fetch:
 * 429, 5xx, time-outs and dropped connections are retried with exponential backoff and jitter,
   honouring ``Retry-After``, a bounded number of times;
 * redirects are followed a bounded number of times; sizes are capped before and while reading;
-* an HTML page (a login, quota or error page) is recognised from its first bytes and refused;
+* an HTML page (a login, quota or error page) is recognised by its Content-Type or its doctype /
+  ``<html`` root and refused;
 * the file name from ``Content-Disposition`` or the URL is made safe by
   :func:`tireg.paths.safe_part` and joined with :func:`tireg.paths.join_under`.
 
@@ -26,6 +27,7 @@ import contextlib
 import email.message
 import email.utils
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -42,6 +44,7 @@ import requests
 
 from tireg import __version__
 from tireg.config import offline
+from tireg.errors import ends_early
 from tireg.files import MAX_FILE_BYTES, TMP_SUFFIX, fsync_dir, sha256_file
 from tireg.paths import join_under, safe_part
 from tireg.sources import SourceError
@@ -168,27 +171,23 @@ def filename_from_response(response: requests.Response) -> str | None:
 
 # ------------------------------------------------------------------------------------- sniffing
 
-_HTML_STARTS = (
-    b"<!doctype html",
-    b"<html",
-    b"<head",
-    b"<body",
-    b"<!--",
-    b"<meta",
-    b"<title",
-    b"<script",
-)
+#: a real HTML document's start: a doctype or the ``<html`` root element itself. ``<meta``,
+#: ``<head``, ``<!--`` and the like are not enough: a trigger file such as the real concept
+#: ``<metagabe>``'s ``token_identifier.txt`` starts with them.
+_HTML_ROOT = re.compile(rb"<!doctype\s+html[\s>]|<html[\s>]")
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 
 def looks_like_html(first_bytes: bytes, content_type: str | None = None) -> bool:
-    """True for an HTML page where a file was expected (login, quota, Cloudflare, error pages)."""
+    """True for an HTML page where a file was expected (login, quota, Cloudflare, error pages).
+
+    A page is what the server calls ``text/html`` (and that starts like markup), or anything
+    whose first bytes are a doctype or an ``<html`` root; never a file's first tag alone.
+    """
     head = first_bytes[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(_HTML_STARTS):
+    if _HTML_ROOT.match(head):
         return True
-    is_html_type = (content_type or "").split(";")[0].strip().lower() in {
-        "text/html",
-        "application/xhtml+xml",
-    }
+    is_html_type = (content_type or "").split(";")[0].strip().lower() in _HTML_TYPES
     return is_html_type and head.startswith(b"<")
 
 
@@ -419,6 +418,9 @@ class _Job:
                         self.progress(done, total)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 out.flush()
+                got = done + _read_before_drop(exc)
+                if total is not None and got < total:
+                    raise _Transient(f"connection dropped; {ends_early(got, total)}") from None
                 raise _Transient(
                     f"connection dropped after {done} bytes ({type(exc).__name__})"
                 ) from None
@@ -429,7 +431,25 @@ class _Job:
             if self.durable:
                 os.fsync(out.fileno())
         if total is not None and done != total:
-            raise _Transient(f"short body: {done} of {total} bytes")
+            too_long = f"the body has {done} bytes, not {total}"
+            raise _Transient(ends_early(done, total) if done < total else too_long)
+
+
+def _read_before_drop(exc: BaseException) -> int:
+    """Bytes urllib3 had read in the failed call before the body ended early (then dropped).
+
+    A body shorter than its ``Content-Length`` raises ``IncompleteRead(partial, expected)``
+    (wrapped in ``ProtocolError``, then requests' ``ChunkedEncodingError``) and the partial
+    chunk is lost with it; its count is what makes "ends after N of M bytes" true.
+    """
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, http.client.IncompleteRead):
+            return len(item.partial) if isinstance(item.partial, bytes) else int(item.partial)
+        if isinstance(item, BaseException):
+            pending.extend(item.args)
+    return 0
 
 
 def _status_error(response: requests.Response) -> SourceError:

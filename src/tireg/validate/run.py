@@ -36,7 +36,7 @@ from tireg.converters import Embedding, read_file
 from tireg.db.schema import EmbeddingRow
 from tireg.db.session import Catalogue
 from tireg.files import atomic_write_bytes, sha256_file
-from tireg.registry import compat, query, uis
+from tireg.registry import compat, naming, uis
 from tireg.registry.store import ContentStore
 from tireg.registry.validations import ImageMade, ModelUsed, RunRecord, record_run
 from tireg.validate.distributed import Workers
@@ -187,11 +187,11 @@ def _subjects(catalogue: Catalogue, specs: Sequence[str]) -> list[Subject]:
                     )
                 )
                 continue
-            row = query.resolve(session, spec)
+            row = naming.resolve(session, spec)
             subjects.append(
                 Subject(
-                    query.refs(session, [row])[row.id],
-                    uis.file_stem("a1111", row.name),
+                    naming.refs(session, [row])[row.id],
+                    uis.file_stem("a1111", naming.prompt_word(row)),  # what install writes
                     store.get(row.vectors_sha256),
                     row.vectors_sha256,
                     sha256_file(store.path(row.vectors_sha256)),

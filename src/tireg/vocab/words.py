@@ -24,7 +24,7 @@ from tireg.db import Catalogue
 from tireg.errors import TiregError
 from tireg.pipelines.token_table import token_tables
 from tireg.pipelines.tokenizers import load_tokenizer
-from tireg.registry import compat, query
+from tireg.registry import compat, naming
 from tireg.registry.reshape import Made, new_embedding, record_made
 from tireg.registry.store import ContentStore
 
@@ -112,8 +112,8 @@ def nearest_tokens(
 def tokens_of(catalogue: Catalogue, spec: str, model: str, *, top: int = 5) -> dict[str, Any]:
     """``tireg tokens``: the embedding ``spec`` read against ``model``'s vocabulary."""
     with catalogue.reading() as session:
-        row = query.resolve(session, spec)
-        ref, sha = query.ref_of(row), row.vectors_sha256
+        row = naming.resolve(session, spec)
+        ref, sha = naming.ref_of(row), row.vectors_sha256
     embedding = ContentStore().get(sha)
     path, _ = model_path(catalogue, model)
     found = nearest_tokens(embedding, token_tables(path), top=top)

@@ -1,4 +1,4 @@
-"""0007: indexes in listing order, ``lower(name), id``, alone and after ``family``; ``lower(tag)``.
+"""0008: indexes in listing order, ``lower(name), id``, alone and after ``family``; ``lower(tag)``.
 
 Why: ``tireg list`` and the gallery (``tireg serve``) show the catalogue by name, a page at a
 time (``ORDER BY lower(name), id LIMIT 100 OFFSET n``). Without an index in that order SQLite
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
