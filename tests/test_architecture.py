@@ -32,6 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "validate": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
     "train": {"db", "converters", "checkpoints", "sources", "registry", "pipelines", "validate"},
     "vocab": {"db", "converters", "checkpoints", "sources", "registry", "pipelines"},
+    "serve": {"db", "converters", "registry"},
     "cli": {
         "db",
         "converters",
@@ -42,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
         "validate",
         "train",
         "vocab",
+        "serve",
     },
 }
 # leaves are below everything; converters may not even use config (it knows no state)

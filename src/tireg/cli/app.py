@@ -32,6 +32,7 @@ GROUPS = (
     "train",
     "tools",
     "doctor",
+    "serve",
 )
 
 app = typer.Typer(

@@ -18,10 +18,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
@@ -50,6 +53,11 @@ class EmbeddingRow(Base):
     """One embedding: its vectors live in the content store, its facts here."""
 
     __tablename__ = "embeddings"
+    # listings go by name a page at a time (migration 0008 says why)
+    __table_args__ = (
+        Index("ix_embeddings_name_order", func.lower(text("name")), text("id")),
+        Index("ix_embeddings_family_name_order", "family", func.lower(text("name")), text("id")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     vectors_sha256: Mapped[str] = mapped_column(String(64), unique=True)
@@ -103,6 +111,8 @@ class EmbeddingRow(Base):
 
 class TagRow(Base):
     __tablename__ = "tags"
+    # tag filters compare case-folded (migration 0008 says why)
+    __table_args__ = (Index("ix_tags_tag_lower", func.lower(text("tag"))),)
 
     embedding_id: Mapped[int] = mapped_column(
         ForeignKey("embeddings.id", ondelete="CASCADE"), primary_key=True
