@@ -12,7 +12,6 @@ import typer
 
 from tireg.cli.options import DbOption
 from tireg.cli.output import console, err_console
-from tireg.db import open_catalogue
 
 
 def register(app: typer.Typer) -> None:
@@ -51,6 +50,8 @@ def serve_command(
     from tireg.serve.targets import parse_roots
 
     roots = parse_roots(ui_root or [])
+    from tireg.db import open_catalogue
+
     with open_catalogue(db) as catalogue:
         server = make_server(host, port, create_app(catalogue, roots), threaded=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
