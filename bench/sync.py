@@ -12,7 +12,7 @@ the round trip to huggingface.co. Measured in the same run, each in a fresh cach
   simple script does), then the same loop again (huggingface_hub re-validates every cached file
   with a HEAD request).
 
-Run: .venv/bin/python bench/sync.py [--repos 1000] [--latency-ms 20] [--concurrency 8]
+Run: .venv/bin/python bench/sync.py [--repos 1000] [--latency-ms 20] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repos", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"
     for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "TIREG_OFFLINE", "TIREG_DATABASE_URL"):

@@ -40,7 +40,7 @@ def sync_hf_command(
     ] = False,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=64, help="Repos fetched at once.")
-    ] = 8,
+    ] = 32,
     hf_endpoint: HfEndpointOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,

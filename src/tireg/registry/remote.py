@@ -249,12 +249,17 @@ class _RepoResult:
     gated: bool = False
 
 
+#: repos fetched at once by ``sync hf``: the work is waiting on the Hub (three small requests per
+#: repo), so threads overlap round trips; the Hub's rate limits, not the CPU, set the ceiling
+SYNC_CONCURRENCY = 32
+
+
 def sync_hf(
     catalogue: Catalogue,
     author: str = "sd-concepts-library",
     *,
     download: bool = False,
-    concurrency: int = 8,
+    concurrency: int = SYNC_CONCURRENCY,
     progress: SyncProgress | None = None,
     endpoint: str | None = None,
 ) -> SyncReport:
