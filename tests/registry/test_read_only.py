@@ -90,3 +90,20 @@ def test_an_old_catalogue_on_a_read_only_mount_is_refused_in_one_line(
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert "read-only" in result.stderr and "0001" in result.stderr
+
+
+def test_hash_works_where_its_cache_cannot_be_written(read_only_home: Path, tmp_path: Path) -> None:
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"weights" * 1000)
+    on_read_only = _run_read_only(read_only_home, "hash", str(target), "--json")
+    assert on_read_only.returncode == 0, on_read_only.stderr
+    assert '"sha256"' in on_read_only.stdout
+    nowhere = subprocess.run(
+        [sys.executable, "-m", "tireg", "hash", str(target)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TIREG_HOME": "/proc/no-such-home"},
+        timeout=120,
+    )
+    assert nowhere.returncode == 0, nowhere.stderr
+    assert "Traceback" not in nowhere.stderr

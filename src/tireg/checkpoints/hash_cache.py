@@ -57,16 +57,27 @@ class HashCache:
 
     def __init__(self, location: Path | None = None) -> None:
         self.location = location or config.cache_dir() / CACHE_FILE
-        self.location.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError:
-            # A cache is regenerable: a damaged file is set aside, never a reason to fail.
-            self.location.unlink(missing_ok=True)
-            self._db = self._open()
+        self._db = self._connect()
 
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.location, timeout=30, isolation_level=None)
+    def _connect(self) -> sqlite3.Connection:
+        """The cache file; a damaged one is replaced, and where none can be written (a home on
+        a read-only mount, or one that cannot be created) hashes are still computed, in memory.
+        A cache is regenerable: it is never a reason for a command to fail."""
+        try:
+            self.location.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return self._open(str(self.location))
+            except sqlite3.OperationalError:
+                raise  # cannot open or write it: no file cache at all
+            except sqlite3.DatabaseError:
+                self.location.unlink(missing_ok=True)  # damaged: set aside
+                return self._open(str(self.location))
+        except (OSError, sqlite3.OperationalError):
+            return self._open(":memory:")
+
+    @staticmethod
+    def _open(where: str) -> sqlite3.Connection:
+        db = sqlite3.connect(where, timeout=30, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -99,7 +110,12 @@ class HashCache:
         )
 
     def put(self, path: Path, stat: os.stat_result, hashes: FileHashes) -> None:
-        """Remember ``hashes`` for the file state described by ``stat``."""
+        """Remember ``hashes`` for the file state described by ``stat`` (where the cache can
+        be written: a read-only one just does not remember)."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._put(path, stat, hashes)
+
+    def _put(self, path: Path, stat: os.stat_result, hashes: FileHashes) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
