@@ -276,3 +276,39 @@ def test_an_unreachable_hub_is_one_line(tireg_cli) -> None:
     result = tireg_cli("publish", "birb-style", "--repo", REPO, "--hf-endpoint", url)
     assert result.code == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "cannot reach the Hub" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("logged_in")
+def test_validation_grids_join_the_concept_images(
+    tireg_cli, hub: HubServer, birb: Birb, tmp_path: Path
+) -> None:
+    """A grid ``tireg validate`` recorded for the embedding is published after its previews."""
+    from datetime import datetime, timezone
+
+    from tireg.db import open_catalogue
+    from tireg.files import sha256_file
+    from tireg.registry.validations import ImageMade, ModelUsed, RunRecord, record_run
+
+    grid = tmp_path / "grid.png"
+    grid_bytes = picture(grid, (30, 200, 90))
+    model = ModelUsed("sd15", None, "sd1", "cd" * 32, "cdcdcdcd", None, 1.0)
+    record = RunRecord(
+        started_at=datetime(2026, 11, 30, tzinfo=timezone.utc),
+        seconds=1.0,
+        settings={"steps": 20},
+        seeds=[1],
+        out_dir=str(tmp_path),
+        grid_path=str(grid),
+        grid_sha256=sha256_file(grid),
+        models=[model],
+        images=[
+            ImageMade(0, birb.vectors_sha256, "birb-style", "a birb-style", 1, str(grid), "", False)
+        ],
+        evidence=[(birb.vectors_sha256, 0)],
+    )
+    with open_catalogue() as catalogue:
+        record_run(catalogue, record)
+    assert publish(tireg_cli, hub).code == 0
+    files = hub.repos[REPO].files
+    assert files["concept_images/0.png"] == birb.preview
+    assert files["concept_images/1.png"] == grid_bytes

@@ -9,11 +9,12 @@ reads back:
 * ``token_identifier.txt`` (the trigger) and ``type_of_concept.txt`` (object/style, when known);
 * ``README.md``, the model card (:mod:`tireg.registry.model_card`);
 * ``concept_images/N.ext``: the embedding's previews that are files (beside its original, or
-  kept under ``TIREG_HOME/previews``), numbered in the order they were recorded.
+  kept under ``TIREG_HOME/previews``), numbered in the order they were recorded, then the grids
+  of the validation runs that rendered it (``tireg validate``).
 
 A re-publish compares every file with the repo's copy by content hash and commits only what is
 new or changed, plus the deletion of ``concept_images/`` files that are no longer previews (that
-folder mirrors the catalogue); when nothing changed, nothing is committed. The catalogue is only
+folder mirrors the catalogue's previews and grids); when nothing changed, nothing is committed. The catalogue is only
 read.
 """
 
@@ -34,6 +35,7 @@ from tireg.registry.compat import name_hash
 from tireg.registry.importer import CONCEPT_IMAGES, PICTURE_EXTENSIONS
 from tireg.registry.model_card import SAFETENSORS_NAME, CardFacts, render
 from tireg.registry.store import ContentStore
+from tireg.registry.validations import runs_of_embedding
 from tireg.sources import SourceError, hf, hf_upload
 
 SAFETENSORS = SAFETENSORS_NAME
@@ -112,20 +114,24 @@ def _embedding_files(row: EmbeddingRow, store: ContentStore) -> dict[str, bytes]
     }
 
 
-def _concept_images(row: EmbeddingRow) -> tuple[dict[str, bytes], list[str]]:
-    """The previews that are readable picture files, and the locations left out."""
+def _concept_images(session: Session, row: EmbeddingRow) -> tuple[dict[str, bytes], list[str]]:
+    """The previews that are readable picture files, then the grids of the validation runs that
+    rendered the embedding (oldest first, so numbers stay put as runs are added), and the
+    locations left out."""
     images: dict[str, bytes] = {}
     skipped: list[str] = []
-    for preview in sorted(row.previews, key=lambda p: p.id):
-        path = Path(preview.location)
+    previews = [p.location for p in sorted(row.previews, key=lambda p: p.id)]
+    grids = [run.grid_path for run in reversed(runs_of_embedding(session, row.id))]
+    for location in previews + grids:
+        path = Path(location)
         suffix = path.suffix.lower()
-        if "://" in preview.location or suffix not in PICTURE_EXTENSIONS:
-            skipped.append(preview.location)
+        if "://" in location or suffix not in PICTURE_EXTENSIONS:
+            skipped.append(location)
             continue
         try:
             data = path.read_bytes()
         except OSError:
-            skipped.append(preview.location)
+            skipped.append(location)
             continue
         images[f"{CONCEPT_IMAGES}/{len(images)}{suffix}"] = data
     return images, skipped
@@ -141,7 +147,7 @@ def concept_repo_files(
     if kind:
         files["type_of_concept.txt"] = kind.encode()
     files["README.md"] = render(card_facts(session, row, repo_id)).encode()
-    images, skipped = _concept_images(row)
+    images, skipped = _concept_images(session, row)
     files.update(images)
     return files, skipped
 
