@@ -14,8 +14,8 @@ reads back:
 
 A re-publish compares every file with the repo's copy by content hash and commits only what is
 new or changed, plus the deletion of ``concept_images/`` files that are no longer previews (that
-folder mirrors the catalogue's previews and grids); when nothing changed, nothing is committed. The catalogue is only
-read.
+folder mirrors the catalogue's previews and grids); when nothing changed, nothing is committed.
+The catalogue is only read.
 """
 
 from __future__ import annotations
