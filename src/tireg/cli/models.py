@@ -235,6 +235,7 @@ def model_list(
 
 
 _STYLE = {
+    "validated": "bold green",
     "exact": "green",
     "same_family": "green",
     "sd1_on_sdxl": "yellow",
