@@ -99,3 +99,30 @@ def test_an_embedding_for_another_encoder_is_refused(tireg_cli, tmp_path: Path) 
     result = tireg_cli("tokens", "wide", "--model", model)
     assert result.code == 1 and "clip_h" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sdxl_reads_both_encoders_tables(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SDXL: CLIP-L vectors are read against the first table, CLIP-G against the second."""
+    from tireg.converters import CLIP_G
+
+    rng = np.random.default_rng(12)
+    table_l = rng.standard_normal((VOCAB, 768)).astype(np.float16)
+    table_g = rng.standard_normal((VOCAB, 1280)).astype(np.float16)
+    model = tmp_path / "xl.safetensors"
+    safetensors_torch.save_file(
+        {
+            SINGLE_FILE_KEYS[CLIP_L][1]: torch.from_numpy(table_l),
+            SINGLE_FILE_KEYS[CLIP_G][0]: torch.from_numpy(table_g),
+        },
+        model,
+    )
+    vectors = {
+        CLIP_L: table_l[[CAT]].astype(np.float32),
+        CLIP_G: table_g[[FOX]].astype(np.float32),
+    }
+    write_one(Embedding(name="xl", vectors=vectors), tmp_path / "in", "xl", "tireg")
+    assert tireg_cli("add", tmp_path / "in").code == 0
+    found = tireg_cli("tokens", "xl", "--model", model, "--json")
+    assert found.code == 0, found.stderr
+    encoders = json.loads(found.stdout)["encoders"]
+    assert encoders[CLIP_L][0][0]["id"] == CAT and encoders[CLIP_G][0][0]["id"] == FOX
