@@ -43,7 +43,12 @@ def tireg_popen(*args: object, home: Path | None = None, **kwargs: object) -> su
 
 
 def assert_consistent(home: Path) -> int:
-    """Integrity check, every row's store file present and matching, store verified; row count."""
+    """Integrity check, every row's store file present and matching, store verified; row count.
+
+    A process killed before it opened the catalogue leaves nothing at all: that is consistent."""
+    if not (home / "catalogue.sqlite").exists():
+        assert not (home / "store").exists() or not any((home / "store").rglob("*.safetensors"))
+        return 0
     raw = sqlite3.connect(home / "catalogue.sqlite")
     try:
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
