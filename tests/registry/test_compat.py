@@ -20,14 +20,12 @@ from tireg.registry.compat import (
     SD1_ON_SDXL,
     UNKNOWN,
     WRONG_FAMILY,
-    ModelNotFoundError,
     check,
     compatible_embedding_ids,
-    name_hash,
-    resolve_model,
     verdict,
 )
 from tireg.registry.importer import add_paths
+from tireg.registry.model_refs import ModelNotFoundError, name_hash, resolve_model
 from tireg.registry.naming import resolve
 
 WIDTH = {CLIP_L: 768, CLIP_H: 1024, CLIP_G: 1280}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tireg.registry.compat import Fact, ModelFile, ModelRef, judge
+from tireg.registry.compat import Fact, judge
+from tireg.registry.model_refs import ModelFile, ModelRef
 
 SD1_FILE = ModelFile(
     name="m", family="sd1", old_hash="0badc0de", sha256="ab" * 32, autov2="abababab" + "ab"

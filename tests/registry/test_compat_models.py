@@ -120,7 +120,7 @@ def test_model_add_hash_names_a_recorded_hash(tireg_cli, tmp_path: Path) -> None
 
 def test_model_add_hash_by_autov2_and_sha256(tireg_cli) -> None:  # type: ignore[no-untyped-def]
     from tireg.db import open_catalogue
-    from tireg.registry.compat import resolve_model
+    from tireg.registry.model_refs import resolve_model
 
     sha = "ab" * 32
     assert tireg_cli("model", "add", "--hash", sha, "--name", "full", "--family", "sdxl").code == 0

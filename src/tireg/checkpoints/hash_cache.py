@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tireg import config
 from tireg.checkpoints.errors import CheckpointError
-from tireg.checkpoints.hashing import FileHashes, Progress, hash_file
+from tireg.checkpoints.hashing import FileHashes, hash_file
+from tireg.progress import ByteProgress
 
 CACHE_FILE = "hashes.sqlite"
 
@@ -137,7 +138,7 @@ class HashCache:
         path: str | os.PathLike[str],
         *,
         refresh: bool = False,
-        progress: Progress | None = None,
+        progress: ByteProgress | None = None,
     ) -> HashResult:
         """Hashes of ``path``: from the cache when the file is unchanged, else computed and stored.
 
@@ -166,7 +167,7 @@ def file_hashes(
     paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     refresh: bool = False,
-    progress: Progress | None = None,
+    progress: ByteProgress | None = None,
 ) -> Iterator[HashResult]:
     """Hash each path (one read per file, cache first), yielding results in order.
 

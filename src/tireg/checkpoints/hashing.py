@@ -24,7 +24,7 @@ import queue
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -32,6 +32,7 @@ from typing import BinaryIO, Protocol
 import blake3 as _blake3
 
 from tireg.checkpoints.errors import CheckpointError
+from tireg.progress import ByteProgress
 
 OLD_HASH_OFFSET = 0x100000  # 1 MiB
 OLD_HASH_LENGTH = 0x10000  # 64 KiB
@@ -40,8 +41,6 @@ BUFFERS = 6
 #: below this size the threads cost more than they save
 THREADED_MIN_SIZE = 32 << 20
 _SAFETENSORS_MAX_HEADER = 100_000_000
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -178,7 +177,7 @@ def hash_stream(
     stream: BinaryIO,
     size: int,
     *,
-    progress: Progress | None = None,
+    progress: ByteProgress | None = None,
     lanes: int | None = None,
     block_size: int = BLOCK_SIZE,
 ) -> FileHashes:
@@ -266,7 +265,7 @@ def hash_stream(
 def hash_file(
     path: str | os.PathLike[str],
     *,
-    progress: Progress | None = None,
+    progress: ByteProgress | None = None,
     lanes: int | None = None,
     block_size: int = BLOCK_SIZE,
 ) -> FileHashes:

@@ -283,7 +283,7 @@ def check(
     finally:
         catalogue.close()
     if json_out:
-        print_json({"model": ref.as_dict(), "embeddings": [r.to_dict() for r in results]})
+        print_json({"model": ref.to_dict(), "embeddings": [r.to_dict() for r in results]})
         return
     console.print(
         f"model: {ref.name} — {ref.label}" + (f" ({ref.note})" if ref.note else ""), markup=False

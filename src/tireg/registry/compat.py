@@ -3,8 +3,10 @@
 An embedding carries compatibility *facts* (``compat`` rows, written at import): the hash A1111
 recorded as ``sd_checkpoint`` ("trained_on"), a base model a source names ("base_model_hint",
 from Civitai or rentry), its family from its vector widths ("family"), and later validation
-runs ("validated"). A model is named by a path, a hash or a name (:func:`resolve_model`).
-The verdict, decided by :func:`judge` from those facts alone:
+runs ("validated"); :func:`implied_facts` is the one rule that makes the first three, both when
+the importer records them and when a verdict fills in what a source learnt later. A model is
+named by a path, a hash or a name (:mod:`tireg.registry.model_refs`); the verdict, decided by
+:func:`judge` from the facts alone:
 
 * ``validated`` — ``tireg validate`` rendered it on this very model (a recorded SHA-256):
   the strongest evidence there is, ranked above every other fact.
@@ -28,30 +30,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from tireg.checkpoints import (
-    FAMILY_LABELS,
-    SUPPORTED_FAMILIES,
-    hash_match,
-    known_models,
-    lookup_name,
-    normalise_hash,
-)
+from tireg.checkpoints import FAMILY_LABELS, SUPPORTED_FAMILIES
 from tireg.checkpoints.known_models import OLD_HASH
-from tireg.db.schema import CheckpointRow, CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
-from tireg.errors import TiregError
-from tireg.registry.models import (
-    KNOWN,
-    ByteProgress,
-    inspect_checkpoint,
-    record_checkpoint,
-    row_hashes,
-)
+from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
+from tireg.progress import ByteProgress
+from tireg.registry.model_refs import ModelFile, ModelRef, names_for_hash, resolve_model, user_files
 from tireg.registry.naming import refs, resolve_many
 
 EXACT, SAME_FAMILY, WRONG_FAMILY, SD1_ON_SDXL, UNKNOWN = (
@@ -76,83 +64,6 @@ RELATIONS = (VALIDATED, EXACT, SAME_FAMILY, SD1_ON_SDXL, WRONG_FAMILY, UNKNOWN)
 _WIDTHS = {"sd1": "768", "sd2": "1024", "sdxl": "768 + 1280", "sdxl_refiner": "1280"}
 
 
-class ModelNotFoundError(TiregError):
-    """A model spec names no known checkpoint, or several different ones."""
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One file a model spec stands for, with the hashes that identify it."""
-
-    name: str
-    family: str
-    old_hash: str | None = None
-    autov2: str | None = None
-    sha256: str | None = None
-    path: str | None = None
-    checkpoint_id: int | None = None
-    origin: str = "hash"  # user (catalogued file) | known (shipped table) | hash (only a hash)
-
-    def match(self, text: str) -> str | None:
-        """How ``text`` identifies this file (old_hash / autov2 / sha256 / sha256_prefix, or
-        path: a diffusers folder has no single file to hash, so a validation names it so)."""
-        if self.path is not None and text == self.path:
-            return "path"
-        return hash_match(text, old_hash=self.old_hash, autov2=self.autov2, sha256=self.sha256)
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model as the user named it: one file, or several that share the spec (the same
-    old hash, or the same name in several containers)."""
-
-    spec: str
-    name: str
-    family: str
-    files: tuple[ModelFile, ...]
-    evidence: str = ""  # how the family is known
-    note: str | None = None
-
-    @property
-    def label(self) -> str:
-        return FAMILY_LABELS.get(self.family, self.family)
-
-    @property
-    def sha256(self) -> str | None:
-        return self.files[0].sha256 if self.files else None
-
-    @property
-    def old_hash(self) -> str | None:
-        return self.files[0].old_hash if self.files else None
-
-    @property
-    def autov2(self) -> str | None:
-        return self.files[0].autov2 if self.files else None
-
-    @property
-    def path(self) -> str | None:
-        return self.files[0].path if self.files else None
-
-    def match(self, text: str) -> tuple[ModelFile, str] | None:
-        """The first of this model's files ``text`` identifies, and how."""
-        for file in self.files:
-            via = file.match(text)
-            if via is not None:
-                return file, via
-        return None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec,
-            "name": self.name,
-            "family": self.family,
-            "label": self.label,
-            "evidence": self.evidence,
-            "note": self.note,
-            "files": [vars(f) for f in self.files],
-        }
-
-
 @dataclass(frozen=True)
 class Verdict:
     """Whether an embedding works on a model, why, and the facts behind it."""
@@ -167,7 +78,7 @@ class Verdict:
         """True where a UI is known to skip the embedding (wrong family, SD 1.x on SDXL)."""
         return self.relation in (WRONG_FAMILY, SD1_ON_SDXL)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "relation": self.relation,
             "works": self.works,
@@ -177,170 +88,30 @@ class Verdict:
         }
 
 
-@dataclass(frozen=True)
-class Fact:
-    """One compatibility fact about an embedding (a ``compat`` row, or one implied by a column)."""
+class Fact(NamedTuple):
+    """One compatibility fact about an embedding: a ``compat`` row, or one implied by its data.
+
+    A tuple, so a fact compares equal to the ``(relation, model_ref, evidence)`` row it is
+    stored as: the importer skips the facts a row already has by comparing the two."""
 
     relation: str
     model_ref: str
     evidence: str
 
 
-# -- naming a model --------------------------------------------------------------------------
-
-
-def _user_files(session: Session) -> list[ModelFile]:
-    """The user's checkpoints: registered files, and models named by a hash alone."""
-    rows = session.scalars(select(CheckpointRow).where(CheckpointRow.origin != KNOWN))
-    return [
-        ModelFile(
-            name=r.name,
-            family=r.family,
-            old_hash=r.old_hash,
-            autov2=autov2,
-            sha256=sha256,
-            path=r.path,
-            checkpoint_id=r.id,
-            origin="user",
-        )
-        for r in rows
-        for autov2, sha256 in [row_hashes(r)]
-    ]
-
-
-def _known_files() -> list[ModelFile]:
-    return [
-        ModelFile(
-            name=m.name,
-            family=m.family,
-            old_hash=m.old_hash,
-            autov2=m.autov2,
-            sha256=m.sha256,
-            origin=KNOWN,
-        )
-        for m in known_models()
-    ]
-
-
-def _combine(spec: str, files: Sequence[ModelFile], evidence: str) -> ModelRef:
-    families = {f.family for f in files}
-    family = families.pop() if len(families) == 1 else UNKNOWN
-    names = list(dict.fromkeys(f.name for f in files))
-    note = None
-    if len(names) > 1:
-        note = f"{spec} names {len(names)} different files: {', '.join(names)}"
-    return ModelRef(spec, names[0], family, tuple(files), evidence, note)
-
-
-def _files_for_hash(value: str, user: Sequence[ModelFile]) -> list[ModelFile]:
-    """Catalogued files first, then the shipped table; certain matches beat old-hash ones."""
-    matches = [(f, via) for f in [*user, *_known_files()] if (via := f.match(value))]
-    certain = [f for f, via in matches if via != OLD_HASH]
-    return certain or [f for f, _ in matches]
-
-
-def _hash_only(value: str) -> ModelFile:
-    return ModelFile(
-        name=value,
-        family=UNKNOWN,
-        old_hash=value if len(value) == 8 else None,
-        autov2=value if len(value) == 10 else None,
-        sha256=value if len(value) == 64 else None,
-    )
-
-
-def resolve_model(session: Session, spec: str, *, progress: ByteProgress | None = None) -> ModelRef:
-    """The model ``spec`` names: a checkpoint file or diffusers folder (hashed through the
-    cache, detected from its header, and recorded in the caller's transaction), a hash (8 / 10 /
-    64 hex or a SHA-256 prefix; looked up among catalogued checkpoints and the shipped table),
-    or a name (a catalogued checkpoint's, else the shipped table's).
-
-    An unknown hash still makes a model (family unknown), so exact matches can be found.
-    Raises :class:`ModelNotFoundError` for an unknown name or one that names several models.
-
-    Example: ``resolve_model(session, "7460a6fa").name == "Stable Diffusion 1.4"``."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        # before any statement, so hashing a new file never holds the catalogue's write lock
-        facts = inspect_checkpoint(path, progress=progress)
-        row = record_checkpoint(session, facts)
-        hashes = facts.hashes
-        file = ModelFile(
-            name=row.name,
-            family=row.family,
-            old_hash=row.old_hash,
-            autov2=hashes.autov2 if hashes else None,
-            sha256=row.sha256,
-            path=row.path,
-            checkpoint_id=row.id,
-            origin="user",
-        )
-        known_as = facts.known_as
-        note = f"known as {', '.join(known_as)}" if known_as else None
-        return ModelRef(spec, row.name, row.family, (file,), facts.detection.evidence, note)
-
-    value = normalise_hash(spec)
-    if value is not None:
-        files = _files_for_hash(value, _user_files(session))
-        if files:
-            return _combine(spec, files, "catalogue / known-models table")
-        return ModelRef(
-            spec,
-            value,
-            UNKNOWN,
-            (_hash_only(value),),
-            "",
-            "hash not in the catalogue or the known-models table",
-        )
-
-    wanted = spec.strip().lower()
-    user = [
-        f
-        for f in _user_files(session)
-        if wanted in (f.name.lower(), Path(f.path or "").name.lower())
-    ]
-    if user:
-        return _combine(spec, user, "catalogued checkpoint")
-    known = lookup_name(spec)
-    names = list(dict.fromkeys(m.name for m in known))
-    if len(names) > 1:
-        raise ModelNotFoundError(
-            f"{spec!r} names {len(names)} models: {'; '.join(names)}",
-            hint="give the full name, a hash, or a path",
-        )
-    if known:
-        files = [f for f in _known_files() if f.name == names[0]]
-        return _combine(spec, files, "known-models table")
-    raise ModelNotFoundError(
-        f"no model named {spec!r}",
-        hint="give a checkpoint path, a hash, or register it with: tireg model add PATH",
-    )
-
-
-def _names_for_hash(value: str, user: Sequence[ModelFile]) -> list[str]:
-    if normalise_hash(value) is None:
-        return []
-    return list(dict.fromkeys(f.name for f in _files_for_hash(value, user)))
-
-
-def name_hash(session: Session, value: str) -> list[str]:
-    """Names of the models a recorded hash points at (several for an old-hash collision).
-
-    Example: ``name_hash(session, "e6e8e1fc") == ["NovelAI anime, full, latest"]``."""
-    return _names_for_hash(value, _user_files(session))
-
-
-# -- facts and verdicts ----------------------------------------------------------------------
-
-
-def _implied_facts(
-    family: str, trained_on_hash: str | None, hints: Iterable[tuple[str, str]]
+def implied_facts(
+    family: str, trained_on_hash: str | None = None, base_models: Iterable[tuple[str, str]] = ()
 ) -> list[Fact]:
-    facts = []
+    """The facts an embedding's own data implies, in the order they are recorded: its family
+    from its vector widths, the checkpoint hash A1111 recorded (``sd_checkpoint``, lower-cased
+    as every hash is compared), and each ``(base model, evidence)`` a source names.
+
+    The one rule for them: the importer records these as ``compat`` rows, and a verdict adds
+    them again from the columns, so a base model a source learnt after the import counts too."""
+    facts = [Fact(FAMILY, family, "vector widths")]
     if trained_on_hash:
         facts.append(Fact(TRAINED_ON, trained_on_hash.lower(), "a1111 sd_checkpoint"))
-    facts += [Fact(BASE_MODEL_HINT, hint, f"{kind} source") for kind, hint in hints]
-    facts.append(Fact(FAMILY, family, "vector widths"))
+    facts += [Fact(BASE_MODEL_HINT, hint, evidence) for hint, evidence in base_models if hint]
     return facts
 
 
@@ -352,15 +123,20 @@ def _dedupe(facts: Iterable[Fact]) -> list[Fact]:
     return list(seen.values())
 
 
+def _source_hint(kind: str, hint: str) -> tuple[str, str]:
+    """A source's base model hint as :func:`implied_facts` takes it."""
+    return hint, f"{kind} source"
+
+
 def embedding_facts(row: EmbeddingRow) -> list[Fact]:
     """Every compatibility fact the catalogue holds about one embedding."""
     hints = [
-        (p.source.kind, p.source.base_model_hint)
+        _source_hint(p.source.kind, p.source.base_model_hint)
         for p in row.provenance
         if p.source is not None and p.source.base_model_hint
     ]
     recorded = [Fact(c.relation, c.model_ref, c.evidence) for c in row.compat]
-    return _dedupe([*recorded, *_implied_facts(row.family, row.trained_on_hash, hints)])
+    return _dedupe([*recorded, *implied_facts(row.family, row.trained_on_hash, hints)])
 
 
 def _describe(fact: Fact, names: Mapping[str, Sequence[str]]) -> str:
@@ -449,7 +225,7 @@ def judge(
 def _verdict(row: EmbeddingRow, model: ModelRef, user: Sequence[ModelFile]) -> Verdict:
     facts = embedding_facts(row)
     names = {
-        f.model_ref.lower(): _names_for_hash(f.model_ref, user)
+        f.model_ref.lower(): names_for_hash(f.model_ref, user)
         for f in facts
         if f.relation in _IDENTIFYING
     }
@@ -458,7 +234,7 @@ def _verdict(row: EmbeddingRow, model: ModelRef, user: Sequence[ModelFile]) -> V
 
 def verdict(session: Session, embedding_row: EmbeddingRow, model: ModelRef) -> Verdict:
     """:func:`judge` for a catalogued embedding, naming the models its recorded hashes mean."""
-    return _verdict(embedding_row, model, _user_files(session))
+    return _verdict(embedding_row, model, user_files(session))
 
 
 def compatible_embedding_ids(session: Session, model: ModelRef) -> set[int]:
@@ -475,12 +251,12 @@ def compatible_embedding_ids(session: Session, model: ModelRef) -> set[int]:
         )
     ):
         if hint:
-            hints[emb_id].append((kind, hint))
+            hints[emb_id].append(_source_hint(kind, hint))
     ids = set()
     for emb_id, family, trained_on in session.execute(
         select(EmbeddingRow.id, EmbeddingRow.family, EmbeddingRow.trained_on_hash)
     ):
-        facts = _dedupe([*recorded[emb_id], *_implied_facts(family, trained_on, hints[emb_id])])
+        facts = _dedupe([*recorded[emb_id], *implied_facts(family, trained_on, hints[emb_id])])
         if judge(family, facts, model).works:
             ids.add(emb_id)
     return ids
@@ -502,7 +278,7 @@ class CheckResult:
             "ref": self.ref,
             "name": self.name,
             "family": self.family,
-            **self.verdict.as_dict(),
+            **self.verdict.to_dict(),
         }
 
 
@@ -516,7 +292,7 @@ def check(
     """``tireg check``: resolve the model, then judge each named embedding (all when none).
     ``progress(n)`` sees the bytes read when the model is a file not hashed before."""
     model = resolve_model(session, model_spec, progress=progress)
-    user = _user_files(session)
+    user = user_files(session)
     if embedding_specs:
         rows = resolve_many(session, embedding_specs)
     else:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePath
@@ -52,7 +52,8 @@ from tireg.db.schema import (
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import sha256_file
-from tireg.registry import naming, search_index
+from tireg.progress import ItemProgress
+from tireg.registry import compat, naming, search_index
 from tireg.registry.store import ContentStore, relative_path
 
 #: pictures that can be previews (jpg cannot hold an A1111 image embedding, png/webp can)
@@ -79,9 +80,6 @@ IMPORTED, KNOWN, NOT_EMBEDDING, UNSAFE, ERROR, PREVIEW = (
     "error",
     "preview",
 )
-
-Progress = Callable[[int, int, str], None]
-"""``progress(done, total, path)``, called after each file."""
 
 
 @dataclass
@@ -255,7 +253,11 @@ def _record(
         )
         naming.add_prompt_word(session, row.id, file.location)  # A1111 types the file's stem
         changed = True
-    facts = _compat_facts(embedding, hints)
+    base_model = (
+        hints.get("base_model_hint", ""),
+        hints.get("base_model_evidence") or "source hint",
+    )
+    facts = compat.implied_facts(embedding.family.value, embedding.trained_on_hash, [base_model])
     if not created:
         known = {tuple(fact) for fact in session.execute(_FACTS, {"id": row.id})}
         facts = [fact for fact in facts if fact not in known]
@@ -287,16 +289,6 @@ def _fill_facts(row: EmbeddingRow, embedding: Embedding, hints: Mapping[str, str
         row.nsfw = True
         changed = True
     return changed
-
-
-def _compat_facts(embedding: Embedding, hints: Mapping[str, str]) -> list[tuple[str, str, str]]:
-    facts = [("family", embedding.family.value, "vector widths")]
-    if embedding.trained_on_hash:
-        facts.append(("trained_on", embedding.trained_on_hash.lower(), "a1111 sd_checkpoint"))
-    if hints.get("base_model_hint"):
-        evidence = hints.get("base_model_evidence") or "source hint"
-        facts.append(("base_model_hint", hints["base_model_hint"], evidence))
-    return facts
 
 
 def split_tags(text: str) -> list[str]:
@@ -525,7 +517,7 @@ def add_paths(
     catalogue: Catalogue,
     paths: Iterable[str | os.PathLike[str]],
     *,
-    progress: Progress | None = None,
+    progress: ItemProgress | None = None,
     source_id: int | None = None,
     hints: Mapping[str, str] | None = None,
     store: ContentStore | None = None,

@@ -43,9 +43,9 @@ from tireg.db.schema import (
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, read_capped, sha256_file
-from tireg.registry import available, compat, naming, query, remote, source_sync, uis
+from tireg.progress import DownloadProgress
+from tireg.registry import available, compat, model_refs, naming, query, remote, source_sync, uis
 from tireg.registry.store import ContentStore
-from tireg.sources.http import Progress
 
 
 class InstallError(TiregError):
@@ -162,7 +162,7 @@ def _check_model(
 ) -> None:
     """Refuse embeddings a UI would skip on ``model`` (see :mod:`tireg.registry.compat`)."""
     with catalogue.transaction() as session:  # a model given as a file is recorded
-        ref = compat.resolve_model(session, model)
+        ref = model_refs.resolve_model(session, model)
         for row in rows:
             verdict = compat.verdict(session, session.get_one(EmbeddingRow, row.id), ref)
             if verdict.cannot_work and not force:
@@ -419,7 +419,7 @@ def install_specs(
     source: str | None = None,
     sha256: str | None = None,
     model: str | None = None,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
     hf_endpoint: str | None = None,
 ) -> InstallResult:
     """``tireg install``: catalogue names and remote specs, into ``dest`` (if given).

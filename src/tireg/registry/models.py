@@ -14,7 +14,7 @@ the catalogue's write lock while it is being read.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,9 @@ from tireg.checkpoints import (
 )
 from tireg.db.schema import CheckpointRow
 from tireg.db.session import Catalogue
+from tireg.progress import ByteProgress
 
 USER, KNOWN = "user", "known"
-
-ByteProgress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,7 @@ def add_model_hash(catalogue: Catalogue, value: str, *, name: str, family: str) 
 
     An A1111 embedding records the hash of the model it was trained on; when that model is not
     in the shipped table, this is how the user tells tireg what it is, so ``tireg check`` and
-    :func:`tireg.registry.compat.resolve_model` show the user's name and judge by the family.
+    :func:`tireg.registry.model_refs.resolve_model` show the user's name and judge by the family.
     ``value`` is an old A1111 hash (8 hex), an AutoV2 (10 hex) or a SHA-256 (64 hex); the row
     is a ``user`` checkpoint without a path. Naming the same hash again renames it.
 

@@ -31,9 +31,9 @@ from tireg.converters.layouts import is_pair
 from tireg.db.schema import EmbeddingRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.registry import naming
-from tireg.registry.compat import name_hash
 from tireg.registry.importer import CONCEPT_IMAGES, PICTURE_EXTENSIONS
 from tireg.registry.model_card import SAFETENSORS_NAME, CardFacts, render
+from tireg.registry.model_refs import name_hash
 from tireg.registry.store import ContentStore
 from tireg.registry.validations import runs_of_embedding
 from tireg.sources import SourceError, hf, hf_upload

@@ -160,9 +160,9 @@ def _resolved(session: Session, filters: Filters) -> Filters:
     _check_known(session, filters)
     if filters.compatible_with is None:
         return filters
-    from tireg.registry import compat  # compat names embeddings through this module
+    from tireg.registry import compat, model_refs  # checkpoints: only --compatible-with needs them
 
-    model = compat.resolve_model(session, filters.compatible_with)
+    model = model_refs.resolve_model(session, filters.compatible_with)
     ids = frozenset(compat.compatible_embedding_ids(session, model))
     if filters.ids is not None:
         ids &= filters.ids

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -31,10 +31,11 @@ from tireg.db.schema import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, read_capped
+from tireg.progress import DownloadProgress, ItemProgress
 from tireg.registry.importer import import_embedding, upsert_source
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, civitai, hf
-from tireg.sources.http import Progress, download
+from tireg.sources.http import download
 
 #: the sites :func:`search_remote` can search
 REMOTES = ("civitai",)
@@ -55,7 +56,7 @@ def fetch_remote(
     spec: str,
     *,
     sha256: str | None = None,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
     hf_endpoint: str | None = None,
 ) -> list[Fetched]:
     """Download what ``spec`` names (verified by its source); nothing is recorded yet."""
@@ -106,7 +107,7 @@ def install_remote(
     spec: str,
     *,
     sha256: str | None = None,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
     hf_endpoint: str | None = None,
 ) -> list[int]:
     """Download ``spec``, import every embedding it holds, and return their catalogue ids.
@@ -236,10 +237,6 @@ class SyncReport:
         return asdict(self)
 
 
-#: sync progress: (repos done, repos to do, repo id)
-SyncProgress = Callable[[int, int, str], None]
-
-
 @dataclass
 class _RepoResult:
     summary: hf.RepoSummary
@@ -260,7 +257,7 @@ def sync_hf(
     *,
     download: bool = False,
     concurrency: int = SYNC_CONCURRENCY,
-    progress: SyncProgress | None = None,
+    progress: ItemProgress | None = None,
     endpoint: str | None = None,
 ) -> SyncReport:
     """List ``author``'s repos and record each as a source; with ``download``, import them.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +32,7 @@ from tireg.converters import Embedding, read_file
 from tireg.db.schema import ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
+from tireg.progress import ItemProgress
 from tireg.registry.importer import import_embedding, upsert_source
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, git, mega, rentry
@@ -41,9 +42,6 @@ from tireg.sources.http import download
 ADDABLE = ("git", "rentry", "mega", "url")
 #: sources fetched at once (MEGA meters per IP; git hosts rate-limit)
 MAX_WORKERS = 4
-
-#: progress: (sources done, sources to do, locator of the one just finished)
-SyncProgress = Callable[[int, int, str], None]
 
 
 class SourceSpecError(TiregError):
@@ -267,7 +265,7 @@ def sync_sources(
     catalogue: Catalogue,
     *,
     ids: Sequence[int] | None = None,
-    progress: SyncProgress | None = None,
+    progress: ItemProgress | None = None,
 ) -> SyncReport:
     """Fetch every source (or those in ``ids``) that can be fetched and import what is new.
 

@@ -28,7 +28,8 @@ from tireg.db.schema import (
     ValidationRow,
 )
 from tireg.db.session import Catalogue
-from tireg.registry.compat import VALIDATED, resolve_model
+from tireg.registry.compat import VALIDATED
+from tireg.registry.model_refs import resolve_model
 from tireg.registry.naming import refs, resolve
 
 #: the ``evidence`` of the compatibility fact a run records (one per embedding and model)

@@ -106,7 +106,7 @@ class Gallery:
 
 
 def model_spec(row: CheckpointRow) -> str:
-    """How to name a user checkpoint to :mod:`tireg.registry.compat` without reading its file:
+    """How to name a user checkpoint to :mod:`tireg.registry.model_refs` without reading its file:
     by hash where one is recorded (an exact match), else by name."""
     return row.sha256 or row.old_hash or row.name
 

@@ -22,8 +22,9 @@ from urllib.parse import quote
 
 from tireg.config import cache_dir, offline
 from tireg.files import atomic_write_bytes
+from tireg.progress import DownloadProgress
 from tireg.sources import Fetched, SourceError
-from tireg.sources.http import DEFAULT_MAX_BYTES, HttpStatusError, Progress, download, get_json
+from tireg.sources.http import DEFAULT_MAX_BYTES, HttpStatusError, download, get_json
 
 DEFAULT_API = "https://civitai.com/api/v1"
 TI_TYPE = "TextualInversion"
@@ -171,7 +172,7 @@ def _embedding_files(info: dict[str, Any]) -> list[dict[str, Any]]:
     return primary or files[:1]
 
 
-def fetch(spec: str, *, progress: Progress | None = None) -> list[Fetched]:
+def fetch(spec: str, *, progress: DownloadProgress | None = None) -> list[Fetched]:
     """Download a Civitai TI version (the model's newest when no version is given), verified."""
     model_id, version_id = parse_spec(spec)
     if offline():
@@ -211,7 +212,7 @@ def _download_files(
     info: dict[str, Any],
     model_info: dict[str, Any],
     folder: Path,
-    progress: Progress | None,
+    progress: DownloadProgress | None,
 ) -> list[Fetched]:
     """Each embedding file of a version, checked against Civitai's SHA256 (cached ones reused)."""
     version_id = int(info["id"])

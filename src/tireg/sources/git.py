@@ -32,8 +32,9 @@ from urllib.parse import quote, urlsplit
 from tireg import config
 from tireg.files import MAX_FILE_BYTES, atomic_writer
 from tireg.paths import UnsafePathError, join_under, safe_relative_path
+from tireg.progress import DownloadProgress
 from tireg.sources import Fetched, SourceError
-from tireg.sources.http import Progress, download
+from tireg.sources.http import download
 
 EMBEDDING_SUFFIXES = (".pt", ".bin", ".safetensors")
 README_NAMES = ("README.md", "readme.md", "Readme.md", "README.markdown", "README")
@@ -157,7 +158,7 @@ def sync(
     ref: str | None = None,
     path: str | None = None,
     known_blobs: dict[str, str] | None = None,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
     max_bytes: int = MAX_BYTES,
 ) -> GitSync:
     """Fetch the tip of ``ref`` (default branch if None) and copy new or changed embedding files
@@ -193,7 +194,7 @@ def _sync_locked(
     ref: str | None,
     path: str | None,
     known_blobs: dict[str, str] | None,
-    progress: Progress | None,
+    progress: DownloadProgress | None,
     max_bytes: int,
 ) -> GitSync:
     offline = config.offline()
@@ -238,7 +239,7 @@ def fetch(
     *,
     ref: str | None = None,
     path: str | None = None,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
     max_bytes: int = MAX_BYTES,
 ) -> list[Fetched]:
     """Every embedding file of the repository (see :func:`sync` for incremental use)."""
@@ -252,7 +253,7 @@ def _deliver(
     name: str,
     blob: str,
     dest: Path,
-    progress: Progress | None,
+    progress: DownloadProgress | None,
     max_bytes: int,
 ) -> Fetched:
     rel = safe_relative_path(name)

@@ -35,12 +35,12 @@ from urllib.parse import quote
 from tireg.config import cache_dir, offline
 from tireg.files import sha256_file
 from tireg.paths import UnsafePathError, join_under, safe_relative_path
+from tireg.progress import DownloadProgress
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
     DEFAULT_MAX_BYTES,
     RETRY_STATUSES,
     HttpStatusError,
-    Progress,
     RetryPolicy,
     download,
 )
@@ -321,7 +321,7 @@ def fetch(
     endpoint_url: str | None = None,
     previews: bool = True,
     summary: RepoSummary | None = None,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
 ) -> list[Fetched]:
     """Download a concept repo's embeddings (and concept images), pinned and verified.
 

@@ -34,7 +34,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -47,6 +47,7 @@ from tireg.config import offline
 from tireg.errors import ends_early
 from tireg.files import MAX_FILE_BYTES, TMP_SUFFIX, fsync_dir, sha256_file
 from tireg.paths import join_under, safe_part
+from tireg.progress import DownloadProgress
 from tireg.sources import SourceError
 
 #: an embedding is KB to a few MB; anything far bigger is not one (or is a mistake)
@@ -62,8 +63,6 @@ USER_AGENT = (
 )
 CHUNK = 64 * 1024
 
-#: progress callback: (bytes done, total bytes or None when the server does not say)
-Progress = Callable[[int, int | None], None]
 
 _OFFLINE_HINT = "unset TIREG_OFFLINE and HF_HUB_OFFLINE to download"
 
@@ -248,7 +247,7 @@ def download(
     expected_size: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     headers: Mapping[str, str] | None = None,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
     retry: RetryPolicy | None = None,
     durable: bool = True,
 ) -> Downloaded:
@@ -301,7 +300,7 @@ class _Job:
     expected: str | None
     expected_size: int | None
     max_bytes: int
-    progress: Progress | None
+    progress: DownloadProgress | None
     durable: bool
 
     def run(self, headers: dict[str, str], policy: RetryPolicy) -> Downloaded:

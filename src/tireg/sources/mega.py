@@ -42,11 +42,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from tireg import config
 from tireg.files import MAX_FILE_BYTES, atomic_write_bytes, atomic_writer, sha256_file
 from tireg.paths import UnsafePathError, join_under, safe_part
+from tireg.progress import DownloadProgress
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
     RETRY_STATUSES,
     HttpStatusError,
-    Progress,
     RetryPolicy,
     download,
     http_session,
@@ -637,7 +637,7 @@ def fetch(
     link: str,
     dest_dir: str | os.PathLike[str],
     *,
-    progress: Progress | None = None,
+    progress: DownloadProgress | None = None,
     max_bytes: int = MAX_BYTES,
     client: MegaClient | None = None,
     max_workers: int = 4,
@@ -687,7 +687,7 @@ def _fetch_one(
     remote: RemoteFile,
     cache: Path,
     manifest: dict[str, dict[str, Any]],
-    progress: Progress | None,
+    progress: DownloadProgress | None,
 ) -> Fetched:
     """One file into the cache (skipped when the cached copy has the same MAC and hash)."""
     target = join_under(cache / "files", remote.rel)
@@ -735,7 +735,7 @@ def _download_and_decrypt(
     remote: RemoteFile,
     target: Path,
     scratch: Path,
-    progress: Progress | None,
+    progress: DownloadProgress | None,
     *,
     what: str,
 ) -> str:

@@ -69,7 +69,7 @@ def resolve_model_path(spec: str, catalogue: Catalogue | None) -> Path:
     path = Path(spec).expanduser()
     if path.exists() or catalogue is None:
         return path
-    from tireg.registry.compat import resolve_model
+    from tireg.registry.model_refs import resolve_model
 
     with catalogue.transaction() as session:
         ref = resolve_model(session, spec)

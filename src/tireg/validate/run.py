@@ -36,7 +36,7 @@ from tireg.converters import Embedding, read_file
 from tireg.db.schema import EmbeddingRow
 from tireg.db.session import Catalogue
 from tireg.files import atomic_write_bytes, sha256_file
-from tireg.registry import compat, naming, uis
+from tireg.registry import compat, model_refs, naming, uis
 from tireg.registry.store import ContentStore
 from tireg.registry.validations import ImageMade, ModelUsed, RunRecord, record_run
 from tireg.validate.distributed import Workers
@@ -201,7 +201,7 @@ def _subjects(catalogue: Catalogue, specs: Sequence[str]) -> list[Subject]:
     return subjects
 
 
-def _checkpoint(spec: str, ref: compat.ModelRef) -> Checkpoint:
+def _checkpoint(spec: str, ref: model_refs.ModelRef) -> Checkpoint:
     if ref.path is None:
         raise ValidationError(
             f"model {spec!r} ({ref.name}) has no file tireg knows",
@@ -228,7 +228,7 @@ def _checkpoints(
     forced: list[str] = []
     with catalogue.transaction() as session:
         for m, spec in enumerate(specs):
-            ref = compat.resolve_model(session, spec)
+            ref = model_refs.resolve_model(session, spec)
             models.append(_checkpoint(spec, ref))
             for s, subject in enumerate(subjects):
                 verdict = _verdict(session, subject, ref)
@@ -242,11 +242,11 @@ def _checkpoints(
     return models, evidence, forced
 
 
-def _verdict(session: Session, subject: Subject, model: compat.ModelRef) -> compat.Verdict:
+def _verdict(session: Session, subject: Subject, model: model_refs.ModelRef) -> compat.Verdict:
     if subject.row_id is not None:
         return compat.verdict(session, session.get_one(EmbeddingRow, subject.row_id), model)
     family = subject.embedding.family.value
-    return compat.judge(family, [compat.Fact(compat.FAMILY, family, "vector widths")], model)
+    return compat.judge(family, compat.implied_facts(family), model)
 
 
 # -- 3. the plan ---------------------------------------------------------------------------------

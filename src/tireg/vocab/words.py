@@ -24,7 +24,7 @@ from tireg.db import Catalogue
 from tireg.errors import TiregError
 from tireg.pipelines.token_table import token_tables
 from tireg.pipelines.tokenizers import load_tokenizer
-from tireg.registry import compat, naming
+from tireg.registry import model_refs, naming
 from tireg.registry.reshape import Made, new_embedding, record_made
 from tireg.registry.store import ContentStore
 
@@ -54,7 +54,7 @@ def model_path(catalogue: Catalogue, spec: str) -> tuple[Path, str]:
     """The checkpoint file or folder ``spec`` names (a path, or a name/hash known to
     ``tireg model``) and its family."""
     with catalogue.transaction() as session:
-        ref = compat.resolve_model(session, spec)
+        ref = model_refs.resolve_model(session, spec)
     for file in ref.files:
         if file.path and Path(file.path).exists():
             return Path(file.path), ref.family
