@@ -15,6 +15,7 @@ from tireg.db.session import Catalogue, open_catalogue
 from tireg.registry import install, naming, query, tags
 from tireg.registry.naming import AmbiguousNameError, NotFoundError
 from tireg.registry.query import Filters
+from tireg.registry.removal import remove
 from tireg.registry.store import ContentStore
 
 
@@ -72,7 +73,7 @@ def test_rm_deletes_row_index_and_store_file_but_not_installs(
     (out,) = install.install(catalogue, ["gone"], install.Destination.ui("a1111", root))
     store = ContentStore()
     assert gone.vectors_sha256() in store
-    (removal,) = tags.remove(catalogue, ["gone"])
+    (removal,) = remove(catalogue, ["gone"])
     assert removal.left_installed == [out.path] and Path(out.path).is_file()
     assert gone.vectors_sha256() not in store and kept.vectors_sha256() in store
     assert count(catalogue, EmbeddingRow) == 1
@@ -99,7 +100,7 @@ def test_rm_with_uninstall_keeps_modified_files(tmp_path: Path, catalogue: Catal
         for o in install.install(catalogue, ["a", "b"], install.Destination.ui("comfyui", root))
     }
     outs["b"].write_bytes(b"edited by hand")
-    removals = {r.ref: r for r in tags.remove(catalogue, ["a", "b"], uninstall=True)}
+    removals = {r.ref: r for r in remove(catalogue, ["a", "b"], uninstall=True)}
     assert [u.status for u in removals["a"].uninstalled] == ["removed"] and not outs["a"].exists()
     assert [u.status for u in removals["b"].uninstalled] == ["kept"] and outs["b"].exists()
     assert removals["b"].left_installed == [str(outs["b"])]
@@ -127,5 +128,5 @@ def test_rm_lists_only_installed_files_that_still_exist(
 def test_rm_resolves_every_spec_first(catalogue: Catalogue) -> None:
     add(catalogue, make("a", 9))
     with pytest.raises(NotFoundError):
-        tags.remove(catalogue, ["a", "missing"])
+        remove(catalogue, ["a", "missing"])
     assert count(catalogue, EmbeddingRow) == 1

@@ -421,10 +421,10 @@ def rm_command(
     Example: tireg rm "cat-toy@1a2b3c4d" --uninstall
     """
     from tireg.db import open_catalogue
-    from tireg.registry import tags
+    from tireg.registry.removal import remove
 
     with open_catalogue(db) as catalogue:
-        removals = tags.remove(catalogue, names, uninstall=uninstall, force=force, source=source)
+        removals = remove(catalogue, names, uninstall=uninstall, force=force, source=source)
     if json_out:
         print_json([r.to_dict() for r in removals])
         return

@@ -47,13 +47,12 @@ from tireg.db.schema import (
     PreviewRow,
     ProvenanceRow,
     SourceRow,
-    TagRow,
 )
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.progress import ItemProgress
-from tireg.registry import compat, naming, search_index
+from tireg.registry import compat, naming, search_index, tags
 from tireg.registry.store import ContentStore, relative_path
 
 #: pictures that can be previews (jpg cannot hold an A1111 image embedding, png/webp can)
@@ -203,7 +202,6 @@ _PROVENANCE_EXISTS = select(ProvenanceRow.id).where(
 _FACTS = select(CompatRow.relation, CompatRow.model_ref, CompatRow.evidence).where(
     CompatRow.embedding_id == bindparam("id")
 )
-_TAGS = select(TagRow.tag).where(TagRow.embedding_id == bindparam("id"))
 
 
 def _record(
@@ -266,8 +264,8 @@ def _record(
             insert(CompatRow),
             [dict(embedding_id=row.id, relation=r, model_ref=m, evidence=e) for r, m, e in facts],
         )
-    tags = split_tags(hints.get("tags", ""))
-    changed = add_tags(session, row.id, tags, known=set() if created else None) or changed
+    attached = tags.split_tags(hints.get("tags", ""))
+    changed = tags.add_tags(session, row.id, attached, known=set() if created else None) or changed
     return row, created, changed
 
 
@@ -289,30 +287,6 @@ def _fill_facts(row: EmbeddingRow, embedding: Embedding, hints: Mapping[str, str
         row.nsfw = True
         changed = True
     return changed
-
-
-def split_tags(text: str) -> list[str]:
-    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
-    return [tag.strip() for tag in text.split(",") if tag.strip()]
-
-
-def add_tags(
-    session: Session, embedding_id: int, tags: Iterable[str], *, known: set[str] | None = None
-) -> bool:
-    """Attach the tags not already on the embedding; say whether any were added.
-
-    ``known`` is the embedding's tags when the caller already has them (it looks them up
-    otherwise). The caller reindexes.
-    """
-    wanted = list(dict.fromkeys(tags))
-    if not wanted:
-        return False
-    if known is None:
-        known = set(session.scalars(_TAGS, {"id": embedding_id}))
-    new = [tag for tag in wanted if tag not in known]
-    if new:
-        session.execute(insert(TagRow), [{"embedding_id": embedding_id, "tag": t} for t in new])
-    return bool(new)
 
 
 def upsert_source(session: Session, kind: str, locator: str) -> SourceRow:

@@ -1,38 +1,33 @@
-"""Changing what the catalogue holds by hand: tags on an embedding, and removing embeddings.
+"""Tags on an embedding, in one place: how tags are written, attached and changed by hand.
 
-Both keep the search index in step inside the same transaction (:mod:`tireg.registry.search_index`),
-so a search never finds a removed embedding or misses a new tag.
-
-Removing an embedding deletes its row (tags, provenance, previews, compatibility facts and install
-records go with it) and its content-store file, which belongs to it alone: the store is keyed by
-the vectors, and the vectors are unique per row. Files installed into UIs are left where they are
-(a UI may be using them) unless ``uninstall`` is asked for; then the ones still exactly as tireg
-wrote them are deleted first, and modified ones are kept and reported.
+Tags reach the catalogue two ways: as a comma-separated hint from a source or ``tireg add
+--tag`` (the importer calls :func:`split_tags` and :func:`add_tags`), and by hand with
+``tireg tag`` (:func:`tag`). Both keep the same rule: a tag is trimmed, non-empty, holds no
+comma (commas separate tags on input), and is attached once. :func:`tag` keeps the search index
+in step inside the same transaction (:mod:`tireg.registry.search_index`), so a search never
+misses a new tag; the importer reindexes once for everything it changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from tireg.db.schema import EmbeddingRow, TagRow
+from tireg.db.schema import TagRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.registry import install, naming, search_index
-from tireg.registry.importer import add_tags
-from tireg.registry.store import ContentStore
+from tireg.registry import naming, search_index
+
+_TAGS = select(TagRow.tag).where(TagRow.embedding_id == bindparam("id"))
 
 
 class TagError(TiregError):
     """A tag that cannot be stored (empty, or with a comma, which separates tags on input)."""
 
 
-def clean_tags(tags: Sequence[str]) -> list[str]:
+def clean_tags(tags: Iterable[str]) -> list[str]:
     """Tags as stored: trimmed, in order, each once; a comma or an empty tag is refused."""
     cleaned: dict[str, None] = {}
     for tag in tags:
@@ -43,8 +38,28 @@ def clean_tags(tags: Sequence[str]) -> list[str]:
     return list(cleaned)
 
 
-def _tags_of(session: Session, embedding_id: int) -> list[str]:
-    return sorted(session.scalars(select(TagRow.tag).where(TagRow.embedding_id == embedding_id)))
+def split_tags(text: str) -> list[str]:
+    """Tags from a comma-separated hint, as stored: ``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return clean_tags(part for part in text.split(",") if part.strip())
+
+
+def add_tags(
+    session: Session, embedding_id: int, tags: Iterable[str], *, known: set[str] | None = None
+) -> bool:
+    """Attach the tags not already on the embedding; say whether any were added.
+
+    ``known`` is the embedding's tags when the caller already has them (it looks them up
+    otherwise). The caller reindexes.
+    """
+    wanted = list(dict.fromkeys(tags))
+    if not wanted:
+        return False
+    if known is None:
+        known = set(session.scalars(_TAGS, {"id": embedding_id}))
+    new = [tag for tag in wanted if tag not in known]
+    if new:
+        session.execute(insert(TagRow), [{"embedding_id": embedding_id, "tag": t} for t in new])
+    return bool(new)
 
 
 def tag(
@@ -68,60 +83,4 @@ def tag(
         session.flush()
         add_tags(session, row.id, adding)
         search_index.reindex(session, row.id)
-        return _tags_of(session, row.id)
-
-
-@dataclass
-class Removal:
-    """What :func:`remove` did to one embedding."""
-
-    ref: str
-    vectors_sha256: str
-    uninstalled: list[install.UninstallOutcome] = field(default_factory=list)
-    left_installed: list[str] = field(default_factory=list)  # existing files, no longer tracked
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def remove(
-    catalogue: Catalogue,
-    specs: Sequence[str],
-    *,
-    uninstall: bool = False,
-    force: bool = False,
-    source: str | None = None,
-    store: ContentStore | None = None,
-) -> list[Removal]:
-    """Remove the embeddings ``specs`` name (all resolved before anything changes).
-
-    With ``uninstall``, their installed files are removed first (``force`` also removes files
-    modified since install); otherwise installed files stay, untracked, and are reported.
-    """
-    store = store if store is not None else ContentStore()
-    with catalogue.reading() as session:
-        rows = naming.resolve_many(session, specs, source=source)
-        shown = naming.refs(session, rows)
-        installs = {row.id: list(row.installs) for row in rows}
-    removals = []
-    for row in rows:
-        removal = Removal(shown[row.id], row.vectors_sha256)
-        if uninstall:
-            removal.uninstalled = install.uninstall_rows(
-                catalogue, installs[row.id], force=force, refs=shown
-            )
-        kept = {u.path for u in removal.uninstalled if u.status == "kept"}
-        removal.left_installed = [  # a file deleted by hand is not left anywhere
-            i.path
-            for i in installs[row.id]
-            if (not uninstall or i.path in kept) and Path(i.path).is_file()
-        ]
-        with catalogue.transaction() as session:
-            found = session.get(EmbeddingRow, row.id)
-            if found is not None:
-                session.delete(found)
-                search_index.remove(session, row.id)
-        # after the commit: a crash before this line leaves an orphan file, never a dangling row
-        store.path(row.vectors_sha256).unlink(missing_ok=True)
-        removals.append(removal)
-    return removals
+        return sorted(session.scalars(_TAGS, {"id": row.id}))
