@@ -30,3 +30,21 @@ def file_prompt_word(location: str) -> str | None:
     if path.suffix.lower() not in TENSOR_SUFFIXES or not stem or stem in GENERIC_STEMS:
         return None
     return stem
+
+
+def unbracketed(word: str, *, partial: bool = False) -> str:
+    """``word`` trimmed and without the ``<...>`` around it: the one folding rule for brackets.
+
+    The sd-concepts library writes its tokens as ``<cat-toy>``, while a file made from one is
+    typed ``cat-toy``, so lookups, file stems and completion all see a word without them. Only
+    a whole pair goes (``<>`` alone, ``a<b>`` and ``<x`` stay), so nothing else in a name is
+    lost; a ``partial`` word, being typed, also loses an opening bracket not yet closed.
+
+    Example: ``unbracketed(" <cat-toy> ") == "cat-toy"``; ``unbracketed("<ca", partial=True) ==
+    "ca"``."""
+    text = word.strip()
+    if len(text) > 2 and text[0] == "<" and text[-1] == ">":
+        return text[1:-1]
+    if partial and text.startswith("<"):
+        return text[1:]
+    return text

@@ -44,6 +44,7 @@ from tireg.converters.errors import UnsupportedConversionError
 from tireg.errors import TiregError
 from tireg.files import atomic_batch
 from tireg.paths import MAX_STEM_BYTES, safe_part
+from tireg.prompt_words import unbracketed
 
 WRITE_FORMATS = (
     "tireg",
@@ -245,9 +246,7 @@ def _cannot_write(exc: OSError, path: Path) -> OutputWriteError:
 
 def safe_stem(text: str) -> str:
     """A file stem from an embedding name: A1111's rule (alphanumerics and ``._- ``), no ``<>``."""
-    cleaned = "".join(
-        ch if ch.isalnum() or ch in "._- " else "_" for ch in text.strip().strip("<>")
-    )
+    cleaned = "".join(ch if ch.isalnum() or ch in "._- " else "_" for ch in unbracketed(text))
     return safe_part(cleaned, max_bytes=MAX_STEM_BYTES)  # device names, length: tireg.paths
 
 

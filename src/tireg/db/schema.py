@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
+from tireg.prompt_words import unbracketed
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -39,10 +41,7 @@ def name_key(name: str) -> str:
     ``<Cat-Toy>`` and ``cat-toy`` are typed the same way in a prompt, so they are one name for
     lookups and collision checks (see the naming rule in :mod:`tireg.registry.query`).
     """
-    folded = name.strip().casefold()
-    if len(folded) > 2 and folded[0] == "<" and folded[-1] == ">":
-        return folded[1:-1]
-    return folded
+    return unbracketed(name).casefold()
 
 
 class Base(DeclarativeBase):

@@ -11,6 +11,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from tireg.db.schema import CheckpointRow, EmbeddingRow, PromptWordRow, name_key
+from tireg.prompt_words import unbracketed
 from tireg.registry.naming import REF_HEX, candidates, refs
 
 #: at most this many suggestions; a shell shows no more than a screenful anyway
@@ -27,7 +28,7 @@ def embedding_refs(session: Session, incomplete: str) -> list[str]:
     (case and ``<`` ignored). An embedding found by its trained-as name while listings show its
     file stem is offered by that name (``NAME@HEX`` where it collides), which names it too, so
     the shell keeps the offer."""
-    folded = name_key(incomplete.lstrip("<")) if incomplete.strip("<") else ""
+    folded = name_key(unbracketed(incomplete, partial=True))
     pattern = _like_prefix(folded)
     by_word = select(PromptWordRow.embedding_id).where(
         PromptWordRow.word_key.like(pattern, escape="\\")

@@ -48,6 +48,7 @@ from pathlib import Path
 from tireg.checkpoints import detect_family
 from tireg.errors import TiregError
 from tireg.paths import MAX_STEM_BYTES, safe_part
+from tireg.prompt_words import unbracketed
 
 #: the UIs tireg installs into; "dir" is a plain folder chosen with --to
 UIS = ("a1111", "forge", "comfyui", "invokeai")
@@ -180,9 +181,7 @@ def file_stem(target: str, trigger: str) -> str:
     A ``<name>`` trigger loses its brackets; characters no file name can hold become ``_``; then
     the UI's own rule applies (see the module docstring). Raises when nothing usable is left.
     """
-    name = trigger.strip()
-    if len(name) > 2 and name.startswith("<") and name.endswith(">"):
-        name = name[1:-1].strip()
+    name = unbracketed(trigger).strip()
     if target == "invokeai" and not name.isascii():
         digest = hashlib.sha256(unicodedata.normalize("NFC", name).encode()).hexdigest()
         name = f"emb-{digest[:8]}"
