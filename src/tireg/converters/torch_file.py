@@ -90,7 +90,9 @@ from tireg.errors import ends_early
 from tireg.files import MAX_FILE_BYTES, open_regular, read_at_most
 
 MAX_TOTAL_BYTES = pickle_safe.MAX_DECODED_BYTES  # all of one file's storages read, and arrays
-MAX_PICKLE_BYTES = MAX_FILE_BYTES  # data.pkl of a multi-GB checkpoint is well under 10 MB
+#: a ``data.pkl`` is read whole into memory like any untrusted file, so the same cap bounds it
+#: (the pickle of a multi-GB checkpoint is well under 10 MB; ``pipelines.pickled`` uses it too)
+MAX_PICKLE_BYTES = MAX_FILE_BYTES
 #: the widest int a file may hold (torch's legacy magic number takes 77 bits); a wider one could
 #: not even be printed (Python refuses int-to-str conversions beyond 4,300 digits)
 MAX_INT_BITS = 128

@@ -30,6 +30,7 @@ from tireg import config
 from tireg.converters import pickle_safe
 from tireg.converters.errors import EmbeddingFileError
 from tireg.converters.pickle_safe import TensorStub
+from tireg.converters.torch_file import MAX_PICKLE_BYTES
 from tireg.files import atomic_writer
 from tireg.pipelines.errors import PipelineError
 
@@ -46,7 +47,6 @@ _ST_DTYPES = {
     "uint8": "U8",
     "bool": "BOOL",
 }
-MAX_PICKLE_BYTES = 64 * 1024 * 1024  # data.pkl of a multi-GB checkpoint is a few MB
 _CHUNK = 16 << 20
 
 

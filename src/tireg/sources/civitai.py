@@ -24,7 +24,7 @@ from tireg.config import cache_dir, offline
 from tireg.files import atomic_write_bytes
 from tireg.progress import DownloadProgress
 from tireg.sources import Fetched, SourceError
-from tireg.sources.http import DEFAULT_MAX_BYTES, HttpStatusError, download, get_json
+from tireg.sources.http import HttpStatusError, download, get_json
 
 DEFAULT_API = "https://civitai.com/api/v1"
 TI_TYPE = "TextualInversion"
@@ -232,7 +232,6 @@ def _download_files(
                 folder,
                 filename=file.get("name"),
                 expected_sha256=expected.lower() if expected else None,
-                max_bytes=DEFAULT_MAX_BYTES,
                 headers=_headers(),
                 progress=progress,
             )

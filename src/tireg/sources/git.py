@@ -39,7 +39,6 @@ from tireg.sources.http import download
 EMBEDDING_SUFFIXES = (".pt", ".bin", ".safetensors")
 README_NAMES = ("README.md", "readme.md", "Readme.md", "README.markdown", "README")
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
-MAX_BYTES = MAX_FILE_BYTES
 GIT_TIMEOUT_S = 300
 OFFLINE_HINT = "unset TIREG_OFFLINE to fetch; only repositories synced before work offline"
 
@@ -159,7 +158,7 @@ def sync(
     path: str | None = None,
     known_blobs: dict[str, str] | None = None,
     progress: DownloadProgress | None = None,
-    max_bytes: int = MAX_BYTES,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> GitSync:
     """Fetch the tip of ``ref`` (default branch if None) and copy new or changed embedding files
     under ``path`` into ``dest_dir`` (keeping their repo-relative paths, made safe)."""
@@ -240,7 +239,7 @@ def fetch(
     ref: str | None = None,
     path: str | None = None,
     progress: DownloadProgress | None = None,
-    max_bytes: int = MAX_BYTES,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> list[Fetched]:
     """Every embedding file of the repository (see :func:`sync` for incremental use)."""
     return sync(url, dest_dir, ref=ref, path=path, progress=progress, max_bytes=max_bytes).files

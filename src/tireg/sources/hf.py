@@ -33,12 +33,11 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from tireg.config import cache_dir, offline
-from tireg.files import sha256_file
+from tireg.files import MAX_FILE_BYTES, sha256_file
 from tireg.paths import UnsafePathError, join_under, safe_relative_path
 from tireg.progress import DownloadProgress
 from tireg.sources import Fetched, SourceError
 from tireg.sources.http import (
-    DEFAULT_MAX_BYTES,
     RETRY_STATUSES,
     HttpStatusError,
     RetryPolicy,
@@ -349,7 +348,7 @@ def fetch(
             progress(done, total)
     fetched = []
     for name in names:
-        path = _download_pinned(summary, name, DEFAULT_MAX_BYTES, endpoint_url)
+        path = _download_pinned(summary, name, MAX_FILE_BYTES, endpoint_url)
         done += path.stat().st_size
         if progress:
             progress(done, total)

@@ -50,8 +50,6 @@ from tireg.paths import join_under, safe_part
 from tireg.progress import DownloadProgress
 from tireg.sources import SourceError
 
-#: an embedding is KB to a few MB; anything far bigger is not one (or is a mistake)
-DEFAULT_MAX_BYTES = MAX_FILE_BYTES
 #: redirects followed before giving up (Civitai uses one, to a signed storage URL)
 MAX_REDIRECTS = 10
 #: statuses worth another try: rate limits and server trouble
@@ -245,7 +243,7 @@ def download(
     filename: str | None = None,
     expected_sha256: str | None = None,
     expected_size: int | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int = MAX_FILE_BYTES,
     headers: Mapping[str, str] | None = None,
     progress: DownloadProgress | None = None,
     retry: RetryPolicy | None = None,

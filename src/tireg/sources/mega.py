@@ -54,7 +54,6 @@ from tireg.sources.http import (
 
 DEFAULT_API = "https://g.api.mega.co.nz"
 API_ENV = "TIREG_MEGA_API"
-MAX_BYTES = MAX_FILE_BYTES  # embeddings are KB to a few MB; a folder's checkpoints are skipped
 #: files a folder link contributes (single-file links are fetched whatever their name)
 FOLDER_SUFFIXES = (".pt", ".bin", ".safetensors", ".png", ".webp")
 API_TIMEOUT_S = 30.0
@@ -638,7 +637,7 @@ def fetch(
     dest_dir: str | os.PathLike[str],
     *,
     progress: DownloadProgress | None = None,
-    max_bytes: int = MAX_BYTES,
+    max_bytes: int = MAX_FILE_BYTES,  # a folder's checkpoints are skipped
     client: MegaClient | None = None,
     max_workers: int = 4,
 ) -> list[Fetched]:
