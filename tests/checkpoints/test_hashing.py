@@ -74,7 +74,7 @@ def test_small_file_old_hash_is_the_empty_hash(tmp_path: Path) -> None:
     got = hash_file(path)
     assert got.old_hash == "e3b0c442"  # sha256 of nothing, as A1111 computes for any small file
     assert not got.old_hash_meaningful
-    assert got.as_dict()["old_hash_meaningful"] is False
+    assert got.to_dict()["old_hash_meaningful"] is False
 
 
 def test_empty_file(tmp_path: Path) -> None:

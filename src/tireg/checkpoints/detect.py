@@ -118,7 +118,7 @@ class Detection:
     def label(self) -> str:
         return FAMILY_LABELS.get(self.family, self.family)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "family": self.family,
             "label": self.label,

@@ -49,8 +49,8 @@ class HashResult:
     hashes: FileHashes
     cached: bool
 
-    def as_dict(self) -> dict[str, object]:
-        return {"path": str(self.path), **self.hashes.as_dict(), "cached": self.cached}
+    def to_dict(self) -> dict[str, object]:
+        return {"path": str(self.path), **self.hashes.to_dict(), "cached": self.cached}
 
 
 class HashCache:

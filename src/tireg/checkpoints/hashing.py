@@ -64,7 +64,7 @@ class FileHashes:
         """False for files under 1 MiB: their old hash is the hash of nothing (``e3b0c442``)."""
         return self.size > OLD_HASH_OFFSET
 
-    def as_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         """A JSON-ready mapping including the derived values."""
         return {
             **asdict(self),

@@ -45,7 +45,7 @@ class KnownModel:
     note: str | None
     sources: str
 
-    def as_dict(self) -> dict[str, str | None]:
+    def to_dict(self) -> dict[str, str | None]:
         return {
             "name": self.name,
             "file": self.file,

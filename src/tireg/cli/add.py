@@ -69,7 +69,7 @@ def add(
     finally:
         catalogue.close()
     if json_out:
-        print_json(report.to_json())
+        print_json(report.to_dict())
     else:
         _print_summary(report)
     if report.errors or report.unsafe:

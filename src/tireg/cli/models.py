@@ -63,7 +63,7 @@ def hash_command(
     with _byte_bar(_total_size(files), json_out) as progress:
         results = list(file_hashes(files, refresh=refresh, progress=progress))
     if json_out:
-        print_json([r.as_dict() for r in results])
+        print_json([r.to_dict() for r in results])
         return
     for result in results:
         h = result.hashes

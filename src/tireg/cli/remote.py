@@ -74,7 +74,7 @@ def sync_hf_command(
     finally:
         catalogue.close()
     if json_out:
-        print_json(report.to_json())
+        print_json(report.to_dict())
     else:
         _print_sync(report)
     if report.failed:
@@ -122,7 +122,7 @@ def lookup_command(
     finally:
         catalogue.close()
     if json_out:
-        print_json([r.to_json() for r in results])
+        print_json([r.to_dict() for r in results])
         return
     table = Table(title=f"tireg lookup {target}")
     for column in ("sha256", "civitai", "name", "base model", "trigger words"):

@@ -86,7 +86,7 @@ def sync(
 
         report = source_sync.sync_sources(catalogue, ids=wanted or None, progress=advance)
     if json_out:
-        print_json(report.to_json())
+        print_json(report.to_dict())
     else:
         table = Table(title="tireg source sync")
         for column in ("id", "kind", "status", "new", "known", "locator"):

@@ -116,7 +116,7 @@ class ImportReport:
             "skipped": self.skipped,
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         lists = {
             "imported": self.imported,
             "already_known": self.known,

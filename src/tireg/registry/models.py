@@ -147,8 +147,8 @@ class AddedModel:
             "id": self.row_id,
             "name": self.name,
             "path": str(facts.path),
-            **facts.detection.as_dict(),
-            "hashes": facts.hashes.as_dict() if facts.hashes else None,
+            **facts.detection.to_dict(),
+            "hashes": facts.hashes.to_dict() if facts.hashes else None,
             "hashes_cached": facts.cached,
             "known_as": facts.known_as,
         }

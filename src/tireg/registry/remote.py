@@ -233,7 +233,7 @@ class SyncReport:
     gone: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (repo id, reason)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -451,7 +451,7 @@ class LookupResult:
     trigger_words: list[str] = field(default_factory=list)
     preview_urls: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -95,7 +95,7 @@ class SyncReport:
             out[outcome.status] = out.get(outcome.status, 0) + 1
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"counts": self.counts(), "sources": [asdict(s) for s in self.sources]}
 
 

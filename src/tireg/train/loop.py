@@ -474,7 +474,7 @@ def _run_state(
     if stopper is not None and stopper.history:
         tensors["dvar.history"] = torch.tensor(stopper.history, dtype=torch.float64)
     state = {
-        "settings": settings.to_json(),
+        "settings": settings.to_dict(),
         "optimizer": optim_state,
         "scaler": scaler.state_dict(),
         "rng": rng_state,
@@ -486,8 +486,8 @@ def _run_state(
 def _check_same_run(settings: TrainSettings, state: dict[str, Any], path: Path) -> None:
     """A run continues only with the settings it was started with (how long it runs and how
     often it saves may change)."""
-    before = TrainSettings.from_json(state["settings"]).to_json()
-    now = settings.to_json()
+    before = TrainSettings.from_dict(state["settings"]).to_dict()
+    now = settings.to_dict()
     changed = [
         key
         for key in now

@@ -130,7 +130,7 @@ class Recorder:
             extras={
                 "tireg.train.run_id": self.info.run_id,
                 "tireg.train.loss": f"{loss:.6f}",
-                "tireg.train.settings": json.dumps(self.settings.to_json(), sort_keys=True),
+                "tireg.train.settings": json.dumps(self.settings.to_dict(), sort_keys=True),
             },
         )
 
@@ -191,7 +191,7 @@ class Recorder:
                 parent_id=None if parent is None else parent.embedding_id,
                 step=step,
                 loss=loss,
-                settings=self.settings.to_json(),
+                settings=self.settings.to_dict(),
             )
             return row.id
 

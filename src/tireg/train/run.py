@@ -170,7 +170,7 @@ def train_run(
         run_facts={
             "model": str(loaded.path),
             "model_hashes": hashes,
-            "settings": settings.to_json(),
+            "settings": settings.to_dict(),
         },
         preview=preview_renderer(loaded.pipe, settings, steps=preview_steps)
         if settings.preview_every

@@ -48,13 +48,13 @@ class TrainSettings:
     seed: int = 0
     prediction_type: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["images"] = str(self.images)
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainSettings:
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["images"] = Path(values["images"])

@@ -143,7 +143,7 @@ class ValidationRun:
             "run": self.run_id,
             "out_dir": str(self.out_dir),
             "grid": str(self.grid),
-            "settings": self.settings.as_dict(),
+            "settings": self.settings.to_dict(),
             "seeds": list(self.settings.seeds),
             "embeddings": [s.to_dict() for s in self.subjects],
             "models": [vars(m) for m in self.models],
@@ -535,7 +535,7 @@ def validate(
     record = RunRecord(
         started_at=started_at,
         seconds=total,
-        settings=settings.as_dict(),
+        settings=settings.to_dict(),
         seeds=list(settings.seeds),
         out_dir=str(out_dir),
         grid_path=str(grid),

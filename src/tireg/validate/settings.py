@@ -72,7 +72,7 @@ class Settings:
         values = asdict(self)
         return {"prompt": self.prompt, **{key: values[key] for key in keep}}
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready (what ``--json`` prints and the catalogue keeps)."""
         return {**asdict(self), "seeds": list(self.seeds), "out_dir": str(self.out_dir or "")}
 
