@@ -21,7 +21,7 @@ from pathlib import Path
 from tireg import config
 from tireg.checkpoints.errors import CheckpointError
 from tireg.checkpoints.hashing import FileHashes, hash_file
-from tireg.progress import ByteProgress
+from tireg.progress import Advance
 
 CACHE_FILE = "hashes.sqlite"
 
@@ -138,7 +138,7 @@ class HashCache:
         path: str | os.PathLike[str],
         *,
         refresh: bool = False,
-        progress: ByteProgress | None = None,
+        progress: Advance | None = None,
     ) -> HashResult:
         """Hashes of ``path``: from the cache when the file is unchanged, else computed and stored.
 
@@ -167,7 +167,7 @@ def file_hashes(
     paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     refresh: bool = False,
-    progress: ByteProgress | None = None,
+    progress: Advance | None = None,
 ) -> Iterator[HashResult]:
     """Hash each path (one read per file, cache first), yielding results in order.
 

@@ -32,7 +32,7 @@ from typing import BinaryIO, Protocol
 import blake3 as _blake3
 
 from tireg.checkpoints.errors import CheckpointError
-from tireg.progress import ByteProgress
+from tireg.progress import Advance
 
 OLD_HASH_OFFSET = 0x100000  # 1 MiB
 OLD_HASH_LENGTH = 0x10000  # 64 KiB
@@ -177,7 +177,7 @@ def hash_stream(
     stream: BinaryIO,
     size: int,
     *,
-    progress: ByteProgress | None = None,
+    progress: Advance | None = None,
     lanes: int | None = None,
     block_size: int = BLOCK_SIZE,
 ) -> FileHashes:
@@ -265,7 +265,7 @@ def hash_stream(
 def hash_file(
     path: str | os.PathLike[str],
     *,
-    progress: ByteProgress | None = None,
+    progress: Advance | None = None,
     lanes: int | None = None,
     block_size: int = BLOCK_SIZE,
 ) -> FileHashes:

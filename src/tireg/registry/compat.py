@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, selectinload
 from tireg.checkpoints import FAMILY_LABELS, SUPPORTED_FAMILIES
 from tireg.checkpoints.known_models import OLD_HASH
 from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
-from tireg.progress import ByteProgress
+from tireg.progress import Advance
 from tireg.registry.model_refs import ModelFile, ModelRef, names_for_hash, resolve_model, user_files
 from tireg.registry.naming import refs, resolve_many
 
@@ -287,7 +287,7 @@ def check(
     model_spec: str,
     embedding_specs: Sequence[str] = (),
     *,
-    progress: ByteProgress | None = None,
+    progress: Advance | None = None,
 ) -> tuple[ModelRef, list[CheckResult]]:
     """``tireg check``: resolve the model, then judge each named embedding (all when none).
     ``progress(n)`` sees the bytes read when the model is a file not hashed before."""

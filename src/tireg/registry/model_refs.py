@@ -32,7 +32,7 @@ from tireg.checkpoints.detect import UNKNOWN
 from tireg.checkpoints.known_models import OLD_HASH
 from tireg.db.schema import CheckpointRow
 from tireg.errors import TiregError
-from tireg.progress import ByteProgress
+from tireg.progress import Advance
 from tireg.registry.models import KNOWN, inspect_checkpoint, record_checkpoint, row_hashes
 
 
@@ -173,7 +173,7 @@ def _hash_only(value: str) -> ModelFile:
     )
 
 
-def resolve_model(session: Session, spec: str, *, progress: ByteProgress | None = None) -> ModelRef:
+def resolve_model(session: Session, spec: str, *, progress: Advance | None = None) -> ModelRef:
     """The model ``spec`` names (see the module docstring for the order tried).
 
     Raises :class:`ModelNotFoundError` for an unknown name or one that names several models.

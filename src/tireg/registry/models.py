@@ -35,7 +35,7 @@ from tireg.checkpoints import (
 )
 from tireg.db.schema import CheckpointRow
 from tireg.db.session import Catalogue
-from tireg.progress import ByteProgress
+from tireg.progress import Advance
 
 USER, KNOWN = "user", "known"
 
@@ -62,7 +62,7 @@ def inspect_checkpoint(
     *,
     cache: HashCache | None = None,
     refresh: bool = False,
-    progress: ByteProgress | None = None,
+    progress: Advance | None = None,
 ) -> CheckpointFacts:
     """Detect a checkpoint's family (header only) and hash it (cached); touches no catalogue."""
     target = Path(path).expanduser().resolve()
@@ -160,7 +160,7 @@ def add_models(
     *,
     name: str | None = None,
     refresh: bool = False,
-    progress: ByteProgress | None = None,
+    progress: Advance | None = None,
 ) -> list[AddedModel]:
     """Register checkpoints (files or diffusers folders): detect, hash, then record each in its
     own short transaction. Every path is inspected before the first is recorded, so a bad path

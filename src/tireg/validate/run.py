@@ -36,6 +36,7 @@ from tireg.converters import Embedding, read_file
 from tireg.db.schema import EmbeddingRow
 from tireg.db.session import Catalogue
 from tireg.files import atomic_write_bytes, sha256_file
+from tireg.progress import Advance
 from tireg.registry import compat, model_refs, naming, uis
 from tireg.registry.store import ContentStore
 from tireg.registry.validations import ImageMade, ModelUsed, RunRecord, record_run
@@ -47,8 +48,6 @@ from tireg.validate.settings import Settings, ValidationError, checked, key, use
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-#: ``on_images(n)`` is told each time ``n`` more images are done (rendered or from the cache)
-ImagesDone = Callable[[int], None]
 
 _UNSAFE = re.compile(r"[^\w.-]+")
 
@@ -378,7 +377,7 @@ def _render_model(
     subjects: Sequence[Subject],
     settings: Settings,
     device: str,
-    on_images: ImagesDone | None,
+    on_images: Advance | None,
 ) -> None:
     """Render ``batches`` on one model: load it once, then per batch apply the embeddings the
     batch's prompts use, render, save, and put the pipeline back as it was."""
@@ -467,7 +466,7 @@ def validate(
     models: Sequence[str],
     settings: Settings,
     *,
-    on_images: ImagesDone | None = None,
+    on_images: Advance | None = None,
     on_plan: Callable[[int], None] | None = None,
 ) -> ValidationRun | None:
     """Render ``embeddings`` (names or files) on ``models`` (paths, names or hashes) and record
