@@ -741,6 +741,7 @@ def _opcode_table() -> list[_Opcode | None]:
         "GLOBAL": _ROLE_GLOBAL,
         "INST": _ROLE_GLOBAL,
         "STOP": _ROLE_STOP,
+        "STRING": _ROLE_ESCAPED,
         "MEMOIZE": _ROLE_MEMOIZE,
         **dict.fromkeys(_GETS, _ROLE_GET),
         **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), _ROLE_PUT),
@@ -766,9 +767,9 @@ _EXTS = frozenset(("EXT1", "EXT2", "EXT4"))
 _TUPLE_BUILDERS = frozenset(("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET"))
 #: what a check does with an opcode; from :data:`_ROLE_INT` on, its argument is read as an int
 #: (for ``_ROLE_GET`` only when the stack model runs: nothing else looks at it)
-_ROLE_PLAIN, _ROLE_TUPLE, _ROLE_GLOBAL, _ROLE_STOP, _ROLE_MEMOIZE = 0, 1, 2, 3, 4
-_ROLE_INT = _ROLE_GET = 5
-_ROLE_PUT, _ROLE_EXT = 6, 7
+_ROLE_PLAIN, _ROLE_TUPLE, _ROLE_GLOBAL, _ROLE_STOP, _ROLE_MEMOIZE, _ROLE_ESCAPED = range(6)
+_ROLE_INT = _ROLE_GET = 6
+_ROLE_PUT, _ROLE_EXT = 7, 8
 #: (name, layout, width, signed, role), see :func:`_opcode_table`
 _Opcode = tuple[str, int, int, bool, int]
 _OPCODES = _opcode_table()
@@ -914,8 +915,10 @@ _PLAIN_PUSHES = frozenset(
 _SMALL_PICKLE = 16 * 1024
 
 
-def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
-    """Walk the opcodes of the pickle at ``data[start:]`` without running it; return its end.
+def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> tuple[int, bool]:
+    """Walk the opcodes of the pickle at ``data[start:]`` without running it; return its end,
+    and whether it holds protocol 0's escaped ``STRING`` (whose bad escapes make the unpickler
+    warn: only such a pickle needs the warnings silenced, which costs more than a small load).
 
     Refuses statically what needs no execution to judge: a ``GLOBAL``/``INST`` outside the
     allow-list, any ``EXT`` opcode, memo indices far beyond the entries written so far, tuples
@@ -931,22 +934,22 @@ def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
     """
     model = _StackModel() if len(data) - start > _SMALL_PICKLE else None
     try:
-        end, tuples = _check_opcodes(data, start, budget, model)
+        end, tuples, escaped = _check_opcodes(data, start, budget, model)
         if model is None and tuples > MAX_TUPLE_DEPTH:
             _check_opcodes(data, start, None, _StackModel())
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
         raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
-    return end
+    return end, escaped
 
 
 def _check_opcodes(
     data: bytes, start: int, budget: Budget | None, model: _StackModel | None
-) -> tuple[int, int]:
+) -> tuple[int, int, bool]:
     """The checks of :func:`scan`, with ``model`` stepped alongside when given; returns (end,
-    tuple-building opcodes). A finding of the model is raised once every global was judged, so
-    a refusal names the unsafe global whatever else is wrong.
+    tuple-building opcodes, whether a ``STRING`` was seen). A finding of the model is raised
+    once every global was judged, so a refusal names the unsafe global whatever else is wrong.
 
     One loop over the opcodes, skipping each argument by the length rules the C unpickler
     follows and decoding only those a check reads: ``(module, name)`` for ``GLOBAL``/``INST``
@@ -959,6 +962,7 @@ def _check_opcodes(
     size = len(data)
     pos = start
     puts = tuples = count = 0
+    escaped = False
     worst = (_OPCODE_COST + _CHAR_COST) * (size - start)  # every byte an opcode of its own
     watch = budget is not None and worst > budget.left
     # opcodes no check reads, stepped over in two lines, unless the model or the budget watch
@@ -1026,6 +1030,8 @@ def _check_opcodes(
             puts += 1
         elif role == _ROLE_MEMOIZE:
             puts += 1
+        elif role == _ROLE_ESCAPED:
+            escaped = True
         if model is not None:
             try:
                 model.step(name, arg, end - began)
@@ -1043,12 +1049,16 @@ def _check_opcodes(
         budget.charge(
             _OPCODE_COST * count + _CHAR_COST * (pos - start), "the objects its pickle builds"
         )
-    return pos, tuples
+    return pos, tuples, escaped
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the DeprecationWarnings that malformed ``STRING`` escapes make the parsers print."""
+def _quiet(escaped: bool) -> Iterator[None]:
+    """Silence the DeprecationWarnings that malformed ``STRING`` escapes make the unpickler
+    print, where the pickle has such strings (``escaped``)."""
+    if not escaped:
+        yield
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
@@ -1067,11 +1077,11 @@ def unpickle(
     builds is charged to ``budget`` (a fresh one of :data:`MAX_DECODED_BYTES` when not given).
     """
     budget = Budget(MAX_DECODED_BYTES) if budget is None else budget
-    end = scan(data, start, budget)
+    end, escaped = scan(data, start, budget)
     sink: dict[str, StorageRef] = {} if storages is None else storages
     token = _BUDGET.set(budget)
     try:
-        with _quiet():
+        with _quiet(escaped):
             obj = RestrictedUnpickler(io.BytesIO(data[start:end]), sink).load()
     except EmbeddingFileError:
         raise
