@@ -251,7 +251,11 @@ class _Archive:
         self.members = {member.name: member for member in members}
         if len(self.members) != len(members):
             _fail("zip archive lists a member twice")
-        pickles = [n for n in self.members if n == "data.pkl" or _one_dir(n, "data.pkl")]
+        pickles = [
+            n
+            for n in self.members
+            if n.endswith("data.pkl") and (n == "data.pkl" or _one_dir(n, "data.pkl"))
+        ]
         if not pickles:
             _fail("zip archive has no data.pkl: not a torch file")
         if len(pickles) > 1:
@@ -436,6 +440,10 @@ def _load_legacy(data: bytes, tensors: Tensors, budget: Budget) -> Any:
     return _Converter(tensors, fetch, False, budget).convert(obj, 0)
 
 
+#: values the converter returns as they are (ints too, once their width is checked)
+_PLAIN = frozenset({type(None), bool, float, str, bytes})
+
+
 class _Converter:
     """Turn unpickled records into plain Python; shared values stay shared, cycles are refused."""
 
@@ -449,9 +457,11 @@ class _Converter:
 
     def convert(self, obj: Any, depth: int) -> Any:
         kind = type(obj)
-        if kind is int and obj.bit_length() > MAX_INT_BITS:
-            _fail(f"pickle holds an int of {obj.bit_length():,} bits (at most {MAX_INT_BITS})")
-        if obj is None or kind in (bool, int, float, str, bytes):
+        if kind in _PLAIN:
+            return obj
+        if kind is int:
+            if obj.bit_length() > MAX_INT_BITS:
+                _fail(f"pickle holds an int of {obj.bit_length():,} bits (at most {MAX_INT_BITS})")
             return obj
         if depth > MAX_DEPTH:
             _fail(f"pickle nests containers more than {MAX_DEPTH} deep")
@@ -463,7 +473,13 @@ class _Converter:
         self.active.add(oid)
         out: Any
         if kind is dict:
-            out = {self.key(k, depth): self.convert(v, depth + 1) for k, v in obj.items()}
+            # str keys and plain values, most of a state dict, are taken as they are, uncalled
+            out = {
+                k if type(k) is str else self.key(k, depth): (
+                    v if type(v) in _PLAIN else self.convert(v, depth + 1)
+                )
+                for k, v in obj.items()
+            }
         elif kind is list:
             out = [self.convert(v, depth + 1) for v in obj]
         elif kind is tuple:
