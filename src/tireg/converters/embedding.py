@@ -129,7 +129,12 @@ class Embedding:
     @property
     def is_finite(self) -> bool:
         """False when any vector holds NaN or Inf (such files load, with a warning)."""
-        return all(bool(np.isfinite(arr).all()) for arr in self.vectors.values())
+        # the ufunc's own reduce: ``ndarray.all`` goes through numpy's Python-level wrapper,
+        # which for a small matrix costs more than the test itself (checked on every read)
+        return all(
+            bool(np.logical_and.reduce(np.isfinite(arr), axis=None))
+            for arr in self.vectors.values()
+        )
 
     def norms(self) -> dict[str, float]:
         """The L2 norm of each encoder's whole matrix (what the corpus README quotes)."""

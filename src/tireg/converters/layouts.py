@@ -69,8 +69,12 @@ def _is_tensor(value: Any) -> bool:
     return isinstance(value, np.ndarray)
 
 
+#: names of the dtypes vectors arrive in, looked up: ``str(dtype)`` runs numpy's Python code
+_DTYPE_NAMES = {np.dtype(name): name for name in ("float16", "float32", "float64")}
+
+
 def _dtype_name(value: np.ndarray) -> str:
-    return str(value.dtype)
+    return _DTYPE_NAMES.get(value.dtype) or str(value.dtype)
 
 
 def _text(value: Any) -> str | None:

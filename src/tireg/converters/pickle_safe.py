@@ -719,14 +719,16 @@ class RestrictedUnpickler(pickle.Unpickler):
         return ref
 
 
-def _opcode_table() -> dict[int, tuple[pickletools.OpcodeInfo, int, int, bool, bool]]:
-    """Opcode byte → (pickletools' description, layout, width, signed, int argument wanted).
+def _opcode_table() -> list[_Opcode | None]:
+    """Opcode byte → how :func:`_check_opcodes` steps over it (``None``: no such opcode).
 
     ``layout`` is pickletools' ``ArgumentDescriptor.n`` (a byte count, or one of its
     ``UP_TO_NEWLINE``/``TAKEN_FROM_ARGUMENT*`` codes), except ``GLOBAL``/``INST``, whose argument
     is two lines (:data:`_TWO_LINES`). For a length-prefixed argument, ``width`` and ``signed``
     describe its length prefix; for a fixed one, ``signed`` says how to read it as an int, which
-    :func:`_walk` does only for the opcodes :func:`scan` judges by their argument.
+    is done only for the opcodes whose argument a check looks at (``role`` :data:`_ROLE_INT` and
+    up). A 256-entry list indexed by the byte, not a dict of pickletools objects: the scan looks
+    an opcode up once per opcode, and that lookup is most of what it costs.
     """
     prefixes = {
         pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
@@ -734,7 +736,18 @@ def _opcode_table() -> dict[int, tuple[pickletools.OpcodeInfo, int, int, bool, b
         pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
         pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
     }
-    table: dict[int, tuple[pickletools.OpcodeInfo, int, int, bool, bool]] = {}
+    roles = {
+        **dict.fromkeys(_TUPLE_BUILDERS, _ROLE_TUPLE),
+        "GLOBAL": _ROLE_GLOBAL,
+        "INST": _ROLE_GLOBAL,
+        "STOP": _ROLE_STOP,
+        "STRING": _ROLE_ESCAPED,
+        "MEMOIZE": _ROLE_MEMOIZE,
+        **dict.fromkeys(_GETS, _ROLE_GET),
+        **dict.fromkeys(("PUT", "BINPUT", "LONG_BINPUT"), _ROLE_PUT),
+        **dict.fromkeys(_EXTS, _ROLE_EXT),
+    }
+    table: list[_Opcode | None] = [None] * 256
     for op in pickletools.opcodes:
         if op.arg is None:
             layout = 0
@@ -743,7 +756,7 @@ def _opcode_table() -> dict[int, tuple[pickletools.OpcodeInfo, int, int, bool, b
         else:
             layout = op.arg.n
         width, signed = prefixes.get(layout, (0, op.name == "EXT4"))
-        table[ord(op.code)] = (op, layout, width, signed, op.name in _INT_ARGS)
+        table[ord(op.code)] = (op.name, layout, width, signed, roles.get(op.name, _ROLE_PLAIN))
     return table
 
 
@@ -751,58 +764,36 @@ _TWO_LINES = -100
 _PUTS = frozenset(("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"))
 _GETS = frozenset(("GET", "BINGET", "LONG_BINGET"))
 _EXTS = frozenset(("EXT1", "EXT2", "EXT4"))
-_INT_ARGS = _PUTS | _GETS | _EXTS
 _TUPLE_BUILDERS = frozenset(("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "FROZENSET"))
+#: what a check does with an opcode; from :data:`_ROLE_INT` on, its argument is read as an int
+#: (for ``_ROLE_GET`` only when the stack model runs: nothing else looks at it)
+_ROLE_PLAIN, _ROLE_TUPLE, _ROLE_GLOBAL, _ROLE_STOP, _ROLE_MEMOIZE, _ROLE_ESCAPED = range(6)
+_ROLE_INT = _ROLE_GET = 6
+_ROLE_PUT, _ROLE_EXT = 7, 8
+#: (name, layout, width, signed, role), see :func:`_opcode_table`
+_Opcode = tuple[str, int, int, bool, int]
 _OPCODES = _opcode_table()
+_BINPUT = pickle.BINPUT[0]
 
 
-def _walk(data: bytes, start: int) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int]]:
-    """The opcodes of the pickle at ``data[start:]``: (opcode, argument, offset after it).
+def _skip_table() -> list[int]:
+    """Opcode byte → its length when :func:`_check_opcodes` may step over it unread: positive
+    for an opcode with a fixed-size argument no check looks at, negative for one it only counts
+    (``BINPUT``, whose one-byte index is always in range, and the tuple builders); 0 otherwise."""
+    skips = [0] * 256
+    for code, entry in enumerate(_OPCODES):
+        if entry is None or entry[1] < 0:
+            continue
+        name, layout, _, _, role = entry
+        if role in (_ROLE_PLAIN, _ROLE_GET):
+            skips[code] = 1 + layout
+        elif name == "BINPUT" or role == _ROLE_TUPLE:
+            skips[code] = -(1 + layout)
+    return skips
 
-    What ``pickletools.genops`` yields, at a fraction of its cost, because only the arguments a
-    check looks at are decoded: ``(module, name)`` for ``GLOBAL``/``INST`` (UTF-8, as the C
-    unpickler decodes them), an int for the memo and ``EXT`` opcodes; ``None`` for the rest,
-    whose bytes are only skipped, by the same length rules the C unpickler follows. Stops after
-    ``STOP``; a truncated argument or an unknown opcode is a corrupt pickle.
-    """
-    size = len(data)
-    pos = start
-    stop = ord(pickle.STOP)
-    while pos < size:
-        code = data[pos]
-        entry = _OPCODES.get(code)
-        if entry is None:
-            _fail(f"corrupt pickle (unknown opcode {code:#04x} at offset {pos})")
-        op, layout, width, signed, wants_int = entry
-        pos += 1
-        arg: Any = None
-        if layout >= 0:
-            end = pos + layout
-            if wants_int and end <= size:
-                arg = int.from_bytes(data[pos:end], "little", signed=signed)
-        elif width:
-            length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
-            if length < 0 or pos + width > size:
-                _fail(f"corrupt pickle ({op.name} has a bad length)")
-            end = pos + width + length
-        else:
-            end = data.find(b"\n", pos) + 1
-            if end and layout == _TWO_LINES:
-                first = data[pos : end - 1]
-                pos, end = end, data.find(b"\n", end) + 1
-                if end:
-                    arg = (first.decode("utf-8"), data[pos : end - 1].decode("utf-8"))
-            elif end and wants_int:
-                arg = int(data[pos : end - 1])
-            if not end:
-                _fail(f"corrupt pickle ({op.name} argument has no newline)")
-        if end > size:
-            _fail(f"corrupt pickle ({op.name} argument runs past the end)")
-        pos = end
-        yield op, arg, pos
-        if code == stop:
-            return
-    _fail("corrupt pickle (it ends before its STOP opcode)")
+
+_SKIPS = _skip_table()
+_NO_SKIPS = [0] * 256
 
 
 class _StackModel:
@@ -924,8 +915,10 @@ _PLAIN_PUSHES = frozenset(
 _SMALL_PICKLE = 16 * 1024
 
 
-def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
-    """Walk the opcodes of the pickle at ``data[start:]`` without running it; return its end.
+def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> tuple[int, bool]:
+    """Walk the opcodes of the pickle at ``data[start:]`` without running it; return its end,
+    and whether it holds protocol 0's escaped ``STRING`` (whose bad escapes make the unpickler
+    warn: only such a pickle needs the warnings silenced, which costs more than a small load).
 
     Refuses statically what needs no execution to judge: a ``GLOBAL``/``INST`` outside the
     allow-list, any ``EXT`` opcode, memo indices far beyond the entries written so far, tuples
@@ -941,64 +934,131 @@ def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> int:
     """
     model = _StackModel() if len(data) - start > _SMALL_PICKLE else None
     try:
-        end, tuples = _check_opcodes(data, start, budget, model)
+        end, tuples, escaped = _check_opcodes(data, start, budget, model)
         if model is None and tuples > MAX_TUPLE_DEPTH:
-            model = _StackModel()
-            before = start
-            for op, arg, after in _walk(data, start):
-                model.step(op.name, arg, after - before)
-                before = after
+            _check_opcodes(data, start, None, _StackModel())
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any parse failure is the file's
         raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
-    return end
+    return end, escaped
 
 
 def _check_opcodes(
     data: bytes, start: int, budget: Budget | None, model: _StackModel | None
-) -> tuple[int, int]:
+) -> tuple[int, int, bool]:
     """The checks of :func:`scan`, with ``model`` stepped alongside when given; returns (end,
-    tuple-building opcodes). A finding of the model is raised once every global was judged, so
-    a refusal names the unsafe global whatever else is wrong."""
-    puts = 0
-    tuples = 0
-    end = start
-    cost = 0
+    tuple-building opcodes, whether a ``STRING`` was seen). A finding of the model is raised
+    once every global was judged, so a refusal names the unsafe global whatever else is wrong.
+
+    One loop over the opcodes, skipping each argument by the length rules the C unpickler
+    follows and decoding only those a check reads: ``(module, name)`` for ``GLOBAL``/``INST``
+    (UTF-8, as the C unpickler decodes them), an int for the memo and ``EXT`` opcodes. A
+    truncated argument or an unknown opcode is a corrupt pickle. What the objects may cost is
+    ``_OPCODE_COST`` per opcode plus ``_CHAR_COST`` per byte, summed once at the end; it is
+    watched opcode by opcode only when the whole pickle could exceed what ``budget`` has left.
+    """
+    table = _OPCODES
+    size = len(data)
+    pos = start
+    puts = tuples = count = 0
+    escaped = False
+    worst = (_OPCODE_COST + _CHAR_COST) * (size - start)  # every byte an opcode of its own
+    watch = budget is not None and worst > budget.left
+    # opcodes no check reads, stepped over in two lines, unless the model or the budget watch
+    # wants to see each one
+    skips = _SKIPS if model is None and not watch else _NO_SKIPS
     wrong: EmbeddingFileError | None = None
-    for op, arg, after in _walk(data, start):
-        size = after - end
-        cost += _OPCODE_COST + _CHAR_COST * size
-        end = after
-        name = op.name
-        if name in _TUPLE_BUILDERS:
+    while True:
+        if pos >= size:
+            ends = "its last opcode runs past the end" if pos > size else "it has no STOP opcode"
+            _fail(f"corrupt pickle ({ends})")
+        code = data[pos]
+        skip = skips[code]
+        if skip:
+            count += 1
+            if skip > 0:
+                pos += skip
+                continue
+            pos -= skip
+            if code == _BINPUT:  # a one-byte memo index cannot be out of range: only counted
+                puts += 1
+            else:
+                tuples += 1
+            continue
+        entry = table[code]
+        if entry is None:
+            _fail(f"corrupt pickle (unknown opcode {code:#04x} at offset {pos})")
+        name, layout, width, signed, role = entry
+        began = pos
+        pos += 1
+        arg: Any = None
+        if layout >= 0:
+            end = pos + layout
+            if role >= _ROLE_INT and end <= size and (role != _ROLE_GET or model is not None):
+                arg = int.from_bytes(data[pos:end], "little", signed=signed)
+        elif width:
+            length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
+            if length < 0 or pos + width > size:
+                _fail(f"corrupt pickle ({name} has a bad length)")
+            end = pos + width + length
+        else:
+            end = data.find(b"\n", pos) + 1
+            if end and layout == _TWO_LINES:
+                first = data[pos : end - 1]
+                pos, end = end, data.find(b"\n", end) + 1
+                if end:
+                    arg = (first.decode("utf-8"), data[pos : end - 1].decode("utf-8"))
+            elif end and role >= _ROLE_INT:
+                arg = int(data[pos : end - 1])
+            if not end:
+                _fail(f"corrupt pickle ({name} argument has no newline)")
+        if end > size:
+            _fail(f"corrupt pickle ({name} argument runs past the end)")
+        pos = end
+        count += 1
+        if role == _ROLE_TUPLE:
             tuples += 1
-        elif name in ("GLOBAL", "INST"):
+        elif role == _ROLE_GLOBAL:
             _resolve(*arg)
-        elif name in _EXTS:
+        elif role == _ROLE_EXT:
             known = copyreg._inverted_registry.get(arg)  # type: ignore[attr-defined]
             raise UnsafePickleError(".".join(known) if known else f"copyreg extension code {arg}")
-        elif name in _PUTS:
-            if name != "MEMOIZE" and arg > puts + _MEMO_SLACK:
+        elif role == _ROLE_PUT:
+            if arg > puts + _MEMO_SLACK:
                 _fail(f"pickle memo index {arg} is out of range")
             puts += 1
+        elif role == _ROLE_MEMOIZE:
+            puts += 1
+        elif role == _ROLE_ESCAPED:
+            escaped = True
         if model is not None:
             try:
-                model.step(name, arg, size)
+                model.step(name, arg, end - began)
             except EmbeddingFileError as exc:
                 wrong, model = exc, None
-        if budget is not None and cost > budget.left:
-            budget.charge(cost, "the objects its pickle builds")
+        if watch and budget is not None:
+            cost = _OPCODE_COST * count + _CHAR_COST * (pos - start)
+            if cost > budget.left:
+                budget.charge(cost, "the objects its pickle builds")
+        if role == _ROLE_STOP:
+            break
     if wrong is not None:
         raise wrong
     if budget is not None:
-        budget.charge(cost, "the objects its pickle builds")
-    return end, tuples
+        budget.charge(
+            _OPCODE_COST * count + _CHAR_COST * (pos - start), "the objects its pickle builds"
+        )
+    return pos, tuples, escaped
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the DeprecationWarnings that malformed ``STRING`` escapes make the parsers print."""
+def _quiet(escaped: bool) -> Iterator[None]:
+    """Silence the DeprecationWarnings that malformed ``STRING`` escapes make the unpickler
+    print, where the pickle has such strings (``escaped``)."""
+    if not escaped:
+        yield
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
@@ -1017,11 +1077,11 @@ def unpickle(
     builds is charged to ``budget`` (a fresh one of :data:`MAX_DECODED_BYTES` when not given).
     """
     budget = Budget(MAX_DECODED_BYTES) if budget is None else budget
-    end = scan(data, start, budget)
+    end, escaped = scan(data, start, budget)
     sink: dict[str, StorageRef] = {} if storages is None else storages
     token = _BUDGET.set(budget)
     try:
-        with _quiet():
+        with _quiet(escaped):
             obj = RestrictedUnpickler(io.BytesIO(data[start:end]), sink).load()
     except EmbeddingFileError:
         raise

@@ -20,20 +20,21 @@ Vectors holding NaN or Inf still load (the user may want to inspect or delete th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from tireg.converters import a1111_png, internal, layouts, limits, pickle_safe, safetensors_file
 from tireg.converters.embedding import CLIP_G, CLIP_L, Embedding
 from tireg.converters.errors import EmbeddingFileError, NotAnEmbeddingError
-from tireg.files import MAX_FILE_BYTES, open_regular, read_at_most
+from tireg.files import MAX_FILE_BYTES, FileTooLargeError, open_regular, read_capped
 
 #: the most memory reading one file can take: a small hostile file (a pickle, a card) can decode
 #: to this much before it is refused, so callers reading many files at once budget for it
@@ -65,6 +66,8 @@ class ReadResult:
     carrier: str | None = None
     #: sha256 of the file's bytes (for ``tireg`` files this can differ from the provenance)
     sha256: str = ""
+    #: vectors holding NaN or Inf (the embedding loads, and will not work)
+    nonfinite: int = 0
 
 
 def container_of(data: bytes) -> str:
@@ -108,44 +111,41 @@ def read_file(path: str | os.PathLike[str]) -> Embedding:
     return read_file_detailed(path).embedding
 
 
-def read_file_detailed(path: str | os.PathLike[str]) -> ReadResult:
-    """Like :func:`read_file`, with the container, layout, stored dtypes and safety verdict."""
-    p = Path(path)
+def read_file_detailed(path: str | os.PathLike[str], *, warn: bool = True) -> ReadResult:
+    """Like :func:`read_file`, with the container, layout, stored dtypes and safety verdict;
+    ``warn=False`` leaves non-finite vectors to :attr:`ReadResult.nonfinite` alone."""
+    p = path if isinstance(path, Path) else Path(path)
     try:
-        with open_regular(p) as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise _too_large(stream, size)
-            data = read_at_most(stream, MAX_FILE_BYTES, size)
-        if len(data) > MAX_FILE_BYTES:  # it grew while being read
-            raise _too_large(None, len(data))
+        data = read_capped(p, MAX_FILE_BYTES)
+    except FileTooLargeError:
+        raise _too_large(p).with_path(p) from None
     except OSError as exc:
         raise EmbeddingFileError(f"cannot read file: {exc.strerror or exc}", path=p) from exc
-    except EmbeddingFileError as exc:
-        raise exc.with_path(p) from None
     # asked only when it matters: a file of no known format, whose first bytes an error quotes
     reveal = container_of(data) != "unknown" or not p.is_symlink()
     try:
-        return read_bytes_detailed(data, name_hint=p.stem, label=str(p), reveal=reveal)
+        return read_bytes_detailed(data, name_hint=p.stem, label=str(p), reveal=reveal, warn=warn)
     except EmbeddingFileError as exc:
         raise exc.with_path(p) from None
 
 
-def _too_large(stream: BinaryIO | None, size: int) -> EmbeddingFileError:
-    """Say what a big file is without reading it all (a safetensors header is enough)."""
-    head = stream.read(9) if stream is not None else b""
-    if stream is not None and len(head) == 9 and head[8:9] == b"{":
-        stream.seek(0)
-        try:
-            header = safetensors_file.read_header(stream, size)
-        except EmbeddingFileError:
-            pass
-        else:
-            count = len(header.tensors)
-            return NotAnEmbeddingError(
-                f"a safetensors file with {count:,} tensors ({size:,} bytes) — "
-                "looks like a checkpoint, not an embedding"
-            )
+def _too_large(path: Path) -> EmbeddingFileError:
+    """Say what a file over the cap is without reading it all (a safetensors header is enough)."""
+    try:
+        with open_regular(path) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if stream.read(9)[8:9] == b"{":
+                stream.seek(0)
+                with contextlib.suppress(EmbeddingFileError):
+                    count = len(safetensors_file.read_header(stream, size).tensors)
+                    return NotAnEmbeddingError(
+                        f"a safetensors file with {count:,} tensors ({size:,} bytes) — "
+                        "looks like a checkpoint, not an embedding"
+                    )
+    except OSError:
+        return NotAnEmbeddingError(
+            f"larger than {MAX_FILE_BYTES:,} bytes: too large for an embedding"
+        )
     return NotAnEmbeddingError(f"{size:,} bytes is too large for an embedding")
 
 
@@ -155,12 +155,20 @@ def read_bytes(data: bytes, *, name_hint: str) -> Embedding:
 
 
 def read_bytes_detailed(
-    data: bytes, *, name_hint: str, label: str | None = None, reveal: bool = True
+    data: bytes,
+    *,
+    name_hint: str,
+    label: str | None = None,
+    reveal: bool = True,
+    warn: bool = True,
 ) -> ReadResult:
     """Read bytes as an embedding, reporting how; ``label`` names the file in warnings.
 
     Whatever the container, the result passes :func:`tireg.converters.limits.check`. Errors quote
     the file's first bytes only when ``reveal`` (not for a file reached through a symlink).
+    Vectors holding NaN or Inf are counted in :attr:`ReadResult.nonfinite` and, when ``warn``,
+    reported as a :class:`NonFiniteVectorsWarning` (``tireg inspect`` lists them itself: a
+    warnings context per file would cost more than its reading).
     """
     if not data:
         raise EmbeddingFileError("empty file (0 bytes)")
@@ -177,15 +185,12 @@ def read_bytes_detailed(
     embedding = limits.check(result.embedding, result.dtypes)
     if embedding.source_sha256 is None:  # an internal-format file written without provenance
         embedding = embedding.with_meta(source_sha256=sha)
+    bad = 0
     if not embedding.is_finite:
         bad = sum(int((~np.isfinite(a)).any(axis=1).sum()) for a in embedding.vectors.values())
-        warnings.warn(
-            NonFiniteVectorsWarning(
-                f"{label or embedding.name}: {bad} vector(s) hold NaN or Inf; "
-                "the embedding loads but will not work"
-            ),
-            stacklevel=2,
-        )
+        if warn:
+            message = nonfinite_message(label or embedding.name, bad)
+            warnings.warn(NonFiniteVectorsWarning(message), stacklevel=2)
     return ReadResult(
         embedding,
         result.container,
@@ -194,7 +199,13 @@ def read_bytes_detailed(
         result.safety,
         result.carrier,
         sha,
+        bad,
     )
+
+
+def nonfinite_message(label: str, count: int) -> str:
+    """What is said of a file whose ``count`` vectors hold NaN or Inf."""
+    return f"{label}: {count} vector(s) hold NaN or Inf; the embedding loads but will not work"
 
 
 def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -105,11 +106,11 @@ def dtype_name(dtype: str) -> str:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise EmbeddingFileError(f"safetensors header repeats the key {key!r}")
-        out[key] = value
+    out = dict(pairs)  # a repeated key leaves fewer entries than pairs (looked for only then)
+    if len(out) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        key = next(key for key, count in counts.items() if count > 1)
+        raise EmbeddingFileError(f"safetensors header repeats the key {key!r}")
     return out
 
 

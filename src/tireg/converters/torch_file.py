@@ -71,7 +71,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NoReturn
+from typing import Any, BinaryIO, Literal, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -104,6 +104,16 @@ LEGACY_PROTOCOL = 1001
 _ZIP_MAGIC = b"PK\x03\x04"
 #: a zip local file header: signature .. extra length; we read flags, name and extra lengths
 _LOCAL_HEADER = struct.Struct("<4x2xH18xHH")
+#: the end of central directory record, the ZIP64 one and its locator, a central directory
+#: entry (APPNOTE.TXT 4.3.16, 4.3.14, 4.3.15, 4.3.12; zipfile's struct formats)
+_END = struct.Struct("<4s4H2LH")
+_END64 = struct.Struct("<4sQ2H2L4Q")
+_END64_LOCATOR = struct.Struct("<4sLQL")
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+#: a 32-bit size or offset with this value is in a ZIP64 extra field instead
+_ZIP64_MARK = 0xFFFFFFFF
+#: the newest "version needed to extract" zipfile accepts (6.3)
+_MAX_EXTRACT_VERSION = 63
 
 Tensors = Literal["load", "shape"]
 
@@ -190,34 +200,64 @@ def _guard(fn: Any) -> Any:
         ) from None
 
 
+class _Member(NamedTuple):
+    """One central-directory entry: what :meth:`_Archive.read` checks and slices by. ``name`` is
+    the whole stored name (zipfile's ``orig_filename``: NULs included); ``info`` is zipfile's own
+    record, kept where zipfile read the directory (to stream a compressed member through it).
+    A named tuple: an archive has several members, and a tuple is built at a fraction of a
+    frozen dataclass's cost."""
+
+    name: str
+    flag_bits: int
+    compress_type: int
+    crc: int
+    compress_size: int
+    file_size: int
+    header_offset: int
+    info: zipfile.ZipInfo | None = None
+
+    @classmethod
+    def of(cls, info: zipfile.ZipInfo) -> _Member:
+        return cls(
+            info.orig_filename,
+            info.flag_bits,
+            info.compress_type,
+            info.CRC,
+            info.compress_size,
+            info.file_size,
+            info.header_offset,
+            info,
+        )
+
+
 class _Archive:
     """A torch zip archive, read member by member with bounded reads.
 
-    ``data``, when the whole archive is in memory, lets stored members (all that torch writes)
-    be sliced out of it instead of streamed through :meth:`zipfile.ZipFile.open`, with the same
-    checks: local header signature and name, sizes, CRC.
+    ``data``, when the whole archive is in memory, lets its directory be read straight from the
+    bytes (:func:`_directory`) and stored members (all that torch writes) be sliced out of it
+    instead of streamed through :meth:`zipfile.ZipFile.open`, with the same checks: local header
+    signature and name, sizes, CRC. An archive laid out otherwise (a comment, zip64 fields,
+    compressed members), or one on disk, is read through :mod:`zipfile`.
     """
 
     def __init__(self, source: BinaryIO, data: bytes | None = None) -> None:
         self.data = data
-        try:
-            self.zip = zipfile.ZipFile(source)
-        except zipfile.BadZipFile:
-            source.seek(0)
-            if source.read(4) != _ZIP_MAGIC:
-                raise
-            # a zip is read from its directory at the end: one that starts right and has no
-            # directory stopped early (a cut download), which "not a zip file" would hide
-            _fail(ends_early(source.seek(0, os.SEEK_END)) + ", before the zip's directory")
-        infos = self.zip.infolist()
-        if any(info.filename != info.orig_filename for info in infos):
+        self.zip: zipfile.ZipFile | None = None
+        members = _directory(data) if data is not None else None
+        if members is None:
+            self.zip = _open_zip(source)
+            members = [_Member.of(info) for info in self.zip.infolist()]
+        if any("\0" in member.name for member in members):
             # zipfile cuts a name at its first NUL: 'data.pkl\0junk' would be read as 'data.pkl'
             _fail("zip archive has a member name with a NUL character")
-        names = [info.filename for info in infos]
-        if len(set(names)) != len(names):
+        self.members = {member.name: member for member in members}
+        if len(self.members) != len(members):
             _fail("zip archive lists a member twice")
-        self.members = {info.filename: info for info in infos}
-        pickles = [n for n in names if n == "data.pkl" or _one_dir(n, "data.pkl")]
+        pickles = [
+            n
+            for n in self.members
+            if n.endswith("data.pkl") and (n == "data.pkl" or _one_dir(n, "data.pkl"))
+        ]
         if not pickles:
             _fail("zip archive has no data.pkl: not a torch file")
         if len(pickles) > 1:
@@ -227,48 +267,50 @@ class _Archive:
         self.big_endian = False
 
     def read(self, name: str, limit: int) -> bytes:
-        info = self.members.get(self.prefix + name)
-        if info is None:
+        member = self.members.get(self.prefix + name)
+        if member is None:
             _fail(f"zip archive has no member {self.prefix + name!r}")
-        if info.flag_bits & 1:
-            _fail(f"zip member {info.filename!r} is encrypted")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            _fail(f"zip member {info.filename!r} uses an unsupported compression method")
-        size = info.file_size
+        shown = member.name
+        if member.flag_bits & 1:
+            _fail(f"zip member {shown!r} is encrypted")
+        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            _fail(f"zip member {shown!r} uses an unsupported compression method")
+        size = member.file_size
         if size > min(limit, self.budget.left):
-            _fail(f"zip member {info.filename!r} declares {size} bytes, over the limit")
-        if size > 1024 * 1024 and size > MAX_RATIO * max(info.compress_size, 1):
-            _fail(f"zip member {info.filename!r} has an absurd compression ratio")
-        if self.data is not None and info.compress_type == zipfile.ZIP_STORED:
-            blob = self._stored(info)
+            _fail(f"zip member {shown!r} declares {size} bytes, over the limit")
+        if size > 1024 * 1024 and size > MAX_RATIO * max(member.compress_size, 1):
+            _fail(f"zip member {shown!r} has an absurd compression ratio")
+        if self.data is not None and member.compress_type == zipfile.ZIP_STORED:
+            blob = self._stored(member)
         else:
-            with self.zip.open(info) as fh:
+            assert self.zip is not None and member.info is not None  # only _directory omits them
+            with self.zip.open(member.info) as fh:
                 blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
         if len(blob) != size:
-            _fail(f"zip member {info.filename!r} holds {len(blob)} bytes, not {size}")
-        self.budget.charge(size, f"zip member {info.filename!r}")
+            _fail(f"zip member {shown!r} holds {len(blob)} bytes, not {size}")
+        self.budget.charge(size, f"zip member {shown!r}")
         return blob
 
-    def _stored(self, info: zipfile.ZipInfo) -> bytes:
+    def _stored(self, member: _Member) -> bytes:
         """An uncompressed member's bytes, sliced from the in-memory archive."""
         data = self.data or b""
-        at = info.header_offset
+        at = member.header_offset
         header = data[at : at + _LOCAL_HEADER.size]
         if len(header) != _LOCAL_HEADER.size or not header.startswith(_ZIP_MAGIC):
-            _fail(f"zip member {info.filename!r} has a bad local header")
+            _fail(f"zip member {member.name!r} has a bad local header")
         flags, name_size, extra_size = _LOCAL_HEADER.unpack(header)
         if flags & 0x61:  # encrypted, patched or strongly encrypted: zipfile refuses these too
-            _fail(f"zip member {info.filename!r} is encrypted or patched")
+            _fail(f"zip member {member.name!r} is encrypted or patched")
         start = at + _LOCAL_HEADER.size
         name = data[start : start + name_size].decode("utf-8" if flags & 0x800 else "cp437")
-        if name != info.orig_filename:
-            _fail(f"zip member {info.filename!r} has another name in its local header")
+        if name != member.name:
+            _fail(f"zip member {member.name!r} has another name in its local header")
         start += name_size + extra_size
-        blob = data[start : start + info.compress_size]
-        if len(blob) != info.compress_size:
-            _fail(f"zip member {info.filename!r} is truncated")
-        if zlib.crc32(blob) != info.CRC:
-            _fail(f"zip member {info.filename!r} fails its CRC check")
+        blob = data[start : start + member.compress_size]
+        if len(blob) != member.compress_size:
+            _fail(f"zip member {member.name!r} is truncated")
+        if zlib.crc32(blob) != member.crc:
+            _fail(f"zip member {member.name!r} fails its CRC check")
         return blob
 
     def load(self, tensors: Tensors) -> Any:
@@ -286,6 +328,70 @@ class _Archive:
             return blobs[ref.key]
 
         return _Converter(tensors, fetch, self.big_endian, self.budget).convert(obj, 0)
+
+
+def _open_zip(source: BinaryIO) -> zipfile.ZipFile:
+    """:class:`zipfile.ZipFile` on ``source``; a zip that starts right and has no directory is
+    called what it is: cut short (a truncated download), which "not a zip file" would hide."""
+    try:
+        return zipfile.ZipFile(source)
+    except zipfile.BadZipFile:
+        source.seek(0)
+        if source.read(4) != _ZIP_MAGIC:
+            raise
+        _fail(ends_early(source.seek(0, os.SEEK_END)) + ", before the zip's directory")
+
+
+def _directory(data: bytes) -> list[_Member] | None:
+    """The members of an archive held in memory, read straight from its central directory when
+    it is laid out as torch (and :func:`zip_archive`) lay archives out: the end record last
+    (no comment), optionally preceded by a matching ZIP64 end record and locator, right after
+    the central directory, whose entries need no ZIP64 fields and are all stored. ``None`` for
+    anything else, which :mod:`zipfile` then reads (and judges) as before.
+
+    Why: :class:`zipfile.ZipFile` costs more than everything else in reading a small embedding
+    (it builds a ``ZipInfo`` per member and parses every extra field); this reads the same
+    fields (APPNOTE.TXT 4.3.12, 4.3.14-16) in one pass of :meth:`struct.Struct.unpack_from`.
+    """
+    end = len(data) - _END.size
+    if end < 0:
+        return None
+    sig, disk, first_disk, here, count, cd_size, cd_offset, comment = _END.unpack_from(data, end)
+    if sig != b"PK\x05\x06" or comment or disk or first_disk or here != count:
+        return None
+    cd_end = end
+    locator = end - _END64_LOCATOR.size
+    if locator >= 0 and data.startswith(b"PK\x06\x07", locator):
+        _, disk64, _, disks = _END64_LOCATOR.unpack_from(data, locator)
+        record = locator - _END64.size
+        if record < 0 or disk64 or disks > 1:
+            return None
+        fields = _END64.unpack_from(data, record)
+        if fields[0] != b"PK\x06\x06" or fields[4:] != (0, 0, count, count, cd_size, cd_offset):
+            return None
+        cd_end = record
+    if cd_offset + cd_size != cd_end:  # data before the archive, or a gap: zipfile's business
+        return None
+    members: list[_Member] = []
+    pos = cd_offset
+    while pos < cd_end:
+        if pos + _CENTRAL.size > cd_end:
+            return None
+        (sig, _, _, version, _, flags, method, _, _, crc, csize, usize, name_size, extra_size,
+         comment_size, _, _, _, offset) = _CENTRAL.unpack_from(data, pos)  # fmt: skip
+        start = pos + _CENTRAL.size
+        pos = start + name_size + extra_size + comment_size
+        if (
+            sig != b"PK\x01\x02"
+            or version > _MAX_EXTRACT_VERSION
+            or method != zipfile.ZIP_STORED
+            or _ZIP64_MARK in (csize, usize, offset)
+            or pos > cd_end
+        ):
+            return None
+        name = data[start : start + name_size].decode("utf-8" if flags & 0x800 else "cp437")
+        members.append(_Member(name, flags, method, crc, csize, usize, offset))
+    return members
 
 
 def _one_dir(name: str, leaf: str) -> bool:
@@ -336,6 +442,10 @@ def _load_legacy(data: bytes, tensors: Tensors, budget: Budget) -> Any:
     return _Converter(tensors, fetch, False, budget).convert(obj, 0)
 
 
+#: values the converter returns as they are (ints too, once their width is checked)
+_PLAIN = frozenset({type(None), bool, float, str, bytes})
+
+
 class _Converter:
     """Turn unpickled records into plain Python; shared values stay shared, cycles are refused."""
 
@@ -349,9 +459,11 @@ class _Converter:
 
     def convert(self, obj: Any, depth: int) -> Any:
         kind = type(obj)
-        if kind is int and obj.bit_length() > MAX_INT_BITS:
-            _fail(f"pickle holds an int of {obj.bit_length():,} bits (at most {MAX_INT_BITS})")
-        if obj is None or kind in (bool, int, float, str, bytes):
+        if kind in _PLAIN:
+            return obj
+        if kind is int:
+            if obj.bit_length() > MAX_INT_BITS:
+                _fail(f"pickle holds an int of {obj.bit_length():,} bits (at most {MAX_INT_BITS})")
             return obj
         if depth > MAX_DEPTH:
             _fail(f"pickle nests containers more than {MAX_DEPTH} deep")
@@ -363,7 +475,13 @@ class _Converter:
         self.active.add(oid)
         out: Any
         if kind is dict:
-            out = {self.key(k, depth): self.convert(v, depth + 1) for k, v in obj.items()}
+            # str keys and plain values, most of a state dict, are taken as they are, uncalled
+            out = {
+                k if type(k) is str else self.key(k, depth): (
+                    v if type(v) in _PLAIN else self.convert(v, depth + 1)
+                )
+                for k, v in obj.items()
+            }
         elif kind is list:
             out = [self.convert(v, depth + 1) for v in obj]
         elif kind is tuple:

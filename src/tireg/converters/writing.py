@@ -171,7 +171,7 @@ def _check_safetensors_name(embedding: Embedding) -> None:
 
 def output_paths(path: str | os.PathLike[str], count: int) -> list[Path]:
     """The files a write to ``path`` produces: ``path``, and for a pair ``<stem>_2<suffix>``."""
-    first = Path(path)
+    first = path if isinstance(path, Path) else Path(path)
     if count == 1:
         return [first]
     return [first, first.with_name(f"{first.stem}_2{first.suffix}")]
