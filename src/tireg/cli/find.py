@@ -16,12 +16,7 @@ from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
 from tireg.cli.output import console, print_json
 
 if TYPE_CHECKING:  # the commands import the catalogue when they run, so --help stays light
-    from contextlib import AbstractContextManager
-
-    from sqlalchemy.orm import Session
-
-    from tireg.db.session import Catalogue
-    from tireg.registry.query import EmbeddingSummary, Filters
+    from tireg.registry.query import EmbeddingSummary
 
 NAMING_RULE = (
     "NAME is an embedding's trigger (case and <brackets> ignored), a vectors-hash prefix of 6+ "
@@ -66,11 +61,6 @@ def register(app: typer.Typer) -> None:
     app.command("show", epilog=NAMING_RULE)(show_command)
     app.command("tag", epilog=NAMING_RULE)(tag_command)
     app.command("rm", epilog=NAMING_RULE)(rm_command)
-
-
-def _session(catalogue: Catalogue, filters: Filters) -> AbstractContextManager[Session]:
-    """A read session, or a write transaction when a model file may get recorded."""
-    return catalogue.reading() if filters.compatible_with is None else catalogue.transaction()
 
 
 _COLUMNS = ("name (type this)", "family", "vectors", "step", "trained on", "tags")
@@ -137,8 +127,8 @@ def list_command(
     filters = query.Filters(
         family, concept_type, source, tag, vectors, compatible_with=compatible_with
     )
-    with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
-        rows = query.list_embeddings(session, filters, limit=limit or None)
+    with open_catalogue(db) as catalogue:
+        rows = query.list_catalogue(catalogue, filters, limit=limit or None)
     if json_out:
         print_json([r.to_dict() for r in rows])
         return
@@ -206,17 +196,12 @@ def search_command(
         found = remote.search_remote(remote_name, text, base_model=base_model, limit=limit)
         _print_remote(found, json_out)
         return
-    from tireg.registry import available
-
     filters = query.Filters(
         family, concept_type, source, tag, vectors, compatible_with=compatible_with
     )
-    with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
-        rows = query.search(session, text, filters, limit=limit)
-        # what is known but not downloaded has no family, tags or vectors to filter on
-        remote_rows = (
-            available.search(session, text, limit=limit) if filters == query.Filters() else []
-        )
+    with open_catalogue(db) as catalogue:
+        results = query.search_catalogue(catalogue, text, filters, limit=limit)
+    rows, remote_rows = results.local, results.available
     if json_out:
         print_json(
             [{**r.to_dict(), "state": "local"} for r in rows] + [a.to_dict() for a in remote_rows]
@@ -274,8 +259,8 @@ def show_command(
     from tireg.db import open_catalogue
     from tireg.registry import query
 
-    with open_catalogue(db) as catalogue, catalogue.reading() as session:
-        info = query.show(session, name, source=source)
+    with open_catalogue(db) as catalogue:
+        info = query.show_embedding(catalogue, name, source=source)
     data = info.to_dict()
     if json_out:
         print_json(data)

@@ -271,17 +271,13 @@ def check(
     """
     from tireg.checkpoints import FAMILY_LABELS
     from tireg.db import open_catalogue
-    from tireg.registry.compat import check as check_compat
+    from tireg.registry.compat import check_catalogue
 
-    catalogue = open_catalogue(db)
-    try:
-        with (
-            _byte_bar(_total_size([Path(model)]), json_out) as progress,
-            catalogue.transaction() as session,
-        ):
-            ref, results = check_compat(session, model, embeddings or (), progress=progress)
-    finally:
-        catalogue.close()
+    with (
+        open_catalogue(db) as catalogue,
+        _byte_bar(_total_size([Path(model)]), json_out) as progress,
+    ):
+        ref, results = check_catalogue(catalogue, model, embeddings or (), progress=progress)
     if json_out:
         print_json({"model": ref.as_dict(), "embeddings": [r.to_dict() for r in results]})
         return

@@ -44,6 +44,7 @@ from tireg.checkpoints import (
 )
 from tireg.checkpoints.known_models import OLD_HASH
 from tireg.db.schema import CheckpointRow, CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
+from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.registry.models import (
     KNOWN,
@@ -536,3 +537,16 @@ def check(
         for row in rows
     ]
     return model, results
+
+
+def check_catalogue(
+    catalogue: Catalogue,
+    model_spec: str,
+    embedding_specs: Sequence[str] = (),
+    *,
+    progress: ByteProgress | None = None,
+) -> tuple[ModelRef, list[CheckResult]]:
+    """:func:`check` in a write transaction of its own: a model given as a file not seen before
+    is hashed and recorded, so the next check names it without reading it again."""
+    with catalogue.transaction() as session:
+        return check(session, model_spec, embedding_specs, progress=progress)
