@@ -13,7 +13,7 @@ from rich.text import Text
 
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
-from tireg.cli.output import console, print_json
+from tireg.cli.output import Column, console, print_json, print_listing
 
 if TYPE_CHECKING:  # the commands import the catalogue when they run, so --help stays light
     from tireg.registry.query import EmbeddingSummary
@@ -63,36 +63,25 @@ def register(app: typer.Typer) -> None:
     app.command("rm", epilog=NAMING_RULE)(rm_command)
 
 
-_COLUMNS = ("name (type this)", "family", "vectors", "step", "trained on", "tags")
+#: a listing of embeddings; step and trained-on model tell versions of one embedding apart
+_EMBEDDING_COLUMNS = (
+    Column("name (type this)", no_wrap=True),  # what the user types: never broken up
+    *(Column(h, min_width=len(h)) for h in ("family", "vectors", "step", "trained on", "tags")),
+    Column("about", overflow="ellipsis", no_wrap=True, ratio=1),
+)
 
 
-def _table(rows: list[EmbeddingSummary], title: str) -> Table:
-    """A listing; step and trained-on model tell versions of one embedding apart."""
-    table = Table(title=title)
-    table.add_column(_COLUMNS[0], no_wrap=True)  # what the user types: never broken up
-    for column in _COLUMNS[1:]:
-        table.add_column(column, overflow="fold", min_width=len(column))
-    table.add_column("about", overflow="ellipsis", no_wrap=True, ratio=1)
-    for row in rows:
-        description = (row.description or "").splitlines()[0][:60] if row.description else ""
-        table.add_row(
-            Text(row.ref),
-            row.family,
-            str(row.num_vectors),
-            "" if row.step is None else str(row.step),
-            Text(row.trained_on or ""),
-            Text(", ".join(row.tags)),
-            Text(description),
-        )
-    return table
-
-
-def _print_listing(rows: list[EmbeddingSummary], title: str) -> None:
-    """The table, or one line saying nothing matched (an empty frame reads as a glitch)."""
-    if rows:
-        console.print(_table(rows, title))
-    else:
-        console.print("no matches")
+def _embedding_cells(row: EmbeddingSummary) -> tuple[Any, ...]:
+    about = (row.description or "").splitlines()[0][:60] if row.description else ""
+    return (
+        row.ref,
+        row.family,
+        row.num_vectors,
+        row.step,
+        row.trained_on,
+        ", ".join(row.tags),
+        about,
+    )
 
 
 def list_command(
@@ -129,11 +118,8 @@ def list_command(
     )
     with open_catalogue(db) as catalogue:
         rows = query.list_catalogue(catalogue, filters, limit=limit or None)
-    if json_out:
-        print_json([r.to_dict() for r in rows])
-        return
-    _print_listing(rows, "catalogue")
-    if limit and len(rows) == limit:
+    print_listing(rows, _EMBEDDING_COLUMNS, _embedding_cells, json_out=json_out, title="catalogue")
+    if not json_out and limit and len(rows) == limit:
         console.print(f"(first {limit}; --limit 0 lists all)")
 
 
@@ -143,18 +129,15 @@ def _print_near_duplicates(db: str | None, json_out: bool) -> None:
 
     with open_catalogue(db) as catalogue:
         groups = near_duplicates(catalogue)
-    if json_out:
-        print_json(groups)
-        return
-    if not groups:
-        console.print("no near-duplicates")
-        return
-    table = Table(title="near-duplicates (same vectors within float16 rounding)")
-    table.add_column("group", justify="right")
-    table.add_column("embeddings (type these)")
-    for number, refs in enumerate(groups, 1):
-        table.add_row(str(number), Text("\n".join(refs)))
-    console.print(table)
+    print_listing(
+        list(enumerate(groups, 1)),
+        (Column("group", justify="right"), "embeddings (type these)"),
+        lambda group: (group[0], "\n".join(group[1])),
+        json_out=json_out,
+        title="near-duplicates (same vectors within float16 rounding)",
+        empty="no near-duplicates",
+        as_json=lambda group: group[1],
+    )
 
 
 def search_command(
@@ -208,39 +191,32 @@ def search_command(
         )
         return
     if rows or not remote_rows:
-        _print_listing(rows, f"search: {text}")
-    if remote_rows:
-        table = Table(title="available, not downloaded (tireg install REF)")
-        table.add_column("ref (install this)", no_wrap=True)  # what the user types: whole
-        for column in ("kind", "trigger", "base model", "title"):
-            table.add_column(column, overflow="fold")
-        for entry in remote_rows:
-            table.add_row(
-                Text(entry.ref),
-                entry.kind,
-                Text(entry.trigger or ""),
-                Text(entry.base_model or ""),
-                Text(entry.title or ""),
-            )
-        console.print(table)
+        title = f"search: {text}"
+        print_listing(rows, _EMBEDDING_COLUMNS, _embedding_cells, json_out=False, title=title)
+    print_listing(
+        remote_rows,
+        (Column("ref (install this)", no_wrap=True), "kind", "trigger", "base model", "title"),
+        lambda entry: (entry.ref, entry.kind, entry.trigger, entry.base_model, entry.title),
+        json_out=False,
+        title="available, not downloaded (tireg install REF)",
+        empty=None,
+    )
 
 
 def _print_remote(found: list[dict[str, Any]], json_out: bool) -> None:
-    if json_out:
-        print_json(found)
-        return
-    table = Table(title="remote search")
-    for column in ("spec (tireg install)", "name", "trigger", "base models", "downloads"):
-        table.add_column(column, overflow="fold")
-    for item in found:
-        table.add_row(
-            Text(item["spec"]),
-            Text(item.get("name") or ""),
-            Text(item.get("trigger") or ""),
-            Text(", ".join(item.get("base_models") or [])),
-            str(item.get("downloads") or ""),
-        )
-    console.print(table)
+    print_listing(
+        found,
+        ("spec (tireg install)", "name", "trigger", "base models", "downloads"),
+        lambda item: (
+            item["spec"],
+            item.get("name"),
+            item.get("trigger"),
+            ", ".join(item.get("base_models") or []),
+            item.get("downloads") or "",
+        ),
+        json_out=json_out,
+        title="remote search",
+    )
 
 
 def show_command(
@@ -352,14 +328,14 @@ def _text(value: Any) -> str:
 
 
 def _records(title: str, records: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    if not records:
-        return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for record in records:
-        table.add_row(*(Text(_text(record.get(c))) for c in columns))
-    console.print(table)
+    print_listing(
+        records,
+        columns,
+        lambda record: [_text(record.get(c)) for c in columns],
+        json_out=False,
+        title=title,
+        empty=None,
+    )
 
 
 def tag_command(
