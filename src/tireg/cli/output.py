@@ -13,27 +13,21 @@ no command can forget to; ``--json`` output escapes them as JSON ``\\u`` sequenc
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from rich.console import Console, ConsoleOptions, RenderableType
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.segment import Segment
 from rich.text import Span, Text
+
+if TYPE_CHECKING:  # progress bars import rich.progress (and its live display) when one is drawn
+    from rich.progress import Progress, ProgressColumn
 
 #: what a terminal acts on instead of showing: C0 controls (tab and newline aside), DEL, C1
 #: controls, and the bidi marks, embeddings, overrides and isolates that reorder what follows
@@ -191,8 +185,10 @@ def _cell(value: Any) -> Text:
 
 def item_progress(*, disable: bool = False) -> Progress:
     """The progress bar for work counted in items (files, repos, sources), drawn on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     return Progress(
-        _Description(),
+        _description_column()(),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -204,8 +200,16 @@ def item_progress(*, disable: bool = False) -> Progress:
 
 def byte_progress(*, disable: bool = False) -> Progress:
     """The progress bar for work counted in bytes (downloads, hashing), drawn on stderr."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
-        _Description(),
+        _description_column()(),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -216,9 +220,15 @@ def byte_progress(*, disable: bool = False) -> Progress:
     )
 
 
-class _Description(ProgressColumn):
-    """A task's description (a file or repo name): plain text, never parsed as rich markup,
+@functools.cache
+def _description_column() -> type[ProgressColumn]:
+    """The column class for a task's description (a file or repo name), defined on first use
+    so that rich.progress loads only with a bar: plain text, never parsed as rich markup,
     escaped before the column is measured (so an escaped name is not cut to its raw width)."""
+    from rich.progress import ProgressColumn, Task
 
-    def render(self, task: Task) -> Text:
-        return Text(printable(task.description), style="progress.description")
+    class Description(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(printable(task.description), style="progress.description")
+
+    return Description
