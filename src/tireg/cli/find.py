@@ -270,10 +270,15 @@ def show_command(
     _records("installs", data["installs"], ("state", "target", "path", "format"))
     _records("compatibility", data["compat"], ("relation", "model_ref", "evidence"))
     _records("previews", data["previews"], ("location", "sha256"))
-    if data["validations"]:
-        console.print(validations_table(data["validations"]))
-    if data["lineage"]:
-        console.print(lineage_table(data["lineage"]))
+    print_validations(data["validations"], json_out=False, empty=None)
+    print_listing(
+        data["lineage"],
+        ("", "ref", "step", "loss", "operation", "run"),
+        _lineage_cells,
+        json_out=False,
+        title="lineage (versions of the run)",
+        empty=None,
+    )
     if info.same_name:
         console.print(
             "same name, other embeddings: " + ", ".join(info.same_name),
@@ -282,43 +287,40 @@ def show_command(
         )
 
 
-def lineage_table(versions: list[dict[str, Any]]) -> Table:
-    """The versions of the run that made an embedding (``*`` marks the one shown)."""
-    table = Table(title="lineage (versions of the run)")
-    for column in ("", "ref", "step", "loss", "operation", "run"):
-        table.add_column(column, overflow="fold")
-    for version in versions:
-        loss = version["loss"]
-        table.add_row(
-            "*" if version["this"] else "",
-            Text(version["ref"]),
-            _text(version["step"]),
-            "" if loss is None else f"{loss:.4f}",
-            version["operation"],
-            version["run_id"][:12],
-        )
-    return table
+def _lineage_cells(version: dict[str, Any]) -> tuple[Any, ...]:
+    """A version of the run that made an embedding (``*`` marks the one shown)."""
+    loss = version["loss"]
+    return (
+        "*" if version["this"] else "",
+        version["ref"],
+        version["step"],
+        "" if loss is None else f"{loss:.4f}",
+        version["operation"],
+        version["run_id"][:12],
+    )
 
 
-def validations_table(runs: list[dict[str, Any]]) -> Table:
+def print_validations(runs: list[dict[str, Any]], *, json_out: bool, empty: str | None) -> None:
     """Recorded validation runs (:func:`tireg.registry.validations.run_record`), one per row;
-    ``show`` and ``validations`` both print it."""
-    table = Table(title="validations")
-    for column in ("run", "when", "models", "embeddings", "seeds", "grid"):
-        table.add_column(column, overflow="fold")
-    for run in runs:
-        models = ", ".join(
-            f"{m['name']} [{(m['autov2'] or m['sha256'] or '-')[:10]}]" for m in run["models"]
-        )
-        table.add_row(
-            str(run["id"]),
+    ``show`` and ``validations`` both print them."""
+    print_listing(
+        runs,
+        ("run", "when", "models", "embeddings", "seeds", "grid"),
+        lambda run: (
+            run["id"],
             f"{run['started_at']:%Y-%m-%d %H:%M}",
-            Text(models),
-            Text(", ".join(e["ref"] or "" for e in run["embeddings"])),
+            ", ".join(
+                f"{m['name']} [{(m['autov2'] or m['sha256'] or '-')[:10]}]" for m in run["models"]
+            ),
+            ", ".join(e["ref"] or "" for e in run["embeddings"]),
             ", ".join(map(str, run["seeds"])),
-            Text(run["grid"] + ("" if run["grid_present"] else " (missing)")),
-        )
-    return table
+            run["grid"] + ("" if run["grid_present"] else " (missing)"),
+        ),
+        json_out=json_out,
+        title="validations",
+        empty=empty,
+        as_json=lambda run: run,
+    )
 
 
 def _text(value: Any) -> str:
