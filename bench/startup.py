@@ -19,13 +19,20 @@ that cost the most and which heavy packages (SQLAlchemy, requests, huggingface_h
 numpy, torch...) the command loaded. ``--baseline-src DIR`` also times another checkout's ``src``
 (say, the main branch's) in the same rounds, for a before/after ratio.
 
-Run: ``.venv/bin/python bench/startup.py [--repeat 15] [--baseline-src /tmp/main/src]``
+On a shared, loaded machine wall and CPU times drift by several times between runs (other
+processes evict the caches and share the cores); ``--instructions`` also counts the instructions
+each process executes under valgrind's callgrind, once per variant: slow (about 50x), but the
+same count on every run, so a before/after ratio holds whatever else the machine is doing.
+
+Run: ``.venv/bin/python bench/startup.py [--repeat 15] [--baseline-src /tmp/main/src]
+[--instructions]``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -77,6 +84,13 @@ class Variant:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
 
+    def instructions(self) -> int:
+        """Instructions the process executes, counted by callgrind (deterministic)."""
+        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *self.argv]
+        err = subprocess.run(argv, env=self.env, check=True, capture_output=True, text=True)
+        (count,) = re.findall(r"Collected : (\d+)", err.stderr)
+        return int(count)
+
     def importtime(self) -> list[tuple[str, int, int]]:
         """(module, self µs, cumulative µs) for every import, from ``-X importtime``."""
         env = {**self.env, "PYTHONPROFILEIMPORTTIME": "1"}
@@ -106,6 +120,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--top", type=int, default=8, help="importers listed per command")
     parser.add_argument("--baseline-src", type=Path, help="another checkout's src to compare")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions (needs valgrind)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tireg-bench-startup-"))
@@ -167,6 +184,17 @@ def main() -> None:
             if args.baseline_src is not None:
                 line += f"; baseline / tireg: {min(ours['baseline', command].wall) / t:4.2f}x"
             print(line)
+
+        if args.instructions:
+            print("\ninstructions executed (callgrind, millions):")
+            counts = {v.label: v.instructions() for v in variants}
+            for v in variants:
+                print(f"  {v.label:34} {counts[v.label] / 1e6:8.0f}")
+            if args.baseline_src is not None:
+                for command in commands:
+                    before = counts[ours["baseline", command].label]
+                    after = counts[ours["tireg", command].label]
+                    print(f"  baseline / tireg, {command}: {before / after:4.2f}x")
 
         for command in commands:
             report_imports(ours["tireg", command], args.top)

@@ -195,3 +195,39 @@ def test_no_import_cycles_inside_a_package() -> None:
                 elif nxt not in trail and nxt.rsplit(".", 1)[0] == start.rsplit(".", 1)[0]:
                     stack.append((nxt, [*trail, nxt]))
     assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
+
+
+#: what opens, drives or ends a catalogue session or transaction: the registry's to call
+SESSION_CALLS = {
+    "transaction",
+    "reading",
+    "begin",
+    "begin_nested",
+    "commit",
+    "rollback",
+    "execute",
+    "scalar",
+    "scalars",
+    "sessionmaker",
+    "Session",
+}
+
+
+def test_cli_never_opens_a_session_or_transaction() -> None:
+    """Public registry functions take a ``Catalogue`` and own their transactions; a command
+    opens the catalogue, calls one of them and prints. A session opened in the CLI would put
+    the transaction's bounds (what commits together) in the layer that cannot test them."""
+    bad = []
+    for path in sorted((SRC / "cli").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(SRC)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                modules += [a.name for a in node.names]
+                bad += [f"{where} imports {m}" for m in modules if m.startswith("sqlalchemy")]
+            elif isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in SESSION_CALLS:
+                    bad.append(f"{where} calls {name}()")
+    assert not bad, "\n".join(bad)

@@ -66,28 +66,15 @@ def test_search_finds_infix_and_cjk_substrings(tireg_cli, tmp_path: Path) -> Non
 
 @pytest.mark.sqlite_only
 def test_a_catalogue_from_0002_gets_its_trigram_index(tmp_path: Path) -> None:
-    import sqlite3
-
-    from alembic import command
-
+    from tests.registry.old_catalogue import catalogue_at
     from tireg.db import open_catalogue
-    from tireg.db.session import alembic_config
     from tireg.registry import query
 
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
-    with open_catalogue(url) as cat, cat.engine.begin() as conn:
-        command.downgrade(alembic_config(conn), "0002")
-    raw = sqlite3.connect(tmp_path / "old.sqlite")
-    with raw:
-        raw.execute(
-            "INSERT INTO embeddings (id, vectors_sha256, name, name_key, family, num_vectors,"
-            " widths, nsfw, store_path, created_at, updated_at) VALUES (1, 'ab', '大猫板蓝根',"
-            " '大猫板蓝根', 'sd1', 1, 'clip_l:768', 0, 'a/ab', '2024-01-01', '2024-01-01')"
-        )
+    with catalogue_at(tmp_path / "old.sqlite", "0002", "大猫板蓝根") as raw:
         raw.execute(
             "INSERT INTO embedding_search (rowid, name, triggers, description, tags, sources)"
             " VALUES (1, '大猫板蓝根', '大猫板蓝根', '', '', '')"
         )
-    raw.close()
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     with open_catalogue(url) as cat, cat.reading() as session:  # upgrades to head
         assert [r.name for r in query.search(session, "板蓝根")] == ["大猫板蓝根"]

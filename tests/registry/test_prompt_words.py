@@ -54,30 +54,17 @@ def test_install_lands_under_the_word_users_type(tireg_cli, tmp_path: Path) -> N
 
 
 def test_a_catalogue_from_0006_learns_its_file_stems(tmp_path: Path) -> None:
-    import sqlite3
-
-    from alembic import command
-
+    from tests.registry.old_catalogue import catalogue_at
     from tireg.db import open_catalogue
-    from tireg.db.session import alembic_config
     from tireg.registry import naming
 
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
-    with open_catalogue(url) as cat, cat.engine.begin() as conn:
-        command.downgrade(alembic_config(conn), "0006")
-    raw = sqlite3.connect(tmp_path / "old.sqlite")
-    with raw:
-        raw.execute(
-            "INSERT INTO embeddings (id, vectors_sha256, name, name_key, family, num_vectors,"
-            " widths, nsfw, store_path, created_at, updated_at) VALUES (1, 'ab', 'bad_prompt',"
-            " 'bad_prompt', 'sd1', 1, 'clip_l:768', 0, 'a/ab', '2024-01-01', '2024-01-01')"
-        )
+    with catalogue_at(tmp_path / "old.sqlite", "0006", "bad_prompt") as raw:
         raw.executemany(
             "INSERT INTO provenance (embedding_id, location, original_format, original_sha256,"
             " name_in_file, imported_at) VALUES (1, ?, 'a1111-pt', ?, 'bad_prompt', '2024-01-01')",
             [("/e/bad_prompt_version2.pt", "cd"), ("/hub/learned_embeds.bin", "ef")],
         )
-    raw.close()
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     with open_catalogue(url) as cat, cat.reading() as session:  # upgrades to head
         row = naming.resolve(session, "BAD_PROMPT_VERSION2")
         assert [w.word for w in row.prompt_words] == ["bad_prompt_version2"]

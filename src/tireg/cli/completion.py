@@ -14,8 +14,8 @@ def embedding_refs(incomplete: str) -> list[str]:
     from tireg.registry import completion
 
     try:
-        with open_catalogue() as catalogue, catalogue.reading() as session:
-            return completion.embedding_refs(session, incomplete)
+        with open_catalogue() as catalogue:
+            return completion.embedding_refs(catalogue, incomplete)
     except TiregError:
         return []
 
@@ -26,7 +26,7 @@ def model_names(incomplete: str) -> list[str]:
     from tireg.registry import completion
 
     try:
-        with open_catalogue() as catalogue, catalogue.reading() as session:
-            return completion.model_names(session, incomplete)
+        with open_catalogue() as catalogue:
+            return completion.model_names(catalogue, incomplete)
     except TiregError:
         return []

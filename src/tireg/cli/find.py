@@ -13,15 +13,10 @@ from rich.text import Text
 
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
-from tireg.cli.output import console, print_json
+from tireg.cli.output import Column, console, print_json, print_listing
 
 if TYPE_CHECKING:  # the commands import the catalogue when they run, so --help stays light
-    from contextlib import AbstractContextManager
-
-    from sqlalchemy.orm import Session
-
-    from tireg.db.session import Catalogue
-    from tireg.registry.query import EmbeddingSummary, Filters
+    from tireg.registry.query import EmbeddingSummary
 
 NAMING_RULE = (
     "NAME is an embedding's trigger (case and <brackets> ignored), a vectors-hash prefix of 6+ "
@@ -68,41 +63,25 @@ def register(app: typer.Typer) -> None:
     app.command("rm", epilog=NAMING_RULE)(rm_command)
 
 
-def _session(catalogue: Catalogue, filters: Filters) -> AbstractContextManager[Session]:
-    """A read session, or a write transaction when a model file may get recorded."""
-    return catalogue.reading() if filters.compatible_with is None else catalogue.transaction()
+#: a listing of embeddings; step and trained-on model tell versions of one embedding apart
+_EMBEDDING_COLUMNS = (
+    Column("name (type this)", no_wrap=True),  # what the user types: never broken up
+    *(Column(h, min_width=len(h)) for h in ("family", "vectors", "step", "trained on", "tags")),
+    Column("about", overflow="ellipsis", no_wrap=True, ratio=1),
+)
 
 
-_COLUMNS = ("name (type this)", "family", "vectors", "step", "trained on", "tags")
-
-
-def _table(rows: list[EmbeddingSummary], title: str) -> Table:
-    """A listing; step and trained-on model tell versions of one embedding apart."""
-    table = Table(title=title)
-    table.add_column(_COLUMNS[0], no_wrap=True)  # what the user types: never broken up
-    for column in _COLUMNS[1:]:
-        table.add_column(column, overflow="fold", min_width=len(column))
-    table.add_column("about", overflow="ellipsis", no_wrap=True, ratio=1)
-    for row in rows:
-        description = (row.description or "").splitlines()[0][:60] if row.description else ""
-        table.add_row(
-            Text(row.ref),
-            row.family,
-            str(row.num_vectors),
-            "" if row.step is None else str(row.step),
-            Text(row.trained_on or ""),
-            Text(", ".join(row.tags)),
-            Text(description),
-        )
-    return table
-
-
-def _print_listing(rows: list[EmbeddingSummary], title: str) -> None:
-    """The table, or one line saying nothing matched (an empty frame reads as a glitch)."""
-    if rows:
-        console.print(_table(rows, title))
-    else:
-        console.print("no matches")
+def _embedding_cells(row: EmbeddingSummary) -> tuple[Any, ...]:
+    about = (row.description or "").splitlines()[0][:60] if row.description else ""
+    return (
+        row.ref,
+        row.family,
+        row.num_vectors,
+        row.step,
+        row.trained_on,
+        ", ".join(row.tags),
+        about,
+    )
 
 
 def list_command(
@@ -137,13 +116,10 @@ def list_command(
     filters = query.Filters(
         family, concept_type, source, tag, vectors, compatible_with=compatible_with
     )
-    with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
-        rows = query.list_embeddings(session, filters, limit=limit or None)
-    if json_out:
-        print_json([r.to_dict() for r in rows])
-        return
-    _print_listing(rows, "catalogue")
-    if limit and len(rows) == limit:
+    with open_catalogue(db) as catalogue:
+        rows = query.list_catalogue(catalogue, filters, limit=limit or None)
+    print_listing(rows, _EMBEDDING_COLUMNS, _embedding_cells, json_out=json_out, title="catalogue")
+    if not json_out and limit and len(rows) == limit:
         console.print(f"(first {limit}; --limit 0 lists all)")
 
 
@@ -153,18 +129,15 @@ def _print_near_duplicates(db: str | None, json_out: bool) -> None:
 
     with open_catalogue(db) as catalogue:
         groups = near_duplicates(catalogue)
-    if json_out:
-        print_json(groups)
-        return
-    if not groups:
-        console.print("no near-duplicates")
-        return
-    table = Table(title="near-duplicates (same vectors within float16 rounding)")
-    table.add_column("group", justify="right")
-    table.add_column("embeddings (type these)")
-    for number, refs in enumerate(groups, 1):
-        table.add_row(str(number), Text("\n".join(refs)))
-    console.print(table)
+    print_listing(
+        list(enumerate(groups, 1)),
+        (Column("group", justify="right"), "embeddings (type these)"),
+        lambda group: (group[0], "\n".join(group[1])),
+        json_out=json_out,
+        title="near-duplicates (same vectors within float16 rounding)",
+        empty="no near-duplicates",
+        as_json=lambda group: group[1],
+    )
 
 
 def search_command(
@@ -206,56 +179,44 @@ def search_command(
         found = remote.search_remote(remote_name, text, base_model=base_model, limit=limit)
         _print_remote(found, json_out)
         return
-    from tireg.registry import available
-
     filters = query.Filters(
         family, concept_type, source, tag, vectors, compatible_with=compatible_with
     )
-    with open_catalogue(db) as catalogue, _session(catalogue, filters) as session:
-        rows = query.search(session, text, filters, limit=limit)
-        # what is known but not downloaded has no family, tags or vectors to filter on
-        remote_rows = (
-            available.search(session, text, limit=limit) if filters == query.Filters() else []
-        )
+    with open_catalogue(db) as catalogue:
+        results = query.search_catalogue(catalogue, text, filters, limit=limit)
+    rows, remote_rows = results.local, results.available
     if json_out:
         print_json(
             [{**r.to_dict(), "state": "local"} for r in rows] + [a.to_dict() for a in remote_rows]
         )
         return
     if rows or not remote_rows:
-        _print_listing(rows, f"search: {text}")
-    if remote_rows:
-        table = Table(title="available, not downloaded (tireg install REF)")
-        table.add_column("ref (install this)", no_wrap=True)  # what the user types: whole
-        for column in ("kind", "trigger", "base model", "title"):
-            table.add_column(column, overflow="fold")
-        for entry in remote_rows:
-            table.add_row(
-                Text(entry.ref),
-                entry.kind,
-                Text(entry.trigger or ""),
-                Text(entry.base_model or ""),
-                Text(entry.title or ""),
-            )
-        console.print(table)
+        title = f"search: {text}"
+        print_listing(rows, _EMBEDDING_COLUMNS, _embedding_cells, json_out=False, title=title)
+    print_listing(
+        remote_rows,
+        (Column("ref (install this)", no_wrap=True), "kind", "trigger", "base model", "title"),
+        lambda entry: (entry.ref, entry.kind, entry.trigger, entry.base_model, entry.title),
+        json_out=False,
+        title="available, not downloaded (tireg install REF)",
+        empty=None,
+    )
 
 
 def _print_remote(found: list[dict[str, Any]], json_out: bool) -> None:
-    if json_out:
-        print_json(found)
-        return
-    table = Table(title="remote search")
-    for column in ("spec (tireg install)", "name", "trigger", "base models", "downloads"):
-        table.add_column(column, overflow="fold")
-    for item in found:
-        table.add_row(
-            Text(item["spec"]),
-            Text(item.get("name") or ""),
-            Text(item.get("trigger") or ""),
-            Text(", ".join(item.get("base_models") or [])),
-            str(item.get("downloads") or ""),
-        )
-    console.print(table)
+    print_listing(
+        found,
+        ("spec (tireg install)", "name", "trigger", "base models", "downloads"),
+        lambda item: (
+            item["spec"],
+            item.get("name"),
+            item.get("trigger"),
+            ", ".join(item.get("base_models") or []),
+            item.get("downloads") or "",
+        ),
+        json_out=json_out,
+        title="remote search",
+    )
 
 
 def show_command(
@@ -274,8 +235,8 @@ def show_command(
     from tireg.db import open_catalogue
     from tireg.registry import query
 
-    with open_catalogue(db) as catalogue, catalogue.reading() as session:
-        info = query.show(session, name, source=source)
+    with open_catalogue(db) as catalogue:
+        info = query.show_embedding(catalogue, name, source=source)
     data = info.to_dict()
     if json_out:
         print_json(data)
@@ -309,10 +270,15 @@ def show_command(
     _records("installs", data["installs"], ("state", "target", "path", "format"))
     _records("compatibility", data["compat"], ("relation", "model_ref", "evidence"))
     _records("previews", data["previews"], ("location", "sha256"))
-    if data["validations"]:
-        console.print(validations_table(data["validations"]))
-    if data["lineage"]:
-        console.print(lineage_table(data["lineage"]))
+    print_validations(data["validations"], json_out=False, empty=None)
+    print_listing(
+        data["lineage"],
+        ("", "ref", "step", "loss", "operation", "run"),
+        _lineage_cells,
+        json_out=False,
+        title="lineage (versions of the run)",
+        empty=None,
+    )
     if info.same_name:
         console.print(
             "same name, other embeddings: " + ", ".join(info.same_name),
@@ -321,43 +287,40 @@ def show_command(
         )
 
 
-def lineage_table(versions: list[dict[str, Any]]) -> Table:
-    """The versions of the run that made an embedding (``*`` marks the one shown)."""
-    table = Table(title="lineage (versions of the run)")
-    for column in ("", "ref", "step", "loss", "operation", "run"):
-        table.add_column(column, overflow="fold")
-    for version in versions:
-        loss = version["loss"]
-        table.add_row(
-            "*" if version["this"] else "",
-            Text(version["ref"]),
-            _text(version["step"]),
-            "" if loss is None else f"{loss:.4f}",
-            version["operation"],
-            version["run_id"][:12],
-        )
-    return table
+def _lineage_cells(version: dict[str, Any]) -> tuple[Any, ...]:
+    """A version of the run that made an embedding (``*`` marks the one shown)."""
+    loss = version["loss"]
+    return (
+        "*" if version["this"] else "",
+        version["ref"],
+        version["step"],
+        "" if loss is None else f"{loss:.4f}",
+        version["operation"],
+        version["run_id"][:12],
+    )
 
 
-def validations_table(runs: list[dict[str, Any]]) -> Table:
+def print_validations(runs: list[dict[str, Any]], *, json_out: bool, empty: str | None) -> None:
     """Recorded validation runs (:func:`tireg.registry.validations.run_record`), one per row;
-    ``show`` and ``validations`` both print it."""
-    table = Table(title="validations")
-    for column in ("run", "when", "models", "embeddings", "seeds", "grid"):
-        table.add_column(column, overflow="fold")
-    for run in runs:
-        models = ", ".join(
-            f"{m['name']} [{(m['autov2'] or m['sha256'] or '-')[:10]}]" for m in run["models"]
-        )
-        table.add_row(
-            str(run["id"]),
+    ``show`` and ``validations`` both print them."""
+    print_listing(
+        runs,
+        ("run", "when", "models", "embeddings", "seeds", "grid"),
+        lambda run: (
+            run["id"],
             f"{run['started_at']:%Y-%m-%d %H:%M}",
-            Text(models),
-            Text(", ".join(e["ref"] or "" for e in run["embeddings"])),
+            ", ".join(
+                f"{m['name']} [{(m['autov2'] or m['sha256'] or '-')[:10]}]" for m in run["models"]
+            ),
+            ", ".join(e["ref"] or "" for e in run["embeddings"]),
             ", ".join(map(str, run["seeds"])),
-            Text(run["grid"] + ("" if run["grid_present"] else " (missing)")),
-        )
-    return table
+            run["grid"] + ("" if run["grid_present"] else " (missing)"),
+        ),
+        json_out=json_out,
+        title="validations",
+        empty=empty,
+        as_json=lambda run: run,
+    )
 
 
 def _text(value: Any) -> str:
@@ -367,14 +330,14 @@ def _text(value: Any) -> str:
 
 
 def _records(title: str, records: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    if not records:
-        return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for record in records:
-        table.add_row(*(Text(_text(record.get(c))) for c in columns))
-    console.print(table)
+    print_listing(
+        records,
+        columns,
+        lambda record: [_text(record.get(c)) for c in columns],
+        json_out=False,
+        title=title,
+        empty=None,
+    )
 
 
 def tag_command(

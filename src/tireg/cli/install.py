@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from tireg.cli import completion
 from tireg.cli.find import NAMING_RULE, SourceOption
 from tireg.cli.options import DbOption, HfEndpointOption, JsonOption, NamesArgument
-from tireg.cli.output import byte_progress, console, err_console, print_json
+from tireg.cli.output import byte_progress, console, err_console, print_json, print_listing
 from tireg.errors import TiregError
 
 if TYPE_CHECKING:  # the commands import the catalogue when they run, so --help stays light
@@ -147,14 +146,19 @@ def install_command(
         return
     for ref in result.fetched:
         console.print(f"catalogued {ref}", markup=False, soft_wrap=True)
-    if result.installed:
-        table = Table(title="installed")
-        for column in ("embedding", "status", "type in a prompt", "file"):
-            table.add_column(column, overflow="fold")
-        for done in result.installed:
-            files = f"{done.path}\n{done.preview}" if done.preview else done.path
-            table.add_row(Text(done.ref), done.status, Text(done.prompt), Text(files))
-        console.print(table)
+    print_listing(
+        result.installed,
+        ("embedding", "status", "type in a prompt", "file"),
+        lambda done: (
+            done.ref,
+            done.status,
+            done.prompt,
+            f"{done.path}\n{done.preview}" if done.preview else done.path,
+        ),
+        json_out=False,
+        title="installed",
+        empty=None,
+    )
     if dest is not None and dest.target == "invokeai":
         console.print(
             "InvokeAI 4+: run Scan Folder (in place) on the embedding folder once, "
@@ -224,14 +228,18 @@ def installed_command(
         files = installing.installed(
             catalogue, specs=names or [], target=ui, under=under, source=source
         )
-    if json_out:
-        print_json([f.to_dict() for f in files])
-        return
-    table = Table(title="installed")
-    for column in ("embedding", "type in a prompt", "state", "ui", "format", "file"):
-        table.add_column(column, overflow="fold")
-    for f in files:
-        style = {"ok": "green", "modified": "yellow", "missing": "red"}[f.state]
-        state = Text(f.state, style=style)
-        table.add_row(Text(f.ref), Text(f.prompt), state, f.target, f.format, Text(f.path))
-    console.print(table)
+    print_listing(
+        files,
+        ("embedding", "type in a prompt", "state", "ui", "format", "file"),
+        lambda f: (
+            f.ref,
+            f.prompt,
+            Text(f.state, style={"ok": "green", "modified": "yellow", "missing": "red"}[f.state]),
+            f.target,
+            f.format,
+            f.path,
+        ),
+        json_out=json_out,
+        title="installed",
+        empty="nothing installed",
+    )

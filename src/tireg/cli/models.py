@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,7 +13,10 @@ from rich.text import Text
 
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import byte_progress, console, print_json
+from tireg.cli.output import Column, byte_progress, console, print_json, print_listing
+
+if TYPE_CHECKING:  # the commands import the registry when they run, so --help stays light
+    from tireg.registry.models import AddedModel
 
 model_app = typer.Typer(
     name="model",
@@ -129,29 +132,32 @@ def model_add(
             added = add_models(catalogue, paths, name=name, refresh=refresh, progress=progress)
     finally:
         catalogue.close()
-    if json_out:
-        print_json([a.to_dict() for a in added])
-        return
-    table = Table(title="tireg model add")
-    table.add_column("name", overflow="fold")
-    table.add_column("family", no_wrap=True)
-    table.add_column("old hash", no_wrap=True)
-    table.add_column("AutoV2", no_wrap=True)
-    table.add_column("known as", overflow="fold")
-    table.add_column("path", overflow="fold")
-    for item in added:
-        facts = item.facts
-        family = facts.detection.label + ("" if facts.detection.supported else " (not served)")
-        h = facts.hashes
-        table.add_row(
-            Text(item.name),
-            family,
-            h.old_hash if h and h.old_hash_meaningful else "—",
-            h.autov2 if h else "—",
-            ", ".join(facts.known_as) or "—",
-            Text(str(facts.path)),
-        )
-    console.print(table)
+    print_listing(
+        added,
+        (
+            "name",
+            Column("family", no_wrap=True),
+            Column("old hash", no_wrap=True),
+            Column("AutoV2", no_wrap=True),
+            "known as",
+            "path",
+        ),
+        _added_cells,
+        json_out=json_out,
+        title="tireg model add",
+    )
+
+
+def _added_cells(item: AddedModel) -> tuple[Any, ...]:
+    facts, hashes = item.facts, item.facts.hashes
+    return (
+        item.name,
+        facts.detection.label + ("" if facts.detection.supported else " (not served)"),
+        hashes.old_hash if hashes and hashes.old_hash_meaningful else "—",
+        hashes.autov2 if hashes else "—",
+        ", ".join(facts.known_as) or "—",
+        str(facts.path),
+    )
 
 
 def _add_hash(
@@ -214,24 +220,25 @@ def model_list(
         records = list_models(catalogue, origin=origin)
     finally:
         catalogue.close()
-    if json_out:
-        print_json(records)
-        return
-    table = Table(title=f"checkpoints ({len(records)})")
-    table.add_column("name", overflow="fold", min_width=20)
-    table.add_column("family")
-    table.add_column("old hash", no_wrap=True)
-    table.add_column("AutoV2", no_wrap=True)
-    table.add_column("file", overflow="fold")
-    for r in records:
-        table.add_row(
-            Text(r["name"]),
+    print_listing(
+        records,
+        (
+            Column("name", min_width=20),
+            "family",
+            Column("old hash", no_wrap=True),
+            Column("AutoV2", no_wrap=True),
+            "file",
+        ),
+        lambda r: (
+            r["name"],
             FAMILY_LABELS.get(r["family"], r["family"]),
             r["old_hash"] or "—",
             r["autov2"] or "—",
-            Text(r["path"] or f"({r['origin']})"),
-        )
-    console.print(table)
+            r["path"] or f"({r['origin']})",
+        ),
+        json_out=json_out,
+        title=f"checkpoints ({len(records)})",
+    )
 
 
 _STYLE = {
@@ -271,35 +278,31 @@ def check(
     """
     from tireg.checkpoints import FAMILY_LABELS
     from tireg.db import open_catalogue
-    from tireg.registry.compat import check as check_compat
+    from tireg.registry.compat import check_catalogue
 
-    catalogue = open_catalogue(db)
-    try:
-        with (
-            _byte_bar(_total_size([Path(model)]), json_out) as progress,
-            catalogue.transaction() as session,
-        ):
-            ref, results = check_compat(session, model, embeddings or (), progress=progress)
-    finally:
-        catalogue.close()
+    with (
+        open_catalogue(db) as catalogue,
+        _byte_bar(_total_size([Path(model)]), json_out) as progress,
+    ):
+        ref, results = check_catalogue(catalogue, model, embeddings or (), progress=progress)
     if json_out:
         print_json({"model": ref.to_dict(), "embeddings": [r.to_dict() for r in results]})
         return
     console.print(
         f"model: {ref.name} — {ref.label}" + (f" ({ref.note})" if ref.note else ""), markup=False
     )
-    table = Table()
-    for column in ("embedding", "family", "verdict", "reason"):
-        table.add_column(column)
-    for r in results:
-        style = _STYLE.get(r.verdict.relation, "")
-        table.add_row(
-            Text(r.ref),
+    print_listing(
+        results,
+        ("embedding", "family", "verdict", "reason"),
+        lambda r: (
+            r.ref,
             FAMILY_LABELS.get(r.family, r.family),
-            Text(r.verdict.relation, style=style),
-            Text(r.verdict.reason),
-        )
-    console.print(table)
+            Text(r.verdict.relation, style=_STYLE.get(r.verdict.relation, "")),
+            r.verdict.reason,
+        ),
+        json_out=False,
+        empty="no embeddings in the catalogue",
+    )
     if embeddings:
         for r in results:
             for line in r.verdict.evidence:

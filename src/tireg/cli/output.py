@@ -1,7 +1,9 @@
 """Shared terminal output: one rich console for results, one for errors, and JSON printing.
 
-Every listing command offers ``--json``; they all print through :func:`print_json` so the shape
-(a JSON array or object, UTF-8, no colour codes) is the same everywhere.
+Every listing prints through :func:`print_listing`, the one helper for a list of records: a table
+for people, or with ``--json`` the records as one JSON array (as sqlite-utils' ``output_rows``
+does for its commands), and one line instead of an empty table. Other documents print through
+:func:`print_json`, so the shape (UTF-8, strict JSON, no colour codes) is the same everywhere.
 
 Names come from files and servers, so they may hold terminal controls: ``ESC ] 0 ;...BEL``
 retitles the window, ``ESC [ 2 J`` clears the screen, U+202E reverses what follows. Both consoles
@@ -11,26 +13,21 @@ no command can forget to; ``--json`` output escapes them as JSON ``\\u`` sequenc
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import sys
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from rich.console import Console, ConsoleOptions, RenderableType
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.segment import Segment
 from rich.text import Span, Text
+
+if TYPE_CHECKING:  # progress bars import rich.progress (and its live display) when one is drawn
+    from rich.progress import Progress, ProgressColumn
 
 #: what a terminal acts on instead of showing: C0 controls (tab and newline aside), DEL, C1
 #: controls, and the bidi marks, embeddings, overrides and isolates that reorder what follows
@@ -115,10 +112,83 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a listing: its header and how rich lays it out (``Table.add_column``).
+
+    Refs and specs, what a user copies into the next command, are ``no_wrap`` so they are never
+    broken across lines; other text folds rather than being cut.
+    """
+
+    header: str
+    no_wrap: bool = False
+    overflow: Literal["fold", "crop", "ellipsis"] = "fold"
+    justify: Literal["left", "right"] = "left"
+    min_width: int | None = None
+    ratio: int | None = None
+
+
+def print_listing(
+    records: Sequence[T],
+    columns: Sequence[Column | str],
+    cells: Callable[[T], Sequence[Any]],
+    *,
+    json_out: bool,
+    title: str | Text | None = None,
+    empty: str | None = "no matches",
+    as_json: Callable[[T], Any] | None = None,
+) -> None:
+    """Print ``records``: a JSON array of each one's ``to_dict()`` (or ``as_json``) with
+    ``--json``; else a table of ``cells(record)`` under ``columns``, or the line ``empty`` when
+    there are none (an empty frame reads as a glitch; ``None`` prints nothing).
+
+    Every cell is plain text (a :class:`~rich.text.Text` keeps its style): names come from files
+    and servers, and ``[...]`` in one must never be read as rich markup.
+    """
+    if json_out:
+        print_json([(as_json or _to_dict)(record) for record in records])
+        return
+    if not records:
+        if empty is not None:
+            console.print(empty, markup=False, soft_wrap=True)
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        c = Column(column) if isinstance(column, str) else column
+        table.add_column(
+            c.header,
+            no_wrap=c.no_wrap,
+            overflow=c.overflow,
+            justify=c.justify,
+            min_width=c.min_width,
+            ratio=c.ratio,
+        )
+    for record in records:
+        table.add_row(*(_cell(value) for value in cells(record)))
+    console.print(table)
+
+
+def _to_dict(record: Any) -> Any:
+    return record.to_dict() if hasattr(record, "to_dict") else record
+
+
+def _cell(value: Any) -> Text:
+    if isinstance(value, Text):
+        return value
+    return Text("" if value is None else str(value))
+
+
 def item_progress(*, disable: bool = False) -> Progress:
     """The progress bar for work counted in items (files, repos, sources), drawn on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     return Progress(
-        _Description(),
+        _description_column()(),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -130,8 +200,16 @@ def item_progress(*, disable: bool = False) -> Progress:
 
 def byte_progress(*, disable: bool = False) -> Progress:
     """The progress bar for work counted in bytes (downloads, hashing), drawn on stderr."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
-        _Description(),
+        _description_column()(),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -142,9 +220,15 @@ def byte_progress(*, disable: bool = False) -> Progress:
     )
 
 
-class _Description(ProgressColumn):
-    """A task's description (a file or repo name): plain text, never parsed as rich markup,
+@functools.cache
+def _description_column() -> type[ProgressColumn]:
+    """The column class for a task's description (a file or repo name), defined on first use
+    so that rich.progress loads only with a bar: plain text, never parsed as rich markup,
     escaped before the column is measured (so an escaped name is not cut to its raw width)."""
+    from rich.progress import ProgressColumn, Task
 
-    def render(self, task: Task) -> Text:
-        return Text(printable(task.description), style="progress.description")
+    class Description(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(printable(task.description), style="progress.description")
+
+    return Description

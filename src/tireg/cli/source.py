@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import console, item_progress, print_json
+from tireg.cli.output import console, item_progress, print_json, print_listing
 
 if TYPE_CHECKING:  # the commands import the catalogue and the sources when they run
     from tireg.registry import source_sync
@@ -53,10 +53,7 @@ def add(
     with open_catalogue(db) as catalogue:
         ids = source_sync.add_source(catalogue, kind, location, ref=ref, path=path)
         rows = [s for s in source_sync.list_sources(catalogue) if s.id in set(ids)]
-    if json_out:
-        print_json([vars(s) for s in rows])
-    else:
-        _table(rows, title=f"added {len(rows)} source(s)")
+    _print_sources(rows, json_out=json_out, title=f"added {len(rows)} source(s)")
 
 
 @group.command("sync")
@@ -124,28 +121,21 @@ def list_(
 
     with open_catalogue(db) as catalogue:
         rows = source_sync.list_sources(catalogue, kind=kind, status=status)
+    _print_sources(rows, json_out=json_out, title="sources")
+
+
+def _print_sources(rows: list[source_sync.SourceSummary], *, json_out: bool, title: str) -> None:
+    """Sources as a listing; reasons (manual, gone, failed) follow the table, one line each."""
+    print_listing(
+        rows,
+        ("id", "kind", "status", "embeddings", "title", "base model", "locator"),
+        lambda s: (s.id, s.kind, s.status, s.embeddings, s.title, s.base_model_hint, s.locator),
+        json_out=json_out,
+        title=title,
+        as_json=vars,
+    )
     if json_out:
-        print_json([vars(s) for s in rows])
-    else:
-        _table(rows, title="sources")
-
-
-def _table(rows: list[source_sync.SourceSummary], *, title: str) -> None:
-    """Sources as a table; reasons (manual, gone, failed) follow it, one line each."""
-    table = Table(title=title)
-    for column in ("id", "kind", "status", "embeddings", "title", "base model", "locator"):
-        table.add_column(column, overflow="fold")
-    for s in rows:
-        table.add_row(
-            str(s.id),
-            s.kind,
-            s.status,
-            str(s.embeddings),
-            s.title or "",
-            s.base_model_hint or "",
-            s.locator,
-        )
-    console.print(table)
+        return
     for s in rows:
         if s.status_reason:
             console.print(f"source {s.id}: {s.status_reason}", markup=False, soft_wrap=True)

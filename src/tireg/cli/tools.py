@@ -11,7 +11,7 @@ from rich.text import Text
 
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
-from tireg.cli.output import console, print_json
+from tireg.cli.output import Column, console, print_json, print_listing
 
 if TYPE_CHECKING:
     from tireg.registry.reshape import Made
@@ -64,18 +64,13 @@ def similar_command(
 
     with open_catalogue(db) as catalogue:
         found = similar(catalogue, name, limit=limit)
-    if json_out:
-        print_json([n.to_dict() for n in found])
-        return
-    if not found:
-        console.print("no matches")
-        return
-    table = Table(title=f"similar to {name}")
-    for column in ("name (type this)", "family", "vectors", "score"):
-        table.add_column(column, no_wrap=column == "name (type this)")
-    for n in found:
-        table.add_row(Text(n.ref), n.family, str(n.num_vectors), f"{n.score:.4f}")
-    console.print(table)
+    print_listing(
+        found,
+        (Column("name (type this)", no_wrap=True), "family", "vectors", "score"),
+        lambda n: (n.ref, n.family, n.num_vectors, f"{n.score:.4f}"),
+        json_out=json_out,
+        title=f"similar to {name}",
+    )
 
 
 def _print_made(made: Made, json_out: bool) -> None:

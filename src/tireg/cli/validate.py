@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tireg.cli.find import NAMING_RULE, validations_table
+from tireg.cli.find import NAMING_RULE, print_validations
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import console, item_progress, print_json
 
@@ -186,9 +186,4 @@ def validations_command(
 
     with open_catalogue(db) as catalogue:
         runs = list_runs(catalogue, name, model=model)
-    if json_out:
-        print_json(runs)
-    elif runs:
-        console.print(validations_table(runs))
-    else:
-        console.print("no validation runs recorded", markup=False)
+    print_validations(runs, json_out=json_out, empty="no validation runs recorded")

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, selectinload
 from tireg.checkpoints import FAMILY_LABELS, SUPPORTED_FAMILIES
 from tireg.checkpoints.known_models import OLD_HASH
 from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
+from tireg.db.session import Catalogue
 from tireg.progress import Advance
 from tireg.registry.model_refs import ModelFile, ModelRef, names_for_hash, resolve_model, user_files
 from tireg.registry.naming import refs, resolve_many
@@ -312,3 +313,16 @@ def check(
         for row in rows
     ]
     return model, results
+
+
+def check_catalogue(
+    catalogue: Catalogue,
+    model_spec: str,
+    embedding_specs: Sequence[str] = (),
+    *,
+    progress: Advance | None = None,
+) -> tuple[ModelRef, list[CheckResult]]:
+    """:func:`check` in a write transaction of its own: a model given as a file not seen before
+    is hashed and recorded, so the next check names it without reading it again."""
+    with catalogue.transaction() as session:
+        return check(session, model_spec, embedding_specs, progress=progress)

@@ -13,9 +13,10 @@ at about a microsecond per matching row instead of a scan per filter.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, and_, func, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -29,7 +30,8 @@ from tireg.db.schema import (
 )
 from tireg.errors import TiregError
 from tireg.files import sha256_file
-from tireg.registry import search_index, search_text
+from tireg.registry import available, search_text
+from tireg.registry.available import AvailableEntry
 from tireg.registry.lineage import lineage_of
 from tireg.registry.naming import (
     _provenance_from,
@@ -40,6 +42,9 @@ from tireg.registry.naming import (
     refs_of,
     resolve,
 )
+
+if TYPE_CHECKING:
+    from tireg.db.session import Catalogue
 
 #: at most this many word matches are ranked in one question (see :func:`search`)
 RANK_CAP = 2000
@@ -252,6 +257,9 @@ def search(
     matches are taken first (a materialised CTE) and only then joined and filtered, so a filter
     never turns into a per-row index lookup.
     """
+    # the index's upkeep knows the well-known checkpoints' names; `list` never needs them
+    from tireg.registry import search_index
+
     filters = _resolved(session, filters)
     index = search_index.backend(session)
     if index is None:
@@ -329,6 +337,50 @@ def _search_like(
         session,
         list(session.scalars(found.options(selectinload(EmbeddingRow.tags)))),
     )
+
+
+# -- the same questions asked of a catalogue, each in a session of its own -------------------
+
+
+def _session_for(catalogue: Catalogue, filters: Filters) -> AbstractContextManager[Session]:
+    """A read session, or a write transaction when ``compatible_with`` may name a model file,
+    which :func:`tireg.registry.compat.resolve_model` hashes and records."""
+    return catalogue.reading() if filters.compatible_with is None else catalogue.transaction()
+
+
+def list_catalogue(
+    catalogue: Catalogue, filters: Filters = Filters(), *, limit: int | None = 100
+) -> list[EmbeddingSummary]:
+    """:func:`list_embeddings` in a session of its own (``tireg list``)."""
+    with _session_for(catalogue, filters) as session:
+        return list_embeddings(session, filters, limit=limit)
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    """What ``tireg search`` finds: catalogued matches, best first, then sources known but not
+    downloaded (asked only without filters: they have no family, tags or vectors to filter on)."""
+
+    local: list[EmbeddingSummary]
+    available: list[AvailableEntry]
+
+
+def search_catalogue(
+    catalogue: Catalogue, text: str, filters: Filters = Filters(), *, limit: int = 20
+) -> SearchResults:
+    """:func:`search` and :func:`tireg.registry.available.search` in one session."""
+    with _session_for(catalogue, filters) as session:
+        local = search(session, text, filters, limit=limit)
+        remote = available.search(session, text, limit=limit) if filters == Filters() else []
+    return SearchResults(local, remote)
+
+
+def show_embedding(
+    catalogue: Catalogue, spec: str, *, source: str | None = None
+) -> EmbeddingDetails:
+    """:func:`show` in a read session of its own (``tireg show``)."""
+    with catalogue.reading() as session:
+        return show(session, spec, source=source)
 
 
 # -- show ------------------------------------------------------------------------------------
