@@ -10,7 +10,7 @@ file; :meth:`ContentStore.verify` proves it on demand.
 
 An import stores a batch of files at a time (:meth:`ContentStore.put_many`) before the one
 transaction that records them: each file is still fsynced before it is published and its folder
-fsynced after, but the fsyncs of the whole batch run at once, so the file system commits them
+fsynced after, but the whole batch's are in flight at once, so the file system commits them
 together instead of one journal commit per file (what made ``tireg add`` wait on the disk).
 """
 
@@ -20,13 +20,14 @@ import errno
 import os
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tireg import config
 from tireg.converters import Embedding, EmbeddingFileError, internal
 from tireg.errors import TiregError
-from tireg.files import TMP_SUFFIX, atomic_batch, atomic_write_bytes
+from tireg.files import SYNC_THREADS, TMP_SUFFIX, atomic_write_bytes
 
 SUFFIX = ".safetensors"
 #: a temporary older than this belongs to a writer that died; younger ones may be in flight in
@@ -91,33 +92,21 @@ class ContentStore:
         return relative_path(sha)
 
     def put_many(self, embeddings: Iterable[Embedding]) -> None:
-        """:meth:`put` each embedding, durably once this returns, paying for durability once.
+        """:meth:`put` each embedding, on :data:`~tireg.files.SYNC_THREADS` threads at once.
 
-        The files not stored yet are written as temporaries, fsynced concurrently, published
-        (hard links, as :meth:`put` does), and each folder they went to is fsynced once
-        (:func:`tireg.files.atomic_batch`). Should another process publish one of them
-        meanwhile, the rest go through :meth:`put`, which keeps a good file it finds.
+        Every file is still written, fsynced, published and its folder fsynced before this
+        returns, exactly as :meth:`put` does; done at once, the file system commits the fsyncs of
+        the whole batch together instead of one journal commit after another, and the waits
+        (each small system call too, for the GIL) overlap.
         """
-        wanted: dict[str, Embedding] = {}
-        for embedding in embeddings:
-            wanted.setdefault(embedding.vectors_sha256(), embedding)
-        try:
-            with atomic_batch() as batch:
-                for sha, embedding in wanted.items():
-                    target = self.path(sha)
-                    present = target.is_file()
-                    if present and self._holds(target, sha):
-                        continue
-                    # a damaged file is replaced; otherwise the first to publish wins
-                    batch.add([(target, internal.dumps(embedding))], overwrite=present)
-                batch.commit()
-        except FileExistsError:
-            # another process published one of them meanwhile: the rest one at a time, keeping
-            # the good files found (what is published already is found and kept)
-            for embedding in wanted.values():
+        wanted = list({e.vectors_sha256(): e for e in embeddings}.values())
+        if len(wanted) < 2:
+            for embedding in wanted:
                 self.put(embedding)
-        except OSError as exc:
-            raise _store_error(exc, Path(exc.filename or self.root)) from exc
+            return
+        with ThreadPoolExecutor(min(SYNC_THREADS, len(wanted)), "tireg-store") as pool:
+            for future in [pool.submit(self.put, embedding) for embedding in wanted]:
+                future.result()  # StoreError (a full disk, permissions) stops the batch
 
     def get(self, vectors_sha256: str) -> Embedding:
         """Load a stored embedding, checking that its vectors still hash to its name."""
