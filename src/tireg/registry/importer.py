@@ -6,8 +6,10 @@ Two levels:
   :func:`add_paths`) inside the caller's transaction: the embedding row keyed by its vectors, a
   provenance row for the file it came from, compatibility facts, tags, and its search-index row.
 * :func:`add_paths` walks files and folders, reads each file with
-  :func:`tireg.converters.read_file`, stores it, and records it in a small batch transaction,
-  so a bad file, or a process killed half-way, never loses the files committed before it.
+  :func:`tireg.converters.read_file` (on threads, ahead), and stores and records them a batch
+  at a time: the batch's store files made durable together, then one transaction of a handful
+  of bulk statements, so a bad file, or a process killed half-way, never loses the files
+  committed before it.
   Pictures beside an embedding (``name.preview.png``, A1111's ``name.png``,
   ``concept_images/``) become its previews.
 
@@ -62,7 +64,7 @@ PICTURE_EXTENSIONS = frozenset({".png", ".webp", ".jpg", ".jpeg", ".jxl", ".avif
 #: files recorded per transaction: large enough that commits cost little, small enough that a
 #: concurrent writer waits a fraction of a second for the lock
 BATCH_FILES = 64
-#: threads reading and storing files ahead of the transaction that records them
+#: threads reading files ahead of the batch that stores and records them
 PREPARE_THREADS = 8
 PREPARE_AHEAD = 4 * BATCH_FILES
 #: memory the prepare threads may hold at once: a read in flight counts as the most reading one
