@@ -6,8 +6,10 @@ Two levels:
   :func:`add_paths`) inside the caller's transaction: the embedding row keyed by its vectors, a
   provenance row for the file it came from, compatibility facts, tags, and its search-index row.
 * :func:`add_paths` walks files and folders, reads each file with
-  :func:`tireg.converters.read_file`, stores it, and records it in a small batch transaction,
-  so a bad file, or a process killed half-way, never loses the files committed before it.
+  :func:`tireg.converters.read_file` (on threads, ahead), and stores and records them a batch
+  at a time: the batch's store files made durable together, then one transaction of a handful
+  of bulk statements, so a bad file, or a process killed half-way, never loses the files
+  committed before it.
   Pictures beside an embedding (``name.preview.png``, A1111's ``name.png``,
   ``concept_images/``) become its previews.
 
@@ -22,13 +24,14 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path, PurePath
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +50,7 @@ from tireg.db.schema import (
     PreviewRow,
     ProvenanceRow,
     SourceRow,
+    name_key,
 )
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
@@ -60,7 +64,7 @@ PICTURE_EXTENSIONS = frozenset({".png", ".webp", ".jpg", ".jpeg", ".jxl", ".avif
 #: files recorded per transaction: large enough that commits cost little, small enough that a
 #: concurrent writer waits a fraction of a second for the lock
 BATCH_FILES = 64
-#: threads reading and storing files ahead of the transaction that records them
+#: threads reading files ahead of the batch that stores and records them
 PREPARE_THREADS = 8
 PREPARE_AHEAD = 4 * BATCH_FILES
 #: memory the prepare threads may hold at once: a read in flight counts as the most reading one
@@ -139,7 +143,7 @@ class ImportReport:
         bucket.append(outcome)
 
 
-# -- one embedding ---------------------------------------------------------------------------
+# -- recording embeddings --------------------------------------------------------------------
 
 
 def import_embedding(
@@ -168,16 +172,13 @@ def import_embedding(
     came from, e.g. "civitai baseModel"; default "source hint"), ``nsfw`` ("true"), ``tags``
     (comma-separated).
     """
-    row, created, changed = _record(
-        session,
-        embedding,
-        _FileFacts(location, original_sha256, original_format, source_id, revision),
-        dict(hints or {}),
-        store if store is not None else ContentStore(),
-    )
-    if changed:
-        search_index.reindex(session, row.id)
-    return row, created
+    store = store if store is not None else ContentStore()
+    if embedding.vectors_sha256() not in store:
+        store.put(embedding)
+    file = _FileFacts(location, original_sha256, original_format, source_id, revision)
+    (recorded,), changed = _record_many(session, [(embedding, file)], dict(hints or {}))
+    search_index.reindex_many(session, changed)
+    return session.get_one(EmbeddingRow, recorded.embedding_id), recorded.created
 
 
 @dataclass
@@ -191,102 +192,192 @@ class _FileFacts:
     revision: str | None = None
 
 
-# Built once: an import runs these for every file, and building a statement costs more than
-# running one.
-_BY_VECTORS = select(EmbeddingRow).where(EmbeddingRow.vectors_sha256 == bindparam("sha"))
-_PROVENANCE_EXISTS = select(ProvenanceRow.id).where(
-    ProvenanceRow.embedding_id == bindparam("id"),
-    ProvenanceRow.original_sha256 == bindparam("sha"),
-    ProvenanceRow.location == bindparam("location"),
-)
-_FACTS = select(CompatRow.relation, CompatRow.model_ref, CompatRow.evidence).where(
-    CompatRow.embedding_id == bindparam("id")
-)
+@dataclass(frozen=True)
+class _Recorded:
+    """What one file became in the catalogue."""
+
+    embedding_id: int
+    name: str
+    vectors_sha256: str
+    created: bool
 
 
-def _record(
-    session: Session,
-    embedding: Embedding,
-    file: _FileFacts,
-    hints: Mapping[str, str],
-    store: ContentStore,
-) -> tuple[EmbeddingRow, bool, bool]:
-    """:func:`import_embedding` without the reindex: (row, created, anything changed).
+#: the columns a later file or source may fill while the catalogue does not know them
+_FILLABLE = ("concept_type", "description", "licence", "step", "trained_on_hash", "trained_on_name")
 
-    Rows that only ever get inserted (provenance, facts, tags) go in as plain INSERTs, and
-    lookups are skipped for a new embedding, which has nothing yet: an import is a handful of
-    statements, not dozens.
+
+def _record_many(
+    session: Session, files: Sequence[tuple[Embedding, _FileFacts]], hints: Mapping[str, str]
+) -> tuple[list[_Recorded], set[int]]:
+    """Record embeddings whose store files are durable already, in the caller's transaction.
+
+    Returns what each file became and the ids whose searchable texts changed (the caller
+    reindexes them). A batch costs a handful of statements whatever its size, not a dozen per
+    file: per-row ORM flushes were most of what an import cost.
     """
-    sha = embedding.vectors_sha256()
-    store_path = relative_path(sha) if sha in store else store.put(embedding)
-    row = session.scalar(_BY_VECTORS, {"sha": sha})
-    created = row is None
-    if row is None:
-        row = EmbeddingRow(
-            vectors_sha256=sha,
-            name=hints.get("trigger") or embedding.name or PurePath(file.location).stem,
-            family=embedding.family.value,
-            num_vectors=embedding.num_vectors,
-            widths=",".join(f"{key}:{width}" for key, width in embedding.widths.items()),
-            nsfw=False,
-            store_path=store_path,
-        )
-        session.add(row)
-    changed = _fill_facts(row, embedding, hints) or created
-    session.flush()
+    shas = [embedding.vectors_sha256() for embedding, _ in files]
+    # 1. the embeddings catalogued already get the facts they lack; new ones are gathered, the
+    #    first file naming each (a batch may hold the same vectors twice), later ones filling in
+    query = select(EmbeddingRow).where(EmbeddingRow.vectors_sha256.in_(sorted(set(shas))))
+    known = {row.vectors_sha256: row for row in session.scalars(query)}
+    new: dict[str, dict[str, Any]] = {}
+    changed: set[int] = set()
+    for sha, (embedding, file) in zip(shas, files, strict=True):
+        if sha in known:
+            row = known[sha]
+            for column, value in _missing_facts(partial(getattr, row), embedding, hints).items():
+                setattr(row, column, value)
+                changed.add(row.id)
+            continue
+        if sha not in new:
+            new[sha] = _new_row(sha, embedding, file, hints)
+        new[sha].update(_missing_facts(new[sha].get, embedding, hints))
 
-    original_sha256 = file.original_sha256 or embedding.source_sha256 or sha
-    seen_file = {"id": row.id, "sha": original_sha256, "location": file.location}
-    if created or session.scalar(_PROVENANCE_EXISTS, seen_file) is None:
-        session.execute(
-            insert(ProvenanceRow).values(
-                embedding_id=row.id,
-                source_id=file.source_id,
-                location=file.location,
-                original_format=file.original_format or embedding.source_format or "tireg",
-                original_sha256=original_sha256,
-                name_in_file=embedding.name,
-                revision=file.revision,
-            )
+    # 2. the new embeddings in one INSERT
+    ids = {sha: row.id for sha, row in known.items()}
+    if new:
+        session.execute(insert(EmbeddingRow), list(new.values()))
+        added = select(EmbeddingRow.vectors_sha256, EmbeddingRow.id).where(
+            EmbeddingRow.vectors_sha256.in_(list(new))
         )
-        naming.add_prompt_word(session, row.id, file.location)  # A1111 types the file's stem
-        changed = True
-    base_model = (
-        hints.get("base_model_hint", ""),
-        hints.get("base_model_evidence") or "source hint",
-    )
-    facts = compat.implied_facts(embedding.family.value, embedding.trained_on_hash, [base_model])
-    if not created:
-        known = {tuple(fact) for fact in session.execute(_FACTS, {"id": row.id})}
-        facts = [fact for fact in facts if fact not in known]
-    if facts:
-        session.execute(
-            insert(CompatRow),
-            [dict(embedding_id=row.id, relation=r, model_ref=m, evidence=e) for r, m, e in facts],
+        fresh: dict[str, int] = {sha: id_ for sha, id_ in session.execute(added)}
+        ids.update(fresh)
+        changed.update(fresh.values())
+
+    # 3. a provenance row for each file not seen before, and the word A1111 types for it
+    known_ids = {row.id for row in known.values()}
+    provenance = _new_provenance(session, files, shas, ids, known_ids)
+    if provenance:
+        session.execute(insert(ProvenanceRow), provenance)
+        located = [(row["embedding_id"], row["location"]) for row in provenance]
+        worded = naming.add_prompt_words(session, located)
+        for row in known.values():
+            if row.id in worded:
+                session.expire(row, ["prompt_words"])  # the collection loaded before is stale
+        changed.update(embedding_id for embedding_id, _ in located)
+
+    # 4. compatibility facts and tags not there yet
+    facts = {
+        (ids[sha], *fact): None
+        for sha, (embedding, _) in zip(shas, files, strict=True)
+        for fact in compat.implied_facts(
+            embedding.family.value, embedding.trained_on_hash, [_base_model(hints)]
         )
-    attached = tags.split_tags(hints.get("tags", ""))
-    changed = tags.add_tags(session, row.id, attached, known=set() if created else None) or changed
-    return row, created, changed
+    }
+    changed |= _add_compat_facts(session, list(facts))
+    changed |= tags.add_tags(session, ids.values(), tags.split_tags(hints.get("tags", "")))
+
+    recorded = []
+    first: set[str] = set()
+    for sha in shas:
+        created = sha in new and sha not in first
+        first.add(sha)
+        name = new[sha]["name"] if sha in new else known[sha].name
+        recorded.append(_Recorded(ids[sha], name, sha, created))
+    return recorded, changed
 
 
-def _fill_facts(row: EmbeddingRow, embedding: Embedding, hints: Mapping[str, str]) -> bool:
-    """Fill facts the row does not have yet (what is known is never overwritten); say if any."""
-    changed = False
-    for column, value in (
-        ("concept_type", hints.get("concept_type")),
-        ("description", hints.get("description")),
-        ("licence", hints.get("licence")),
-        ("step", embedding.step),
-        ("trained_on_hash", embedding.trained_on_hash and embedding.trained_on_hash.lower()),
-        ("trained_on_name", embedding.trained_on_name),
+def _base_model(hints: Mapping[str, str]) -> tuple[str, str]:
+    """The base model a source hinted at, with the evidence it gave (empty when none)."""
+    return hints.get("base_model_hint", ""), hints.get("base_model_evidence") or "source hint"
+
+
+def _new_row(
+    sha: str, embedding: Embedding, file: _FileFacts, hints: Mapping[str, str]
+) -> dict[str, Any]:
+    """The columns of a new embedding row (its facts filled by :func:`_missing_facts`)."""
+    name = hints.get("trigger") or embedding.name or PurePath(file.location).stem
+    return {
+        "vectors_sha256": sha,
+        "name": name,
+        "name_key": name_key(name),  # what EmbeddingRow's validator sets; a bulk INSERT skips it
+        "family": embedding.family.value,
+        "num_vectors": embedding.num_vectors,
+        "widths": ",".join(f"{key}:{width}" for key, width in embedding.widths.items()),
+        "nsfw": False,
+        "store_path": relative_path(sha),
+        **dict.fromkeys(_FILLABLE),
+    }
+
+
+def _missing_facts(
+    have: Callable[[str], Any], embedding: Embedding, hints: Mapping[str, str]
+) -> dict[str, Any]:
+    """The facts ``embedding`` and ``hints`` give that a row lacks (``have(column)`` reads the
+    row): what is known is never overwritten."""
+    found: dict[str, Any] = {}
+    for column, value in zip(
+        _FILLABLE,
+        (
+            hints.get("concept_type"),
+            hints.get("description"),
+            hints.get("licence"),
+            embedding.step,
+            embedding.trained_on_hash and embedding.trained_on_hash.lower(),
+            embedding.trained_on_name,
+        ),
+        strict=True,
     ):
-        if value not in (None, "") and getattr(row, column) is None:
-            setattr(row, column, value)
-            changed = True
-    if hints.get("nsfw", "").strip().lower() in ("1", "true", "yes") and not row.nsfw:
-        row.nsfw = True
-        changed = True
-    return changed
+        if value not in (None, "") and have(column) is None:
+            found[column] = value
+    if hints.get("nsfw", "").strip().lower() in ("1", "true", "yes") and not have("nsfw"):
+        found["nsfw"] = True
+    return found
+
+
+def _new_provenance(
+    session: Session,
+    files: Sequence[tuple[Embedding, _FileFacts]],
+    shas: Sequence[str],
+    ids: Mapping[str, int],
+    known_ids: set[int],
+) -> list[dict[str, Any]]:
+    """Provenance rows for the files whose (embedding, file hash, location) is not recorded yet;
+    only embeddings catalogued before this batch (``known_ids``) are looked up."""
+    seen: set[tuple[int, str, str]] = set()
+    if known_ids:
+        query = select(
+            ProvenanceRow.embedding_id, ProvenanceRow.original_sha256, ProvenanceRow.location
+        ).where(
+            ProvenanceRow.embedding_id.in_(sorted(known_ids)),
+            ProvenanceRow.location.in_(sorted({file.location for _, file in files})),
+        )
+        seen.update((i, sha, where) for i, sha, where in session.execute(query))
+    rows = []
+    for sha, (embedding, file) in zip(shas, files, strict=True):
+        original_sha256 = file.original_sha256 or embedding.source_sha256 or sha
+        key = (ids[sha], original_sha256, file.location)
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append(
+            {
+                "embedding_id": ids[sha],
+                "source_id": file.source_id,
+                "location": file.location,
+                "original_format": file.original_format or embedding.source_format or "tireg",
+                "original_sha256": original_sha256,
+                "name_in_file": embedding.name,
+                "revision": file.revision,
+            }
+        )
+    return rows
+
+
+def _add_compat_facts(session: Session, facts: list[tuple[int, str, str, str]]) -> set[int]:
+    """Insert the ``(embedding_id, relation, model_ref, evidence)`` facts not recorded yet;
+    return the ids that got one."""
+    if not facts:
+        return set()
+    query = select(
+        CompatRow.embedding_id, CompatRow.relation, CompatRow.model_ref, CompatRow.evidence
+    ).where(CompatRow.embedding_id.in_(sorted({fact[0] for fact in facts})))
+    recorded = {tuple(row) for row in session.execute(query)}
+    missing = [fact for fact in facts if fact not in recorded]
+    if missing:
+        columns = ("embedding_id", "relation", "model_ref", "evidence")
+        session.execute(insert(CompatRow), [dict(zip(columns, f, strict=True)) for f in missing])
+    return {fact[0] for fact in missing}
 
 
 def upsert_source(session: Session, kind: str, locator: str) -> SourceRow:
@@ -382,10 +473,8 @@ class _MemoryBudget:
             self.free += size
 
 
-def _prepare(
-    store: ContentStore, candidate: _Candidate, budget: _MemoryBudget
-) -> _Ready | FileOutcome:
-    """Everything that needs no lock: read, hash, and write the store file (durably).
+def _prepare(candidate: _Candidate, budget: _MemoryBudget) -> _Ready | FileOutcome:
+    """Everything that needs neither the store nor the catalogue: read and hash.
 
     Holds :data:`MAX_READ_MEMORY` of ``budget`` (taken by the caller) while reading; keeps only
     what its result holds, which the caller gives back when it takes the result.
@@ -402,18 +491,15 @@ def _prepare(
     embedding = read.embedding
     # a tireg-format file carries its original's hash; this file is then a re-encoding
     reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != read.sha256
-    store.put(embedding)  # StoreError (disk full, permissions) propagates: every file would fail
     facts = _FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
     return _Ready(candidate, embedding, facts)
 
 
-def _prepared(
-    store: ContentStore, candidates: list[_Candidate]
-) -> Iterator[tuple[_Candidate, _Ready | FileOutcome]]:
+def _prepared(candidates: list[_Candidate]) -> Iterator[tuple[_Candidate, _Ready | FileOutcome]]:
     """:func:`_prepare` every candidate on a few threads, yielding results in order.
 
-    Reading and hashing are cheap; what costs is waiting for each store file's fsync, and
-    threads overlap those waits (and the filesystem groups their journal commits). At most
+    Files are read ahead while the caller stores and records earlier batches (waiting on the
+    disk's fsyncs and on the catalogue, both of which release the GIL). At most
     :data:`PREPARE_AHEAD` results wait in memory, however large the folder, and reads start
     only while :data:`PREPARE_MEMORY` allows (see :class:`_MemoryBudget`): when it does not, the
     oldest result is handed on first, which frees its share.
@@ -433,7 +519,7 @@ def _prepared(
             for candidate in candidates:
                 while not budget.try_take(MAX_READ_MEMORY):
                     yield oldest()  # frees its share; with none pending, all of it is free
-                pending.append((candidate, pool.submit(_prepare, store, candidate, budget)))
+                pending.append((candidate, pool.submit(_prepare, candidate, budget)))
                 if len(pending) >= PREPARE_AHEAD:
                     yield oldest()
             while pending:
@@ -444,7 +530,7 @@ def _prepared(
 
 
 def _commit(
-    catalogue: Catalogue, store: ContentStore, batch: list[_Ready], hints: Mapping[str, str]
+    catalogue: Catalogue, batch: list[_Ready], hints: Mapping[str, str]
 ) -> list[FileOutcome]:
     """Record a batch of stored files in one transaction.
 
@@ -452,22 +538,21 @@ def _commit(
     rolled back whole and recorded again one file per transaction, so only that file fails.
     """
     try:
-        return _commit_together(catalogue, store, batch, hints)
+        return _commit_together(catalogue, batch, hints)
     except (IntegrityError, DataError) as exc:
         if len(batch) == 1:
             # PostgreSQL appends DETAIL lines (the whole row); the first line says what broke
             reason = f"the catalogue refused it: {str(exc.orig).splitlines()[0]}"
             return [FileOutcome(str(batch[0].candidate.path), ERROR, reason)]
-    return [out for ready in batch for out in _commit(catalogue, store, [ready], hints)]
+    return [out for ready in batch for out in _commit(catalogue, [ready], hints)]
 
 
 def _commit_together(
-    catalogue: Catalogue, store: ContentStore, batch: list[_Ready], hints: Mapping[str, str]
+    catalogue: Catalogue, batch: list[_Ready], hints: Mapping[str, str]
 ) -> list[FileOutcome]:
-    outcomes = []
-    touched: set[int] = set()
     with catalogue.transaction() as session:
         sources: dict[Path, int] = {}
+        files = []
         for ready in batch:
             source_id = ready.candidate.source_id
             if source_id is None:
@@ -475,16 +560,20 @@ def _commit_together(
                 if folder not in sources:
                     sources[folder] = local_source(session, folder)
                 source_id = sources[folder]
-            file = replace(ready.file, source_id=source_id)
-            row, created, changed = _record(session, ready.embedding, file, hints, store)
-            if changed:
-                touched.add(row.id)
-            status = IMPORTED if created else KNOWN
-            outcomes.append(
-                FileOutcome(file.location, status, None, row.id, row.name, row.vectors_sha256)
-            )
-        search_index.reindex_many(session, touched)
-    return outcomes
+            files.append((ready.embedding, replace(ready.file, source_id=source_id)))
+        recorded, changed = _record_many(session, files, hints)
+        search_index.reindex_many(session, changed)
+    return [
+        FileOutcome(
+            file.location,
+            IMPORTED if r.created else KNOWN,
+            None,
+            r.embedding_id,
+            r.name,
+            r.vectors_sha256,
+        )
+        for (_, file), r in zip(files, recorded, strict=True)
+    ]
 
 
 def add_paths(
@@ -538,7 +627,9 @@ def add_paths(
         nonlocal done, batch_bytes
         batch_bytes = 0
         if batch:
-            for outcome in _commit(catalogue, store, batch, hints):
+            # the batch's store files are durable before the transaction naming them commits
+            store.put_many(ready.embedding for ready in batch)
+            for outcome in _commit(catalogue, batch, hints):
                 outcomes[Path(outcome.path)] = outcome
             batch.clear()
         for candidate in waiting:
@@ -547,7 +638,7 @@ def add_paths(
                 progress(done, len(candidates), str(candidate.path))
         waiting.clear()
 
-    for candidate, ready in _prepared(store, candidates):
+    for candidate, ready in _prepared(candidates):
         waiting.append(candidate)
         if isinstance(ready, FileOutcome):
             outcomes[candidate.path] = ready

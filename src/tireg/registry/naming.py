@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import Select, exists, or_, select
+from sqlalchemy import Select, exists, insert, or_, select
 from sqlalchemy.orm import Session
 
 from tireg.db.schema import (
@@ -155,20 +155,27 @@ def refs(session: Session, rows: Iterable[EmbeddingRow]) -> dict[int, str]:
     }
 
 
-def add_prompt_word(session: Session, embedding_id: int, location: str) -> bool:
-    """Record the word A1111 types for the file at ``location`` as a name of the embedding
-    (nothing for image cards and generic ``learned_embeds``); say if it was new."""
-    word = file_prompt_word(location)
-    if word is None:
-        return False
-    key = name_key(word)
-    known = select(PromptWordRow.id).where(
-        PromptWordRow.embedding_id == embedding_id, PromptWordRow.word_key == key
+def add_prompt_words(session: Session, files: Iterable[tuple[int, str]]) -> set[int]:
+    """Record the word A1111 types for each file, ``(embedding_id, location)``, as a name of
+    its embedding (nothing for image cards and generic ``learned_embeds``); return the ids that
+    got a new word. One lookup and one INSERT for a whole batch of files, in the given order
+    (the first word recorded is the one listings show)."""
+    wanted: dict[tuple[int, str], str] = {}
+    for embedding_id, location in files:
+        word = file_prompt_word(location)
+        if word is not None:
+            wanted.setdefault((embedding_id, name_key(word)), word)
+    if not wanted:
+        return set()
+    known = select(PromptWordRow.embedding_id, PromptWordRow.word_key).where(
+        PromptWordRow.embedding_id.in_(sorted({i for i, _ in wanted}))
     )
-    if session.scalar(known) is not None:
-        return False
-    session.add(PromptWordRow(embedding_id=embedding_id, word=word, word_key=key))
-    return True
+    for embedding_id, key in session.execute(known):
+        wanted.pop((embedding_id, key), None)
+    if wanted:
+        rows = [{"embedding_id": i, "word": w, "word_key": k} for (i, k), w in wanted.items()]
+        session.execute(insert(PromptWordRow), rows)
+    return {i for i, _ in wanted}
 
 
 def resolve(session: Session, spec: str, *, source: str | None = None) -> EmbeddingRow:

@@ -43,23 +43,21 @@ def split_tags(text: str) -> list[str]:
     return clean_tags(part for part in text.split(",") if part.strip())
 
 
-def add_tags(
-    session: Session, embedding_id: int, tags: Iterable[str], *, known: set[str] | None = None
-) -> bool:
-    """Attach the tags not already on the embedding; say whether any were added.
-
-    ``known`` is the embedding's tags when the caller already has them (it looks them up
-    otherwise). The caller reindexes.
-    """
+def add_tags(session: Session, embedding_ids: Iterable[int], tags: Iterable[str]) -> set[int]:
+    """Attach each of ``tags`` to each embedding that lacks it (one lookup, one INSERT); return
+    the ids that got a tag. The caller reindexes."""
     wanted = list(dict.fromkeys(tags))
-    if not wanted:
-        return False
-    if known is None:
-        known = set(session.scalars(_TAGS, {"id": embedding_id}))
-    new = [tag for tag in wanted if tag not in known]
-    if new:
-        session.execute(insert(TagRow), [{"embedding_id": embedding_id, "tag": t} for t in new])
-    return bool(new)
+    ids = sorted(set(embedding_ids))
+    if not wanted or not ids:
+        return set()
+    query = select(TagRow.embedding_id, TagRow.tag).where(
+        TagRow.embedding_id.in_(ids), TagRow.tag.in_(wanted)
+    )
+    have = {tuple(row) for row in session.execute(query)}
+    missing = [(i, tag) for i in ids for tag in wanted if (i, tag) not in have]
+    if missing:
+        session.execute(insert(TagRow), [{"embedding_id": i, "tag": t} for i, t in missing])
+    return {i for i, _ in missing}
 
 
 def tag(
@@ -81,6 +79,6 @@ def tag(
             if found.tag.casefold() in removing:
                 session.delete(found)
         session.flush()
-        add_tags(session, row.id, adding)
+        add_tags(session, [row.id], adding)
         search_index.reindex(session, row.id)
         return sorted(session.scalars(_TAGS, {"id": row.id}))

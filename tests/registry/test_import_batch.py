@@ -1,0 +1,133 @@
+"""``add`` records a batch of files in a handful of statements and stores it durably at once.
+
+What made ``tireg add`` slow (issue 9 §5) was a dozen ORM statements per file and one journal
+commit per store file; these tests pin down that a batch costs the same few statements whatever
+its size, that bulk recording keeps every rule per-file recording had, and that
+:meth:`ContentStore.put_many` still makes every file durable before it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import event, select
+
+from tests.registry.make_files import random_embedding, write_mixed, write_one
+from tireg.db import Catalogue, open_catalogue
+from tireg.db.schema import EmbeddingRow, PromptWordRow, ProvenanceRow
+from tireg.registry import importer
+from tireg.registry.importer import add_paths
+from tireg.registry.store import ContentStore
+
+
+@pytest.fixture
+def catalogue() -> Iterator[Catalogue]:
+    with open_catalogue() as cat:
+        yield cat
+
+
+def _statements(catalogue: Catalogue, folder: Path) -> int:
+    """How many SQL statements importing ``folder`` runs."""
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(catalogue.engine, "before_cursor_execute", count)
+    try:
+        report = add_paths(catalogue, [folder])
+    finally:
+        event.remove(catalogue.engine, "before_cursor_execute", count)
+    assert not report.errors, report.errors
+    return len(seen)
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
+    write_mixed(tmp_path / "few", 4, seed=21, per_folder=4)
+    write_mixed(tmp_path / "full", importer.BATCH_FILES, seed=22, per_folder=importer.BATCH_FILES)
+    few = _statements(catalogue, tmp_path / "few")
+    full = _statements(catalogue, tmp_path / "full")
+    # per-file recording ran a dozen statements for each file; a batch runs one of each kind
+    assert full <= few + 2, (few, full)
+    assert full < importer.BATCH_FILES // 2, full
+    with catalogue.reading() as session:
+        rows = session.scalars(select(EmbeddingRow)).all()
+    assert len(rows) == 4 + importer.BATCH_FILES
+    assert all(row.name_key == row.name.casefold() for row in rows)  # set without the ORM
+
+
+def test_same_vectors_twice_in_a_batch_fill_facts_and_name_both_files(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
+    plain = random_embedding(np.random.default_rng(23), "plain")
+    first = write_one(plain, tmp_path / "a", "plain-one", "safetensors")
+    second = write_one(
+        plain.with_meta(name="trained", step=1500, trained_on_hash="E6E8E1FC"),
+        tmp_path / "b",
+        "trained-two",
+        "a1111-pt",
+    )
+    report = add_paths(catalogue, [first, second])
+    assert (len(report.imported), len(report.known)) == (1, 1)
+    assert report.imported[0].embedding_id == report.known[0].embedding_id
+    with catalogue.reading() as session:
+        (row,) = session.scalars(select(EmbeddingRow)).all()
+        assert row.name == "plain"  # the first file names it
+        assert (row.step, row.trained_on_hash) == (1500, "e6e8e1fc")  # the second fills in
+        assert len(session.scalars(select(ProvenanceRow)).all()) == 2
+        words = session.scalars(select(PromptWordRow.word).order_by(PromptWordRow.id)).all()
+        assert words == ["plain-one", "trained-two"]
+    again = add_paths(catalogue, [first, second])
+    assert len(again.known) == 2 and not again.imported
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_put_many_fsyncs_each_file_before_publishing_and_each_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ContentStore(tmp_path / "store")
+    rng = np.random.default_rng(24)
+    embeddings = [random_embedding(rng, f"e{i}") for i in range(20)]
+    synced: list[str] = []
+    published: list[tuple[str, str]] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def link(src: Any, dst: Any, **kwargs: Any) -> None:
+        assert os.fspath(src) in synced, f"{src} published before it was fsynced"
+        real_link(src, dst, **kwargs)
+        published.append((os.fspath(src), os.fspath(dst)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    store.put_many(embeddings + embeddings[:3])  # the same vectors twice are stored once
+    targets = {dst for _, dst in published}
+    assert targets == {str(store.path(e.vectors_sha256())) for e in embeddings}
+    assert {str(Path(dst).parent) for dst in targets} <= set(synced)
+    assert store.verify().ok and store.verify().checked == len(embeddings)
+
+
+def test_put_many_keeps_good_files_and_heals_damaged_ones(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "store")
+    rng = np.random.default_rng(25)
+    good, damaged = random_embedding(rng, "good"), random_embedding(rng, "damaged")
+    store.put_many([good, damaged])
+    kept = store.path(good.vectors_sha256()).stat()
+    bad = store.path(damaged.vectors_sha256())
+    bad.write_bytes(bad.read_bytes()[:-4])
+    assert not store.verify().ok
+    store.put_many([good, damaged])
+    assert store.verify().ok
+    after = store.path(good.vectors_sha256()).stat()
+    assert (kept.st_ino, kept.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
