@@ -49,7 +49,7 @@ from tireg.db.schema import (
     SourceRow,
     TagRow,
 )
-from tireg.db.session import Catalogue
+from tireg.db.session import Catalogue, retried
 from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.registry import naming, search_index
@@ -495,6 +495,7 @@ def _commit(
     return [out for ready in batch for out in _commit(catalogue, store, [ready], hints)]
 
 
+@retried
 def _commit_together(
     catalogue: Catalogue, store: ContentStore, batch: list[_Ready], hints: Mapping[str, str]
 ) -> list[FileOutcome]:
@@ -638,6 +639,7 @@ def _previews_of(
     return [p for p in pictures if p.is_file() and _is_picture(p, outcomes)]
 
 
+@retried
 def _record_previews(catalogue: Catalogue, outcomes: dict[Path, FileOutcome]) -> None:
     """Attach pictures beside imported embeddings as their previews (one transaction)."""
     links: list[tuple[int, Path]] = []

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tireg.db.schema import EmbeddingRow, TagRow
-from tireg.db.session import Catalogue
+from tireg.db.session import Catalogue, retried
 from tireg.errors import TiregError
 from tireg.registry import install, naming, search_index
 from tireg.registry.importer import add_tags
@@ -47,6 +47,7 @@ def _tags_of(session: Session, embedding_id: int) -> list[str]:
     return sorted(session.scalars(select(TagRow.tag).where(TagRow.embedding_id == embedding_id)))
 
 
+@retried
 def tag(
     catalogue: Catalogue,
     spec: str,
