@@ -62,7 +62,7 @@ def main() -> None:
     from tireg.db.session import open_catalogue
     from tireg.registry import query
     from tireg.registry.query import Filters
-    from tireg.serve.app import create_app
+    from tireg.serve.app import create_app, settle
 
     rng = np.random.default_rng(0)
     pictures = []
@@ -79,7 +79,9 @@ def main() -> None:
     catalogue = open_catalogue()
     build_s = load(catalogue, rows)
 
-    client = create_app(catalogue).test_client()
+    app = create_app(catalogue)
+    settle(app)  # as `tireg serve` does
+    client = app.test_client()
     last = max(1, min(100, args.rows // 300))  # a family filter keeps a third of the rows
     pages = rng.integers(1, last + 1, size=args.requests).tolist()
     words = [rows.vocab[i] for i in rng.integers(0, len(rows.vocab), size=args.requests)]
