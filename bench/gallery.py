@@ -1,12 +1,12 @@
 """Gallery page latency on a 100,000-embedding catalogue, against the listing call beneath it.
 
-Builds a real catalogue (migrations, FTS5 indexes) in a temporary TIREG_HOME with generated rows,
-as bench/search.py does: names and tags from a vocabulary, a third each sd1 / sd2 / sdxl, and a
-preview picture recorded for every other embedding (20 real PNG files shared between them). Then
-times, in one process and on the same table, what ``tireg serve`` does for ``GET /`` through
-Flask's test client (routing, the registry calls, the preview lookup, the Jinja2 template: the
-whole response, 100 cards) against the floor: :func:`tireg.registry.query.list_embeddings`
-(or :func:`~tireg.registry.query.search`) alone, for:
+Builds a real catalogue (migrations, FTS5 indexes) in a temporary TIREG_HOME with the rows
+bench/search.py uses (``bench/_catalogue_rows.py``), words drawn evenly from a smaller vocabulary,
+and a preview picture recorded for every other embedding (20 real PNG files shared between
+them). Then times, in one process and on the same table, what ``tireg serve`` does for ``GET /``
+through Flask's test client (routing, the registry calls, the preview lookup, the Jinja2
+template: the whole response, 100 cards) against the floor:
+:func:`tireg.registry.query.list_embeddings` (or :func:`~tireg.registry.query.search`) alone, for:
 
 * a page of the catalogue by name (random pages among the first 100);
 * a family filter; a tag filter; a search for a word;
@@ -14,7 +14,7 @@ whole response, 100 cards) against the floor: :func:`tireg.registry.query.list_e
 and the thumbnails: the first request of a picture (Pillow scales it once) against later ones
 (from ``cache/thumbs``).
 
-Usage: .venv/bin/python bench/gallery.py [--rows 100000] [--requests 300]
+Usage: .venv/bin/python bench/gallery.py [--rows 100000] [--requests 300] [--cpu]
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import insert, text
+from sqlalchemy import text
+
+from _catalogue_rows import generate, load
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -39,14 +40,21 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), p99
 
 
+#: measure CPU time instead of wall-clock (``--cpu``)
+CPU_TIME = False
+
+
 def _timed(run: Callable[[int], object], count: int) -> list[float]:
+    """Milliseconds per request: wall-clock, or with ``--cpu`` this process's CPU time (the
+    gallery and SQLite both run in it), which a machine shared with other work leaves exact."""
+    clock = time.process_time if CPU_TIME else time.perf_counter
     for i in range(min(10, count)):  # warm the page, statement and template caches
         run(i)
     samples = []
     for i in range(count):
-        start = time.perf_counter()
+        start = clock()
         run(i)
-        samples.append((time.perf_counter() - start) * 1000)
+        samples.append((clock() - start) * 1000)
     return samples
 
 
@@ -54,18 +62,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--cpu", action="store_true", help="time this process's CPU, not the clock")
     args = parser.parse_args()
+    global CPU_TIME
+    CPU_TIME = args.cpu
 
     home = Path(tempfile.mkdtemp(prefix="tireg-bench-gallery-"))
     os.environ["TIREG_HOME"] = str(home)
-    from tireg.db.schema import EmbeddingRow, PreviewRow, TagRow, name_key
-    from tireg.db.session import FTS_TABLE, TRIGRAM_TABLE, open_catalogue
+    from tireg.db.session import open_catalogue
     from tireg.registry import query
     from tireg.registry.query import Filters
-    from tireg.serve.app import create_app
+    from tireg.serve.app import create_app, settle
 
     rng = np.random.default_rng(0)
-    vocab = [f"w{i:04d}" for i in range(2_000)]
     pictures = []
     for k in range(20):
         path = home / "pictures" / f"p{k}.png"
@@ -74,76 +83,19 @@ def main() -> None:
         Image.fromarray(pixels, "RGB").save(path)
         pictures.append(str(path))
 
+    rows, _, _ = generate(
+        args.rows, vocab_size=2_000, description_words=6, zipf=False, pictures=pictures
+    )
     catalogue = open_catalogue()
-    families = ["sd1", "sd2", "sdxl"]
-    now = datetime.now(timezone.utc)
-    start = time.perf_counter()
-    batch = 10_000
-    drawn = iter(rng.integers(0, len(vocab), size=args.rows * 5).tolist())
-    used_tags: set[str] = set()
-    for first in range(0, args.rows, batch):
-        rows, fts, tags, previews = [], [], [], []
-        for i in range(first, min(first + batch, args.rows)):
-            name = f"{vocab[next(drawn)]}-{vocab[next(drawn)]}-{i}"
-            tag_words = list(dict.fromkeys([vocab[next(drawn)] for _ in range(2)]))
-            description = f"{name} in the style of {vocab[next(drawn)]}"
-            sha = f"{rng.integers(0, 2**63):016x}{i:048x}"
-            rows.append(
-                {
-                    "id": i + 1,
-                    "vectors_sha256": sha,
-                    "name": name,
-                    "name_key": name_key(name),
-                    "family": families[i % 3],
-                    "num_vectors": 1 + i % 8,
-                    "widths": "clip_l:768",
-                    "concept_type": "style" if i % 2 else "object",
-                    "description": description,
-                    "nsfw": False,
-                    "store_path": f"{sha[:2]}/{sha}.safetensors",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            tags += [{"embedding_id": i + 1, "tag": t} for t in tag_words]
-            used_tags.update(tag_words)
-            if i % 2 == 0:
-                previews.append({"embedding_id": i + 1, "location": pictures[i % 20]})
-            fts.append(
-                {
-                    "id": i + 1,
-                    "name": name,
-                    "triggers": name,
-                    "description": description,
-                    "tags": "\n".join(tag_words),
-                    "sources": "local",
-                }
-            )
-        with catalogue.transaction() as session:
-            session.execute(insert(EmbeddingRow), rows)
-            session.execute(insert(TagRow), tags)
-            session.execute(insert(PreviewRow), previews)
-            session.execute(
-                text(
-                    f"INSERT INTO {FTS_TABLE} (rowid, name, triggers, description, tags, sources) "
-                    "VALUES (:id, :name, :triggers, :description, :tags, :sources)"
-                ),
-                fts,
-            )
-            session.execute(
-                text(
-                    f"INSERT INTO {TRIGRAM_TABLE} (rowid, name, triggers, tags) "
-                    "VALUES (:id, :name, :triggers, :tags)"
-                ),
-                fts,
-            )
-    build_s = time.perf_counter() - start
+    build_s = load(catalogue, rows)
 
-    client = create_app(catalogue).test_client()
+    app = create_app(catalogue)
+    settle(app)  # as `tireg serve` does
+    client = app.test_client()
     last = max(1, min(100, args.rows // 300))  # a family filter keeps a third of the rows
     pages = rng.integers(1, last + 1, size=args.requests).tolist()
-    words = [vocab[i] for i in rng.integers(0, len(vocab), size=args.requests)]
-    tagged = rng.choice(sorted(used_tags), size=args.requests).tolist()
+    words = [rows.vocab[i] for i in rng.integers(0, len(rows.vocab), size=args.requests)]
+    tagged = rng.choice(sorted({t["tag"] for t in rows.tags}), size=args.requests).tolist()
 
     def get(url: str) -> None:
         answer = client.get(url)
@@ -179,7 +131,8 @@ def main() -> None:
     }
     size_mb = (home / "catalogue.sqlite").stat().st_size / 1e6
     print(f"catalogue: {args.rows:,} embeddings, {size_mb:.0f} MB, built in {build_s:.1f} s")
-    print(f"{args.requests} requests each; a page is 100 cards (fewer where fewer match)\n")
+    clock = "CPU time" if CPU_TIME else "wall-clock"
+    print(f"{args.requests} requests each, {clock}; a page is 100 cards (fewer if fewer match)\n")
     print(f"  {'page':26s} {'floor p50':>10s} {'p99':>8s} {'page p50':>9s} {'p99':>8s}")
     for label, (floor, page) in cases.items():
         f50, f99 = _percentiles(_timed(floor, args.requests))

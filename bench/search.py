@@ -18,7 +18,7 @@ throwaway server the way the tests do (``initdb`` + ``pg_ctl`` from Debian's pac
 as in the tests). Without either, SQLite alone.
 
 Usage: .venv/bin/python bench/search.py [--rows 100000] [--queries 500]
-       [--postgres | --postgres-url URL]
+       [--postgres | --postgres-url URL] [--cpu]
 """
 
 from __future__ import annotations
@@ -31,16 +31,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from sqlalchemy import func, insert, literal_column, select, text
+from sqlalchemy import func, literal_column, select, text
+
+from _catalogue_rows import Rows, generate, load
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIKE = "LIKE '%q%' name/description LIMIT 20"
+#: measure CPU time instead of wall-clock (``--cpu``)
+CPU_TIME = False
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -50,115 +52,47 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def _timed(run: Callable[[str], object], queries: list[str]) -> list[float]:
+    """Milliseconds per query: wall-clock, or with ``--cpu`` this process's CPU time (on a
+    machine shared with other work, where wall-clock mostly measures the other work; SQLite
+    runs in this process, PostgreSQL's server does not, so its column then counts the client)."""
+    clock = time.process_time if CPU_TIME else time.perf_counter
     for q in queries[:20]:  # warm the page cache and the statement cache
         run(q)
     samples = []
     for q in queries:
-        start = time.perf_counter()
+        start = clock()
         run(q)
-        samples.append((time.perf_counter() - start) * 1000)
+        samples.append((clock() - start) * 1000)
     return samples
 
 
 @dataclass
-class Rows:
-    """The generated catalogue, identical for every backend."""
+class Queries:
+    """What the bench asks: words by query set, and names to show."""
 
-    embeddings: list[dict[str, Any]] = field(default_factory=list)
-    tags: list[dict[str, Any]] = field(default_factory=list)
-    documents: dict[int, dict[str, str]] = field(default_factory=dict)
-    names: list[str] = field(default_factory=list)
-    query_sets: dict[str, list[str]] = field(default_factory=dict)
-    show_names: list[str] = field(default_factory=list)
+    sets: dict[str, list[str]]
+    show_names: list[str]
 
 
-def _generate(count: int, queries: int) -> Rows:
-    from tireg.db.schema import name_key
-
-    rng = np.random.default_rng(0)
-    vocab = [f"w{i:05d}" for i in range(20_000)]
-    ranks = np.arange(1, len(vocab) + 1)
-    zipf = (1.0 / ranks) / (1.0 / ranks).sum()
-    drawn = iter(rng.choice(len(vocab), size=count * 40 + 4 * queries, p=zipf).tolist())
-
-    def words(n: int) -> list[str]:
-        """The next ``n`` words of one long Zipf-distributed stream (drawn once: fast)."""
-        return [vocab[next(drawn)] for _ in range(n)]
-
-    rows = Rows()
-    families = ["sd1", "sd2", "sdxl"]
-    now = datetime.now(timezone.utc)
-    for i in range(count):
-        # 1 in 100 names is shared by two rows (the collision case the naming rule handles)
-        name = "-".join(words(2)) + f"-{i if i % 100 else i - 1}"
-        description = " ".join(words(30))
-        tag_words = list(dict.fromkeys(words(2)))
-        sha = f"{rng.integers(0, 2**63):016x}{i:048x}"
-        rows.names.append(name)
-        rows.embeddings.append(
-            {
-                "id": i + 1,
-                "vectors_sha256": sha,
-                "name": name,
-                "family": families[i % 3],
-                "num_vectors": 1 + i % 8,
-                "widths": "clip_l:768",
-                "concept_type": "style" if i % 2 else "object",
-                "description": description,
-                "nsfw": False,
-                "store_path": f"{sha[:2]}/{sha}.safetensors",
-                "name_key": name_key(name),
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-        rows.tags += [{"embedding_id": i + 1, "tag": t} for t in tag_words]
-        rows.documents[i + 1] = {
-            "name": name,
-            "triggers": name,
-            "description": description,
-            "tags": "\n".join(tag_words),
-            "sources": "hf\nsd-concepts-library/" + name,
-        }
+def _generate(count: int, queries: int) -> tuple[Rows, Queries]:
+    rows, stream, rng = generate(
+        count, vocab_size=20_000, description_words=30, zipf=True, spare_words=queries
+    )
     # two query sets: words drawn by how often they occur (common words dominate: the hard case
     # for ranking, which scores every match) and words drawn evenly from the vocabulary (most
     # are rare: the hard case for LIKE, which then scans the whole table)
-    rows.query_sets = {
-        "frequent": words(queries),
-        "uniform": [vocab[i] for i in rng.integers(0, len(vocab), size=queries)],
+    sets = {
+        "frequent": stream.take(queries),
+        "uniform": [rows.vocab[i] for i in rng.integers(0, len(rows.vocab), size=queries)],
     }
     picks = rng.choice(len(rows.names), size=queries)
-    rows.show_names = [rows.names[i] for i in picks if i % 100 != 0]
-    return rows
+    return rows, Queries(sets, [rows.names[i] for i in picks if i % 100 != 0])
 
 
-def _load(catalogue: Any, rows: Rows) -> float:
-    """Insert ``rows`` and index them through the backend's own upkeep; seconds taken."""
-    from tireg.db.schema import EmbeddingRow, TagRow
-    from tireg.db.session import FTS_TABLE
-    from tireg.registry import search_index
-
-    start = time.perf_counter()
-    batch = 10_000
-    for first in range(0, len(rows.embeddings), batch):
-        part = rows.embeddings[first : first + batch]
-        ids = {r["id"] for r in part}
-        with catalogue.transaction() as session:
-            session.execute(insert(EmbeddingRow), part)
-            session.execute(insert(TagRow), [t for t in rows.tags if t["embedding_id"] in ids])
-            index = search_index.backend(session)
-            assert index is not None
-            index.insert(session, {i: rows.documents[i] for i in sorted(ids)})
-    if catalogue.is_sqlite:
-        with catalogue.transaction() as session:
-            session.execute(text(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('optimize')"))
-    else:
-        with catalogue.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
-    return time.perf_counter() - start
+Samples = dict[str, dict[str, list[float]]]
 
 
-def _measure(catalogue: Any, rows: Rows) -> tuple[dict[str, dict[str, list[float]]], list[float]]:
+def _measure(catalogue: Any, asked: Queries) -> tuple[Samples, list[float]]:
     """Samples (ms) per query set and operation, and of ``show``."""
     from tireg.registry import query, search_index
     from tireg.registry.query import Filters
@@ -167,7 +101,7 @@ def _measure(catalogue: Any, rows: Rows) -> tuple[dict[str, dict[str, list[float
         "SELECT id, name, family, num_vectors, description FROM embeddings "
         "WHERE name LIKE :p OR description LIKE :p LIMIT 20"
     )
-    results: dict[str, dict[str, list[float]]] = {}
+    results: Samples = {}
     with catalogue.reading() as session:
         index = search_index.backend(session)
         assert index is not None
@@ -190,14 +124,14 @@ def _measure(catalogue: Any, rows: Rows) -> tuple[dict[str, dict[str, list[float
         def show(name: str) -> object:
             return query.show(session, name).to_dict()
 
-        for set_name, search_words in rows.query_sets.items():
+        for set_name, search_words in asked.sets.items():
             results[set_name] = {
                 "index match ORDER BY rank LIMIT 20 (SQL)": _timed(index_only, search_words),
                 "search(): ranked + summaries and refs": _timed(ranked, search_words),
                 "search() + family filter (index-first CTE)": _timed(ranked_filtered, search_words),
                 LIKE: _timed(like, search_words),
             }
-        return results, _timed(show, rows.show_names)
+        return results, _timed(show, asked.show_names)
 
 
 def _matches(catalogue: Any, words: list[str]) -> list[int]:
@@ -239,14 +173,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--postgres", action="store_true", help="start a throwaway server")
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database to fill")
+    parser.add_argument("--cpu", action="store_true", help="time this process's CPU, not the clock")
     args = parser.parse_args()
+    global CPU_TIME
+    CPU_TIME = args.cpu
 
     home = tempfile.mkdtemp(prefix="tireg-bench-search-")
     os.environ["TIREG_HOME"] = home
     from tireg.db.session import open_catalogue
 
-    rows = _generate(args.rows, args.queries)
-    measured: dict[str, tuple[dict[str, dict[str, list[float]]], list[float]]] = {}
+    rows, asked = _generate(args.rows, args.queries)
+    measured: dict[str, tuple[Samples, list[float]]] = {}
     hits: dict[str, list[int]] = {}
     with _postgres(args.postgres_url, args.postgres) as pg_url:
         urls = {"SQLite": f"sqlite:///{home}/catalogue.sqlite", "PostgreSQL": pg_url}
@@ -255,21 +192,22 @@ def main() -> None:
                 continue
             catalogue = open_catalogue(url)
             try:
-                build_s = _load(catalogue, rows)
+                build_s = load(catalogue, rows)
                 print(f"{backend}: {args.rows:,} embeddings loaded and indexed in {build_s:.1f} s")
-                measured[backend] = _measure(catalogue, rows)
+                measured[backend] = _measure(catalogue, asked)
                 if backend == "SQLite":
-                    hits = {k: _matches(catalogue, w[:100]) for k, w in rows.query_sets.items()}
+                    hits = {k: _matches(catalogue, w[:100]) for k, w in asked.sets.items()}
             finally:
                 catalogue.close()
 
     backends = list(measured)
     header = "".join(f" {b + ' p50':>15s} {b + ' p99':>15s}" for b in backends)
-    for set_name, words in rows.query_sets.items():
+    for set_name, words in asked.sets.items():
         counts = hits[set_name]
         print(
             f"\n{set_name} words ({len(words)} queries; rows matching one: median "
-            f"{statistics.median(counts):.0f}, max {max(counts)}), milliseconds"
+            f"{statistics.median(counts):.0f}, max {max(counts)}), "
+            f"{'CPU ' if CPU_TIME else ''}milliseconds"
         )
         print(f"  {'operation':44s}{header}")
         for label in measured[backends[0]][0][set_name]:

@@ -46,14 +46,16 @@ def serve_command(
     """
     from werkzeug.serving import make_server
 
-    from tireg.serve.app import create_app
+    from tireg.serve.app import create_app, settle
     from tireg.serve.targets import parse_roots
 
     roots = parse_roots(ui_root or [])
     from tireg.db import open_catalogue
 
     with open_catalogue(db) as catalogue:
-        server = make_server(host, port, create_app(catalogue, roots), threaded=True)
+        app = create_app(catalogue, roots)
+        server = make_server(host, port, app, threaded=True)
+        settle(app)
         if host not in ("127.0.0.1", "localhost", "::1"):
             err_console.print(
                 f"warning: listening on {host}: anyone who can reach it can install embeddings",

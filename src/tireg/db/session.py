@@ -25,31 +25,43 @@ means:
   twin of ``BEGIN IMMEDIATE``: tireg's write transactions run one at a time across every machine,
   while readers are never blocked (MVCC). The code above the catalogue reads before it writes
   (the naming rule, "is this vectors hash known?", tag and provenance de-duplication, the search
-  documents), so running writers one at a time keeps all of it exact with no upsert races.
-  Retrying conflicts instead would mean re-running a ``with`` block's body, which Python cannot
-  do and which would repeat its file writes (installs into UI folders, store files); serialising
-  writers means tireg's own writers never raise serialization failures or deadlocks at all.
+  documents) and does file work inside its transactions (store files, installs into UI
+  folders), so running writers one at a time keeps all of it exact with no upsert races, and
+  four machines adding the same files queue rather than conflict and redo each other's work.
+  The lock stays for that reason: without it those races would be unique-key violations at
+  READ COMMITTED, or a storm of retried serialization failures at SERIALIZABLE.
 * **Writers run at READ COMMITTED**: every statement takes a fresh snapshot, and the lock is the
   first statement, so each writer sees every write committed before it got the lock.
   REPEATABLE READ or SERIALIZABLE would take their snapshot as the lock statement starts, i.e.
   *before* the wait, and then fail with a serialization error after every wait.
 * **Readers run at REPEATABLE READ**: one snapshot for the whole ``reading()`` session, as a
   SQLite read transaction gives; read-only transactions never fail to serialize.
+* **A transaction the server rolls back on a conflict is run again** (SQLSTATE 40001
+  serialization_failure, 40P01 deadlock_detected: a session outside tireg holding rows, a
+  migration's locks, a writer that asked for a stronger isolation): :func:`retry_conflicts`
+  re-runs the whole unit of work, reads included, in a fresh transaction, up to
+  :data:`CONFLICT_ATTEMPTS` times with jittered exponential backoff, then gives one line saying
+  nothing was written. Python cannot re-run the body of a ``with`` block, so the unit is a
+  function: :meth:`Catalogue.write` takes one, and :func:`retried` wraps the registry functions
+  that own a ``with catalogue.transaction()``; only the outermost retries, so a conflict in a
+  nested one re-runs everything around it. Their bodies may be re-run, which their file work
+  allows: store files and installs are written whole, atomically, and to the same bytes.
 * The lock wait is bounded (:data:`LOCK_WAIT_S`, about what SQLite's busy timeout and retries
-  add up to); a conflict raised by something other than tireg (SQLSTATE 40001 or 40P01, e.g. a
-  server whose default isolation is SERIALIZABLE) becomes one line saying nothing was written.
+  add up to).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -79,6 +91,14 @@ WRITER_LOCK_KEY = 0x7469726567
 INSUFFICIENT_PRIVILEGE = "42501"
 #: PostgreSQL: the longest a writer waits for that lock before giving up with one line
 LOCK_WAIT_S = BUSY_TIMEOUT_S * (LOCK_RETRIES + 1)
+#: PostgreSQL's SQLSTATEs for a transaction rolled back so that it can be run again:
+#: serialization_failure and deadlock_detected
+CONFLICTS = ("40001", "40P01")
+#: runs of a unit of work that keeps conflicting before the conflict is reported
+CONFLICT_ATTEMPTS = 6
+#: the first backoff after a conflict (seconds), doubled per attempt up to CONFLICT_BACKOFF_MAX
+CONFLICT_BACKOFF_S = 0.05
+CONFLICT_BACKOFF_MAX_S = 2.0
 #: per backend: execution options of write and read sessions (see the module docstring)
 _WRITE_OPTIONS: dict[str, dict[str, Any]] = {"postgresql": {"isolation_level": "READ COMMITTED"}}
 _READ_OPTIONS: dict[str, dict[str, Any]] = {"postgresql": {"isolation_level": "REPEATABLE READ"}}
@@ -92,6 +112,57 @@ TRIGRAM_TABLE = "embedding_search_trigram"
 
 class CatalogueError(TiregError):
     """The catalogue cannot be opened or written: permissions, a full disk, a newer schema."""
+
+
+class ConflictError(CatalogueError):
+    """The server rolled a transaction back on a conflict with another session (see
+    :data:`CONFLICTS`); nothing of it was written, and running it again may well succeed."""
+
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+#: whether a retrying call is already running in this context (then only it retries)
+_RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar("tireg_retrying", default=False)
+
+
+def retry_conflicts(work: Callable[[], _T], attempts: int = CONFLICT_ATTEMPTS) -> _T:
+    """Run ``work`` (one or more whole transactions), again while it fails on a conflict.
+
+    Between runs it sleeps a jittered exponential backoff, so two sessions that conflicted do
+    not collide again in step. Inside another retrying call it runs once: the outermost call
+    re-runs everything, since what an inner transaction read may depend on the outer one.
+    """
+    if _RETRYING.get():
+        return work()
+    token = _RETRYING.set(True)
+    try:
+        for attempt in range(1, attempts):
+            try:
+                return work()
+            except ConflictError:
+                backoff = min(CONFLICT_BACKOFF_MAX_S, CONFLICT_BACKOFF_S * 2 ** (attempt - 1))
+                time.sleep(backoff * (0.5 + random.random()))  # noqa: S311
+        try:
+            return work()
+        except ConflictError as exc:
+            raise ConflictError(
+                f"another session changed the same catalogue rows {attempts} times running; "
+                "nothing was written",
+                path=exc.path,
+                hint="run the same command again when the other writer is done",
+            ) from exc
+    finally:
+        _RETRYING.reset(token)
+
+
+def retried(function: Callable[_P, _T]) -> Callable[_P, _T]:
+    """``function`` (which owns its catalogue transactions) run by :func:`retry_conflicts`."""
+
+    @functools.wraps(function)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return retry_conflicts(lambda: function(*args, **kwargs))
+
+    return run
 
 
 class Catalogue:
@@ -128,6 +199,27 @@ class Catalogue:
         """
         with self._translate_errors(), self._write_sessions() as session, session.begin():
             yield session
+
+    def write(self, work: Callable[[Session], _T], *, isolation: str | None = None) -> _T:
+        """``work`` in one transaction (as :meth:`transaction`), run again on a conflict.
+
+        ``isolation`` (PostgreSQL) is for a writer that wants one snapshot for all it reads,
+        ``"REPEATABLE READ"`` or ``"SERIALIZABLE"``: its snapshot is taken before it waits for
+        the writers' lock, so a row another writer changed meanwhile fails it, and it runs again
+        on a fresh one.
+        """
+
+        def once() -> _T:
+            if isolation is None or self.is_sqlite:
+                with self.transaction() as session:
+                    return work(session)
+            # from the engine itself: options chained on ``_writer`` would have its isolation
+            # level applied after this one
+            writer = self.engine.execution_options(**{_IMMEDIATE: True}, isolation_level=isolation)
+            with self._translate_errors(), Session(writer) as session, session.begin():
+                return work(session)
+
+        return retry_conflicts(once)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
@@ -393,8 +485,8 @@ def _catalogue_error(exc: DBAPIError, url: str) -> CatalogueError:
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     where = _display(url)
     sqlstate = getattr(exc.orig, "sqlstate", None) or ""  # PostgreSQL's error code
-    if sqlstate in ("40001", "40P01"):
-        return CatalogueError(
+    if sqlstate in CONFLICTS:
+        return ConflictError(
             "another session changed the same catalogue rows at once; nothing was written",
             path=where,
             hint="run the same command again",

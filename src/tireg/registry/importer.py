@@ -52,7 +52,7 @@ from tireg.db.schema import (
     SourceRow,
     name_key,
 )
-from tireg.db.session import Catalogue
+from tireg.db.session import Catalogue, retried
 from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.progress import ItemProgress
@@ -547,6 +547,7 @@ def _commit(
     return [out for ready in batch for out in _commit(catalogue, [ready], hints)]
 
 
+@retried
 def _commit_together(
     catalogue: Catalogue, batch: list[_Ready], hints: Mapping[str, str]
 ) -> list[FileOutcome]:
@@ -695,6 +696,7 @@ def _previews_of(
     return [p for p in pictures if p.is_file() and _is_picture(p, outcomes)]
 
 
+@retried
 def _record_previews(catalogue: Catalogue, outcomes: dict[Path, FileOutcome]) -> None:
     """Attach pictures beside imported embeddings as their previews (one transaction)."""
     links: list[tuple[int, Path]] = []

@@ -40,7 +40,7 @@ from tireg.db.schema import (
     SourceRow,
     utcnow,
 )
-from tireg.db.session import Catalogue
+from tireg.db.session import Catalogue, retried
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, read_capped, sha256_file
 from tireg.progress import DownloadProgress
@@ -157,6 +157,7 @@ def _collision(path: Path, what: str) -> InstallError:
     )
 
 
+@retried
 def _check_model(
     catalogue: Catalogue, rows: Sequence[EmbeddingRow], model: str, *, force: bool
 ) -> None:
@@ -313,8 +314,7 @@ def _place_preview(
             atomic_write_bytes(target, data, overwrite=False)
         except FileExistsError:
             return None  # another process put a picture there meanwhile: theirs stays
-    with catalogue.transaction() as session:
-        _record(session, row_id, dest, target, PREVIEW_FORMAT)
+    catalogue.write(lambda session: _record(session, row_id, dest, target, PREVIEW_FORMAT))
     return target
 
 
@@ -370,8 +370,7 @@ def install_rows(
             status, path = "present", plan.present_as
         else:
             status, path = _place(plan, force=force), plan.path
-            with catalogue.transaction() as session:
-                _record(session, plan.row.id, dest, path)
+            catalogue.write(lambda session: _record(session, plan.row.id, dest, path))  # noqa: B023
         ref = (refs or {}).get(plan.row.id, naming.ref_of(plan.row))
         word = uis.prompt_word(dest.target, plan.stem)
         preview = _place_preview(catalogue, plan.row.id, dest, path, force=force)

@@ -34,7 +34,7 @@ from tireg.checkpoints import (
     normalise_hash,
 )
 from tireg.db.schema import CheckpointRow
-from tireg.db.session import Catalogue
+from tireg.db.session import Catalogue, retried
 from tireg.progress import Advance
 
 USER, KNOWN = "user", "known"
@@ -183,6 +183,7 @@ def add_models(
     return added
 
 
+@retried
 def add_model_hash(catalogue: Catalogue, value: str, *, name: str, family: str) -> dict[str, Any]:
     """Name a checkpoint known only by a hash (no file): ``tireg model add --hash``.
 
@@ -243,6 +244,7 @@ def row_hashes(row: CheckpointRow) -> tuple[str | None, str | None]:
     return row.sha256[:10], (row.sha256 if len(row.sha256) == 64 else None)
 
 
+@retried
 def list_models(catalogue: Catalogue, *, origin: str | None = None) -> list[dict[str, Any]]:
     """Catalogued checkpoints as records (:func:`model_record`), the user's first, then the
     shipped table (mirrored first, so it is always complete); ``origin`` filters."""

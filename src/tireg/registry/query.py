@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, and_, func, literal_column, or_, select
+from sqlalchemy import Select, TextClause, and_, func, literal, literal_column, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
@@ -27,6 +27,7 @@ from tireg.db.schema import (
     InstallRow,
     SourceRow,
     TagRow,
+    name_key,
 )
 from tireg.errors import TiregError
 from tireg.files import sha256_file
@@ -34,6 +35,7 @@ from tireg.registry import available, search_text
 from tireg.registry.available import AvailableEntry
 from tireg.registry.lineage import lineage_of
 from tireg.registry.naming import (
+    _named,
     _provenance_from,
     _rows_named,
     _source_clause,
@@ -46,8 +48,8 @@ from tireg.registry.naming import (
 if TYPE_CHECKING:
     from tireg.db.session import Catalogue
 
-#: at most this many word matches are ranked in one question (see :func:`search`)
-RANK_CAP = 2000
+#: the rank of a whole-name match, before every word match (whose ranks are negative)
+WHOLE_NAME_RANK = -1e9
 
 
 @dataclass(frozen=True)
@@ -246,9 +248,13 @@ def search(
 ) -> list[EmbeddingSummary]:
     """The ``limit`` best matches of ``query`` among embeddings matching ``filters``.
 
-    1. Word matches first, best BM25 first (every word must match, the last also as a prefix):
-       those in the name, triggers or tags, then those anywhere else (description, sources).
-    2. When those are fewer than ``limit``, infix matches from the trigram index follow: any
+    1. An embedding whose whole name (or prompt word) is what was typed, as the naming rule
+       reads names (``<Cat-Toy>`` is ``cat-toy``).
+    2. Word matches, best BM25 first (every word must match, the last also as a prefix): those
+       in the name, triggers or tags, then those anywhere else (description, sources); words
+       in more than :data:`~tireg.registry.search_index.COMMON` rows rank their newest matches,
+       shorter first (see :func:`~tireg.registry.search_index.word_matches`).
+    3. When those are fewer than ``limit``, infix matches from the trigram index follow: any
        substring of the name, triggers or tags (``板蓝根`` in ``大猫板蓝根-100000``, ``yuno`` in
        ``gasaiyuno``). Words of one or two characters, below a trigram, match by ``LIKE`` on
        the same columns.
@@ -270,17 +276,16 @@ def search(
         found = {i for i, _ in hits}
         hits.extend([hit for hit in more if hit[0] not in found][: limit - len(hits)])
 
-    # names, triggers and tags first: what people type, and few matches even for words in
-    # every description, so the index ranks thousands of rows rather than the whole catalogue
-    named = index.word_matches(query, columns=search_text.TYPED_COLUMNS)
-    if named is not None:
-        add(_ranked(session, named, filters, limit))
+    # a whole name (or prompt word) first: an index lookup, and what someone typing it wants
+    named = select(EmbeddingRow.id, literal(WHOLE_NAME_RANK).label("rank"))
+    add(_ranked(session, named.where(_named({name_key(query)})), filters, limit))
+    # then names, triggers and tags: what people type, and fewer matches than descriptions
+    # hold; then every column (see search_index.word_matches for what either costs)
+    for columns in (search_text.TYPED_COLUMNS, None):
         if len(hits) < limit:
-            # then every column; the index ranks at most RANK_CAP matches (the first by id), so
-            # a word in nearly every row costs a bounded amount, while rarer words rank exactly
-            anywhere = index.word_matches(query, cap=RANK_CAP)
-            if anywhere is not None:
-                add(_ranked(session, anywhere, filters, limit + len(hits)))
+            words = search_index.word_matches(session, index, query, columns=columns)
+            if words is not None:
+                add(_ranked(session, words, filters, limit + len(hits)))
     if len(hits) < limit:
         infix = index.infix_matches(query)
         if infix is not None:
@@ -300,7 +305,9 @@ def _ranked(
 ) -> list[tuple[int, float]]:
     """The ``limit`` best ``(id, rank)`` of ``matches`` (an ``id, rank`` statement) that pass
     ``filters``."""
-    found = matches.columns(literal_column("id"), literal_column("rank")).subquery()
+    if isinstance(matches, TextClause):
+        matches = matches.columns(literal_column("id"), literal_column("rank"))
+    found = matches.subquery()
     if filters == Filters():
         # flattened by SQLite into FTS5's own ORDER BY rank LIMIT, which keeps only the best n
         # (PostgreSQL: a top-n sort over the index's matches)

@@ -138,8 +138,7 @@ def record(
     items = list(items)
     for _, embedding in items:
         store.put(embedding)  # durable before the rows that point at it
-    with catalogue.transaction() as session:
-        return _record_in(session, store, items)
+    return catalogue.write(lambda session: _record_in(session, store, items))
 
 
 def _record_in(

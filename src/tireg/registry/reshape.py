@@ -27,6 +27,7 @@ from sqlalchemy import select
 from tireg.converters import Embedding
 from tireg.db import Catalogue
 from tireg.db.schema import EmbeddingRow, name_key
+from tireg.db.session import retried
 from tireg.errors import TiregError
 from tireg.registry import naming
 from tireg.registry.importer import import_embedding
@@ -144,6 +145,7 @@ def _widths(parent: Parent) -> str:
     return " + ".join(str(w) for _, w in sorted(parent.embedding.widths.items()))
 
 
+@retried
 def record_made(
     catalogue: Catalogue,
     made: Embedding,

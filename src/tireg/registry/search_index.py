@@ -22,7 +22,7 @@ from pathlib import PurePath
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.elements import BindParameter, TextClause
 
 from tireg.checkpoints.known_models import lookup_hash
 from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow, TagRow
@@ -44,6 +44,37 @@ def backend(session: Session) -> SearchBackend | None:
 
         return POSTGRES
     return None
+
+
+#: words matching more rows than this are common: see :func:`word_matches`
+COMMON = 500
+
+
+def word_matches(
+    session: Session,
+    index: SearchBackend,
+    query: str,
+    *,
+    columns: tuple[str, ...] | None = None,
+) -> TextClause | None:
+    """The word matches of ``query`` as search ranks them (an ``id, rank`` statement).
+
+    Relevance functions score every match (BM25 also reads each matching document's every
+    phrase), about two microseconds a match: 170 ms for a word in nearly every row of 100,000.
+    So the words are first counted, no further than :data:`COMMON` (a fraction of a
+    millisecond): as typed, then with the last one as a prefix. Rarer words are ranked exactly;
+    commoner ones by length among their newest :data:`COMMON` matches, which is where BM25's
+    order degenerates to for a word in nearly every document anyway (its inverse document
+    frequency is near zero), at a bounded cost whatever the catalogue's size. Counting the words
+    as typed first spares a common word the prefix expansion, which reads its whole doclist.
+    """
+    for prefix in (False, True):
+        counted = index.count_word_matches(query, cap=COMMON + 1, columns=columns, prefix=prefix)
+        if counted is None:
+            return None
+        if (session.scalar(counted) or 0) > COMMON:
+            return index.newest_word_matches(query, cap=COMMON, columns=columns, prefix=prefix)
+    return index.word_matches(query, columns=columns)
 
 
 def has_index(session: Session) -> bool:

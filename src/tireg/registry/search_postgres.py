@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
@@ -41,12 +43,26 @@ _INSERT = text(
     f"INSERT INTO {FTS_TABLE} ({', '.join(COLUMNS)}, id, words, infix) "  # noqa: S608
     f"VALUES ({', '.join(':' + c for c in COLUMNS)}, :id, CAST(:words AS tsvector), :infix)"
 )
-#: the inner LIMIT bounds how many matches are ranked (NULL: all)
 _WORDS = text(
     f"SELECT id, -ts_rank_cd('{RANK_WEIGHTS}', words, CAST(:q AS tsquery), "  # noqa: S608
-    f"{RANK_NORMALISATION}) AS rank FROM (SELECT id, words FROM {FTS_TABLE} "
+    f"{RANK_NORMALISATION}) AS rank FROM {FTS_TABLE} WHERE words @@ CAST(:q AS tsquery)"
+)
+_COUNT = text(
+    f"SELECT count(*) FROM (SELECT 1 FROM {FTS_TABLE} "  # noqa: S608
     "WHERE words @@ CAST(:q AS tsquery) LIMIT :cap) AS found"
 )
+
+
+@cache
+def _newest(columns: tuple[str, ...]) -> TextClause:
+    """The ``:cap`` newest matches, ranked by the searched texts' length (see
+    :mod:`tireg.registry.search_sqlite`): the primary key walked backwards, each row tested
+    against its vector, which stops after ``:cap`` matches when the words are common."""
+    length = " + ".join(f"length({c})" for c in columns)
+    return text(
+        f"SELECT id, -1.0 / (1 + {length}) AS rank FROM {FTS_TABLE} "  # noqa: S608
+        "WHERE words @@ CAST(:q AS tsquery) ORDER BY id DESC LIMIT :cap"
+    )
 
 
 def vector(doc: Document) -> str:
@@ -66,17 +82,21 @@ def vector(doc: Document) -> str:
     return " ".join(lexemes)
 
 
-def ts_query(query: str, columns: tuple[str, ...] | None = None) -> str | None:
+def ts_query(
+    query: str, columns: tuple[str, ...] | None = None, *, prefix: bool = True
+) -> str | None:
     """The ``tsquery`` for what a user typed: every word must match (a word of several tokens as
-    a phrase), the last token also as a prefix, each only in ``columns`` when given (by their
-    weight labels); ``None`` when no letters or digits are left."""
+    a phrase), the last token also as a prefix unless ``prefix`` is false, each only in
+    ``columns`` when given (by their weight labels); ``None`` when no letters or digits are
+    left."""
     words = [found for found in (tokens(w) for w in query.split()) if found]
     if not words:
         return None
     labels = "" if columns is None else "".join(sorted({WEIGHTS[c] for c in columns}))
     lexemes = [[f"'{t}':{labels}" if labels else f"'{t}'" for t in found] for found in words]
-    last = lexemes[-1][-1]
-    lexemes[-1][-1] = f"{last}*" if labels else f"{last}:*"
+    if prefix:
+        last = lexemes[-1][-1]
+        lexemes[-1][-1] = f"{last}*" if labels else f"{last}:*"
     return " & ".join("(" + " <-> ".join(found) + ")" for found in lexemes)
 
 
@@ -108,10 +128,22 @@ class PostgresSearch:
         return [(COLUMNS, {r[0]: dict(zip(COLUMNS, r[1:], strict=True)) for r in rows})]
 
     def word_matches(
-        self, query: str, *, columns: tuple[str, ...] | None = None, cap: int | None = None
+        self, query: str, *, columns: tuple[str, ...] | None = None, prefix: bool = True
     ) -> TextClause | None:
-        match = ts_query(query, columns)
-        return None if match is None else _WORDS.bindparams(q=match, cap=cap)
+        match = ts_query(query, columns, prefix=prefix)
+        return None if match is None else _WORDS.bindparams(q=match)
+
+    def newest_word_matches(
+        self, query: str, *, cap: int, columns: tuple[str, ...] | None = None, prefix: bool = True
+    ) -> TextClause | None:
+        match = ts_query(query, columns, prefix=prefix)
+        return None if match is None else _newest(columns or COLUMNS).bindparams(q=match, cap=cap)
+
+    def count_word_matches(
+        self, query: str, *, cap: int, columns: tuple[str, ...] | None = None, prefix: bool = True
+    ) -> TextClause | None:
+        match = ts_query(query, columns, prefix=prefix)
+        return None if match is None else _COUNT.bindparams(q=match, cap=cap)
 
     def infix_matches(self, query: str) -> TextClause | None:
         """Every word as a substring of the infix text; words under three characters have no

@@ -9,6 +9,7 @@ matches, in any script. Both are keyed by ``rowid = embeddings.id``.
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
@@ -34,11 +35,23 @@ _INSERTS = [
 ]
 
 
-#: the inner LIMIT bounds how many matches BM25 scores (-1: all)
-_WORD_MATCHES = text(
-    f"SELECT rowid AS id, rank FROM (SELECT rowid, rank FROM {FTS_TABLE} "  # noqa: S608
+_WORD_MATCHES = text(f"SELECT rowid AS id, rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q")  # noqa: S608
+_COUNT = text(
+    f"SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} "  # noqa: S608
     f"WHERE {FTS_TABLE} MATCH :q LIMIT :cap)"
 )
+
+
+@cache
+def _newest(columns: tuple[str, ...]) -> TextClause:
+    """The ``:cap`` newest matches (FTS5 walks its doclists backwards by rowid, no sort), ranked
+    by the searched texts' length: what BM25 falls back to for a word in nearly every row, whose
+    inverse document frequency is near zero, leaving only length normalisation."""
+    length = " + ".join(f"length({c})" for c in columns)
+    return text(
+        f"SELECT rowid AS id, -1.0 / (1 + {length}) AS rank FROM {FTS_TABLE} "  # noqa: S608
+        f"WHERE {FTS_TABLE} MATCH :q ORDER BY rowid DESC LIMIT :cap"
+    )
 
 
 def _phrase(word: str) -> str | None:
@@ -49,14 +62,23 @@ def _phrase(word: str) -> str | None:
     return '"' + word.replace('"', '""') + '"'
 
 
-def fts_query(query: str) -> str | None:
+def fts_query(query: str, *, prefix: bool = True) -> str | None:
     """The FTS5 MATCH expression for what a user typed: every word must match, the last one as a
-    prefix (so ``gasai yu`` finds ``gasai yuno``). User input never reaches FTS5 syntax."""
+    prefix unless ``prefix`` is false (so ``gasai yu`` finds ``gasai yuno``). User input never
+    reaches FTS5 syntax."""
     phrases = [p for p in (_phrase(w) for w in query.split()) if p is not None]
     if not phrases:
         return None
-    phrases[-1] += "*"
+    if prefix:
+        phrases[-1] += "*"
     return " ".join(phrases)
+
+
+def _match(query: str, columns: tuple[str, ...] | None, prefix: bool) -> str | None:
+    match = fts_query(query, prefix=prefix)
+    if match is None or columns is None:
+        return match
+    return f"{{{' '.join(columns)}}} : ({match})"
 
 
 class SqliteSearch:
@@ -82,14 +104,24 @@ class SqliteSearch:
         return found
 
     def word_matches(
-        self, query: str, *, columns: tuple[str, ...] | None = None, cap: int | None = None
+        self, query: str, *, columns: tuple[str, ...] | None = None, prefix: bool = True
     ) -> TextClause | None:
-        match = fts_query(query)
+        match = _match(query, columns, prefix)
+        return None if match is None else _WORD_MATCHES.bindparams(q=match)
+
+    def newest_word_matches(
+        self, query: str, *, cap: int, columns: tuple[str, ...] | None = None, prefix: bool = True
+    ) -> TextClause | None:
+        match = _match(query, columns, prefix)
         if match is None:
             return None
-        if columns is not None:
-            match = f"{{{' '.join(columns)}}} : ({match})"
-        return _WORD_MATCHES.bindparams(q=match, cap=-1 if cap is None else cap)
+        return _newest(columns or COLUMNS).bindparams(q=match, cap=cap)
+
+    def count_word_matches(
+        self, query: str, *, cap: int, columns: tuple[str, ...] | None = None, prefix: bool = True
+    ) -> TextClause | None:
+        match = _match(query, columns, prefix)
+        return None if match is None else _COUNT.bindparams(q=match, cap=cap)
 
     def infix_matches(self, query: str) -> TextClause | None:
         """FTS5's trigram tokenizer matches a phrase of three or more characters anywhere in a

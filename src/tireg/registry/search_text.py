@@ -27,10 +27,17 @@ TYPED_COLUMNS = ("name", "triggers", "tags")
 class SearchBackend(Protocol):
     """How one database stores and matches the search texts.
 
-    ``word_matches`` and ``infix_matches`` return a statement with columns ``id`` and ``rank``
-    (lower ranks first, as FTS5's) for what a user typed, or ``None`` when nothing in it can
-    match; user input only ever reaches them as bound values. ``word_matches`` looks only in
-    ``columns`` when given, and ranks only the first ``cap`` matches (by id) when given.
+    The ``*_matches`` methods return a statement for what a user typed, or ``None`` when nothing
+    in it can match; user input only ever reaches them as bound values. Every word must match;
+    the last one also as a prefix unless ``prefix`` is false; only in ``columns`` when given.
+
+    * ``word_matches``: columns ``id`` and ``rank`` (lower first, as FTS5's), every match scored
+      by the database's relevance function (BM25, ``ts_rank_cd``), whose cost grows with the
+      number of matches;
+    * ``newest_word_matches``: the same columns for the ``cap`` newest matches only, ranked by
+      the length of the searched texts (shorter first), which costs nothing per match;
+    * ``count_word_matches``: one column, how many rows match, counting no further than ``cap``;
+    * ``infix_matches``: ``id`` and ``rank`` of substring matches in the typed columns.
     """
 
     def delete(self, session: Session, ids: list[int]) -> None: ...
@@ -41,7 +48,13 @@ class SearchBackend(Protocol):
         ...
 
     def word_matches(
-        self, query: str, *, columns: tuple[str, ...] | None = None, cap: int | None = None
+        self, query: str, *, columns: tuple[str, ...] | None = None, prefix: bool = True
+    ) -> TextClause | None: ...
+    def newest_word_matches(
+        self, query: str, *, cap: int, columns: tuple[str, ...] | None = None, prefix: bool = True
+    ) -> TextClause | None: ...
+    def count_word_matches(
+        self, query: str, *, cap: int, columns: tuple[str, ...] | None = None, prefix: bool = True
     ) -> TextClause | None: ...
     def infix_matches(self, query: str) -> TextClause | None: ...
 

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from tireg.db.schema import TagRow
-from tireg.db.session import Catalogue
+from tireg.db.session import Catalogue, retried
 from tireg.errors import TiregError
 from tireg.registry import naming, search_index
 
@@ -60,6 +60,7 @@ def add_tags(session: Session, embedding_ids: Iterable[int], tags: Iterable[str]
     return {i for i, _ in missing}
 
 
+@retried
 def tag(
     catalogue: Catalogue,
     spec: str,

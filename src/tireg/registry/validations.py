@@ -27,7 +27,7 @@ from tireg.db.schema import (
     ValidationModelRow,
     ValidationRow,
 )
-from tireg.db.session import Catalogue
+from tireg.db.session import Catalogue, retried
 from tireg.registry.compat import VALIDATED
 from tireg.registry.model_refs import resolve_model
 from tireg.registry.naming import refs, resolve
@@ -83,6 +83,7 @@ class RunRecord:
     evidence: list[tuple[str, int]] = field(default_factory=list)
 
 
+@retried
 def record_run(catalogue: Catalogue, record: RunRecord) -> int:
     """Write ``record`` and its evidence in one transaction; return the run's id.
 

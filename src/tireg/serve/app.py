@@ -8,9 +8,12 @@ line, a :class:`~tireg.errors.TiregError` in the very words the CLI prints, neve
 
 from __future__ import annotations
 
+import gc
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 from flask import Flask, abort, flash, redirect, render_template, request, send_file, url_for
 from flask.typing import ResponseReturnValue
@@ -51,7 +54,8 @@ def create_app(catalogue: Catalogue, ui_roots: Mapping[str, Path] | None = None)
         wanted = pages.GalleryQuery.from_args(request.args)
         with catalogue.reading() as session:
             page = pages.gallery(session, wanted)
-        return render_template("gallery.html", page=page, families=pages.FAMILIES)
+        links = CardLinks(wanted)
+        return render_template("gallery.html", page=page, families=pages.FAMILIES, links=links)
 
     @app.get("/e/<int:row_id>")
     def embedding(row_id: int) -> ResponseReturnValue:
@@ -113,6 +117,68 @@ def create_app(catalogue: Catalogue, ui_roots: Mapping[str, Path] | None = None)
             return _thumbnail_of(pictures.grid_file(session, run_id))
 
     return app
+
+
+def settle(app: Flask) -> None:
+    """Before serving: compile the templates, then set every object alive now outside the
+    garbage collector's reach (``gc.freeze``).
+
+    Why: a page of cards allocates thousands of objects (ORM rows, template output), so now
+    and then Python's oldest-generation collection runs, and it walks every object alive,
+    modules, SQLAlchemy's mappers and compiled templates included: 40 to 65 ms at 100,000
+    entries, the whole difference between a page's median and its 99th percentile. What is
+    alive when the server starts lives as long as it does, so no collection needs to look at
+    it; what requests allocate is collected as before. Only ``tireg serve`` (and the bench)
+    call this: a process that goes on to do other things would keep what it froze.
+    """
+    for name in app.jinja_env.list_templates(extensions=["html"]):
+        app.jinja_env.get_template(name)
+    gc.collect()
+    gc.freeze()
+
+
+#: an id no catalogue row has, where a URL built once holds the place of every card's id
+_PLACEHOLDER = 987654321012345
+
+
+class CardLinks:
+    """The links of a gallery page's cards, each route built once per page.
+
+    Why: Werkzeug builds a URL in about 20 microseconds, and a page of 100 cards links each
+    card, its picture and each of its tags: 350 builds, half of the page's time. Each route is
+    built once with a placeholder id (or, for tags, the page's query without its tag) and
+    every card's link is that text with its own id (or tag) put in.
+    """
+
+    def __init__(self, wanted: pages.GalleryQuery) -> None:
+        self._routes: dict[str, tuple[str, str]] = {}
+        self._tag_base = url_for("gallery", **wanted.link(tag=None, page=1))
+        self._tags: dict[str, str] = {}
+
+    def _route(self, endpoint: str, key: str, value: int) -> str:
+        if endpoint not in self._routes:
+            values: dict[str, Any] = {key: _PLACEHOLDER}
+            built = url_for(endpoint, **values)
+            before, _, after = built.partition(str(_PLACEHOLDER))
+            self._routes[endpoint] = (before, after)
+        before, after = self._routes[endpoint]
+        return f"{before}{value}{after}"
+
+    def embedding(self, row_id: int) -> str:
+        return self._route("embedding", "row_id", row_id)
+
+    def thumb(self, preview_id: int) -> str:
+        return self._route("thumb", "preview_id", preview_id)
+
+    def grid_thumb(self, run_id: int) -> str:
+        return self._route("grid_thumb", "run_id", run_id)
+
+    def tag(self, tag: str) -> str:
+        """The gallery as it is but for the tag filter, which becomes ``tag``, on page 1."""
+        if tag not in self._tags:
+            joiner = "&" if "?" in self._tag_base else "?"
+            self._tags[tag] = f"{self._tag_base}{joiner}{urlencode({'tag': tag})}"
+        return self._tags[tag]
 
 
 def _picture(path: Path | None) -> ResponseReturnValue:
