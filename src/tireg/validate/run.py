@@ -139,6 +139,7 @@ class ValidationRun:
     seconds: float
     rendered: int  # images rendered by this run (the others came from the cache)
     processes: int = 1
+    joined: str = "one process"  # how several processes were joined (accelerate's words)
     forced: list[str] = field(default_factory=list)  # "ref on model: reason" rendered anyway
     warnings: list[str] = field(default_factory=list)  # what forced embeddings lost, per model
 
@@ -159,6 +160,7 @@ class ValidationRun:
                 "from_cache": len(self.images) - self.rendered,
                 "images_per_second": len(self.images) / self.seconds if self.seconds else None,
                 "processes": self.processes,
+                "joined": self.joined,
                 "per_model_seconds": {m.name: m.seconds for m in self.models},
             },
             "forced": self.forced,
@@ -595,6 +597,7 @@ def validate(
         seconds=total,
         rendered=sum(not t.cached for t in tasks),
         processes=workers.count,
+        joined=workers.kind,
         forced=forced,
         warnings=warnings,
     )
