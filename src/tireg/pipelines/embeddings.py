@@ -16,7 +16,7 @@ and ``clip_g`` to the second, as A1111's ``textual_inversion_key`` does.
 
 An embedding of another family is refused, unless applied with ``partial=True`` (``tireg
 validate --force``): then it is applied as ComfyUI applies it, since A1111 would not apply it at
-all (``textual_inversion.py``, ``EmbeddingDatabase.load_from_dir``: an embedding whose shape is
+all (``textual_inversion.py``, ``EmbeddingDatabase.load_from_file``: an embedding whose shape is
 not the model's ``expected_shape`` goes to ``skipped_embeddings``). ComfyUI's tokenizers load the
 file once per text encoder (``comfy/sd1_clip.py``, ``load_embed``, with the encoder's
 ``embedding_key``: ``clip_l``, or ``clip_g`` for SDXL's second encoder in ``comfy/sdxl_clip.py``,
@@ -128,7 +128,7 @@ class EmbeddingFit:
         return EmbeddingMismatchError(
             f"embedding {self.word!r} ({_describe(self.embedding)}) cannot work on this "
             f"pipeline (text encoders: {_describe_pipe(self.slots)})",
-            hint="render it on a model of its own family, or force it (--force)",
+            hint="render it on a model of its own family",
         )
 
     def ignored(self) -> str:
