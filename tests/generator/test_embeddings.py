@@ -18,6 +18,7 @@ from tireg.pipelines.embeddings import (
     apply_embeddings,
     embeddings_applied,
     encoder_slots,
+    fit,
     remove_embeddings,
 )
 from tireg.pipelines.errors import EmbeddingMismatchError
@@ -152,3 +153,46 @@ def test_a_single_matrix_fits_by_width_whatever_its_key(pipes: dict[str, Any]) -
 def test_empty_word_is_refused(pipes: dict[str, Any]) -> None:
     with pytest.raises(EmbeddingMismatchError):
         apply_embeddings(pipes["sd1"], [(" ", _embedding_of(pipes["sd1"], "cat"))])
+
+
+def test_forced_sd1_on_sdxl_reaches_clip_l_only(pipes: dict[str, Any]) -> None:
+    """ComfyUI's rule (``--force``): an SD 1.x embedding on SDXL gives its vectors to the first
+    encoder, and the second encoder reads the prompt as if the word were not there."""
+    pipe = pipes["sdxl"]
+    sd1 = Embedding("birb", {"clip_l": _rows(pipe.tokenizer, pipe.text_encoder, "cat dog")})
+    found = fit(pipe, "birb", sd1)
+    assert (found.complete, found.applies, found.parts) == (False, True, ("clip_l", None))
+    line = found.ignored()
+    assert "\n" not in line and "clip_l 768 to clip_l" in line and "clip_g 1280 gets none" in line
+    with pytest.raises(EmbeddingMismatchError):
+        apply_embeddings(pipe, [("birb", sd1)])
+    with embeddings_applied(pipe, [("birb", sd1)], partial=True):
+        forced = encode_prompts(pipe, ["a (birb:1.2) photo"]).prompt_embeds
+    as_words = encode_prompts(pipe, ["a (cat dog:1.2) photo"]).prompt_embeds
+    without = encode_prompts(pipe, ["a photo"]).prompt_embeds
+    assert _same(forced[..., :768], as_words[..., :768])
+    assert _same(forced[..., 768:], without[..., 768:])
+    assert not _same(forced, without)
+
+
+@pytest.mark.parametrize(
+    ("family", "widths"), [("sd1", {"clip_h": 1024}), ("sdxl", {"clip_h": 1024})]
+)
+def test_forced_embedding_that_fits_nothing_leaves_the_prompt_without_it(
+    pipes: dict[str, Any], family: str, widths: dict[str, int]
+) -> None:
+    pipe = pipes[family]
+    found = fit(pipe, "bad", _random(widths))
+    assert not found.applies and "fits no text encoder" in found.ignored()
+    with embeddings_applied(pipe, [("bad", _random(widths))], partial=True):
+        forced = encode_prompts(pipe, ["a bad photo, bad"])
+    assert _same(forced.prompt_embeds, encode_prompts(pipe, ["a photo,"]).prompt_embeds)
+    assert forced.used == [[]]
+
+
+def test_forced_sdxl_on_sd1_takes_clip_l(pipes: dict[str, Any]) -> None:
+    pipe = pipes["sd1"]
+    sdxl = _embedding_of(pipes["sdxl"], "cat")
+    found = fit(pipe, "x", sdxl)
+    assert found.parts == ("clip_l",) and found.unused == ["clip_g"] and not found.complete
+    assert "clip_g 1280 unused" in found.ignored()

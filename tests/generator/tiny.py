@@ -14,16 +14,20 @@ CLASS_NAMES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline
 CLASS_NAMES["sdxl"] = "StableDiffusionXLPipeline"
 
 
-def build(family: str, scratch: Path) -> Any:
-    """A tiny pipeline of ``family`` whose text encoders take every CLIP token id, so tireg's
-    real tokenizers can drive it."""
+def build(family: str, scratch: Path, *, clip_vocabulary: bool = True) -> Any:
+    """A tiny pipeline of ``family`` (``sd1``, ``sd2``, ``sdxl``: the real encoder widths).
+
+    With ``clip_vocabulary`` its text encoders take every CLIP token id, so tireg's real
+    tokenizers can drive it (what a single file is loaded with). Without, it keeps the small
+    test tokenizer it was built with: enough for a diffusers folder, which brings its own, and
+    a fraction of the size to save and load (SDXL: about 400 MB less)."""
     if family == "sdxl":
         pipe = build_sdxl_pipeline(scratch)
         encoders = [pipe.text_encoder, pipe.text_encoder_2]
     else:
         pipe = build_sd_pipeline(scratch, width=768 if family == "sd1" else 1024)
         encoders = [pipe.text_encoder]
-    for encoder in encoders:
+    for encoder in encoders if clip_vocabulary else []:
         encoder.resize_token_embeddings(CLIP_VOCAB, mean_resizing=False)
     return pipe
 

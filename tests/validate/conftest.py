@@ -1,21 +1,21 @@
 """Tiny random SD 1.x, SD 2.x and SDXL pipelines saved as diffusers folders, and embeddings for
 them, catalogued through the real ``tireg add``.
 
-The pipelines come from :mod:`tests.pipelines` (real diffusers classes, random weights, real
-encoder widths); they are built once per test session and saved the way diffusers saves them,
-so ``tireg validate`` loads them through its own offline loader like any user's folder.
+The pipelines come from the generator tests' shared builder (:func:`tests.generator.tiny.build`:
+real diffusers classes, random weights, real encoder widths); they are built once per test
+session and saved the way diffusers saves them, so ``tireg validate`` loads them through its
+own offline loader like any user's folder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.pipelines import build_sd_pipeline, build_sdxl_pipeline
+from tests.generator import tiny
 from tests.registry.make_files import write_one
 from tireg.converters import CLIP_G, CLIP_H, CLIP_L, Embedding
 
@@ -23,11 +23,6 @@ from tireg.converters import CLIP_G, CLIP_H, CLIP_L, Embedding
 FAST = ("--size", "32x32", "--steps", "3", "--sampler", "Euler")
 
 _WIDTHS = {"sd1": {CLIP_L: 768}, "sd2": {CLIP_H: 1024}, "sdxl": {CLIP_L: 768, CLIP_G: 1280}}
-_BUILDERS: dict[str, Callable[[Path], Any]] = {
-    "sd1": lambda d: build_sd_pipeline(d, width=768),
-    "sd2": lambda d: build_sd_pipeline(d, width=1024),
-    "sdxl": build_sdxl_pipeline,
-}
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +34,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
     def get(family: str) -> Path:
         if family not in built:
             folder = root / f"tiny-{family}"
-            _BUILDERS[family](root / f"parts-{family}").save_pretrained(folder)
+            scratch = root / f"parts-{family}"
+            tiny.build(family, scratch, clip_vocabulary=False).save_pretrained(folder)
             built[family] = folder
         return built[family]
 

@@ -195,3 +195,28 @@ def test_summary_table(tiny_model, catalogued, tireg_cli) -> None:  # type: igno
     out = " ".join(result.stdout.split())
     assert "validation run 1" in out and "birb-style" in out and "(none)" in out
     assert "2 images (2 rendered, 0 from the cache)" in out and "grid:" in out
+
+
+def test_forced_sd1_embedding_on_sdxl_renders_through_clip_l(
+    tiny_model, catalogued, tireg_cli
+) -> None:  # type: ignore[no-untyped-def]
+    """An SD 1.x embedding on SDXL: refused without --force; with it, applied to the CLIP-L
+    encoder and ignored on CLIP-G as ComfyUI does, one warning line, and its row differs from
+    the row without."""
+    catalogued("birb-style", "sd1")
+    model = tiny_model("sdxl")
+    refused = tireg_cli("validate", "birb-style", "--model", model, *FAST, *SEEDS)
+    assert refused.code == 1 and "--force" in refused.stderr
+    result = tireg_cli(
+        "validate", "birb-style", "--model", model, *FAST, *SEEDS, "--force", "--json"
+    )
+    assert result.code == 0, result.stderr
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: birb-style on tiny-sdxl:")
+    assert "clip_l 768 to clip_l" in warning and "clip_g 1280 gets none" in warning
+    run = json.loads(result.stdout)
+    assert run["warnings"] == [warning.removeprefix("warning: ")]
+    rows = _rows(run)
+    for without, with_ in zip(rows[None], rows["birb-style"], strict=True):
+        assert not np.array_equal(_pixels(without["path"]), _pixels(with_["path"]))
+        assert "TI hashes" in _infotext(with_["path"])

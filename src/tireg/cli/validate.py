@@ -16,7 +16,7 @@ from rich.text import Text
 
 from tireg.cli.find import NAMING_RULE, print_validations
 from tireg.cli.options import DbOption, JsonOption
-from tireg.cli.output import console, item_progress, print_json
+from tireg.cli.output import console, err_console, item_progress, print_json
 
 if TYPE_CHECKING:
     from tireg.validate.run import ValidationRun
@@ -74,7 +74,12 @@ def validate_command(
         typer.Option("--out", help="Output folder (default: TIREG_HOME/validations/...)."),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Render embeddings that cannot work on a model.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Render embeddings of another family anyway: the vectors an encoder's width "
+            "fits are applied, the rest ignored with a warning (as ComfyUI does).",
+        ),
     ] = False,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -125,6 +130,9 @@ def validate_command(
             settings,
             on_plan=lambda total: bar.update(task, total=total),
             on_images=lambda n: bar.advance(task, n),
+            on_warning=lambda line: err_console.print(
+                f"warning: {line}", markup=False, soft_wrap=True
+            ),
         )
     if run is None:
         return  # another process of a launched run: the main one reports

@@ -32,3 +32,25 @@ class RenderError(TiregError):
 
 class PromptError(TiregError):
     """A prompt or prompt setting A1111's syntax cannot read."""
+
+
+#: what torch's allocators say when they fail without raising ``torch.OutOfMemoryError``: the
+#: CPU allocator (``c10/core/impl/alloc_cpu.cpp``: a plain RuntimeError) and Apple's MPS
+_OUT_OF_MEMORY_MESSAGES = (
+    "DefaultCPUAllocator: can't allocate memory",
+    "MPS backend out of memory",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for every form running out of memory takes under torch 2.x, in one place.
+
+    CUDA raises ``torch.OutOfMemoryError``; the CPU allocator a plain ``RuntimeError``
+    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"), so the
+    type alone cannot tell it from a bug; numpy and Python a ``MemoryError``. Call it only
+    where torch is already imported."""
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OUT_OF_MEMORY_MESSAGES)

@@ -32,7 +32,7 @@ from typing import Any
 from tireg.checkpoints.detect import FAMILY_LABELS, SD1, SD2, SDXL, Detection, detect_family
 from tireg.checkpoints.hash_cache import HashCache
 from tireg.pipelines import pickled, prediction, tokenizers
-from tireg.pipelines.errors import PipelineError, UnsupportedModelError
+from tireg.pipelines.errors import PipelineError, UnsupportedModelError, is_out_of_memory
 from tireg.pipelines.prediction import EPSILON, V_PREDICTION
 
 PREDICTION_TYPES = (EPSILON, V_PREDICTION)
@@ -124,7 +124,9 @@ def _quiet_loading(bars: bool) -> Iterator[None]:
     """diffusers' and transformers' loading bars on or off for the duration of a load, and
     diffusers' notice that ``torch_dtype`` is deprecated silenced: tireg passes ``torch_dtype``
     because ``dtype`` is accepted only by recent releases (diffusers PR #14205, July 2026) and
-    pyproject allows diffusers from 0.30."""
+    pyproject allows diffusers from 0.30. transformers logs errors only meanwhile: importing a
+    diffusers pipeline class makes transformers 5 warn on stderr that torchvision is missing
+    for image processors tireg never uses, which would break "one line on stderr"."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -132,11 +134,14 @@ def _quiet_loading(bars: bool) -> Iterator[None]:
     if not bars:
         for module in modules:
             module.disable_progress_bar()
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*torch_dtype.* is deprecated", FutureWarning)
             yield
     finally:
+        transformers_logging.set_verbosity(verbosity)
         for module in modules:
             module.enable_progress_bar()
 
@@ -146,23 +151,23 @@ def _one_line_errors(path: Path, family: str) -> Iterator[None]:
     """What diffusers, transformers or torch raise on a damaged or odd checkpoint, as one line.
 
     Our own errors (``TiregError``) pass through; anything else keeps its traceback."""
-    import torch
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     try:
         yield
-    except torch.OutOfMemoryError as exc:
-        raise PipelineError(
-            "out of memory while loading the model", path=path, hint="use --dtype fp16 or bf16"
-        ) from exc
     except (
         OSError,
         ValueError,
         RuntimeError,
+        MemoryError,
         KeyError,
         IndexError,
         SingleFileComponentError,
     ) as exc:
+        if is_out_of_memory(exc):
+            raise PipelineError(
+                "out of memory while loading the model", path=path, hint="use --dtype fp16 or bf16"
+            ) from exc
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise PipelineError(
             f"cannot load as {FAMILY_LABELS.get(family, family)} pipeline: {detail}",

@@ -298,6 +298,27 @@ def _slot_vectors(
     return [(word, arr) for word, arr in found if arr is not None]
 
 
+def _without_words(chunk: PromptChunk, dropped: dict[str, int], pad: int) -> PromptChunk:
+    """``chunk`` with the positions of ``dropped`` words (word -> positions reserved) removed
+    and the chunk padded at its end, as ComfyUI's ``SDClipModel.set_up_textual_embeddings``
+    (``comfy/sd1_clip.py``) drops an embedding whose width is not the encoder's."""
+    tokens, multipliers, fixes = [], [], []
+    skip: dict[int, int] = {offset: dropped[w] for offset, w in chunk.fixes if w in dropped}
+    position = 0
+    while position < len(chunk.tokens):
+        if position in skip:
+            position += skip[position]
+            continue
+        tokens.append(chunk.tokens[position])
+        multipliers.append(chunk.multipliers[position])
+        position += 1
+    for offset, word in chunk.fixes:
+        if word not in dropped:
+            fixes.append((offset - sum(n for o, n in skip.items() if o < offset), word))
+    missing = len(chunk.tokens) - len(tokens)
+    return PromptChunk(tokens + [pad] * missing, multipliers + [1.0] * missing, fixes)
+
+
 def _encode_slot(
     slot: TextEncoderSlot,
     texts: Sequence[str],
@@ -310,10 +331,15 @@ def _encode_slot(
     import torch
 
     vectors = {word: torch.from_numpy(arr.copy()) for word, arr in _slot_vectors(slot, embeddings)}
-    counts = {word: int(v.shape[0]) for word, v in vectors.items()}
+    # an embedding applied partially (``--force``) with nothing for this encoder still takes
+    # its positions while the prompt is cut into chunks, then loses them (ComfyUI's rule)
+    dropped = {w: e.num_vectors for w, e in embeddings.items() if w not in vectors}
+    counts = {**dropped, **{word: int(v.shape[0]) for word, v in vectors.items()}}
     special = _special(slot.tokenizer)
     pad = OPENCLIP_PAD if slot.key in (CLIP_H, CLIP_G) else special.eos
     per_text = [tokenize_prompt(text, slot.tokenizer, counts) for text in texts]
+    if dropped:
+        per_text = [[_without_words(c, dropped, special.eos) for c in cs] for cs in per_text]
     flat = [chunk for chunks in per_text for chunk in chunks]
     tokens = []
     for chunk in flat:

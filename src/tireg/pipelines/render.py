@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tireg.pipelines.errors import RenderError
+from tireg.pipelines.errors import RenderError, is_out_of_memory
 from tireg.pipelines.noise import seeded_noise
 from tireg.pipelines.prompt import encode_prompts
 from tireg.pipelines.samplers import SamplerChoice, build_scheduler
@@ -65,18 +65,18 @@ def _check(prompts: Sequence[str], seeds: Sequence[int], settings: RenderSetting
         raise RenderError(f"steps must be 1 or more, not {settings.steps}")
 
 
-def _oom(settings: RenderSettings, batch_size: int, dtype: Any) -> RenderError:
-    """Name the one setting most worth lowering: the batch, then the precision, then the size."""
+def _oom(settings: RenderSettings, batch_size: int, dtype: Any, device: Any) -> RenderError:
+    """One line naming every setting that lowers the memory a render takes, as it is now."""
     import torch
 
-    if batch_size > 1:
-        hint = f"lower --batch-size (now {batch_size})"
-    elif dtype == torch.float32:
-        hint = "use --dtype fp16 (or bf16)"
-    else:
-        hint = f"lower --size (now {settings.width}x{settings.height})"
+    lower = [f"--batch-size (now {batch_size})"] if batch_size > 1 else []
+    lower.append(f"--size (now {settings.width}x{settings.height})")
+    hint = "lower " + " or ".join(lower)
+    if dtype == torch.float32:
+        hint += ", or use --dtype bf16 (or fp16 on a GPU): half the memory of fp32"
     return RenderError(
-        f"out of GPU memory rendering {settings.width}x{settings.height}, batch size {batch_size}",
+        f"out of memory on {device} rendering {settings.width}x{settings.height}, "
+        f"batch size {batch_size}",
         hint=hint,
     )
 
@@ -103,8 +103,6 @@ def render(
 
     The pipeline's scheduler is swapped for the sampler's for the call and put back after.
     """
-    import torch
-
     settings = RenderSettings(steps, sampler, schedule, cfg, width, height, clip_skip, rng, ensd)
     _check(prompts, seeds, settings)
     if batch_size < 1:
@@ -124,8 +122,10 @@ def render(
                 )
             )
         return images
-    except torch.OutOfMemoryError:
-        raise _oom(settings, batch_size, pipe.unet.dtype) from None
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise _oom(settings, batch_size, pipe.unet.dtype, pipe.device.type) from None
     finally:
         pipe.scheduler = original
 

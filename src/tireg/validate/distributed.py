@@ -25,8 +25,10 @@ class Workers:
 
     Processes on CPUs need ``PartialState(cpu=True)``: only then does accelerate join them
     with the gloo backend (``MULTI_CPU``). Note that ``accelerate launch --cpu`` starts a single
-    process unless MPI is set up; ``torchrun --nproc-per-node N -m tireg validate ...`` (or
-    ``accelerate launch --multi_gpu`` on GPUs) starts N."""
+    process unless MPI is set up (accelerate's ``simple_launcher``); what starts N processes,
+    on GPUs and on CPUs alike, is ``accelerate launch --multi_gpu --num_processes N
+    --num_machines 1 --mixed_precision no --dynamo_backend no -m tireg validate ...`` (torchrun
+    underneath; without CUDA this class then asks for the CPU state, and gloo joins them)."""
 
     def __init__(self, requested: str = "auto") -> None:
         self._requested = requested
@@ -41,6 +43,13 @@ class Workers:
     @property
     def count(self) -> int:
         return 1 if self._state is None else int(self._state.num_processes)
+
+    @property
+    def kind(self) -> str:
+        """How the processes are joined, as accelerate names it: ``MULTI_CPU (gloo)``, say."""
+        if self._state is None:
+            return "one process"
+        return f"{self._state.distributed_type.value} ({self._state.backend})"
 
     @property
     def is_main(self) -> bool:

@@ -11,9 +11,10 @@ What makes it faster than the obvious script (``bench/validate.py`` measures it)
 
 The steps of :func:`validate`: 1. check the settings (nothing is loaded before bad input is
 refused); 2. name the embeddings and models, and refuse an embedding that cannot work on a
-model with ``check``'s verdict unless ``force``; 3. plan every image (its file, its prompt, and
-whether the cache holds it); 4. render this process's share, model by model; 5. on the main
-process: build the grid and record the run in one transaction.
+model with ``check``'s verdict unless ``force`` (then it is applied where its widths fit, as
+ComfyUI applies it, with a warning: :mod:`tireg.pipelines.embeddings`); 3. plan every image
+(its file, its prompt, and whether the cache holds it); 4. render this process's share, model
+by model; 5. on the main process: build the grid and record the run in one transaction.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from tireg.validate.settings import Settings, ValidationError, checked, key, use
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+#: ``on_warning(line)`` is told what a forced embedding loses on a model, one line each
+Warn = Callable[[str], None]
 
 _UNSAFE = re.compile(r"[^\w.-]+")
 
@@ -135,7 +138,9 @@ class ValidationRun:
     seconds: float
     rendered: int  # images rendered by this run (the others came from the cache)
     processes: int = 1
+    joined: str = "one process"  # how several processes were joined (accelerate's words)
     forced: list[str] = field(default_factory=list)  # "ref on model: reason" rendered anyway
+    warnings: list[str] = field(default_factory=list)  # what forced embeddings lost, per model
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,9 +159,11 @@ class ValidationRun:
                 "from_cache": len(self.images) - self.rendered,
                 "images_per_second": len(self.images) / self.seconds if self.seconds else None,
                 "processes": self.processes,
+                "joined": self.joined,
                 "per_model_seconds": {m.name: m.seconds for m in self.models},
             },
             "forced": self.forced,
+            "warnings": self.warnings,
         }
 
 
@@ -218,8 +225,8 @@ def _checkpoints(
 
     A model given as a file is hashed (cached) and recorded, as ``tireg check`` does; each
     embedding gets ``check``'s verdict on each model, and one that cannot work stops the run
-    unless ``force``: then the renderer tries it (and refuses vectors no encoder takes), and
-    the run claims nothing for it."""
+    unless ``force``: then the renderer applies what fits and warns about the rest, and the
+    run claims nothing for it."""
     if not specs:
         raise ValidationError("no model to render on", hint="give --model PATH, NAME or HASH")
     models: list[Checkpoint] = []
@@ -327,9 +334,16 @@ def _batches(tasks: Sequence[Task], subjects: Sequence[Subject], size: int) -> l
 
 
 def _generation(
-    task: Task, settings: Settings, model: Checkpoint, subjects: Sequence[Subject]
+    task: Task,
+    settings: Settings,
+    model: Checkpoint,
+    subjects: Sequence[Subject],
+    ignored: frozenset[int] = frozenset(),
 ) -> Generation:
-    subject = None if task.subject is None else subjects[task.subject]
+    """The infotext's fields; ``TI hashes`` names the row's embedding unless the model ignored
+    it whole (forced, no vectors of any encoder's width), as A1111 lists only those used."""
+    s = task.subject
+    subject = None if s is None or s in ignored else subjects[s]
     return Generation(
         prompt=task.prompt,
         negative=settings.negative,
@@ -378,21 +392,31 @@ def _render_model(
     settings: Settings,
     device: str,
     on_images: Advance | None,
+    on_warning: Warn | None,
 ) -> None:
-    """Render ``batches`` on one model: load it once, then per batch apply the embeddings the
-    batch's prompts use, render, save, and put the pipeline back as it was."""
-    from tireg.pipelines.embeddings import check_fits, embeddings_applied
+    """Render ``batches`` on one model: load it once, check every embedding against its text
+    encoders (refused, or with ``force`` applied where it fits and the rest told to
+    ``on_warning``), then per batch apply the embeddings the batch's prompts use, render,
+    save, and put the pipeline back as it was."""
+    from tireg.pipelines.embeddings import embeddings_applied, fit
     from tireg.pipelines.render import render
 
     if not batches:
         return
     pipe = _load(model, settings, device)
-    for s in sorted({t.subject for b in batches for t in b if t.subject is not None}):
-        check_fits(pipe, subjects[s].word, subjects[s].embedding)  # all, before any image
+    fits = [fit(pipe, subject.word, subject.embedding) for subject in subjects]
+    for subject, found in zip(subjects, fits, strict=True):  # all, before any image
+        if found.complete:
+            continue
+        if not settings.force:
+            raise found.mismatch()
+        if on_warning is not None:
+            on_warning(f"{subject.ref} on {model.name}: {found.ignored()}")
+    ignored = frozenset(s for s, found in enumerate(fits) if not found.applies)
     for batch in batches:
         used = {t.subject for t in batch if t.subject is not None}
         applied = [(subjects[s].word, subjects[s].embedding) for s in sorted(used)]
-        with embeddings_applied(pipe, applied):
+        with embeddings_applied(pipe, applied, partial=settings.force):
             images = render(
                 pipe,
                 prompts=[t.prompt for t in batch],
@@ -410,7 +434,7 @@ def _render_model(
                 batch_size=len(batch),
             )
         for task, image in zip(batch, images, strict=True):
-            _save(image, task, _generation(task, settings, model, subjects))
+            _save(image, task, _generation(task, settings, model, subjects, ignored))
         if on_images is not None:
             on_images(len(batch))
 
@@ -468,10 +492,12 @@ def validate(
     *,
     on_images: Advance | None = None,
     on_plan: Callable[[int], None] | None = None,
+    on_warning: Warn | None = None,
 ) -> ValidationRun | None:
     """Render ``embeddings`` (names or files) on ``models`` (paths, names or hashes) and record
     the run; see the module docstring for the steps. ``on_plan(total)`` is told how many images
-    the run holds, ``on_images(n)`` how many more are done. Returns ``None`` on every process but
+    the run holds, ``on_images(n)`` how many more are done, ``on_warning(line)`` what a
+    forced embedding loses on a model (main process only). Returns ``None`` on every process but
     the main one of a launched run (the main one builds the grid and records).
 
     Example: ``validate(open_catalogue(), ["birb-style"], ["~/sd15.safetensors"], Settings())``.
@@ -493,6 +519,13 @@ def validate(
         on_plan(len(tasks))
     workers.wait()  # every process has seen the cache before anyone writes to it
     # 4.
+    warnings: list[str] = []
+
+    def warn(line: str) -> None:
+        warnings.append(line)
+        if on_warning is not None:
+            on_warning(line)
+
     seconds: list[float] = []
     for m, model in enumerate(checkpoints):
         model_clock = time.perf_counter()
@@ -500,7 +533,15 @@ def validate(
         with workers.share(
             _batches([t for t in mine if not t.cached], subjects, settings.batch_size)
         ) as batches:
-            _render_model(batches, model, subjects, settings, device, on_images)
+            _render_model(
+                batches,
+                model,
+                subjects,
+                settings,
+                device,
+                on_images,
+                warn if workers.is_main else None,
+            )
         if workers.is_main:
             cached = [t for t in mine if t.cached]
             for task in cached:
@@ -555,5 +596,7 @@ def validate(
         seconds=total,
         rendered=sum(not t.cached for t in tasks),
         processes=workers.count,
+        joined=workers.kind,
         forced=forced,
+        warnings=warnings,
     )
