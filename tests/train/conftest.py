@@ -1,4 +1,5 @@
-"""Fixtures for the trainer: a synthetic concept (images) and tiny random pipelines.
+"""Fixtures for the trainer: a synthetic concept (images) and tiny random pipelines (the
+generator tests' builder, :func:`tests.generator.tiny.build`: real CLIP vocabulary size).
 
 torch runs on one thread here: the tiny models are far too small to gain from two, and on a
 shared two-core machine a second thread mostly waits (ten times slower in measurements).
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.pipelines import build_sd_pipeline, build_sdxl_pipeline
+from tests.generator.tiny import build
 from tireg.train.settings import TrainSettings
 
 #: the subprocess environment of kill and disk tests (one thread, as in-process)
@@ -71,13 +72,6 @@ def settings(images: Path, **changes: Any) -> TrainSettings:
     return TrainSettings(**{**base, **changes})
 
 
-BUILDERS: dict[str, Callable[[Path], Any]] = {
-    "sd1": lambda d: build_sd_pipeline(d, width=768),
-    "sd2": lambda d: build_sd_pipeline(d, width=1024),
-    "sdxl": build_sdxl_pipeline,
-}
-
-
 @pytest.fixture(scope="session")
 def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """``model_folder("sd1")``: a tiny random pipeline saved as a diffusers folder (once)."""
@@ -87,7 +81,7 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
     def get(family: str) -> Path:
         if family not in built:
             folder = root / family
-            BUILDERS[family](root / f"parts-{family}").save_pretrained(folder)
+            build(family, root / f"parts-{family}").save_pretrained(folder)
             built[family] = folder
         return built[family]
 

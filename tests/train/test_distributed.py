@@ -1,5 +1,5 @@
-"""Data-parallel training: two CPU processes (gloo) give the vectors of one process with the
-same effective batch, within float tolerance."""
+"""Data-parallel training under ``accelerate launch``: two CPU processes (gloo) give the vectors
+of one process with the same effective batch, within float tolerance."""
 
 from __future__ import annotations
 
@@ -46,16 +46,19 @@ def test_two_processes_equal_one_with_the_same_effective_batch(
     one = run_tireg_process(*_args(concept, model, tmp_path / "one", 2), env=ONE_THREAD)
     assert one.code == 0, one.stderr
 
-    # effective batch 1 x 2 processes x 2 accumulation = 2 x 1 process x 2 accumulation
+    # effective batch 1 x 2 processes x 2 accumulation = 2 x 1 process x 2 accumulation.
+    # accelerate's --cpu starts one process (MPI aside); --multi_gpu starts two through torchrun,
+    # and tireg joins them as accelerate's MULTI_CPU (gloo) where there is no CUDA
     two = subprocess.run(
         [
-            sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-            "--master-port", "29517", "-m", "tireg",
-            *_args(concept, model, tmp_path / "two", 1),
+            sys.executable, "-m", "accelerate.commands.launch",
+            "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+            "-m", "tireg", *_args(concept, model, tmp_path / "two", 1),
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, **ONE_THREAD},
+        env={**os.environ, **ONE_THREAD, "CUDA_VISIBLE_DEVICES": ""},
         timeout=600,
         check=False,
     )  # fmt: skip

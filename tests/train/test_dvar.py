@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.train.conftest import BUILDERS, settings
+from tests.generator.tiny import build
+from tests.train.conftest import settings
 from tireg.train.dvar import VarianceStopper
 from tireg.train.loop import Hooks, RunResult, StepRecord, train
 from tireg.train.model import from_pipeline
@@ -26,7 +27,7 @@ def test_the_rule_stops_on_a_plateau_not_on_a_slope() -> None:
 
 
 def _run(images: Path, tmp_path: Path, **options: object) -> tuple[RunResult, list[StepRecord]]:
-    pipe = BUILDERS["sd1"](tmp_path / "parts")
+    pipe = build("sd1", tmp_path / "parts")
     records: list[StepRecord] = []
     run = settings(images, early_stop=True, early_stop_window=20, **options)
     result = train(run, from_pipeline(pipe), tmp_path / "run", hooks=Hooks(on_step=records.append))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train.conftest import BUILDERS, settings
+from tests.generator.tiny import build
+from tests.train.conftest import settings
 from tireg.train.errors import InitTextError
 from tireg.train.loop import Hooks, StepRecord, train
 from tireg.train.model import from_pipeline
@@ -27,7 +28,7 @@ def _weights(pipe) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
 
 
 def test_sd1_learns_the_concept_and_nothing_else_changes(concept: Path, tmp_path: Path) -> None:
-    pipe = BUILDERS["sd1"](tmp_path / "parts")
+    pipe = build("sd1", tmp_path / "parts")
     before = _weights(pipe)
     table = pipe.text_encoder.get_input_embeddings()
     model = from_pipeline(pipe)
@@ -52,7 +53,7 @@ def test_sd1_learns_the_concept_and_nothing_else_changes(concept: Path, tmp_path
 
 
 def test_sd2_v_prediction_runs(concept: Path, tmp_path: Path) -> None:
-    pipe = BUILDERS["sd2"](tmp_path / "parts")
+    pipe = build("sd2", tmp_path / "parts")
     model = from_pipeline(pipe, prediction_type="v_prediction")
     assert model.family == "sd2" and model.prediction_type == "v_prediction"
     result = train(settings(concept, steps=3), model, tmp_path / "run")
@@ -61,7 +62,7 @@ def test_sd2_v_prediction_runs(concept: Path, tmp_path: Path) -> None:
 
 
 def test_sdxl_trains_both_encoders(concept: Path, tmp_path: Path) -> None:
-    pipe = BUILDERS["sdxl"](tmp_path / "parts")
+    pipe = build("sdxl", tmp_path / "parts")
     before = _weights(pipe)
     model = from_pipeline(pipe)
     start = {
@@ -89,13 +90,13 @@ def test_sdxl_trains_both_encoders(concept: Path, tmp_path: Path) -> None:
     ],
 )
 def test_options_run(concept: Path, tmp_path: Path, options: dict, what: str) -> None:
-    pipe = BUILDERS["sd1"](tmp_path / "parts")
+    pipe = build("sd1", tmp_path / "parts")
     result = train(settings(concept, steps=2, **options), from_pipeline(pipe), tmp_path / "r")
     assert result.step == 2 and np.isfinite(result.loss), what
 
 
 def test_init_vectors_follow_a1111(tmp_path: Path) -> None:
-    pipe = BUILDERS["sd1"](tmp_path / "parts")
+    pipe = build("sd1", tmp_path / "parts")
     table = pipe.text_encoder.get_input_embeddings()
     ids = pipe.tokenizer("cat dog", add_special_tokens=False)["input_ids"]
     assert len(ids) == 2
@@ -111,7 +112,7 @@ def test_init_vectors_follow_a1111(tmp_path: Path) -> None:
 
 def test_clip_value_limits_every_gradient_entry(concept: Path, tmp_path: Path) -> None:
     """With clip value 0 no gradient survives, so the vectors stay where they started."""
-    pipe = BUILDERS["sd1"](tmp_path / "parts")
+    pipe = build("sd1", tmp_path / "parts")
     table = pipe.text_encoder.get_input_embeddings()
     start = init_vectors(pipe.tokenizer, table, "cat", 2).numpy()
     run = settings(concept, steps=2, clip_grad="value:0")

@@ -1,10 +1,12 @@
-"""Never lose a run: a SIGKILLed run continues bit for bit; a full disk keeps the last
-checkpoint."""
+"""Never lose a run: a SIGKILLed run continues bit for bit; a full disk and memory running out
+keep the last checkpoint, which the same command continues."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import run_tireg_process
 from tests.train.conftest import ONE_THREAD, SIZE
-from tireg.train.checkpointing import checkpoint_path
+from tireg.train.checkpointing import checkpoint_path, read_checkpoint
 
 STEPS = 40
 
@@ -129,3 +131,64 @@ def test_full_disk_is_one_line_and_keeps_the_last_checkpoint(
         "step-0000004.safetensors",
         "step-0000008.safetensors",
     ]  # and nothing half-written beside it
+
+
+def _logged_steps(log: Path) -> int:
+    return log.read_text().count("\n") if log.exists() else 0
+
+
+def _mapped_bytes(pid: int) -> int:
+    """The address space a process has mapped (``/proc/PID/statm``: its size in pages)."""
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[0])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(
+    not hasattr(resource, "prlimit") or not Path("/proc/self/statm").exists(),
+    reason="needs Linux's prlimit and /proc",
+)
+def test_out_of_memory_mid_run_is_one_line_and_the_last_checkpoint_continues(
+    concept: Path, model_folder: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Memory runs out for real: once the run has saved and gone on, the test caps the running
+    process's address space at what it has mapped, so its next allocation that needs fresh
+    memory fails. In the steps after that is a CPU tensor (torch's ``DefaultCPUAllocator``
+    error, a plain RuntimeError); now and then Python's own MemoryError first. Either is the
+    same one line."""
+    model = model_folder("sd1")
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tireg", *_args(concept, model, run, steps=400)],
+        env={**os.environ, **ONE_THREAD},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while _logged_steps(run / "log.jsonl") < 5 and proc.poll() is None:  # saved at step 4
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    resource.prlimit(
+        proc.pid, resource.RLIMIT_AS, (_mapped_bytes(proc.pid), resource.RLIM_INFINITY)
+    )
+    _, stderr = proc.communicate(timeout=300)
+
+    assert proc.returncode == 1, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == errors[0]
+    assert "out of memory after step" in errors[0]
+    assert "lower --batch-size" in errors[0] and "--resolution" in errors[0]  # what to lower
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert all(re.fullmatch(r"step-\d{7}\.safetensors", name) for name in names), names
+    last = run / "checkpoints" / names[-1]
+    assert errors[0].startswith(f"error: {last}: ")  # the line names the last good checkpoint
+
+    _, state = read_checkpoint(last)  # it reads back whole
+    step = int(state["step"])
+    assert step >= 4 and step < 400
+    again = run_tireg_process(*_args(concept, model, run, steps=step + 4), env=ONE_THREAD)
+    assert again.code == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["resumed_from"] == str(last) and report["step"] == step + 4

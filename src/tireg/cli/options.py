@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -43,4 +43,10 @@ NamesArgument = Annotated[
     typer.Argument(
         help="NAMEs, NAME@HEX or hash prefixes.", autocompletion=completion.embedding_refs
     ),
+]
+
+#: ``--device``: where the ML commands run (``tireg.pipelines.loading.pick_device``).
+DeviceOption = Annotated[
+    Literal["auto", "cuda", "mps", "cpu"],
+    typer.Option("--device", help="Where to run: auto takes CUDA, then MPS, then the CPU."),
 ]

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from tireg.cli.options import DbOption, JsonOption
+from tireg.cli.options import DbOption, DeviceOption, JsonOption
 from tireg.cli.output import console, err_console, print_json
 from tireg.train.settings import (
-    ALPHA_MODES,
-    CROPS,
-    LATENT_SAMPLING,
-    PRECISIONS,
+    PREVIEW_STEPS,
     SOURCES,
+    AlphaMode,
+    Crop,
+    LatentSampling,
+    Precision,
     TrainSettings,
 )
 
@@ -31,10 +32,16 @@ if TYPE_CHECKING:
 _DEFAULT = TrainSettings(images=Path(), name="")
 
 
-def _help(text: str, key: str) -> str:
-    """An option's help: what it does and where its default (shown by typer) comes from."""
+def _setting(key: str, text: str, **bounds: Any) -> Any:
+    """The option of the training setting ``key``, declared once for all of them: its flag is
+    the key in kebab case (``batch_size``: ``--batch-size``), its help says what it does and
+    where its default (which typer prints) comes from (:data:`SOURCES`)."""
     source = SOURCES.get(key)
-    return escape(f"{text} Default: {source}." if source else text)
+    return typer.Option(
+        "--" + key.replace("_", "-"),
+        help=escape(f"{text} Default: {source}." if source else text),
+        **bounds,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -43,10 +50,8 @@ def register(app: typer.Typer) -> None:
 
 
 def train_command(
-    images: Annotated[
-        Path, typer.Option("--images", help="Folder of png/jpg/webp training images.")
-    ],
-    name: Annotated[str, typer.Option("--name", help="The embedding's name (its prompt word).")],
+    images: Annotated[Path, _setting("images", "Folder of png/jpg/webp training images.")],
+    name: Annotated[str, _setting("name", "The embedding's name (its prompt word).")],
     model: Annotated[
         str,
         typer.Option(
@@ -56,110 +61,66 @@ def train_command(
         ),
     ],
     init_text: Annotated[
-        str,
-        typer.Option(
-            "--init-text", help=_help("Text whose tokens start the vectors.", "init_text")
-        ),
+        str, _setting("init_text", "Text whose tokens start the vectors.")
     ] = _DEFAULT.init_text,
     vectors: Annotated[
-        int, typer.Option("--vectors", min=1, max=75, help=_help("Vectors per token.", "vectors"))
+        int, _setting("vectors", "Vectors per token.", min=1, max=75)
     ] = _DEFAULT.vectors,
-    steps: Annotated[
-        int, typer.Option("--steps", min=1, help=_help("Optimizer steps.", "steps"))
-    ] = _DEFAULT.steps,
+    steps: Annotated[int, _setting("steps", "Optimizer steps.", min=1)] = _DEFAULT.steps,
     lr: Annotated[
-        str,
-        typer.Option(
-            "--lr", help=_help('Learning rate, A1111 "rate:step, ..., rate" syntax.', "lr")
-        ),
+        str, _setting("lr", 'Learning rate, A1111 "rate:step, ..., rate" syntax.')
     ] = _DEFAULT.lr,
     batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size", min=1, help=_help("Images per micro-batch (per process).", "batch_size")
-        ),
+        int, _setting("batch_size", "Images per micro-batch (per process).", min=1)
     ] = _DEFAULT.batch_size,
     grad_accum: Annotated[
-        int,
-        typer.Option("--grad-accum", min=1, help=_help("Micro-batches per step.", "grad_accum")),
+        int, _setting("grad_accum", "Micro-batches per step.", min=1)
     ] = _DEFAULT.grad_accum,
     resolution: Annotated[
-        int,
-        typer.Option("--resolution", min=8, help=_help("Training size in pixels.", "resolution")),
+        int, _setting("resolution", "Training size in pixels.", min=8)
     ] = _DEFAULT.resolution,
     template: Annotated[
         str,
-        typer.Option(
-            "--template",
-            help=_help(
-                "Prompt template: subject, style, subject_filewords, style_filewords, none, "
-                "or a FILE ([name], [filewords]).",
-                "template",
-            ),
+        _setting(
+            "template",
+            "Prompt template: subject, style, subject_filewords, style_filewords, none, "
+            "or a FILE ([name], [filewords]).",
         ),
     ] = _DEFAULT.template,
     flip: Annotated[
-        float,
-        typer.Option(
-            "--flip", min=0.0, max=1.0, help=_help("Horizontal flip probability.", "flip")
-        ),
+        float, _setting("flip", "Horizontal flip probability.", min=0.0, max=1.0)
     ] = _DEFAULT.flip,
-    crop: Annotated[
-        str, typer.Option("--crop", help=_help("center or random crop.", "crop"))
-    ] = _DEFAULT.crop,
+    crop: Annotated[Crop, _setting("crop", "Center or random crop.")] = _DEFAULT.crop,
     latent_sampling: Annotated[
-        str,
-        typer.Option(
-            "--latent-sampling",
-            help=_help(
-                "once | deterministic (the mean) or random (a sample per step).", "latent_sampling"
-            ),
+        LatentSampling,
+        _setting(
+            "latent_sampling", "once | deterministic (the mean) or random (a sample per step)."
         ),
     ] = _DEFAULT.latent_sampling,
     alpha: Annotated[
-        str,
-        typer.Option(
-            "--alpha",
-            help=_help(
-                "Transparency: composite (over white) or weight (the loss weight).", "alpha"
-            ),
-        ),
+        AlphaMode,
+        _setting("alpha", "Transparency: composite (over white) or weight (the loss weight)."),
     ] = _DEFAULT.alpha,
     clip_grad: Annotated[
-        str | None,
-        typer.Option(
-            "--clip-grad", help=_help("Gradient clipping: value:0.1 or norm:1.0.", "clip_grad")
-        ),
-    ] = None,
+        str | None, _setting("clip_grad", "Gradient clipping: value:0.1 or norm:1.0.")
+    ] = _DEFAULT.clip_grad,
     precision: Annotated[
-        str,
-        typer.Option("--precision", help=_help("auto, bf16, fp16 or fp32.", "precision")),
+        Precision, _setting("precision", "Compute precision.")
     ] = _DEFAULT.precision,
     gradient_checkpointing: Annotated[
-        bool,
-        typer.Option(
-            "--gradient-checkpointing",
-            help=_help("Recompute activations to save memory.", "gradient_checkpointing"),
-        ),
-    ] = False,
+        bool, _setting("gradient_checkpointing", "Recompute activations to save memory.")
+    ] = _DEFAULT.gradient_checkpointing,
     compile_unet: Annotated[
-        bool, typer.Option("--compile", help=_help("torch.compile the UNet.", "compile"))
-    ] = False,
-    save_every: Annotated[
-        int,
-        typer.Option(
-            "--save-every",
-            min=1,
-            help=_help("Checkpoint and catalogue entry every N steps.", "save_every"),
+        bool,
+        _setting(
+            "compile", "torch.compile the UNet (where it cannot build: a warning, uncompiled)."
         ),
+    ] = _DEFAULT.compile,
+    save_every: Annotated[
+        int, _setting("save_every", "Checkpoint and catalogue entry every N steps.", min=1)
     ] = _DEFAULT.save_every,
     preview_every: Annotated[
-        int,
-        typer.Option(
-            "--preview-every",
-            min=0,
-            help=_help("Preview grid every N steps (0: none).", "preview_every"),
-        ),
+        int, _setting("preview_every", "Preview grid every N steps (0: none).", min=0)
     ] = _DEFAULT.preview_every,
     preview_steps: Annotated[
         int,
@@ -168,36 +129,22 @@ def train_command(
             min=1,
             help="Sampling steps of a preview. Default: A1111 txt2img.",
         ),
-    ] = 20,
+    ] = PREVIEW_STEPS,
     early_stop: Annotated[
-        bool,
-        typer.Option("--early-stop", help="Stop when learned (DVAR, arXiv 2302.04841)."),
-    ] = False,
+        bool, _setting("early_stop", "Stop when learned (DVAR, arXiv 2302.04841).")
+    ] = _DEFAULT.early_stop,
     early_stop_eps: Annotated[
-        float,
-        typer.Option(
-            "--early-stop-eps",
-            help=_help("DVAR: stop below this variance ratio.", "early_stop_eps"),
-        ),
+        float, _setting("early_stop_eps", "DVAR: stop below this variance ratio.")
     ] = _DEFAULT.early_stop_eps,
     early_stop_window: Annotated[
-        int,
-        typer.Option(
-            "--early-stop-window",
-            min=2,
-            help=_help("DVAR: steps in the window.", "early_stop_window"),
-        ),
+        int, _setting("early_stop_window", "DVAR: steps in the window.", min=2)
     ] = _DEFAULT.early_stop_window,
-    seed: Annotated[
-        int, typer.Option("--seed", help=_help("Seed of every draw.", "seed"))
-    ] = _DEFAULT.seed,
+    seed: Annotated[int, _setting("seed", "Seed of every draw.")] = _DEFAULT.seed,
     prediction_type: Annotated[
         str | None,
-        typer.Option(
-            "--prediction-type", help="epsilon or v_prediction. Default: what the model says."
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cuda, mps or cpu.")] = "auto",
+        _setting("prediction_type", "epsilon or v_prediction. Default: what the model says."),
+    ] = _DEFAULT.prediction_type,
+    device: DeviceOption = "auto",
     resume: Annotated[
         Path | None,
         typer.Option("--resume", help="Continue this run folder (or checkpoint file)."),
@@ -221,16 +168,6 @@ def train_command(
 
     Example: tireg train --images ./cat --name my-cat --model v1-5.safetensors --init-text cat
     """
-    for option, value, allowed in (
-        ("--crop", crop, CROPS),
-        ("--latent-sampling", latent_sampling, LATENT_SAMPLING),
-        ("--alpha", alpha, ALPHA_MODES),
-        ("--precision", precision, PRECISIONS),
-    ):
-        if value not in allowed:
-            raise typer.BadParameter(
-                f"{value!r}: choose one of {', '.join(allowed)}", param_hint=option
-            )
     from tireg.ml import require_ml
 
     require_ml("tireg train")
@@ -273,6 +210,9 @@ def train_command(
             device=device,
             catalogue=catalogue,
             on_progress=progress,
+            on_warning=lambda line: err_console.print(
+                f"warning: {line}", markup=False, soft_wrap=True
+            ),
             preview_steps=preview_steps,
         )
     if not report.is_main:

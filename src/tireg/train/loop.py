@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from tireg.ml import out_of_memory
 from tireg.train import checkpointing
+from tireg.train.compiling import CompiledModule
 from tireg.train.data import (
     Batch,
     CachedImage,
@@ -64,6 +66,7 @@ class Hooks:
     on_step: Callable[[StepRecord], None] = lambda record: None
     on_save: Callable[[int, float, dict[str, np.ndarray], Path], None] = lambda *a: None
     on_preview: Callable[[int, dict[str, np.ndarray]], None] = lambda *a: None
+    on_warning: Callable[[str], None] = lambda line: None  # one line; the run goes on
 
 
 @dataclass
@@ -162,7 +165,7 @@ def train(
             _checkpointing(trained.encoder, "enable")()
             trained.encoder.train()  # transformers checkpoints only in training mode
     if settings.compile:
-        unet = torch.compile(unet)
+        unet = CompiledModule(unet, hooks.on_warning)
     data_generator = torch.Generator().manual_seed(settings.seed)
     noise_generator = torch.Generator(device).manual_seed(settings.seed + 1)
     order = DataOrder(len(cache), data_generator)
@@ -204,18 +207,19 @@ def train(
             stopper.history = tensors["dvar.history"].tolist()
         step = int(state["step"])
 
-    def save(loss: float) -> Path:
+    saved: list[Path] = []  # the checkpoints written, each whole (the last is the good one)
+
+    def save(loss: float) -> None:
         path = checkpointing.checkpoint_path(run_dir, step)
         tensors, state = _run_state(
             settings, encoders, optimizer, scaler, data_generator, noise_generator, order, stopper
         )
         checkpointing.write_checkpoint(path, tensors, {**state, "step": step, "loss": loss})
+        saved.append(path)
         hooks.on_save(step, loss, _vectors(encoders), path)
-        return path
 
     # 4. the steps (every input has been read and checked: the first file may be written)
     hooks.on_start(step)
-    saved: list[Path] = []
     loss_value: float | None = None
     stop_reason = f"reached --steps {settings.steps}"
     try:
@@ -275,21 +279,24 @@ def train(
                 stop_reason = f"{stopper.reason()} at step {step}"
                 break
             if step % settings.save_every == 0 and rank == 0:
-                saved.append(save(loss_value))
+                save(loss_value)
             if settings.preview_every and step % settings.preview_every == 0:
                 hooks.on_preview(step, _vectors(encoders))
 
         # 5. the last checkpoint
         if rank == 0 and loss_value is not None and (not saved or saved[-1] != _at(run_dir, step)):
-            saved.append(save(loss_value))
+            save(loss_value)
         return RunResult(step, loss_value, stop_reason, _vectors(encoders), saved)
-    except (torch.OutOfMemoryError, MemoryError):
-        last = saved[-1] if saved else resume_from
+    except Exception as exc:
+        # CPU, CUDA and Python allocation failures alike (see tireg.ml.out_of_memory)
+        if not out_of_memory(exc):
+            raise
         raise RunStateError(
-            f"out of memory at step {step + 1}",
-            path=last,
-            hint="the last checkpoint (this file) is intact; run again with a smaller "
-            "--batch-size (and more --grad-accum), --gradient-checkpointing or --precision bf16",
+            f"out of memory after step {step}",
+            path=saved[-1] if saved else resume_from,
+            hint="the last checkpoint (this file) is intact; lower --batch-size (raising "
+            "--grad-accum keeps the effective batch) or --resolution, or add "
+            "--gradient-checkpointing or --precision bf16, and run the same command to continue",
         ) from None
     finally:
         detach(encoders)

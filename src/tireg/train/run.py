@@ -23,12 +23,11 @@ from tireg.train.errors import TrainError
 from tireg.train.loop import Hooks, StepRecord, compute_dtype, train
 from tireg.train.model import from_pipeline
 from tireg.train.records import Recorder, RunInfo
-from tireg.train.settings import TrainSettings
+from tireg.train.settings import PREVIEW_STEPS, TrainSettings
 
 #: A1111's log directory ("textual_inversion"); a run's folder is ``textual_inversion/NAME``
 DEFAULT_LOG_DIR = Path("textual_inversion")
-#: preview renders: A1111's txt2img defaults (20 steps, Euler a, CFG 7) and four seeds
-PREVIEW_STEPS = 20
+#: preview renders: A1111's txt2img defaults (:data:`PREVIEW_STEPS`, Euler a, CFG 7), four seeds
 PREVIEW_SEEDS = (1, 2, 3, 4)
 
 
@@ -139,9 +138,12 @@ def train_run(
     device: str = "auto",
     catalogue: Catalogue | None = None,
     on_progress: Callable[[StepRecord], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
     preview_steps: int = PREVIEW_STEPS,
 ) -> RunReport:
-    """Train, continuing the run in ``out`` when it has checkpoints; see :class:`RunReport`."""
+    """Train, continuing the run in ``out`` when it has checkpoints; see :class:`RunReport`.
+    ``on_warning`` hears each line the run has to say without stopping (``--compile`` falling
+    back)."""
     import torch
 
     from tireg.pipelines.loading import load_model
@@ -182,7 +184,13 @@ def train_run(
         model,
         run_dir,
         resume_from=checkpoint,
-        hooks=Hooks(recorder.on_start, recorder.on_step, recorder.on_save, recorder.on_preview),
+        hooks=Hooks(
+            recorder.on_start,
+            recorder.on_step,
+            recorder.on_save,
+            recorder.on_preview,
+            on_warning or Hooks.on_warning,
+        ),
         processes=workers.count,
     )
     return RunReport(

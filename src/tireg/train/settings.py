@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-ALPHA_MODES = ("composite", "weight")
-CROPS = ("center", "random")
-LATENT_SAMPLING = ("once", "deterministic", "random")
+#: the choices of the settings that are one of a few words (the CLI offers exactly these)
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+AlphaMode = Literal["composite", "weight"]
+Crop = Literal["center", "random"]
+LatentSampling = Literal["once", "deterministic", "random"]
+#: sampling steps of a preview render: A1111's txt2img default
+PREVIEW_STEPS = 20
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,11 @@ class TrainSettings:
     resolution: int = 512
     template: str = "style_filewords"
     flip: float = 0.0
-    crop: str = "center"
-    latent_sampling: str = "once"
-    alpha: str = "composite"
+    crop: Crop = "center"
+    latent_sampling: LatentSampling = "once"
+    alpha: AlphaMode = "composite"
     clip_grad: str | None = None
-    precision: str = "auto"
+    precision: Precision = "auto"
     gradient_checkpointing: bool = False
     compile: bool = False
     save_every: int = 500
