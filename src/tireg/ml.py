@@ -10,7 +10,6 @@ one line saying how to install it, not an ``ImportError`` traceback from deep in
 from __future__ import annotations
 
 import importlib.util
-import sys
 
 from tireg.errors import TiregError
 
@@ -48,24 +47,3 @@ def require_ml(feature: str) -> None:
             f"{feature} needs {', '.join(missing)}",
             hint=f"install the ML extra: {INSTALL}; CPU only: {INSTALL_CPU} first",
         )
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """True when ``exc`` is an allocation that failed, in whichever form torch raised it.
-
-    torch has no single type for it. On CUDA (and MPS, XPU) it is ``torch.OutOfMemoryError``.
-    On the CPU, c10's allocator (``c10/core/impl/alloc_cpu.cpp``, ``alloc_cpu``) fails through
-    ``CAFFE_ENFORCE``, which reaches Python as a plain ``RuntimeError`` saying
-    "DefaultCPUAllocator: can't allocate memory" (POSIX) or "...: not enough memory" (Windows);
-    Python's own allocations, and C++'s ``std::bad_alloc`` through pybind11, raise
-    ``MemoryError``. torch is looked up, not imported: if it is not loaded, it raised nothing.
-    """
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc) if isinstance(exc, RuntimeError) else ""
-    return "DefaultCPUAllocator" in text and (
-        "can't allocate memory" in text or "not enough memory" in text
-    )

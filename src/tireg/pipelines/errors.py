@@ -38,6 +38,7 @@ class PromptError(TiregError):
 #: CPU allocator (``c10/core/impl/alloc_cpu.cpp``: a plain RuntimeError) and Apple's MPS
 _OUT_OF_MEMORY_MESSAGES = (
     "DefaultCPUAllocator: can't allocate memory",
+    "DefaultCPUAllocator: not enough memory",  # the same allocator on Windows
     "MPS backend out of memory",
 )
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tireg.ml import out_of_memory
+from tireg.pipelines.errors import is_out_of_memory
 from tireg.train import checkpointing
 from tireg.train.compiling import CompiledModule
 from tireg.train.data import (
@@ -288,8 +288,8 @@ def train(
             save(loss_value)
         return RunResult(step, loss_value, stop_reason, _vectors(encoders), saved)
     except Exception as exc:
-        # CPU, CUDA and Python allocation failures alike (see tireg.ml.out_of_memory)
-        if not out_of_memory(exc):
+        # CPU, CUDA and Python allocation failures alike (see pipelines.errors.is_out_of_memory)
+        if not is_out_of_memory(exc):
             raise
         raise RunStateError(
             f"out of memory after step {step}",
