@@ -144,14 +144,18 @@ def fetch(
         ]
     elif kind == "git":
         result.scratch = tempfile.TemporaryDirectory(prefix="tireg-git-")
-        synced = git.sync(
-            locator,
-            result.scratch.name,
-            ref=extras.get("ref"),
-            path=extras.get("path"),
-            known_blobs=extras.get("blobs"),
-            progress=progress,
-        )
+        try:
+            synced = git.sync(
+                locator,
+                result.scratch.name,
+                ref=extras.get("ref"),
+                path=extras.get("path"),
+                known_blobs=extras.get("blobs"),
+                progress=progress,
+            )
+        except BaseException:
+            result.cleanup()
+            raise
         result.files, result.revision = synced.files, synced.commit
         skipped = {name for name, _ in synced.skipped}
         result.blobs = {k: v for k, v in synced.blobs.items() if k not in skipped}
@@ -160,7 +164,8 @@ def fetch(
     else:
         raise SourceError(f"cannot fetch a {kind} source", hint=f"kinds: {', '.join(FETCHABLE)}")
     if result.files and kind in ("hf", "civitai"):
-        result.facts = {k: v for k, v in result.files[0].hints.items() if k in _SOURCE_FACTS}
+        said = result.files[0].hints
+        result.facts = {k: v for k, v in said.items() if k in (*_SOURCE_FACTS, "nsfw")}
     if kind in ("url", "mega") and len(result.files) == 1:
         result.facts = {"title": result.files[0].path.stem}
     return result
@@ -248,7 +253,7 @@ def record_in(
     for column in _SOURCE_FACTS:
         if fetched.facts.get(column) and not getattr(source, column):
             setattr(source, column, fetched.facts[column])
-    if fetched.facts.get("nsfw") and source.nsfw is None:
+    if "nsfw" in fetched.facts:  # a yes or no, never missing: the source's word stands
         source.nsfw = fetched.facts["nsfw"] == "true"
     session.flush()
     # 2. each embedding, with the source's facts where the file gave none

@@ -236,13 +236,16 @@ def _record_repo(
     outcome = SourceOutcome(
         "hf", summary.repo_id, "available", listing=result.listing, gated=result.gated
     )
+    source: SourceRow | None = None
     if result.error:
         outcome.status, outcome.message = "failed", result.error
     elif result.prepared is not None:
         done = ingest.record_in(session, result.prepared, store=store)
         outcome.status, outcome.id = "synced", done.source_id
         outcome.imported, outcome.known = done.imported, done.known
-    source = upsert_source(session, "hf", summary.repo_id)
+        source = session.get(SourceRow, done.source_id)  # the session has it: no query
+    if source is None:
+        source = upsert_source(session, "hf", summary.repo_id)
     if not result.error:  # a failed repo keeps its old sha, so the next sync tries it again
         source.revision = summary.sha
     source.title = summary.repo_id.split("/", 1)[1]
