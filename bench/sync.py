@@ -70,9 +70,9 @@ def serve_hub(count: int, latency_s: float, conn: Connection) -> None:
     with running(hub.http):
         conn.send(hub.url)
         while (command := conn.recv()) != "stop":
+            conn.send(len(hub.http.requests))
             if command == "clear":
                 hub.http.requests.clear()
-            conn.send(len(hub.http.requests))
 
 
 class RemoteHub:
@@ -87,6 +87,7 @@ class RemoteHub:
         self.url: str = self.conn.recv()
 
     def requests(self, *, clear: bool = False) -> int:
+        """Requests served since the last clear (then cleared, with ``clear``)."""
         self.conn.send("clear" if clear else "count")
         answer: int = self.conn.recv()
         return answer

@@ -292,9 +292,11 @@ def download(
     """
     dest = Path(dest_dir)
     expected = expected_sha256.lower() if expected_sha256 else None
+    target: Path | None = None  # known before any request when the caller names the file
     if filename is not None:
         filename = safe_part(filename, fallback="download")
-        cached = _cached_file(join_under(dest, filename), expected)
+        target = join_under(dest, filename)
+        cached = _cached_file(target, expected)
         if cached is not None:
             return Downloaded(cached, sha256_file(cached), cached.stat().st_size, url)
     if offline():
@@ -303,7 +305,7 @@ def download(
 
     def job(partial: _Partial) -> _Job:
         return _Job(
-            url, dest, partial, filename, expected, expected_size, max_bytes, progress, durable
+            url, dest, partial, target, expected, expected_size, max_bytes, progress, durable
         )
 
     policy = retry or RetryPolicy.from_env()
@@ -329,7 +331,7 @@ class _Job:
     url: str
     dest: Path
     partial: _Partial
-    filename: str | None
+    target: Path | None  # the caller's file name joined under ``dest``; else the server's
     expected: str | None
     expected_size: int | None
     max_bytes: int
@@ -380,7 +382,7 @@ class _Job:
                     f"size mismatch: expected {self.expected_size} bytes, got {size}",
                     path=self.url,
                 )
-            target = join_under(self.dest, name)
+            target = self.target or join_under(self.dest, name)
             self.partial.data.replace(target)
             self.partial.meta.unlink(missing_ok=True)
             if self.durable:
@@ -425,7 +427,8 @@ class _Job:
                     hint="embeddings are KB to a few MB; is this the right URL?",
                 )
             self.partial.remember(_validator(response))
-            name = self.filename or filename_from_response(response) or "download"
+            name = self.target.name if self.target else None
+            name = name or filename_from_response(response) or "download"
             self.stream_body(response, have, total)
             return name, response.url, resumed
 
