@@ -267,7 +267,7 @@ def record_in(
             original_sha256=item.sha256,
             source_id=source.id,
             revision=item.revision,
-            hints=_embedding_hints(source, extras, item),
+            hints=_embedding_hints(source, extras, item, fetched.facts),
             store=store,
         )
         done.embedding_ids.append(row.id)
@@ -291,8 +291,14 @@ def record_in(
     return done
 
 
-def _embedding_hints(source: SourceRow, extras: dict[str, Any], item: Fetched) -> dict[str, str]:
-    """The file's own facts, then the source row's where the file said nothing."""
+def _embedding_hints(
+    source: SourceRow, extras: dict[str, Any], item: Fetched, facts: dict[str, str]
+) -> dict[str, str]:
+    """The file's own facts, then the source row's where the file said nothing.
+
+    A title describes the embedding only when someone gave it (a rentry row's name, the
+    ``title`` of ``add_source``), not when this fetch itself said it (a repo name, a file stem).
+    """
     hints = {k: v for k, v in item.hints.items() if k in _EMBEDDING_HINTS}
     base_model = source.base_model_hint or item.hints.get("base_model_hint")
     if base_model:
@@ -300,9 +306,10 @@ def _embedding_hints(source: SourceRow, extras: dict[str, Any], item: Fetched) -
         hints["base_model_evidence"] = item.hints.get("base_model_evidence") or (
             "rentry Model column" if "rentry_page" in extras else "source hint"
         )
-    if "description" not in hints and (source.description or source.title):
+    given_title = source.title if source.title != facts.get("title") else None
+    if "description" not in hints and (source.description or given_title):
         details = extras.get("details")
-        text = source.description or str(source.title)
+        text = source.description or str(given_title)
         hints["description"] = f"{text} (details: {details})" if details else text
     return hints
 
