@@ -348,3 +348,48 @@ def test_sync_download_fetches_at_most_concurrency_repos_at_once(
     )
     assert len(report.downloaded) == 30 - len(report.gated) and not report.failed
     assert 1 < hub.max_resolving <= 3
+
+
+def test_lookup_by_name_follows_the_naming_rule(
+    civitai_server: CivitaiServer, catalogue: Catalogue, tmp_path
+) -> None:
+    from tireg.registry.importer import add_paths
+    from tireg.registry.naming import NotFoundError
+
+    model = civitai_server.add(civitai_model())
+    local = tmp_path / "mystery.safetensors"
+    local.write_bytes(model.versions[0].files["easy-neg.safetensors"])
+    add_paths(catalogue, [local])
+    [result] = remote.lookup(catalogue, "mystery")  # the prompt word: the file's stem
+    assert result.found and result.spec == "civitai:7@77"
+    with pytest.raises(NotFoundError, match="no embedding named 'nothing-like-it'"):
+        remote.lookup(catalogue, "nothing-like-it")
+
+
+def test_civitai_json_is_checked_before_use(civitai_server: CivitaiServer) -> None:
+    from tireg.sources import civitai
+
+    version = civitai.parse_version(
+        {
+            "id": "77",
+            "modelId": 7,
+            "trainedWords": ["  easy ", "", None],
+            "files": [
+                {"name": "a.pt", "type": "Training Data"},
+                {"name": "b.pt", "primary": True, "hashes": {"SHA256": "AB" * 32}},
+                {"name": "c.pt", "hashes": {"SHA256": "not a hash"}, "pickleScanResult": "Danger"},
+            ],
+            "images": [{"url": "https://x/1.png"}, {"url": "https://x/v.mp4", "type": "video"}],
+        },
+        "test",
+    )
+    assert (version.id, version.model_id, version.trained_words) == (77, 7, ("easy",))
+    assert [f.name for f in version.embedding_files()] == ["b.pt"]
+    assert version.files[1].sha256 == "ab" * 32 and version.files[2].sha256 is None
+    assert version.files[2].flagged and version.image_urls == ("https://x/1.png",)
+    for bad in ({"id": True}, {"id": "7; drop"}, {"id": 7, "files": {"a": 1}}, ["not", "a dict"]):
+        with pytest.raises(SourceError, match="Civitai sent"):
+            civitai.parse_version(bad, "test")
+    civitai_server.add(civitai_model())
+    found = civitai.model(7)
+    assert found.spec() == "civitai:7@77" and found.facts.creator == "tester"

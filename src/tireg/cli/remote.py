@@ -15,7 +15,7 @@ from tireg.cli.options import DbOption, HfEndpointOption, JsonOption
 from tireg.cli.output import console, item_progress, print_json
 
 if TYPE_CHECKING:  # the commands import the catalogue and the sources when they run
-    from tireg.registry.remote import SyncReport
+    from tireg.registry.ingest import SyncReport
 
 sync_app = typer.Typer(
     name="sync",
@@ -82,7 +82,7 @@ def sync_hf_command(
 
 
 def _print_sync(report: SyncReport) -> None:
-    table = Table(title=f"tireg sync hf --author {report.author}")
+    table = Table(title=report.title)
     table.add_column("repos")
     table.add_column("count", justify="right")
     for label, value in (
@@ -97,8 +97,8 @@ def _print_sync(report: SyncReport) -> None:
     ):
         table.add_row(label, str(value))
     console.print(table)
-    for repo_id, reason in report.failed:
-        console.print(f"failed: {repo_id}: {reason}", markup=False, soft_wrap=True)
+    for outcome in report.failed:
+        console.print(f"failed: {outcome.locator}: {outcome.message}", markup=False, soft_wrap=True)
 
 
 def lookup_command(

@@ -3,9 +3,9 @@
 ``add_source`` records *where* embeddings come from without downloading anything: a git repo
 (with its ref and sub-path), a MEGA link, a URL, or every row of a rentry link page (one source
 per download link; Google Drive / ufile rows are kept with ``status='manual'`` and the reason, and
-the row's base model becomes ``base_model_hint``). ``sync_sources`` then fetches each source
-through its client (:mod:`tireg.sources`), reads every file by content (pickles through the
-restricted loader, never executed) and imports it with the source's facts as hints.
+the row's base model becomes ``base_model_hint``). ``sync_sources`` then takes each source through
+the one ingest path (:mod:`tireg.registry.ingest`: fetch, read by content with pickles through
+the restricted loader, store, record) with the source's facts as hints.
 
 Each source is recorded in one transaction after all its files were read, so a failed source
 leaves the catalogue as it was. Downloads of different sources run concurrently (a bounded
@@ -15,33 +15,32 @@ every file they imported (``extras.blobs``), so a re-sync imports only files tha
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
-from tireg import config
-from tireg.converters import Embedding, read_file
 from tireg.db.schema import ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.progress import ItemProgress
-from tireg.registry.importer import import_embedding, upsert_source
+from tireg.registry import ingest
+from tireg.registry.importer import upsert_source
+from tireg.registry.ingest import SourceOutcome, SyncReport, source_extras
 from tireg.registry.store import ContentStore
-from tireg.sources import Fetched, SourceError, git, mega, rentry
-from tireg.sources.http import download
+from tireg.sources import SourceError, git, mega, rentry
 
 #: kinds ``add_source`` takes (rentry expands into url / mega rows)
 ADDABLE = ("git", "rentry", "mega", "url")
 #: sources fetched at once (MEGA meters per IP; git hosts rate-limit)
 MAX_WORKERS = 4
+
+#: kinds ``sync_sources`` fetches when given no ids (HF and Civitai have their own commands)
+SYNCED = ("git", "mega", "url")
 
 
 class SourceSpecError(TiregError):
@@ -62,41 +61,6 @@ class SourceSummary:
     revision: str | None
     synced_at: str | None
     embeddings: int
-
-
-@dataclass
-class SourceOutcome:
-    """What syncing one source did."""
-
-    id: int
-    kind: str
-    locator: str
-    status: str  # synced | unchanged | manual | failed | gone
-    imported: list[str] = field(default_factory=list)  # locations of new embeddings
-    known: list[str] = field(default_factory=list)  # locations of embeddings already known
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, why not imported)
-    message: str | None = None
-    offline: bool = False
-
-
-@dataclass
-class SyncReport:
-    """The outcome of one :func:`sync_sources` run, one entry per source."""
-
-    sources: list[SourceOutcome] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[SourceOutcome]:
-        return [s for s in self.sources if s.status in ("failed", "gone")]
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {"imported": sum(len(s.imported) for s in self.sources)}
-        for outcome in self.sources:
-            out[outcome.status] = out.get(outcome.status, 0) + 1
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts(), "sources": [asdict(s) for s in self.sources]}
 
 
 # ------------------------------------------------------------------------------------- adding
@@ -132,7 +96,7 @@ def add_source(
     with catalogue.transaction() as session:
         source = upsert_source(session, kind, url)
         if kind == "git":
-            extras = _extras(source)
+            extras = source_extras(source)
             if (extras.get("ref"), extras.get("path")) != (ref, path):
                 extras.pop("blobs", None)  # a different ref or path: import everything again
             extras.update(ref=ref, path=path.strip("/") if path else None)
@@ -174,7 +138,7 @@ def _add_rentry(catalogue: Catalogue, page: str) -> list[int]:
             source = upsert_source(session, kind, locator)
             source.title = row.name
             source.base_model_hint = row.base_model
-            extras = _extras(source)
+            extras = source_extras(source)
             extras.update(
                 rentry_page=page_url or str(Path(page).resolve()), details=row.details_url
             )
@@ -187,14 +151,6 @@ def _add_rentry(catalogue: Catalogue, page: str) -> list[int]:
             session.flush()
             ids.append(source.id)
     return ids
-
-
-def _extras(source: SourceRow) -> dict[str, Any]:
-    try:
-        value = json.loads(source.extras or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 # ------------------------------------------------------------------------------------ listing
@@ -243,22 +199,16 @@ class _Job:
     locator: str
     status: str
     status_reason: str | None
-    title: str | None
-    description: str | None
-    base_model_hint: str | None
     extras: dict[str, Any]
 
 
 @dataclass
-class _Fetch:
+class _Done:
+    """One source fetched, read and stored by a worker (or why not)."""
+
     job: _Job
-    files: list[Fetched] = field(default_factory=list)
-    revision: str | None = None
-    blobs: dict[str, str] | None = None
-    problems: list[tuple[str, str]] = field(default_factory=list)
+    prepared: ingest.Prepared | None = None
     error: SourceError | None = None
-    offline: bool = False
-    scratch: tempfile.TemporaryDirectory[str] | None = None
 
 
 def sync_sources(
@@ -272,28 +222,29 @@ def sync_sources(
     Manual sources are reported with their reason; a source that fails (unreachable, gone, over
     quota) is reported and the others go on; ``gone`` / ``taken down`` MEGA links are marked
     ``status='gone'``. Offline (``TIREG_OFFLINE=1``) only cached copies are used, and the report
-    says so.
+    says so. Without ``ids``, the hand-added kinds (git, MEGA, URL) are synced; with them, any
+    source :mod:`tireg.registry.ingest` can fetch.
     """
     jobs = _jobs(catalogue, ids)
-    report = SyncReport()
+    report = SyncReport("tireg source sync")
     todo = [j for j in jobs if j.status != "manual"]
     for job in jobs:
         if job.status == "manual":
             report.sources.append(
-                SourceOutcome(job.id, job.kind, job.locator, "manual", message=job.status_reason)
+                SourceOutcome(job.kind, job.locator, "manual", job.id, message=job.status_reason)
             )
     if not todo:
         return report
     store = ContentStore()
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(todo))) as pool:
-        futures = [pool.submit(_fetch, job) for job in todo]
+        futures = [pool.submit(_fetch, job, store) for job in todo]
         for done, future in enumerate(futures, 1):
             result = future.result()
             try:
                 report.sources.append(_record(catalogue, store, result))
             finally:
-                if result.scratch is not None:
-                    result.scratch.cleanup()
+                if result.prepared is not None:
+                    result.prepared.fetch.cleanup()
             if progress is not None:
                 progress(done, len(todo), result.job.locator)
     return report
@@ -301,7 +252,7 @@ def sync_sources(
 
 def _jobs(catalogue: Catalogue, ids: Sequence[int] | None) -> list[_Job]:
     with catalogue.reading() as session:
-        query = select(SourceRow).where(SourceRow.kind.in_(("git", "mega", "url")))
+        query = select(SourceRow).where(SourceRow.kind.in_(SYNCED))
         if ids:
             query = select(SourceRow).where(SourceRow.id.in_(list(ids)))
         rows = list(session.scalars(query.order_by(SourceRow.id)))
@@ -311,159 +262,49 @@ def _jobs(catalogue: Catalogue, ids: Sequence[int] | None) -> list[_Job]:
                 f"no source with id {', '.join(map(str, sorted(missing)))}",
                 hint="see `tireg source list`",
             )
-        unsupported = [r for r in rows if r.kind not in ("git", "mega", "url")]
+        unsupported = [r for r in rows if r.kind not in ingest.FETCHABLE]
         if unsupported:
             raise SourceSpecError(
                 f"source {unsupported[0].id} is a {unsupported[0].kind} source",
-                hint="`tireg source sync` fetches git, mega and url sources",
+                hint=f"`tireg source sync` fetches {', '.join(ingest.FETCHABLE)} sources",
             )
         return [
-            _Job(
-                r.id,
-                r.kind,
-                r.locator,
-                r.status,
-                r.status_reason,
-                r.title,
-                r.description,
-                r.base_model_hint,
-                _extras(r),
-            )
-            for r in rows
+            _Job(r.id, r.kind, r.locator, r.status, r.status_reason, source_extras(r)) for r in rows
         ]
 
 
-def _fetch(job: _Job) -> _Fetch:
-    """Download one source (runs in a worker thread; touches no database)."""
-    result = _Fetch(job)
+def _fetch(job: _Job, store: ContentStore) -> _Done:
+    """Fetch, read and store one source (runs in a worker thread; touches no database)."""
+    result = _Done(job)
     try:
-        if job.kind == "git":
-            result.scratch = tempfile.TemporaryDirectory(prefix="tireg-git-")
-            synced = git.sync(
-                job.locator,
-                result.scratch.name,
-                ref=job.extras.get("ref"),
-                path=job.extras.get("path"),
-                known_blobs=job.extras.get("blobs"),
-            )
-            result.files, result.revision, result.offline = (
-                synced.files,
-                synced.commit,
-                synced.offline,
-            )
-            skipped = {name for name, _ in synced.skipped}
-            result.blobs = {k: v for k, v in synced.blobs.items() if k not in skipped}
-            result.problems += synced.skipped
-        elif job.kind == "mega":
-            result.scratch = tempfile.TemporaryDirectory(prefix="tireg-mega-")
-            result.files = mega.fetch(job.locator, result.scratch.name)
-            result.offline = any("offline" in f.hints for f in result.files)
-        else:
-            dest = (
-                config.cache_dir() / "url" / hashlib.sha256(job.locator.encode()).hexdigest()[:24]
-            )
-            result.offline = config.offline()
-            got = download(job.locator, dest)
-            result.files = [
-                Fetched(
-                    got.path,
-                    "url",
-                    job.locator,
-                    got.url_final,
-                    got.sha256,
-                    got.sha256,
-                    {"title": got.path.stem},
-                )
-            ]
+        fetched = ingest.fetch(job.kind, job.locator, extras=job.extras)
+        result.prepared = ingest.prepare(fetched, store, strict=False)
     except SourceError as exc:
         result.error = exc
     return result
 
 
-def _hints(job: _Job, fetched: Fetched) -> dict[str, str]:
-    """What the importer records with each embedding: the file's facts, then the source's."""
-    hints = {
-        k: v
-        for k, v in fetched.hints.items()
-        if k in ("description", "licence", "trigger", "concept_type", "nsfw", "tags")
-    }
-    if job.base_model_hint:
-        hints["base_model_hint"] = job.base_model_hint
-        hints["base_model_evidence"] = (
-            "rentry Model column" if "rentry_page" in job.extras else "source hint"
-        )
-    if "description" not in hints and (job.description or job.title):
-        details = job.extras.get("details")
-        text = job.description or str(job.title)
-        hints["description"] = f"{text} (details: {details})" if details else text
-    return hints
-
-
-def _read(fetched: Fetched) -> Embedding | str:
-    try:
-        return read_file(fetched.path)
-    except TiregError as exc:
-        return exc.message
-    except (OSError, ValueError, TypeError, KeyError, IndexError, MemoryError) as exc:
-        return f"unreadable ({type(exc).__name__}: {exc})"
-
-
-def _record(catalogue: Catalogue, store: ContentStore, result: _Fetch) -> SourceOutcome:
-    """Import one source's files and update its row, in one transaction."""
+def _record(catalogue: Catalogue, store: ContentStore, result: _Done) -> SourceOutcome:
+    """Record one source's files and update its row, in one transaction."""
     job = result.job
-    outcome = SourceOutcome(
-        job.id,
-        job.kind,
-        job.locator,
-        "synced",
-        offline=result.offline,
-        problems=list(result.problems),
-    )
-    if result.error is not None:
-        gone = isinstance(result.error, mega.MegaGoneError | mega.MegaTakenDownError)
+    outcome = SourceOutcome(job.kind, job.locator, "synced", job.id)
+    if result.prepared is None:
+        error = result.error or SourceError("nothing was fetched")
+        gone = isinstance(error, mega.MegaGoneError | mega.MegaTakenDownError)
         outcome.status = "gone" if gone else "failed"
-        outcome.message = str(result.error)
+        outcome.message = str(error)
         with catalogue.transaction() as session:
             source = session.get(SourceRow, job.id)
             if source is not None:
-                source.status_reason = result.error.message
+                source.status_reason = error.message
                 if gone:
                     source.status = "gone"
         return outcome
-    read: list[tuple[Fetched, Embedding]] = []
-    for fetched in result.files:
-        embedding = _read(fetched)
-        if isinstance(embedding, str):
-            outcome.problems.append((fetched.location, embedding))
-        else:
-            store.put(embedding)  # durable before the rows that point at it
-            read.append((fetched, embedding))
-    with catalogue.transaction() as session:
-        for fetched, embedding in read:
-            _, created = import_embedding(
-                session,
-                embedding,
-                location=fetched.location,
-                original_sha256=fetched.sha256,
-                source_id=job.id,
-                revision=fetched.revision,
-                hints=_hints(job, fetched),
-                store=store,
-            )
-            (outcome.imported if created else outcome.known).append(fetched.location)
-        source = session.get(SourceRow, job.id)
-        if source is not None:
-            if not result.offline:
-                source.status, source.status_reason = "fetched", None
-                source.synced_at = datetime.now(timezone.utc)
-            source.revision = result.revision or (
-                read[0][0].revision if len(read) == 1 else source.revision
-            )
-            if result.blobs is not None:
-                extras = _extras(source)
-                extras["blobs"] = result.blobs
-                source.extras = json.dumps(extras)
-    if not result.files and not outcome.problems:
+    prepared = result.prepared
+    done = ingest.record(catalogue, prepared, store=store, source_id=job.id)
+    outcome.imported, outcome.known = done.imported, done.known
+    outcome.problems, outcome.offline = list(prepared.problems), prepared.fetch.offline
+    if not prepared.fetch.files and not prepared.problems:
         outcome.status = "unchanged"
     return outcome
 

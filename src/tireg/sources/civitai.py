@@ -85,36 +85,225 @@ def parse_spec(spec: str) -> tuple[int, int | None]:
     return int(match.group(1)), int(match.group(2)) if match.group(2) else None
 
 
-def search(query: str, *, base_model: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+# ------------------------------------------------------------------------------- typed values
+# Civitai's JSON is parsed once, here, into the values below; the registry never sees a dict.
+# Field names and meanings: civitai/civitai ``src/pages/api/v1/model-versions/[id].ts`` and
+# ``models/index.ts`` (see ../shared/reference/sources.md section 5).
+
+
+@dataclass(frozen=True)
+class CivitaiFile:
+    """One file of a model version."""
+
+    name: str
+    type: str  # Model | Negative | Training Data | ...
+    primary: bool
+    sha256: str | None  # lower-case hex, as Civitai lists it (sometimes wrong or missing)
+    download_url: str | None
+    flagged: bool  # Civitai's pickle or virus scanner said "Danger"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model (or the ``model`` part of a version) says about itself."""
+
+    id: int | None
+    name: str | None
+    type: str | None
+    nsfw: bool | None
+    tags: tuple[str, ...] = ()
+    description: str | None = None
+    creator: str | None = None
+    download_count: int | None = None
+
+
+@dataclass(frozen=True)
+class Version:
+    """A model version: its trigger words, base model, files and preview pictures."""
+
+    id: int
+    model_id: int | None
+    base_model: str | None
+    trained_words: tuple[str, ...]
+    files: tuple[CivitaiFile, ...]
+    image_urls: tuple[str, ...]
+    download_url: str | None
+    description: str | None
+    model: ModelFacts | None  # the version's ``model`` part, where it has one
+
+    @property
+    def trigger(self) -> str | None:
+        return self.trained_words[0] if self.trained_words else None
+
+    def embedding_files(self) -> list[CivitaiFile]:
+        """The files holding the embedding itself: the primary one, else the first."""
+        files = [f for f in self.files if f.type in EMBEDDING_FILE_TYPES]
+        return [f for f in files if f.primary] or files[:1]
+
+    def files_with_sha256(self, sha256: str) -> list[CivitaiFile]:
+        return [f for f in self.files if f.sha256 == sha256.lower()]
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model with its versions, newest first (as Civitai lists them)."""
+
+    facts: ModelFacts
+    versions: tuple[Version, ...]
+
+    @property
+    def id(self) -> int:
+        return self.facts.id or 0
+
+    def spec(self) -> str:
+        """What ``tireg install`` takes: ``civitai:MODEL@NEWEST_VERSION``."""
+        return f"civitai:{self.id}" + (f"@{self.versions[0].id}" if self.versions else "")
+
+
+def _bad(what: str, detail: str) -> SourceError:
+    return SourceError(f"{what}: Civitai sent {detail}", hint="is TIREG_CIVITAI_API a Civitai API?")
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(what, f"{type(value).__name__} where an object belongs")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(what, f"{type(value).__name__} where a list belongs")
+    return value
+
+
+def _id(value: Any, what: str) -> int:
+    """A positive integer id (Civitai's ids are numbers; bools and junk are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise _bad(what, f"the id {str(value)[:40]!r}")
+    return int(value)
+
+
+def _text(value: Any) -> str | None:
+    return str(value).strip() or None if value is not None and not isinstance(value, dict) else None
+
+
+def _sha256(value: Any) -> str | None:
+    text = str(value or "").strip().lower()
+    return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+
+
+def parse_model_facts(data: Any, what: str) -> ModelFacts:
+    data = _object(data, what)
+    tags = [
+        t if isinstance(t, str) else (t or {}).get("name", "")
+        for t in _list(data.get("tags"), what)
+    ]
+    creator = data.get("creator")
+    stats = data.get("stats")
+    downloads = stats.get("downloadCount") if isinstance(stats, dict) else None
+    return ModelFacts(
+        id=_id(data["id"], what) if data.get("id") is not None else None,
+        name=_text(data.get("name")),
+        type=_text(data.get("type")),
+        nsfw=bool(data["nsfw"]) if data.get("nsfw") is not None else None,
+        tags=tuple(str(t) for t in tags if t),
+        description=_text(data.get("description")),
+        creator=_text(creator.get("username")) if isinstance(creator, dict) else None,
+        download_count=downloads if isinstance(downloads, int) else None,
+    )
+
+
+def parse_version(data: Any, what: str) -> Version:
+    """A model version's JSON (``/model-versions/ID``, ``by-hash``, or a model's list entry)."""
+    data = _object(data, what)
+    if "id" not in data:
+        raise _bad(what, "a version without an id")
+    files = []
+    for raw in _list(data.get("files"), what):
+        raw = _object(raw, what)
+        hashes = raw.get("hashes")
+        hashes = hashes if isinstance(hashes, dict) else {}
+        files.append(
+            CivitaiFile(
+                name=_text(raw.get("name")) or "download",
+                type=_text(raw.get("type")) or "Model",
+                primary=bool(raw.get("primary")),
+                sha256=_sha256(hashes.get("SHA256")),
+                download_url=_text(raw.get("downloadUrl")),
+                flagged="Danger" in (raw.get("pickleScanResult"), raw.get("virusScanResult")),
+            )
+        )
+    images = [
+        _text(i.get("url"))
+        for i in _list(data.get("images"), what)
+        if isinstance(i, dict) and i.get("type", "image") == "image"
+    ]
+    model_part = data.get("model")
+    return Version(
+        id=_id(data["id"], what),
+        model_id=_id(data["modelId"], what) if data.get("modelId") is not None else None,
+        base_model=_text(data.get("baseModel")),
+        trained_words=tuple(
+            w for w in (_text(w) for w in _list(data.get("trainedWords"), what)) if w
+        ),
+        files=tuple(files),
+        image_urls=tuple(u for u in images if u),
+        download_url=_text(data.get("downloadUrl")),
+        description=_text(data.get("description")),
+        model=parse_model_facts(model_part, what) if isinstance(model_part, dict) else None,
+    )
+
+
+def parse_model(data: Any, what: str) -> Model:
+    """A model's JSON (``/models/ID`` or a search hit) with its versions."""
+    data = _object(data, what)
+    if "id" not in data:
+        raise _bad(what, "a model without an id")
+    return Model(
+        facts=parse_model_facts(data, what),
+        versions=tuple(parse_version(v, what) for v in _list(data.get("modelVersions"), what)),
+    )
+
+
+# ------------------------------------------------------------------------------------ requests
+
+
+def search(query: str, *, base_model: str | None = None, limit: int = 20) -> list[Model]:
     """Textual-inversion models matching ``query``, following ``nextCursor`` up to ``limit``."""
+    what = f"searching Civitai for {query!r}"
     params: dict[str, Any] = {"types": TI_TYPE, "limit": min(limit, MAX_PAGE)}
     if query:
         params["query"] = query
     if base_model:
         params["baseModels"] = base_model
-    items: list[dict[str, Any]] = []
-    while len(items) < limit:
-        page = _get("/models", f"searching Civitai for {query!r}", params)
-        items += page.get("items") or []
-        cursor = (page.get("metadata") or {}).get("nextCursor")
-        if not cursor or not page.get("items"):
+    models: list[Model] = []
+    while len(models) < limit:
+        page = _object(_get("/models", what, params), what)
+        items = _list(page.get("items"), what)
+        models += [parse_model(item, what) for item in items]
+        metadata = page.get("metadata")
+        cursor = metadata.get("nextCursor") if isinstance(metadata, dict) else None
+        if not cursor or not items:
             break
         params["cursor"] = cursor
-    return items[:limit]
+    return models[:limit]
 
 
-def model(model_id: int) -> dict[str, Any]:
-    result: dict[str, Any] = _get(f"/models/{model_id}", f"civitai:{model_id}")
-    return result
+def model(model_id: int) -> Model:
+    what = f"civitai:{model_id}"
+    return parse_model(_get(f"/models/{model_id}", what), what)
 
 
-def version(version_id: int) -> dict[str, Any]:
-    result: dict[str, Any] = _get(f"/model-versions/{version_id}", f"Civitai version {version_id}")
-    return result
+def version(version_id: int) -> Version:
+    what = f"Civitai version {version_id}"
+    return parse_version(_get(f"/model-versions/{version_id}", what), what)
 
 
-def by_hash(sha256: str) -> dict[str, Any] | None:
+def by_hash(sha256: str) -> Version | None:
     """The model version holding a file with this SHA256, or None when Civitai has none."""
+    what = f"Civitai lookup of {sha256[:12]}"
     try:
         found = get_json(
             f"{api_base()}/model-versions/by-hash/{quote(sha256.upper())}", headers=_headers()
@@ -122,8 +311,8 @@ def by_hash(sha256: str) -> dict[str, Any] | None:
     except HttpStatusError as exc:
         if exc.status == 404:
             return None
-        raise _advice(exc, f"Civitai lookup of {sha256[:12]}") from None
-    return found if isinstance(found, dict) else None
+        raise _advice(exc, what) from None
+    return parse_version(found, what)
 
 
 @dataclass(frozen=True)
@@ -135,41 +324,37 @@ class VersionFacts:
     hints: dict[str, str]
     preview_urls: list[str]
 
+    @property
+    def locator(self) -> str:
+        """The ``civitai`` source's locator, ``MODEL@VERSION``."""
+        return f"{self.model_id}@{self.version_id}"
 
-def version_facts(info: dict[str, Any], model_info: dict[str, Any] | None = None) -> VersionFacts:
-    """Hints (trigger, title, base model, nsfw, tags, description) from a version's JSON."""
-    model_part = model_info or info.get("model") or {}
-    words = [w.strip() for w in info.get("trainedWords") or [] if str(w).strip()]
+
+def version_facts(info: Version, model_info: ModelFacts | None = None) -> VersionFacts:
+    """Hints (trigger, title, base model, nsfw, tags, description) from a version."""
+    model_part = model_info or info.model or ModelFacts(None, None, None, None)
     hints: dict[str, str] = {}
-    if words:
-        hints["trigger"] = words[0]
-    if model_part.get("name"):
-        hints["title"] = str(model_part["name"])
-    if info.get("baseModel"):
-        hints["base_model_hint"] = str(info["baseModel"])
+    if info.trigger:
+        hints["trigger"] = info.trigger
+    if model_part.name:
+        hints["title"] = model_part.name
+    if info.base_model:
+        hints["base_model_hint"] = info.base_model
         hints["base_model_evidence"] = "civitai baseModel"
-    if model_part.get("nsfw") is not None:
-        hints["nsfw"] = "true" if model_part.get("nsfw") else "false"
-    tags = [t if isinstance(t, str) else t.get("name", "") for t in model_part.get("tags") or []]
-    if tags:
-        hints["tags"] = ",".join(t for t in tags if t)
-    description = model_part.get("description") or info.get("description")
+    if model_part.nsfw is not None:
+        hints["nsfw"] = "true" if model_part.nsfw else "false"
+    if model_part.tags:
+        hints["tags"] = ",".join(model_part.tags)
+    description = model_part.description or info.description
     if description:
-        text = html.unescape(re.sub(r"<[^>]+>", " ", str(description)))
+        text = html.unescape(re.sub(r"<[^>]+>", " ", description))
         hints["description"] = re.sub(r"\s+", " ", text).strip()[:2000]
-    images = [i.get("url") for i in info.get("images") or [] if i.get("type", "image") == "image"]
     return VersionFacts(
-        model_id=int(info.get("modelId") or model_part.get("id") or 0),
-        version_id=int(info["id"]),
+        model_id=info.model_id or model_part.id or 0,
+        version_id=info.id,
         hints=hints,
-        preview_urls=[u for u in images if u][:MAX_PREVIEWS],
+        preview_urls=list(info.image_urls[:MAX_PREVIEWS]),
     )
-
-
-def _embedding_files(info: dict[str, Any]) -> list[dict[str, Any]]:
-    files = [f for f in info.get("files") or [] if f.get("type", "Model") in EMBEDDING_FILE_TYPES]
-    primary = [f for f in files if f.get("primary")]
-    return primary or files[:1]
 
 
 def fetch(spec: str, *, progress: DownloadProgress | None = None) -> list[Fetched]:
@@ -177,21 +362,22 @@ def fetch(spec: str, *, progress: DownloadProgress | None = None) -> list[Fetche
     model_id, version_id = parse_spec(spec)
     if offline():
         return _fetch_cached(spec, model_id, version_id)
-    model_info = model(model_id)
-    if model_info.get("type") not in (None, TI_TYPE):
-        raise SourceError(f"{spec}: a {model_info.get('type')}, not a textual inversion")
+    model_json = _get(f"/models/{model_id}", f"civitai:{model_id}")
+    found = parse_model(model_json, spec)
+    if found.facts.type not in (None, TI_TYPE):
+        raise SourceError(f"{spec}: a {found.facts.type}, not a textual inversion")
     if version_id is None:
-        versions = model_info.get("modelVersions") or []
-        if not versions:
+        if not found.versions:
             raise SourceError(f"{spec}: the model has no versions")
-        version_id = int(versions[0]["id"])
-    info = version(version_id)
-    if int(info.get("modelId") or model_id) != model_id:
+        version_id = found.versions[0].id
+    version_json = _get(f"/model-versions/{version_id}", f"Civitai version {version_id}")
+    info = parse_version(version_json, spec)
+    if (info.model_id or model_id) != model_id:
         raise SourceError(f"{spec}: version {version_id} belongs to another model")
     folder = cache_dir() / "civitai" / str(version_id)
     # kept so an offline install of this version knows what the API said
-    atomic_write_bytes(folder / VERSION_JSON, json.dumps([info, model_info]).encode())
-    return _download_files(spec, model_id, info, model_info, folder, progress)
+    atomic_write_bytes(folder / VERSION_JSON, json.dumps([version_json, model_json]).encode())
+    return _download_files(spec, model_id, info, found.facts, folder, progress)
 
 
 def _fetch_cached(spec: str, model_id: int, version_id: int | None) -> list[Fetched]:
@@ -202,36 +388,36 @@ def _fetch_cached(spec: str, model_id: int, version_id: int | None) -> list[Fetc
             f"{spec}: offline, and this version is not in the cache",
             hint="name the version (civitai:MODEL@VERSION) of an earlier install, or go online",
         )
-    info, model_info = json.loads(cached.read_text())
-    return _download_files(spec, model_id, info, model_info, cached.parent, None)
+    version_json, model_json = json.loads(cached.read_text())
+    info = parse_version(version_json, spec)
+    facts = parse_model(model_json, spec).facts
+    return _download_files(spec, model_id, info, facts, cached.parent, None)
 
 
 def _download_files(
     spec: str,
     model_id: int,
-    info: dict[str, Any],
-    model_info: dict[str, Any],
+    info: Version,
+    model_info: ModelFacts,
     folder: Path,
     progress: DownloadProgress | None,
 ) -> list[Fetched]:
     """Each embedding file of a version, checked against Civitai's SHA256 (cached ones reused)."""
-    version_id = int(info["id"])
     facts = version_facts(info, model_info)
     previews = _previews(facts.preview_urls, folder / "previews")
     fetched = []
-    for file in _embedding_files(info):
-        if "Danger" in (file.get("pickleScanResult"), file.get("virusScanResult")):
-            raise SourceError(f"{spec}: Civitai's scanner flagged {file.get('name')} as dangerous")
-        expected = (file.get("hashes") or {}).get("SHA256")
-        url = file.get("downloadUrl") or info.get("downloadUrl")
+    for file in info.embedding_files():
+        if file.flagged:
+            raise SourceError(f"{spec}: Civitai's scanner flagged {file.name} as dangerous")
+        url = file.download_url or info.download_url
         if not url:
-            raise SourceError(f"{spec}: Civitai gave no download URL for {file.get('name')}")
+            raise SourceError(f"{spec}: Civitai gave no download URL for {file.name}")
         try:
             got = download(
                 url,
                 folder,
-                filename=file.get("name"),
-                expected_sha256=expected.lower() if expected else None,
+                filename=file.name,
+                expected_sha256=file.sha256,
                 headers=_headers(),
                 progress=progress,
             )
@@ -241,10 +427,10 @@ def _download_files(
             Fetched(
                 path=got.path,
                 kind="civitai",
-                locator=f"{model_id}@{version_id}",
+                locator=f"{model_id}@{info.id}",
                 location=url,
                 sha256=got.sha256,
-                revision=str(version_id),
+                revision=str(info.id),
                 hints=facts.hints,
                 previews=previews,
             )

@@ -69,11 +69,6 @@ def hub_cache() -> Path:
     return cache_dir() / "hf"
 
 
-def _snapshot_dir(repo_id: str, sha: str) -> Path:
-    """The folder of ``repo_id``'s files at commit ``sha`` (``main`` when the Hub gave none)."""
-    return join_under(hub_cache() / "repos", safe_relative_path(repo_id), sha)
-
-
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """``hf:owner/repo[@revision]`` (the ``hf:`` optional) -> (repo id, revision or None)."""
     body = spec[3:] if spec.startswith("hf:") else spec
@@ -290,7 +285,9 @@ def _download_pinned(summary: RepoSummary, name: str, cap: int, endpoint_url: st
     size, lfs_sha = summary.blobs.get(name, (None, None))
     if size is not None and size > cap:
         raise SourceError(f"{where}: {size} bytes is over the {cap}-byte limit")
-    target = join_under(_snapshot_dir(summary.repo_id, summary.sha or "main"), name)
+    # the file at commit sha (``main`` when the Hub gave none), proven inside the cache at once
+    repo = safe_relative_path(summary.repo_id)
+    target = join_under(hub_cache() / "repos", repo, summary.sha or "main", name)
     if summary.sha and lfs_sha is None and target.is_file():
         return target  # with a known sha256, download() checks the cached copy itself
     try:

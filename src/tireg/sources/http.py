@@ -209,31 +209,60 @@ class _Transient(Exception):
 
 @dataclass
 class _Partial:
-    """The resumable temporary file of one URL in one folder, with what validates its prefix."""
+    """The temporary file of one download, with what validates its prefix for a resume.
+
+    A *shared* partial is named after the URL, so a later call resumes it (its validator is
+    kept in a file beside it); a private one belongs to one call and keeps its validator in
+    memory, for resumes between that call's own tries.
+    """
 
     data: Path
     meta: Path
+    shared: bool = True
+    held: str | None = None
 
     @classmethod
     def for_url(cls, url: str, dest_dir: Path) -> _Partial:
         key = hashlib.sha256(url.encode()).hexdigest()[:20]
         return cls(dest_dir / f".{key}.part{TMP_SUFFIX}", dest_dir / f".{key}.meta{TMP_SUFFIX}")
 
+    @classmethod
+    def private(cls, dest_dir: Path) -> _Partial:
+        unique = f"{os.getpid()}-{threading.get_ident()}"
+        return cls(
+            dest_dir / f".{unique}.part{TMP_SUFFIX}",
+            dest_dir / f".{unique}.meta{TMP_SUFFIX}",
+            shared=False,
+        )
+
     def validator(self) -> str | None:
+        if not self.shared:
+            return self.held
         try:
             return str(json.loads(self.meta.read_text())["validator"]) or None
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def remember(self, validator: str | None) -> None:
-        if validator:
+        if not self.shared:
+            self.held = validator
+        elif validator:
             self.meta.write_text(json.dumps({"validator": validator}))
         else:
             self.meta.unlink(missing_ok=True)
 
     def clear(self) -> None:
         self.data.unlink(missing_ok=True)
-        self.meta.unlink(missing_ok=True)
+        if self.shared:
+            self.meta.unlink(missing_ok=True)
+        self.held = None
+
+
+#: files at most this big (by ``expected_size``) skip the shared, resumable partial file and its
+#: lock: one round trip fetches them, so there is nothing worth resuming, and on a sync of a
+#: thousand concept repos (two text files each) the lock and validator files were most of the
+#: file-system work
+SMALL_FILE = 64 * 1024
 
 
 def download(
@@ -260,29 +289,34 @@ def download(
     """
     dest = Path(dest_dir)
     expected = expected_sha256.lower() if expected_sha256 else None
+    target: Path | None = None  # known before any request when the caller names the file
     if filename is not None:
         filename = safe_part(filename, fallback="download")
-        cached = _cached_file(join_under(dest, filename), expected)
+        target = join_under(dest, filename)
+        cached = _cached_file(target, expected)
         if cached is not None:
             return Downloaded(cached, sha256_file(cached), cached.stat().st_size, url)
     if offline():
         return _offline_copy(url, dest, filename, expected)
     dest.mkdir(parents=True, exist_ok=True)
-    partial = _Partial.for_url(url, dest)
-    with _locked(partial) as locked:
-        if locked:
-            return _Job(
-                url, dest, partial, filename, expected, expected_size, max_bytes, progress, durable
-            ).run(dict(headers or {}), retry or RetryPolicy.from_env())
-    # another download of the same URL is in flight: do not share its file, and do not leave a
-    # private one behind either (no later call could resume it)
-    unique = f"{os.getpid()}-{threading.get_ident()}"
-    private = _Partial(dest / f".{unique}.part{TMP_SUFFIX}", dest / f".{unique}.meta{TMP_SUFFIX}")
+
+    def job(partial: _Partial) -> _Job:
+        return _Job(
+            url, dest, partial, target, expected, expected_size, max_bytes, progress, durable
+        )
+
+    policy = retry or RetryPolicy.from_env()
+    if expected_size is None or expected_size > SMALL_FILE:
+        partial = _Partial.for_url(url, dest)
+        with _locked(partial) as locked:
+            if locked:
+                return job(partial).run(dict(headers or {}), policy)
+    # a small file, or another download of the same URL is in flight (do not share its file):
+    # a private partial file, removed whatever happens (no later call could resume it)
+    private = _Partial.private(dest)
     private.clear()
     try:
-        return _Job(
-            url, dest, private, filename, expected, expected_size, max_bytes, progress, durable
-        ).run(dict(headers or {}), retry or RetryPolicy.from_env())
+        return job(private).run(dict(headers or {}), policy)
     finally:
         private.clear()
 
@@ -294,7 +328,7 @@ class _Job:
     url: str
     dest: Path
     partial: _Partial
-    filename: str | None
+    target: Path | None  # the caller's file name joined under ``dest``; else the server's
     expected: str | None
     expected_size: int | None
     max_bytes: int
@@ -345,7 +379,7 @@ class _Job:
                     f"size mismatch: expected {self.expected_size} bytes, got {size}",
                     path=self.url,
                 )
-            target = join_under(self.dest, name)
+            target = self.target or join_under(self.dest, name)
             self.partial.data.replace(target)
             self.partial.meta.unlink(missing_ok=True)
             if self.durable:
@@ -390,7 +424,8 @@ class _Job:
                     hint="embeddings are KB to a few MB; is this the right URL?",
                 )
             self.partial.remember(_validator(response))
-            name = self.filename or filename_from_response(response) or "download"
+            name = self.target.name if self.target else None
+            name = name or filename_from_response(response) or "download"
             self.stream_body(response, have, total)
             return name, response.url, resumed
 

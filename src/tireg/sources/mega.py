@@ -634,22 +634,24 @@ def _cache_root(link: MegaLink) -> Path:
 
 def fetch(
     link: str,
-    dest_dir: str | os.PathLike[str],
+    dest_dir: str | os.PathLike[str] | None = None,
     *,
     progress: DownloadProgress | None = None,
     max_bytes: int = MAX_FILE_BYTES,  # a folder's checkpoints are skipped
     client: MegaClient | None = None,
     max_workers: int = 4,
 ) -> list[Fetched]:
-    """Download, decrypt and MAC-check every file a MEGA link points to into ``dest_dir``.
+    """Download, decrypt and MAC-check every file a MEGA link points to.
 
-    Names come from the encrypted attributes and are made safe; a folder link keeps its
+    The files returned are the cache's own (``cache_dir()/mega/KEY/files``): the one copy the
+    catalogue reads. With ``dest_dir`` they are also copied there. Names come from the
+    encrypted attributes and are made safe; a folder link keeps its
     subfolders. Files larger than ``max_bytes`` are skipped in folders and refused for file links.
     Decrypted files are cached, so fetching the same link again downloads only what changed, and
     offline (``TIREG_OFFLINE=1``) the cached files are returned with ``hints['offline']`` set.
     """
     parsed = parse_link(link)
-    dest = Path(dest_dir)
+    dest = Path(dest_dir) if dest_dir is not None else None
     cache = _cache_root(parsed)
     if config.offline():
         return _offline(parsed, cache, dest)
@@ -671,7 +673,7 @@ def fetch(
             pool.map(lambda f: _fetch_one(api, parsed, f, cache, manifest, progress), files)
         )
     _write_manifest(cache, {r.hints["mega_node"]: _manifest_entry(r, cache) for r in results})
-    return [_deliver(r, cache, dest) for r in results]
+    return [_deliver(r, cache, dest) for r in results] if dest is not None else results
 
 
 def _location(link: MegaLink, remote: RemoteFile) -> str:
@@ -807,7 +809,7 @@ def _write_manifest(cache: Path, entries: dict[str, dict[str, Any]]) -> None:
     atomic_write_bytes(cache / "manifest.json", json.dumps(entries, indent=1).encode())
 
 
-def _offline(link: MegaLink, cache: Path, dest: Path) -> list[Fetched]:
+def _offline(link: MegaLink, cache: Path, dest: Path | None) -> list[Fetched]:
     """Offline: the files cached by an earlier fetch of this link, or a clear refusal."""
     out: list[Fetched] = []
     for entry in _read_manifest(cache).values():
@@ -827,7 +829,7 @@ def _offline(link: MegaLink, cache: Path, dest: Path) -> list[Fetched]:
             revision=entry.get("mac"),
             hints=hints,
         )
-        out.append(_deliver(cached, cache, dest))
+        out.append(_deliver(cached, cache, dest) if dest is not None else cached)
     if not out:
         raise SourceError(
             "offline, and this MEGA link has not been downloaded before",
