@@ -24,6 +24,25 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SIZE = 16
 
 
+def train_args(images: Path, model: Path | str, out: Path, **flags: str | bool) -> list[str]:
+    """``tireg train`` on a concept folder with what every trainer test shares (name ``redsq``,
+    init text, 2 vectors, a fast LR, :data:`SIZE`); ``flags`` add or override options:
+    ``batch_size="2"`` is ``--batch-size 2`` and ``json=True`` a bare ``--json``."""
+    options: dict[str, str | bool] = {
+        "name": "redsq",
+        "init_text": "cat",
+        "vectors": "2",
+        "lr": "0.05",
+        "resolution": str(SIZE),
+        **flags,
+    }
+    args = ["train", "--images", str(images), "--model", str(model), "--out", str(out)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
 @pytest.fixture(autouse=True)
 def _one_thread_quiet_libraries() -> None:
     """One torch thread; diffusers and transformers log errors only. (Their log handlers

@@ -12,24 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.train.conftest import SIZE, write_concept
+from tests.train.conftest import SIZE, train_args, write_concept
 from tireg.converters import read_file, write_file
 
 
 def _args(images: Path, model: str, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--images", str(images),
-        "--name", "redsq",
-        "--model", model,
-        "--init-text", "cat",
-        "--vectors", "2",
-        "--lr", "0.05",
-        "--resolution", str(SIZE),
-        "--template", "subject_filewords",
-        "--out", str(out),
-        *extra,
-    ]  # fmt: skip
+    return [*train_args(images, model, out, template="subject_filewords"), *extra]
 
 
 def _bad_images(tmp: Path) -> dict[str, tuple[Path, str, tuple[str, ...]]]:

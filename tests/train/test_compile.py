@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import CliResult, run_tireg_process
-from tests.train.conftest import ONE_THREAD, SIZE, write_concept
+from tests.train.conftest import ONE_THREAD, train_args, write_concept
 from tireg.train.checkpointing import checkpoint_path
 
 STEPS = 4
@@ -23,24 +23,10 @@ COMPILE_TIMEOUT = 1800
 
 
 def _train(images: Path, model: Path, out: Path, *extra: str, env: dict[str, str]) -> CliResult:
-    return run_tireg_process(
-        "train",
-        "--images", str(images),
-        "--name", "redsq",
-        "--model", str(model),
-        "--init-text", "cat",
-        "--vectors", "2",
-        "--steps", str(STEPS),
-        "--lr", "0.05",
-        "--resolution", str(SIZE),
-        "--save-every", "1000",
-        "--preview-every", "0",
-        "--out", str(out),
-        "--json",
-        *extra,
-        env={**ONE_THREAD, **env},
-        timeout=COMPILE_TIMEOUT,
-    )  # fmt: skip
+    args = train_args(
+        images, model, out, steps=str(STEPS), save_every="1000", preview_every="0", json=True
+    )
+    return run_tireg_process(*args, *extra, env={**ONE_THREAD, **env}, timeout=COMPILE_TIMEOUT)
 
 
 def _vectors(run: Path) -> torch.Tensor:

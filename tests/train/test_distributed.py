@@ -14,29 +14,15 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import run_tireg_process
-from tests.train.conftest import ONE_THREAD, SIZE
+from tests.train.conftest import ONE_THREAD, train_args
 from tireg.train.checkpointing import checkpoint_path
 
 
 def _args(images: Path, model: Path, out: Path, batch: int) -> list[str]:
-    return [
-        "train",
-        "--images", str(images),
-        "--name", "redsq",
-        "--model", str(model),
-        "--init-text", "cat",
-        "--vectors", "2",
-        "--steps", "6",
-        "--lr", "0.05",
-        "--resolution", str(SIZE),
-        "--flip", "0.5",
-        "--batch-size", str(batch),
-        "--grad-accum", "2",
-        "--save-every", "3",
-        "--preview-every", "0",
-        "--out", str(out),
-        "--json",
-    ]  # fmt: skip
+    return train_args(
+        images, model, out, steps="6", flip="0.5", batch_size=str(batch), grad_accum="2",
+        save_every="3", preview_every="0", json=True,
+    )  # fmt: skip
 
 
 def test_two_processes_equal_one_with_the_same_effective_batch(

@@ -19,33 +19,18 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import run_tireg_process
-from tests.train.conftest import ONE_THREAD, SIZE
+from tests.train.conftest import ONE_THREAD, train_args
 from tireg.train.checkpointing import checkpoint_path, read_checkpoint
 
 STEPS = 40
 
 
 def _args(images: Path, model: Path, out: Path, steps: int = STEPS) -> list[str]:
-    return [
-        "train",
-        "--images", str(images),
-        "--name", "redsq",
-        "--model", str(model),
-        "--init-text", "cat",
-        "--vectors", "2",
-        "--steps", str(steps),
-        "--lr", "0.05:20, 0.01",
-        "--resolution", str(SIZE),
-        "--template", "subject",
-        "--flip", "0.5",
-        "--latent-sampling", "random",
-        "--early-stop", "--early-stop-window", "1000",
-        "--save-every", "4",
-        "--preview-every", "0",
-        "--seed", "7",
-        "--out", str(out),
-        "--json",
-    ]  # fmt: skip
+    return train_args(
+        images, model, out, steps=str(steps), lr="0.05:20, 0.01", template="subject",
+        flip="0.5", latent_sampling="random", early_stop=True, early_stop_window="1000",
+        save_every="4", preview_every="0", seed="7", json=True,
+    )  # fmt: skip
 
 
 def _vectors(run: Path, step: int) -> torch.Tensor:

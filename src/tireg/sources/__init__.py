@@ -14,6 +14,9 @@ from pathlib import Path
 
 from tireg.errors import TiregError
 
+#: the most one preview picture from a source (Hub concept images, Civitai previews) may weigh
+MAX_PREVIEW_BYTES = 16 * 1024 * 1024
+
 
 class SourceError(TiregError):
     """A source failed: unreachable, gone, over quota, or served something that is not a file."""

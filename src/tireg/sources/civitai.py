@@ -23,7 +23,7 @@ from urllib.parse import quote
 from tireg.config import cache_dir, offline
 from tireg.files import atomic_write_bytes
 from tireg.progress import DownloadProgress
-from tireg.sources import Fetched, SourceError
+from tireg.sources import MAX_PREVIEW_BYTES, Fetched, SourceError
 from tireg.sources.http import HttpStatusError, download, get_json
 
 DEFAULT_API = "https://civitai.com/api/v1"
@@ -32,7 +32,6 @@ KEY_VARIABLES = ("CIVITAI_API_KEY", "TIREG_CIVITAI_TOKEN")
 KEY_HINT = "set CIVITAI_API_KEY (or TIREG_CIVITAI_TOKEN) to a key from civitai.com/user/account"
 MAX_PAGE = 100
 MAX_PREVIEWS = 4
-MAX_PREVIEW_BYTES = 16 * 1024 * 1024
 #: file types that hold the embedding itself (a TI version may also ship training data)
 EMBEDDING_FILE_TYPES = ("Model", "Negative")
 VERSION_JSON = ".version.json"

@@ -36,7 +36,7 @@ from tireg.config import cache_dir, offline
 from tireg.files import MAX_FILE_BYTES, sha256_file
 from tireg.paths import UnsafePathError, join_under, safe_relative_path
 from tireg.progress import DownloadProgress
-from tireg.sources import Fetched, SourceError
+from tireg.sources import MAX_PREVIEW_BYTES, Fetched, SourceError
 from tireg.sources.http import (
     RETRY_STATUSES,
     HttpStatusError,
@@ -49,7 +49,6 @@ EMBEDDING_SUFFIXES = (".safetensors", ".bin", ".pt")
 TEXT_FACTS = {"trigger": "token_identifier.txt", "concept_type": "type_of_concept.txt"}
 MAX_TEXT_BYTES = 4096
 MAX_PREVIEWS = 8
-MAX_PREVIEW_BYTES = 16 * 1024 * 1024
 LOGIN_HINT = "accept the repo's conditions on the Hub, then set HF_TOKEN or run `hf auth login`"
 OFFLINE_HINT = "unset TIREG_OFFLINE and HF_HUB_OFFLINE, or install it once while online"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
