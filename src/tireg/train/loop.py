@@ -177,17 +177,7 @@ def train(
     fixed = _fixed_batch(settings, model, cache, templates) if stopper else None
 
     def draw(indices: list[int], data: torch.Generator, noise: torch.Generator) -> Batch:
-        return draw_batch(
-            cache,
-            indices,
-            templates=templates,
-            name_marker=MARKER,
-            resolution=settings.resolution,
-            latent_scale=model.latent_scale,
-            flip_p=settings.flip,
-            data_generator=data,
-            noise_generator=noise,
-        )
+        return _draw(settings, model, cache, templates, indices, data, noise)
 
     # 3. continue a run
     step = 0
@@ -307,6 +297,30 @@ def train(
                 trained.encoder.eval()
 
 
+def _draw(
+    settings: TrainSettings,
+    model: TrainModel,
+    cache: list[CachedImage],
+    templates: list[str],
+    indices: list[int],
+    data: torch.Generator,
+    noise: torch.Generator,
+) -> Batch:
+    """The images at ``indices`` as one batch, drawn as the settings say: the one way both the
+    training steps and DVAR's fixed evaluation batch are drawn."""
+    return draw_batch(
+        cache,
+        indices,
+        templates=templates,
+        name_marker=MARKER,
+        resolution=settings.resolution,
+        latent_scale=model.latent_scale,
+        flip_p=settings.flip,
+        data_generator=data,
+        noise_generator=noise,
+    )
+
+
 def _checkpointing(encoder: Any, action: str) -> Callable[[], None]:
     """transformers' switch for activation checkpointing (renamed in transformers 5)."""
     method = getattr(encoder, f"activation_checkpointing_{action}", None)
@@ -422,17 +436,7 @@ def _fixed_batch(
     data = torch.Generator().manual_seed(settings.seed + 2)
     noise_gen = torch.Generator(model.device).manual_seed(settings.seed + 3)
     size = min(settings.early_stop_batch, len(cache))
-    batch = draw_batch(
-        cache,
-        list(range(size)),
-        templates=templates,
-        name_marker=MARKER,
-        resolution=settings.resolution,
-        latent_scale=model.latent_scale,
-        flip_p=settings.flip,
-        data_generator=data,
-        noise_generator=noise_gen,
-    )
+    batch = _draw(settings, model, cache, templates, list(range(size)), data, noise_gen)
     noise = torch.randn(batch.latents.shape, generator=noise_gen, device=model.device)
     steps = model.noise_scheduler.config.num_train_timesteps
     timesteps = torch.randperm(max(steps, size), generator=data)[:size] % steps
