@@ -26,11 +26,11 @@ pytestmark = pytest.mark.skipif(
 
 if CHROMIUM is not None and CHROMEDRIVER is not None:
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.remote.webelement import WebElement
-    from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
 
@@ -64,12 +64,19 @@ def _names(browser: WebDriver) -> list[str]:
 
 
 def _follow(browser: WebDriver, element: WebElement) -> None:
-    """Click ``element`` and wait until the page it leads to has replaced this one."""
-    page = browser.find_element(By.TAG_NAME, "html")
+    """Click ``element`` and wait until the page it leads to has replaced this one.
+
+    The old page is marked with a window property; the new page has none. Selenium's own
+    ``staleness_of`` asks the old element whether it is enabled, and while Chromium is tearing
+    the old document down chromedriver may answer that with a generic error ("Node with given
+    id does not belong to the document") instead of a stale-element one, so every driver error
+    during the wait means "not there yet"."""
+    browser.execute_script("window.tiregLeaving = true")
     element.click()
-    WebDriverWait(browser, 30).until(staleness_of(page))
-    WebDriverWait(browser, 30).until(
-        lambda b: b.execute_script("return document.readyState") == "complete"
+    WebDriverWait(browser, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda b: b.execute_script(
+            "return window.tiregLeaving === undefined && document.readyState === 'complete'"
+        )
     )
 
 
