@@ -16,7 +16,7 @@ from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
 from tireg.cli.output import Column, console, print_json, print_listing
 
 if TYPE_CHECKING:  # the commands import the catalogue when they run, so --help stays light
-    from tireg.registry.query import EmbeddingSummary
+    from tireg.registry.listing import EmbeddingSummary
 
 NAMING_RULE = (
     "NAME is an embedding's trigger (case and <brackets> ignored), a vectors-hash prefix of 6+ "
@@ -107,17 +107,22 @@ def list_command(
 
     Example: tireg list --family sdxl --type style
     """
-    from tireg.db import open_catalogue
-    from tireg.registry import query
+    # no SQLAlchemy on a SQLite catalogue at head: tireg.registry.listing says why
+    from tireg.registry import listing
 
     if near_duplicates:
         _print_near_duplicates(db, json_out)
         return
-    filters = query.Filters(
+    filters = listing.Filters(
         family, concept_type, source, tag, vectors, compatible_with=compatible_with
     )
-    with open_catalogue(db) as catalogue:
-        rows = query.list_catalogue(catalogue, filters, limit=limit or None)
+    rows = listing.list_sqlite_file(db, filters, limit=limit or None)
+    if rows is None:  # not a SQLite file at head: through SQLAlchemy, the same statements
+        from tireg.db import open_catalogue
+        from tireg.registry import query
+
+        with open_catalogue(db) as catalogue:
+            rows = query.list_catalogue(catalogue, filters, limit=limit or None)
     print_listing(rows, _EMBEDDING_COLUMNS, _embedding_cells, json_out=json_out, title="catalogue")
     if not json_out and limit and len(rows) == limit:
         console.print(f"(first {limit}; --limit 0 lists all)")

@@ -28,20 +28,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from tireg.prompt_words import unbracketed
+from tireg.db.keys import name_key as name_key  # the key columns' rule, named here too
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def name_key(name: str) -> str:
-    """The form under which trigger names collide: case-folded, without ``<...>`` brackets.
-
-    ``<Cat-Toy>`` and ``cat-toy`` are typed the same way in a prompt, so they are one name for
-    lookups and collision checks (see the naming rule in :mod:`tireg.registry.query`).
-    """
-    return unbracketed(name).casefold()
 
 
 class Base(DeclarativeBase):

@@ -55,33 +55,36 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import os
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from tireg import config
+from tireg.db.reader import (
+    BUSY_TIMEOUT_S,
+    LOCK_RETRIES,
+    MIGRATIONS_DIR,
+    Execute,
+    head_revision,
+    on_connect,
+    on_read_only_connect,
+    read_only_uri,
+    unwritable,
+    with_lock_retries,
+)
 from tireg.errors import TiregError
 
 if TYPE_CHECKING:
     from alembic.config import Config
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-
-#: seconds SQLite itself waits for a lock before reporting "database is locked"
-BUSY_TIMEOUT_S = 30.0
-#: further attempts at BEGIN IMMEDIATE after SQLite's own wait ran out
-LOCK_RETRIES = 5
 
 _IMMEDIATE = "tireg_begin_immediate"
 
@@ -259,6 +262,12 @@ class Catalogue:
             ) from exc
 
 
+def executor(session: Session) -> Execute:
+    """:data:`~tireg.db.reader.Execute` in ``session``'s transaction: SQL text that also runs
+    through sqlite3 alone (:mod:`tireg.registry.listing`) runs here on any backend."""
+    return lambda statement, params: session.execute(text(statement), params).all()
+
+
 def open_catalogue(url: str | None = None) -> Catalogue:
     """Open (creating and migrating if needed) the catalogue at ``url``.
 
@@ -290,16 +299,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-def head_revision() -> str:
-    """The newest migration this tireg ships.
-
-    Migrations are numbered and a file's revision id is its number (``0001_initial.py`` is
-    revision ``0001``; a test holds every file to it), so the head is known without importing
-    Alembic, which would add a third of a second to every command that opens the catalogue.
-    """
-    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*_*.py"))
-
-
 # -- engine ----------------------------------------------------------------------------------
 
 
@@ -317,9 +316,7 @@ def _sqlite_file(url: str) -> Path | None:
 def _read_only_file(url: str) -> Path | None:
     """The catalogue file when it exists but tireg may not write it (or its folder)."""
     path = _sqlite_file(url)
-    if path is None or not path.is_file():
-        return None
-    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+    if path is None or not path.is_file() or not unwritable(path):
         return None
     return path
 
@@ -335,13 +332,7 @@ def _make_engine(url: str, *, read_only: bool = False) -> Engine:
     database = sa_url.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
     if read_only:
-        path = Path(database).expanduser().resolve()
-        # SQLite can read a WAL database read-only when its -wal and -shm files exist or can be
-        # created; failing both, ``immutable`` (sqlite.org "URI filenames") reads the file alone,
-        # which is exact because a cleanly closed catalogue has no -wal left to miss
-        leftovers = any(Path(f"{path}{end}").exists() for end in ("-wal", "-shm"))
-        immutable = "" if leftovers or os.access(path.parent, os.W_OK) else "&immutable=1"
-        sa_url = make_url(f"sqlite:///file:{quote(str(path))}?mode=ro{immutable}&uri=true")
+        sa_url = make_url(f"sqlite:///{read_only_uri(Path(database))}&uri=true")
     elif not in_memory:
         path = Path(database).expanduser()
         try:
@@ -364,22 +355,14 @@ def _make_engine(url: str, *, read_only: bool = False) -> Engine:
 
 
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
-    """Per-connection settings; WAL is persistent in the file, the others are not."""
-    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_sqlite_begin)
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        _with_lock_retries(lambda: cursor.execute("PRAGMA journal_mode = WAL"))
-    finally:
-        cursor.close()
+    """Per-connection settings (:func:`tireg.db.reader.on_connect`); SQLAlchemy emits BEGIN
+    (see :func:`_on_sqlite_begin`)."""
+    on_connect(dbapi_connection)
 
 
 def _on_sqlite_read_only(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
-    """Settings for a read-only catalogue: no journal-mode change, which would be a write."""
-    dbapi_connection.isolation_level = None
-    dbapi_connection.execute("PRAGMA query_only = ON")
+    """Settings for a read-only catalogue (:func:`tireg.db.reader.on_read_only_connect`)."""
+    on_read_only_connect(dbapi_connection)
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
@@ -395,25 +378,10 @@ def _on_postgres_begin(conn: Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK_KEY})")
 
 
-def _is_lock_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "database is locked" in text or "database is busy" in text
-
-
-def _with_lock_retries(action: Any) -> None:
-    """Run ``action``, retrying with jittered backoff while another process holds the lock.
-
-    SQLite's busy handler already waited :data:`BUSY_TIMEOUT_S` before each failure, so the
-    retries only matter for a writer that holds the lock unusually long; they are bounded.
-    """
-    for attempt in range(LOCK_RETRIES + 1):
-        try:
-            action()
-            return
-        except (sqlite3.OperationalError, OperationalError) as exc:
-            if attempt == LOCK_RETRIES or not _is_lock_error(exc):
-                raise
-            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))  # noqa: S311
+def _with_lock_retries(action: Callable[[], Any]) -> None:
+    """:func:`tireg.db.reader.with_lock_retries` for a lock failure as sqlite3 or SQLAlchemy
+    raises it."""
+    with_lock_retries(action, (sqlite3.OperationalError, OperationalError))
 
 
 # -- migrations ------------------------------------------------------------------------------

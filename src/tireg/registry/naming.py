@@ -29,25 +29,18 @@ from collections.abc import Iterable, Sequence
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import Select, exists, insert, or_, select
+from sqlalchemy import insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from tireg.db.schema import (
-    EmbeddingRow,
-    PromptWordRow,
-    ProvenanceRow,
-    SourceRow,
-    name_key,
-)
+from tireg.db.schema import EmbeddingRow, PromptWordRow, name_key
+from tireg.db.session import executor
 from tireg.errors import TiregError
 from tireg.prompt_words import file_prompt_word
+from tireg.registry import listing
+from tireg.registry.listing import REF_HEX
 
 #: hex digits a bare spec needs before it is also tried as a vectors-sha256 prefix
 MIN_HASH_PREFIX = 6
-
-
-#: hex digits shown in a ref (``name@1a2b3c4d``); more where candidates share them
-REF_HEX = 8
 
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -69,14 +62,13 @@ class AmbiguousNameError(TiregError):
 
 
 def prompt_word(row: EmbeddingRow) -> str:
-    """What users type for ``row``: the stem of the first file it was read from (A1111's
-    prompt word), else the name it was trained as (a Hub token, an image card's name)."""
-    return row.prompt_words[0].word if row.prompt_words else row.name
+    """What users type for ``row`` (:func:`tireg.registry.listing.shown_word`)."""
+    return listing.shown_word([w.word for w in row.prompt_words], row.name)
 
 
 def ref_of(row: EmbeddingRow, hex_digits: int = REF_HEX) -> str:
     """The ``NAME@HEX`` spec that names ``row``."""
-    return f"{prompt_word(row)}@{row.vectors_sha256[:hex_digits]}"
+    return listing.ref(prompt_word(row), row.vectors_sha256, hex_digits)
 
 
 def refs_of(rows: Sequence[EmbeddingRow]) -> list[str]:
@@ -111,9 +103,10 @@ def _rows_with_hash_prefix(session: Session, prefix: str) -> list[EmbeddingRow]:
 
 
 def _from_source(session: Session, ids: Iterable[int], source: str) -> set[int]:
-    """Which of ``ids`` have a file from ``source`` (see :func:`_source_clause`)."""
-    query = select(EmbeddingRow.id).where(EmbeddingRow.id.in_(list(ids)), _source_clause(source))
-    return set(session.scalars(query))
+    """Which of ``ids`` have a file from ``source`` (the ``--source`` filter of listings)."""
+    where, params = listing.condition(listing.Filters(source=source, ids=frozenset(ids)))
+    assert where is not None  # a source is always a condition
+    return set(session.scalars(select(EmbeddingRow.id).where(text(where).bindparams(**params))))
 
 
 def candidates(session: Session, spec: str, *, source: str | None = None) -> list[EmbeddingRow]:
@@ -138,21 +131,8 @@ def refs(session: Session, rows: Iterable[EmbeddingRow]) -> dict[int, str]:
     """The shortest spec naming each row: its :func:`prompt_word` where no other embedding
     answers to that word, else ``WORD@HEX``. Listings show these, so what a user sees is what
     they can type."""
-    rows = list(rows)
-    words = {r.id: prompt_word(r) for r in rows}
-    wanted = {name_key(w) for w in words.values()}
-    keys = sorted(wanted)
-    named = select(EmbeddingRow.name_key, EmbeddingRow.id).where(EmbeddingRow.name_key.in_(keys))
-    worded = select(PromptWordRow.word_key, PromptWordRow.embedding_id).where(
-        PromptWordRow.word_key.in_(keys)
-    )
-    answering: dict[str, set[int]] = {}
-    for key, embedding_id in [*session.execute(named), *session.execute(worded)]:
-        answering.setdefault(key, set()).add(embedding_id)
-    return {
-        r.id: ref_of(r) if len(answering.get(name_key(words[r.id]), ())) > 1 else words[r.id]
-        for r in rows
-    }
+    shown = [(r.id, prompt_word(r), r.vectors_sha256) for r in rows]
+    return listing.refs(executor(session), shown)
 
 
 def add_prompt_words(session: Session, files: Iterable[tuple[int, str]]) -> set[int]:
@@ -214,25 +194,3 @@ def resolve_many(
         row = resolve(session, spec, source=source)
         rows.setdefault(row.id, row)
     return list(rows.values())
-
-
-def _provenance_from(source: str) -> Select[Any]:
-    """Provenance rows from source kind ``source``, or whose source locator or file location
-    contains ``source``."""
-    pattern = f"%{source}%"
-    return (
-        select(ProvenanceRow.id)
-        .outerjoin(SourceRow, SourceRow.id == ProvenanceRow.source_id)
-        .where(
-            or_(
-                SourceRow.kind == source,
-                SourceRow.locator.like(pattern),
-                ProvenanceRow.location.like(pattern),
-            )
-        )
-    )
-
-
-def _source_clause(source: str) -> Any:
-    """The embedding has a provenance matching ``source`` (see :func:`_provenance_from`)."""
-    return exists(_provenance_from(source).where(ProvenanceRow.embedding_id == EmbeddingRow.id))

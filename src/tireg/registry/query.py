@@ -14,83 +14,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, TextClause, and_, func, literal, literal_column, or_, select
+from sqlalchemy import Select, TextClause, literal, literal_column, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
-from tireg.db.schema import (
-    EmbeddingRow,
-    InstallRow,
-    SourceRow,
-    TagRow,
-    name_key,
-)
-from tireg.errors import TiregError
+from tireg.db.schema import EmbeddingRow, InstallRow, name_key
+from tireg.db.session import executor
 from tireg.files import sha256_file
-from tireg.registry import available, search_text
+from tireg.registry import available, listing, search_text
 from tireg.registry.available import AvailableEntry
 from tireg.registry.lineage import lineage_of
-from tireg.registry.naming import (
-    _named,
-    _provenance_from,
-    _rows_named,
-    _source_clause,
-    prompt_word,
-    refs,
-    refs_of,
-    resolve,
-)
+from tireg.registry.listing import NO_FILTERS, EmbeddingSummary, Filters
+from tireg.registry.naming import _named, _rows_named, prompt_word, refs_of, resolve
 
 if TYPE_CHECKING:
     from tireg.db.session import Catalogue
 
 #: the rank of a whole-name match, before every word match (whose ranks are negative)
 WHOLE_NAME_RANK = -1e9
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Narrow a listing or search. ``None`` means "any"; ``ids`` comes from another question;
-    ``compatible_with`` names a model (path, hash or name) the embeddings must work on, judged
-    by :mod:`tireg.registry.compat` (a model given as a file is recorded, so pass a session
-    from ``Catalogue.transaction()`` then)."""
-
-    family: str | None = None
-    concept_type: str | None = None
-    source: str | None = None
-    tag: str | None = None
-    vectors: int | None = None
-    ids: frozenset[int] | None = None
-    compatible_with: str | None = None
-
-
-@dataclass(frozen=True)
-class EmbeddingSummary:
-    """One row of a listing; ``ref`` is the spec that names exactly this embedding."""
-
-    id: int
-    ref: str
-    #: what users type (:func:`prompt_word`); ``trained_as`` is the name inside the file
-    name: str
-    vectors_sha256: str
-    family: str
-    num_vectors: int
-    concept_type: str | None
-    description: str | None
-    tags: list[str]
-    #: the training step and trained-on model (its name, else its hash): what tells versions of
-    #: one embedding apart in a listing
-    step: int | None = None
-    trained_on: str | None = None
-    rank: float | None = None
-    trained_as: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -129,122 +74,52 @@ class EmbeddingDetails:
         }
 
 
-# -- naming ----------------------------------------------------------------------------------
-
-
 # -- listing and search ----------------------------------------------------------------------
 
 
-class UnknownFilterError(TiregError):
-    """A filter names a tag or source the catalogue has never seen (a typo, most likely)."""
-
-
-def _check_known(session: Session, filters: Filters) -> None:
-    """Refuse a ``--tag`` or ``--source`` that nothing carries: an empty table would read as
-    "no such embedding" when the user mistyped the filter."""
-    if filters.tag is not None:
-        wanted = filters.tag.strip().lower()
-        known = select(TagRow.tag).where(func.lower(TagRow.tag) == wanted).limit(1)
-        if session.scalar(known) is None:
-            used = session.scalars(select(TagRow.tag).distinct().order_by(TagRow.tag).limit(12))
-            raise UnknownFilterError(
-                f"no embedding is tagged {filters.tag!r}",
-                hint="tags in use: " + (", ".join(used) or "none yet; add some with tireg tag"),
-            )
-    if filters.source is not None:
-        seen = session.scalar(_provenance_from(filters.source).limit(1))
-        if seen is None:
-            kinds = session.scalars(select(SourceRow.kind).distinct().order_by(SourceRow.kind))
-            raise UnknownFilterError(
-                f"no embedding comes from a source matching {filters.source!r}",
-                hint="source kinds here: " + (", ".join(kinds) or "none"),
-            )
-
-
 def _resolved(session: Session, filters: Filters) -> Filters:
-    """``filters`` checked (see :func:`_check_known`), with ``compatible_with`` turned into the
-    ids of the embeddings that work."""
-    _check_known(session, filters)
+    """``filters`` checked (:func:`tireg.registry.listing.check_known`), with
+    ``compatible_with`` turned into the ids of the embeddings that work."""
+    listing.check_known(executor(session), filters)
     if filters.compatible_with is None:
         return filters
     from tireg.registry import compat, model_refs  # checkpoints: only --compatible-with needs them
 
     model = model_refs.resolve_model(session, filters.compatible_with)
-    ids = frozenset(compat.compatible_embedding_ids(session, model))
-    if filters.ids is not None:
-        ids &= filters.ids
-    return replace(filters, ids=ids, compatible_with=None)
+    return listing.resolved_filters(filters, compat.compatible_embedding_ids(session, model))
 
 
 def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
-    conditions: list[Any] = []
-    if filters.family is not None:
-        conditions.append(EmbeddingRow.family == filters.family)
-    if filters.concept_type is not None:
-        conditions.append(EmbeddingRow.concept_type == filters.concept_type)
-    if filters.vectors is not None:
-        conditions.append(EmbeddingRow.num_vectors == filters.vectors)
-    if filters.tag is not None:
-        # a list of ids looked up once in the lower(tag) index (migration 0008), not a probe per
-        # row: with a rare tag that probe walked all 100,000 embeddings (250 ms)
-        tagged = select(TagRow.embedding_id).where(
-            func.lower(TagRow.tag) == filters.tag.strip().lower()
-        )
-        conditions.append(EmbeddingRow.id.in_(tagged))
-    if filters.source is not None:
-        conditions.append(_source_clause(filters.source))
-    if filters.ids is not None:
-        conditions.append(EmbeddingRow.id.in_(sorted(filters.ids)))
-    return query.where(and_(*conditions)) if conditions else query
-
-
-def _trained_on(row: EmbeddingRow) -> str | None:
-    """The trained-on model as a listing shows it: its name and short hash, either alone."""
-    short = row.trained_on_hash[:10] if row.trained_on_hash else None
-    if row.trained_on_name and short:
-        return f"{row.trained_on_name} [{short}]"
-    return row.trained_on_name or short
+    """``query`` (over ``embeddings``) narrowed by ``filters``
+    (:func:`tireg.registry.listing.condition`)."""
+    where, params = listing.condition(filters)
+    return query if where is None else query.where(text(where).bindparams(**params))
 
 
 def _summaries(
     session: Session, rows: Sequence[EmbeddingRow], ranks: dict[int, float] | None = None
 ) -> list[EmbeddingSummary]:
-    """Summaries of ``rows`` with their :func:`refs`."""
-    shown = refs(session, rows)
-    return [
-        EmbeddingSummary(
-            id=r.id,
-            ref=shown[r.id],
-            name=prompt_word(r),
-            vectors_sha256=r.vectors_sha256,
-            family=r.family,
-            num_vectors=r.num_vectors,
-            concept_type=r.concept_type,
-            description=r.description,
-            tags=sorted(t.tag for t in r.tags),
-            step=r.step,
-            trained_on=_trained_on(r),
-            rank=None if ranks is None else ranks[r.id],
-            trained_as=r.name,
-        )
-        for r in rows
-    ]
+    """The listing rows (:func:`tireg.registry.listing.summaries`) of ``rows``."""
+    return listing.summaries(
+        executor(session),
+        [listing.Listed(*(getattr(r, c) for c in listing.Listed._fields)) for r in rows],
+        {r.id: prompt_word(r) for r in rows},
+        {r.id: [t.tag for t in r.tags] for r in rows},
+        ranks,
+    )
 
 
 def list_embeddings(
-    session: Session, filters: Filters = Filters(), *, limit: int | None = 100, offset: int = 0
+    session: Session, filters: Filters = NO_FILTERS, *, limit: int | None = 100, offset: int = 0
 ) -> list[EmbeddingSummary]:
-    """Catalogued embeddings matching ``filters``, by name; ``limit=None`` lists them all."""
+    """Catalogued embeddings matching ``filters``, by name; ``limit=None`` lists them all
+    (:func:`tireg.registry.listing.list_rows`)."""
     filters = _resolved(session, filters)
-    query = _filtered(select(EmbeddingRow), filters).options(selectinload(EmbeddingRow.tags))
-    query = query.order_by(func.lower(EmbeddingRow.name), EmbeddingRow.id).offset(offset)
-    if limit is not None:
-        query = query.limit(limit)
-    return _summaries(session, list(session.scalars(query)))
+    return listing.list_rows(executor(session), filters, limit=limit, offset=offset)
 
 
 def search(
-    session: Session, query: str, filters: Filters = Filters(), *, limit: int = 20
+    session: Session, query: str, filters: Filters = NO_FILTERS, *, limit: int = 20
 ) -> list[EmbeddingSummary]:
     """The ``limit`` best matches of ``query`` among embeddings matching ``filters``.
 
@@ -339,7 +214,7 @@ def _search_like(
         for w in words
     ]
     found = _filtered(select(EmbeddingRow).where(*conditions), filters)
-    found = found.order_by(func.lower(EmbeddingRow.name), EmbeddingRow.id).limit(limit)
+    found = found.order_by(text(listing.ORDER)).limit(limit)
     return _summaries(
         session,
         list(session.scalars(found.options(selectinload(EmbeddingRow.tags)))),
@@ -356,7 +231,7 @@ def _session_for(catalogue: Catalogue, filters: Filters) -> AbstractContextManag
 
 
 def list_catalogue(
-    catalogue: Catalogue, filters: Filters = Filters(), *, limit: int | None = 100
+    catalogue: Catalogue, filters: Filters = NO_FILTERS, *, limit: int | None = 100
 ) -> list[EmbeddingSummary]:
     """:func:`list_embeddings` in a session of its own (``tireg list``)."""
     with _session_for(catalogue, filters) as session:
@@ -373,7 +248,7 @@ class SearchResults:
 
 
 def search_catalogue(
-    catalogue: Catalogue, text: str, filters: Filters = Filters(), *, limit: int = 20
+    catalogue: Catalogue, text: str, filters: Filters = NO_FILTERS, *, limit: int = 20
 ) -> SearchResults:
     """:func:`search` and :func:`tireg.registry.available.search` in one session."""
     with _session_for(catalogue, filters) as session:
