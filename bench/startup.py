@@ -5,7 +5,8 @@ feels most. Each command runs as a real process through the ``tireg`` console sc
 Python, the way a user runs it, on a private ``TIREG_HOME`` holding the demo catalogue:
 
 * ``tireg --help``;
-* ``tireg list`` (catalogue already created and migrated: the steady state);
+* ``tireg list`` (catalogue already created and migrated: the steady state, which reads the
+  SQLite file through ``sqlite3`` without importing SQLAlchemy: ``tireg/registry/listing.py``);
 * ``tireg hash --refresh FILE`` of a small file (start-up plus a few microseconds of hashing);
 * the floors, measured alongside: ``python -c pass`` (the interpreter alone) and a one-command
   typer app, asked for ``--help`` and run with one option (the framework tireg is built on, and
@@ -48,6 +49,7 @@ TIREG = Path(sys.executable).with_name("tireg")
 HEAVY = (
     "sqlalchemy",
     "alembic",
+    "pydantic",  # typer (0.29) converts a command's options through it, so every run loads it
     "requests",
     "huggingface_hub",
     "cryptography",
