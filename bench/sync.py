@@ -64,12 +64,15 @@ def build_hub(count: int) -> HubServer:
 
 
 def serve_hub(count: int, latency_s: float, conn: Connection) -> None:
-    """The Hub's process: serve ``count`` repos; answer "count", "clear" and "stop"."""
+    """The Hub's process: serve ``count`` repos; answer "count", "clear", "cpu" and "stop"."""
     hub = build_hub(count)
     hub.http.latency = latency_s
     with running(hub.http):
         conn.send(hub.url)
         while (command := conn.recv()) != "stop":
+            if command == "cpu":
+                conn.send(time.process_time())
+                continue
             conn.send(len(hub.http.requests))
             if command == "clear":
                 hub.http.requests.clear()
@@ -90,6 +93,12 @@ class RemoteHub:
         """Requests served since the last clear (then cleared, with ``clear``)."""
         self.conn.send("clear" if clear else "count")
         answer: int = self.conn.recv()
+        return answer
+
+    def cpu_seconds(self) -> float:
+        """CPU time the Hub process has used so far (it shares this machine's cores)."""
+        self.conn.send("cpu")
+        answer: float = self.conn.recv()
         return answer
 
     def stop(self) -> None:

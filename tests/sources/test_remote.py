@@ -225,6 +225,22 @@ def test_sync_hf_then_resync_asks_only_the_listing(hub: HubServer, catalogue: Ca
     assert sources[some.repo_id].revision == new_sha and sources[gated[0].repo_id].status == "gone"
 
 
+def test_sync_download_asks_no_model_info_and_verifies_each_file(
+    hub: HubServer, catalogue: Catalogue
+) -> None:
+    """The listing names each repo's commit and files; the resolve replies give the hashes."""
+    bad = next(r for r in hub.repos.values() if not r.gated)
+    hub.fault("GET", f"/{bad.repo_id}/resolve/{bad.sha}/learned_embeds.safetensors", "hash")
+    report = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert hub.count("GET", "/api/models/") == 0
+    [failed] = report.failed
+    assert failed.locator == bad.repo_id and "sha256 mismatch" in str(failed.message)
+    open_repos = [r for r in hub.repos.values() if not r.gated]
+    assert len(report.downloaded) == len(open_repos) - 1
+    again = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert again.downloaded == [bad.repo_id] and not again.failed
+
+
 def test_sync_without_download_records_available(hub: HubServer, catalogue: Catalogue) -> None:
     report = remote.sync_hf(catalogue, "sd-concepts-library", endpoint=hub.url, concurrency=4)
     assert not report.downloaded and rows(catalogue, EmbeddingRow) == []

@@ -114,12 +114,14 @@ def fetch(
     progress: DownloadProgress | None = None,
     hf_endpoint: str | None = None,
     previews: bool = True,
+    hf_summary: hf.RepoSummary | None = None,
 ) -> Fetch:
     """Download and verify what the source (``kind``, ``locator``) holds; nothing is recorded.
 
     ``revision`` pins an HF repo's commit; ``extras`` are a git source's ``ref``, ``path`` and
     known ``blobs``; ``sha256`` is checked while a plain URL downloads (nothing wrong is kept);
-    ``previews=False`` skips an HF repo's concept images.
+    ``previews=False`` skips an HF repo's concept images; ``hf_summary`` is what a listing said
+    about the repo (its commit and files), so no ``model_info`` is asked for.
     """
     extras = extras or {}
     result = Fetch(kind, locator, offline=config.offline())
@@ -129,6 +131,7 @@ def fetch(
             revision=revision,
             endpoint_url=hf_endpoint,
             previews=previews,
+            summary=hf_summary,
             progress=progress,
         )
         result.revision = result.files[0].revision

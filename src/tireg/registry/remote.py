@@ -219,7 +219,12 @@ def _sync_one(
             result.facts = hf.concept_facts(summary, endpoint_url=endpoint)
             return result
         fetched = ingest.fetch(
-            "hf", summary.repo_id, revision=summary.sha, hf_endpoint=endpoint, previews=False
+            "hf",
+            summary.repo_id,
+            revision=summary.sha,
+            hf_endpoint=endpoint,
+            previews=False,
+            hf_summary=summary,
         )
         result.facts = fetched.facts
         result.prepared = ingest.prepare(fetched, store, strict=True)
