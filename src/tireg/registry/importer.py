@@ -157,6 +157,7 @@ def import_embedding(
     revision: str | None = None,
     hints: Mapping[str, str] | None = None,
     store: ContentStore | None = None,
+    reindex: bool = True,
 ) -> tuple[EmbeddingRow, bool]:
     """Record ``embedding`` (read from the file at ``location``) in the caller's transaction.
 
@@ -164,7 +165,8 @@ def import_embedding(
     name or from any source, add a provenance row to the existing embedding; facts it lacked
     (description, licence, concept type, ...) are filled in from ``hints``, never overwritten.
     The store file is written here if it is not there yet, before the caller commits, and the
-    search index is brought up to date.
+    search index is brought up to date (with ``reindex=False`` the caller reindexes the returned
+    embedding before it commits: a sync of many repos does it once for all of them).
 
     ``hints`` (strings; other keys are ignored): ``trigger`` (the word a source says to type;
     names a new embedding), ``concept_type`` (object | style), ``licence``, ``description``,
@@ -177,7 +179,8 @@ def import_embedding(
         store.put(embedding)
     file = _FileFacts(location, original_sha256, original_format, source_id, revision)
     (recorded,), changed = _record_many(session, [(embedding, file)], dict(hints or {}))
-    search_index.reindex_many(session, changed)
+    if reindex:
+        search_index.reindex_many(session, changed)
     return session.get_one(EmbeddingRow, recorded.embedding_id), recorded.created
 
 
@@ -386,13 +389,20 @@ def upsert_source(session: Session, kind: str, locator: str) -> SourceRow:
     Every source client (local folders, HF, git, MEGA, URLs, Civitai, rentry rows) records its
     origin through this one function, so the (kind, locator) uniqueness has one owner.
     """
-    source = session.scalar(
-        select(SourceRow).where(SourceRow.kind == kind, SourceRow.locator == locator)
+    return upsert_sources(session, kind, [locator])[locator]
+
+
+def upsert_sources(session: Session, kind: str, locators: Iterable[str]) -> dict[str, SourceRow]:
+    """:func:`upsert_source` for many locators in one query (a sync records hundreds at once)."""
+    wanted = set(locators)
+    rows = session.scalars(
+        select(SourceRow).where(SourceRow.kind == kind, SourceRow.locator.in_(sorted(wanted)))
     )
-    if source is None:
-        source = SourceRow(kind=kind, locator=locator, status="available")
-        session.add(source)
-    return source
+    found = {row.locator: row for row in rows}
+    for locator in sorted(wanted - found.keys()):
+        found[locator] = SourceRow(kind=kind, locator=locator, status="available")
+        session.add(found[locator])
+    return found
 
 
 def local_source(session: Session, folder: Path) -> int:

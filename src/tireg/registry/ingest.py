@@ -244,10 +244,13 @@ def record_in(
     *,
     store: ContentStore,
     source_id: int | None = None,
+    reindex: bool = True,
 ) -> Recorded:
     """One source's rows, inside the caller's transaction (store files already put).
 
-    The source row is ``source_id``'s, else the one for the fetch's (kind, locator). Steps:
+    The source row is ``source_id``'s, else the one for the fetch's (kind, locator). With
+    ``reindex=False`` the caller reindexes ``embedding_ids`` for search before it commits (once
+    for many sources). Steps:
     """
     fetched = prepared.fetch
     # 1. the source row: what the source said about itself fills what the row lacks
@@ -273,6 +276,7 @@ def record_in(
             revision=item.revision,
             hints=_embedding_hints(source, extras, item, fetched.facts),
             store=store,
+            reindex=reindex,
         )
         done.embedding_ids.append(row.id)
         (done.imported if created else done.known).append(item.location)

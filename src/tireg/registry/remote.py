@@ -24,8 +24,8 @@ from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.progress import DownloadProgress, ItemProgress
-from tireg.registry import ingest, naming
-from tireg.registry.importer import upsert_source
+from tireg.registry import ingest, naming, search_index
+from tireg.registry.importer import upsert_sources
 from tireg.registry.ingest import SourceOutcome, SyncReport
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, civitai, hf
@@ -175,10 +175,19 @@ def sync_hf(
     # 3. recorded after the downloads, in large transactions: catalogue writes interleaved with
     # busy worker threads wait on the GIL at every SQLite call. A sync killed before this point
     # has its files in the caches, so the next run re-reads them without downloading.
+    # Each transaction looks its sources up in one query and reindexes its embeddings for search
+    # once, after all its repos' rows (per repo, those were most of what recording cost).
     for start in range(0, len(results), RECORD_BATCH):
+        batch = results[start : start + RECORD_BATCH]
         with catalogue.transaction() as session:
-            for result in results[start : start + RECORD_BATCH]:
-                report.sources.append(_record_repo(session, store, result, endpoint))
+            sources = upsert_sources(session, "hf", [r.summary.repo_id for r in batch])
+            session.flush()  # new sources get their ids
+            recorded: list[int] = []
+            for result in batch:
+                source = sources[result.summary.repo_id]
+                outcome = _record_repo(session, store, result, endpoint, source, recorded)
+                report.sources.append(outcome)
+            search_index.reindex_many(session, recorded)
     if gone:
         with catalogue.transaction() as session:
             for source in session.scalars(
@@ -234,23 +243,29 @@ def _sync_one(
 
 
 def _record_repo(
-    session: Session, store: ContentStore, result: _RepoResult, endpoint: str | None
+    session: Session,
+    store: ContentStore,
+    result: _RepoResult,
+    endpoint: str | None,
+    source: SourceRow,
+    recorded: list[int],
 ) -> SourceOutcome:
-    """One repo's rows: its files through the ingest path, then what the listing said."""
+    """One repo's rows (its ``source`` row flushed already): its files through the ingest path,
+    then what the listing said. The embeddings recorded join ``recorded``, for the caller to
+    reindex."""
     summary = result.summary
     outcome = SourceOutcome(
         "hf", summary.repo_id, "available", listing=result.listing, gated=result.gated
     )
-    source: SourceRow | None = None
     if result.error:
         outcome.status, outcome.message = "failed", result.error
     elif result.prepared is not None:
-        done = ingest.record_in(session, result.prepared, store=store)
+        done = ingest.record_in(
+            session, result.prepared, store=store, source_id=source.id, reindex=False
+        )
         outcome.status, outcome.id = "synced", done.source_id
         outcome.imported, outcome.known = done.imported, done.known
-        source = session.get(SourceRow, done.source_id)  # the session has it: no query
-    if source is None:
-        source = upsert_source(session, "hf", summary.repo_id)
+        recorded += done.embedding_ids
     if not result.error:  # a failed repo keeps its old sha, so the next sync tries it again
         source.revision = summary.sha
     source.title = summary.repo_id.split("/", 1)[1]
