@@ -267,25 +267,40 @@ def _auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def concept_facts(summary: RepoSummary, *, endpoint_url: str | None = None) -> dict[str, str]:
+def concept_facts(
+    summary: RepoSummary,
+    *,
+    endpoint_url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """``trigger`` and ``concept_type`` from the repo's text files (absent ones are left out).
 
     Each is one capped GET on its resolve URL, cached per commit (so offline reads work).
+    ``headers``: the Hub's authorisation, when the caller looked it up already.
     """
     facts: dict[str, str] = {}
+    headers = _auth_headers() if headers is None else headers
     for key, name in TEXT_FACTS.items():
         if name not in summary.files:
             continue
-        path = _download_pinned(summary, name, MAX_TEXT_BYTES, endpoint_url)
+        path = _download_pinned(summary, name, MAX_TEXT_BYTES, endpoint_url, headers)
         text = path.read_bytes().decode("utf-8", "replace").strip()
         if text:
             facts[key] = text
     return facts
 
 
-def _download_pinned(summary: RepoSummary, name: str, cap: int, endpoint_url: str | None) -> Path:
+def _download_pinned(
+    summary: RepoSummary,
+    name: str,
+    cap: int,
+    endpoint_url: str | None,
+    headers: Mapping[str, str],
+) -> Path:
     """One file of the repo at the summary's commit, size-capped and checked against the Hub's
-    LFS sha256; a file already fetched at that commit is reused (a commit never changes)."""
+    LFS sha256; a file already fetched at that commit is reused (a commit never changes).
+    ``headers`` authorise it (:func:`_auth_headers`, looked up once per repo: the token may be
+    read from a file)."""
     where = f"hf:{summary.repo_id}/{name}"
     size, lfs_sha = summary.blobs.get(name, (None, None))
     if size is not None and size > cap:
@@ -303,7 +318,7 @@ def _download_pinned(summary: RepoSummary, name: str, cap: int, endpoint_url: st
             expected_sha256=lfs_sha,
             expected_size=size,
             max_bytes=cap,
-            headers=_auth_headers(),
+            headers=headers,
             durable=False,  # a cache entry, pinned to a commit: fetched again if lost
             promised=partial(_resolve_promise, summary, where),
         )
@@ -363,19 +378,24 @@ def fetch(
     names = summary.embedding_files()
     if not names:
         raise SourceError(f"hf:{repo_id}: no embedding file in the repo (.safetensors/.bin/.pt)")
-    facts = _facts_hints(summary, concept_facts(summary, endpoint_url=endpoint_url))
+    headers = _auth_headers()
+    facts = _facts_hints(
+        summary, concept_facts(summary, endpoint_url=endpoint_url, headers=headers)
+    )
     images = summary.preview_files()[:MAX_PREVIEWS] if previews else []
     total = sum((summary.blobs.get(p, (0, None))[0] or 0) for p in names + images) or None
     done = 0
     preview_paths: list[Path] = []
     for image in images:
-        preview_paths.append(_download_pinned(summary, image, MAX_PREVIEW_BYTES, endpoint_url))
+        preview_paths.append(
+            _download_pinned(summary, image, MAX_PREVIEW_BYTES, endpoint_url, headers)
+        )
         done += preview_paths[-1].stat().st_size
         if progress:
             progress(done, total)
     fetched = []
     for name in names:
-        path = _download_pinned(summary, name, MAX_FILE_BYTES, endpoint_url)
+        path = _download_pinned(summary, name, MAX_FILE_BYTES, endpoint_url, headers)
         done += path.stat().st_size
         if progress:
             progress(done, total)

@@ -361,7 +361,7 @@ class _Job:
         attempt = 0
         while True:
             try:
-                name, url_final, resumed = self.attempt(headers)
+                name, url_final, resumed, sha = self.attempt(headers)
             except _Transient as exc:
                 attempt += 1
                 if attempt >= policy.attempts:
@@ -381,7 +381,6 @@ class _Job:
                 if self.partial.validator() is None:
                     self.partial.clear()  # interrupted, and the prefix cannot be validated
                 raise
-            sha = sha256_file(self.partial.data)
             size = self.partial.data.stat().st_size
             if self.expected and sha != self.expected:
                 self.partial.clear()
@@ -406,8 +405,9 @@ class _Job:
                 fsync_dir(self.dest)
             return Downloaded(target, sha, size, url_final)
 
-    def attempt(self, headers: dict[str, str]) -> tuple[str, str, bool]:
-        """One request into the partial file; returns (final name, final URL, resumed?)."""
+    def attempt(self, headers: dict[str, str]) -> tuple[str, str, bool, str]:
+        """One request into the partial file; returns (final name, final URL, resumed?, the
+        partial file's sha256)."""
         request_headers = {"Accept-Encoding": "identity", **headers}  # ranges of the real bytes
         have = self.partial.data.stat().st_size if self.partial.data.exists() else 0
         validator = self.partial.validator()
@@ -453,13 +453,19 @@ class _Job:
             self.partial.remember(_validator(response))
             name = self.target.name if self.target else None
             name = name or filename_from_response(response) or "download"
-            self.stream_body(response, have, total)
-            return name, response.url, resumed
+            sha = self.stream_body(response, have, total)
+            return name, response.url, resumed, sha
 
-    def stream_body(self, response: requests.Response, have: int, total: int | None) -> None:
-        """Append the body to the partial file, sniffing its start and counting its size."""
+    def stream_body(self, response: requests.Response, have: int, total: int | None) -> str:
+        """Append the body to the partial file, sniffing its start and counting its size;
+        return the whole file's sha256 (a resumed prefix hashed first, from the file)."""
         done = have
         first = have == 0
+        digest = hashlib.sha256()
+        if have:
+            with self.partial.data.open("rb") as prefix:
+                while block := prefix.read(CHUNK):
+                    digest.update(block)
         with self.partial.data.open("ab" if have else "wb") as out:
             try:
                 for chunk in response.iter_content(CHUNK):
@@ -473,6 +479,7 @@ class _Job:
                             f"download exceeds the {self.max_bytes}-byte limit", path=response.url
                         )
                     out.write(chunk)
+                    digest.update(chunk)
                     if self.progress:
                         self.progress(done, total)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -492,6 +499,7 @@ class _Job:
         if total is not None and done != total:
             too_long = f"the body has {done} bytes, not {total}"
             raise _Transient(ends_early(done, total) if done < total else too_long)
+        return digest.hexdigest()
 
 
 def _read_before_drop(exc: BaseException) -> int:
