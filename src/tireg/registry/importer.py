@@ -157,7 +157,6 @@ def import_embedding(
     revision: str | None = None,
     hints: Mapping[str, str] | None = None,
     store: ContentStore | None = None,
-    reindex: bool = True,
 ) -> tuple[EmbeddingRow, bool]:
     """Record ``embedding`` (read from the file at ``location``) in the caller's transaction.
 
@@ -165,8 +164,7 @@ def import_embedding(
     name or from any source, add a provenance row to the existing embedding; facts it lacked
     (description, licence, concept type, ...) are filled in from ``hints``, never overwritten.
     The store file is written here if it is not there yet, before the caller commits, and the
-    search index is brought up to date (with ``reindex=False`` the caller reindexes the returned
-    embedding before it commits: a sync of many repos does it once for all of them).
+    search index is brought up to date.
 
     ``hints`` (strings; other keys are ignored): ``trigger`` (the word a source says to type;
     names a new embedding), ``concept_type`` (object | style), ``licence``, ``description``,
@@ -177,22 +175,42 @@ def import_embedding(
     store = store if store is not None else ContentStore()
     if embedding.vectors_sha256() not in store:
         store.put(embedding)
-    file = _FileFacts(location, original_sha256, original_format, source_id, revision)
+    file = FileFacts(location, original_sha256, original_format, source_id, revision)
     (recorded,), changed = _record_many(session, [(embedding, file)], dict(hints or {}))
-    if reindex:
-        search_index.reindex_many(session, changed)
+    search_index.reindex_many(session, changed)
     return session.get_one(EmbeddingRow, recorded.embedding_id), recorded.created
 
 
 @dataclass
-class _FileFacts:
-    """Where one file came from (the provenance row's columns)."""
+class FileFacts:
+    """Where one file came from (the provenance row's columns), and what its source said."""
 
     location: str
     original_sha256: str | None = None
     original_format: str | None = None
     source_id: int | None = None
     revision: str | None = None
+    hints: Mapping[str, str] | None = None  # as import_embedding takes them; None: the batch's
+
+
+def import_embeddings(
+    session: Session,
+    files: Sequence[tuple[Embedding, FileFacts]],
+    *,
+    store: ContentStore | None = None,
+    reindex: bool = True,
+) -> list[tuple[int, bool]]:
+    """:func:`import_embedding` for many files at once, each with its own facts and hints:
+    (embedding id, new?) per file. A handful of statements for them all, where one file at a
+    time cost a handful each (a sync records hundreds of repos in one transaction)."""
+    store = store if store is not None else ContentStore()
+    for embedding, _ in files:
+        if embedding.vectors_sha256() not in store:
+            store.put(embedding)
+    recorded, changed = _record_many(session, files, {})
+    if reindex:
+        search_index.reindex_many(session, changed)
+    return [(done.embedding_id, done.created) for done in recorded]
 
 
 @dataclass(frozen=True)
@@ -210,7 +228,7 @@ _FILLABLE = ("concept_type", "description", "licence", "step", "trained_on_hash"
 
 
 def _record_many(
-    session: Session, files: Sequence[tuple[Embedding, _FileFacts]], hints: Mapping[str, str]
+    session: Session, files: Sequence[tuple[Embedding, FileFacts]], hints: Mapping[str, str]
 ) -> tuple[list[_Recorded], set[int]]:
     """Record embeddings whose store files are durable already, in the caller's transaction.
 
@@ -219,22 +237,23 @@ def _record_many(
     file: per-row ORM flushes were most of what an import cost.
     """
     shas = [embedding.vectors_sha256() for embedding, _ in files]
+    each = [file.hints if file.hints is not None else hints for _, file in files]
     # 1. the embeddings catalogued already get the facts they lack; new ones are gathered, the
     #    first file naming each (a batch may hold the same vectors twice), later ones filling in
     query = select(EmbeddingRow).where(EmbeddingRow.vectors_sha256.in_(sorted(set(shas))))
     known = {row.vectors_sha256: row for row in session.scalars(query)}
     new: dict[str, dict[str, Any]] = {}
     changed: set[int] = set()
-    for sha, (embedding, file) in zip(shas, files, strict=True):
+    for sha, (embedding, file), said in zip(shas, files, each, strict=True):
         if sha in known:
             row = known[sha]
-            for column, value in _missing_facts(partial(getattr, row), embedding, hints).items():
+            for column, value in _missing_facts(partial(getattr, row), embedding, said).items():
                 setattr(row, column, value)
                 changed.add(row.id)
             continue
         if sha not in new:
-            new[sha] = _new_row(sha, embedding, file, hints)
-        new[sha].update(_missing_facts(new[sha].get, embedding, hints))
+            new[sha] = _new_row(sha, embedding, file, said)
+        new[sha].update(_missing_facts(new[sha].get, embedding, said))
 
     # 2. the new embeddings in one INSERT
     ids = {sha: row.id for sha, row in known.items()}
@@ -262,13 +281,17 @@ def _record_many(
     # 4. compatibility facts and tags not there yet
     facts = {
         (ids[sha], *fact): None
-        for sha, (embedding, _) in zip(shas, files, strict=True)
+        for sha, (embedding, _), said in zip(shas, files, each, strict=True)
         for fact in compat.implied_facts(
-            embedding.family.value, embedding.trained_on_hash, [_base_model(hints)]
+            embedding.family.value, embedding.trained_on_hash, [_base_model(said)]
         )
     }
     changed |= _add_compat_facts(session, list(facts))
-    changed |= tags.add_tags(session, ids.values(), tags.split_tags(hints.get("tags", "")))
+    tagged: dict[str, set[int]] = {}
+    for sha, said in zip(shas, each, strict=True):
+        tagged.setdefault(said.get("tags", ""), set()).add(ids[sha])
+    for text, tag_ids in tagged.items():
+        changed |= tags.add_tags(session, tag_ids, tags.split_tags(text))
 
     recorded = []
     first: set[str] = set()
@@ -286,7 +309,7 @@ def _base_model(hints: Mapping[str, str]) -> tuple[str, str]:
 
 
 def _new_row(
-    sha: str, embedding: Embedding, file: _FileFacts, hints: Mapping[str, str]
+    sha: str, embedding: Embedding, file: FileFacts, hints: Mapping[str, str]
 ) -> dict[str, Any]:
     """The columns of a new embedding row (its facts filled by :func:`_missing_facts`)."""
     name = hints.get("trigger") or embedding.name or PurePath(file.location).stem
@@ -330,7 +353,7 @@ def _missing_facts(
 
 def _new_provenance(
     session: Session,
-    files: Sequence[tuple[Embedding, _FileFacts]],
+    files: Sequence[tuple[Embedding, FileFacts]],
     shas: Sequence[str],
     ids: Mapping[str, int],
     known_ids: set[int],
@@ -450,7 +473,7 @@ class _Ready:
 
     candidate: _Candidate
     embedding: Embedding
-    file: _FileFacts
+    file: FileFacts
 
     @property
     def size(self) -> int:
@@ -501,7 +524,7 @@ def _prepare(candidate: _Candidate, budget: _MemoryBudget) -> _Ready | FileOutco
     embedding = read.embedding
     # a tireg-format file carries its original's hash; this file is then a re-encoding
     reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != read.sha256
-    facts = _FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
+    facts = FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
     return _Ready(candidate, embedding, facts)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from tireg import config
 from tireg.converters import Embedding
@@ -175,19 +174,29 @@ def sync_hf(
     # 3. recorded after the downloads, in large transactions: catalogue writes interleaved with
     # busy worker threads wait on the GIL at every SQLite call. A sync killed before this point
     # has its files in the caches, so the next run re-reads them without downloading.
-    # Each transaction looks its sources up in one query and reindexes its embeddings for search
-    # once, after all its repos' rows (per repo, those were most of what recording cost).
+    # Each transaction looks its sources up in one query, records all its repos' embeddings
+    # together and reindexes them for search once (one repo at a time, those statements were
+    # most of what recording cost).
     for start in range(0, len(results), RECORD_BATCH):
         batch = results[start : start + RECORD_BATCH]
         with catalogue.transaction() as session:
             sources = upsert_sources(session, "hf", [r.summary.repo_id for r in batch])
             session.flush()  # new sources get their ids
-            recorded: list[int] = []
+            fetched = [(r.summary.repo_id, r.prepared) for r in batch if r.prepared is not None]
+            recorded = ingest.record_many_in(
+                session,
+                [(prepared, sources[repo_id].id) for repo_id, prepared in fetched],
+                store=store,
+                reindex=False,
+            )
+            by_repo = {repo_id: d for (repo_id, _), d in zip(fetched, recorded, strict=True)}
             for result in batch:
                 source = sources[result.summary.repo_id]
-                outcome = _record_repo(session, store, result, endpoint, source, recorded)
+                outcome = _record_repo(
+                    result, endpoint, source, by_repo.get(result.summary.repo_id)
+                )
                 report.sources.append(outcome)
-            search_index.reindex_many(session, recorded)
+            search_index.reindex_many(session, [i for d in recorded for i in d.embedding_ids])
     if gone:
         with catalogue.transaction() as session:
             for source in session.scalars(
@@ -243,29 +252,19 @@ def _sync_one(
 
 
 def _record_repo(
-    session: Session,
-    store: ContentStore,
-    result: _RepoResult,
-    endpoint: str | None,
-    source: SourceRow,
-    recorded: list[int],
+    result: _RepoResult, endpoint: str | None, source: SourceRow, done: ingest.Recorded | None
 ) -> SourceOutcome:
-    """One repo's rows (its ``source`` row flushed already): its files through the ingest path,
-    then what the listing said. The embeddings recorded join ``recorded``, for the caller to
-    reindex."""
+    """What the listing said about one repo, on its ``source`` row, after its files' rows
+    (``done``, when it was fetched) were recorded."""
     summary = result.summary
     outcome = SourceOutcome(
         "hf", summary.repo_id, "available", listing=result.listing, gated=result.gated
     )
     if result.error:
         outcome.status, outcome.message = "failed", result.error
-    elif result.prepared is not None:
-        done = ingest.record_in(
-            session, result.prepared, store=store, source_id=source.id, reindex=False
-        )
+    elif done is not None:
         outcome.status, outcome.id = "synced", done.source_id
         outcome.imported, outcome.known = done.imported, done.known
-        recorded += done.embedding_ids
     if not result.error:  # a failed repo keeps its old sha, so the next sync tries it again
         source.revision = summary.sha
     source.title = summary.repo_id.split("/", 1)[1]
