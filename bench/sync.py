@@ -13,9 +13,15 @@ CPUs. Measured in the same run, each in a fresh cache:
 * tireg: ``sync_hf(download=True)`` (listing with expand, facts, pinned downloads, sha256 checks,
   reading through the restricted pickle loader, catalogue writes), then a re-sync with nothing
   changed;
-* baseline: for each listed repo, ``model_info`` + ``hf_hub_download`` one after another (what a
-  simple script does), then the same loop again (huggingface_hub re-validates every cached file
-  with a HEAD request).
+* baseline: the strongest plain sequential script: one listing with ``expand=["sha"]`` (the
+  commits, as tireg's listing gives them), then ``hf_hub_download`` of each repo's embedding
+  pinned to that commit, one after another; then the same loop again (a file cached under its
+  commit needs no request). It fetches less than tireg (no trigger or concept-type files).
+  The loop this bench used before, ``model_info`` per repo before each download (one request
+  more per repo), is timed too, for comparison with earlier figures.
+
+Both sides' CPU is reported as well (the wall times depend on what else the machine runs): the
+benchmark process's CPU time during tireg's first sync, and the Hub process's meanwhile.
 
 Run: .venv/bin/python bench/sync.py [--repos 1000] [--latency-ms 20] [--concurrency 32] [--runs 1]
 """
@@ -31,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,12 +71,15 @@ def build_hub(count: int) -> HubServer:
 
 
 def serve_hub(count: int, latency_s: float, conn: Connection) -> None:
-    """The Hub's process: serve ``count`` repos; answer "count", "clear" and "stop"."""
+    """The Hub's process: serve ``count`` repos; answer "count", "clear", "cpu" and "stop"."""
     hub = build_hub(count)
     hub.http.latency = latency_s
     with running(hub.http):
         conn.send(hub.url)
         while (command := conn.recv()) != "stop":
+            if command == "cpu":
+                conn.send(time.process_time())
+                continue
             conn.send(len(hub.http.requests))
             if command == "clear":
                 hub.http.requests.clear()
@@ -92,34 +102,55 @@ class RemoteHub:
         answer: int = self.conn.recv()
         return answer
 
+    def cpu_seconds(self) -> float:
+        """CPU time the Hub process has used so far (it shares this machine's cores)."""
+        self.conn.send("cpu")
+        answer: float = self.conn.recv()
+        return answer
+
     def stop(self) -> None:
         self.conn.send("stop")
         self.process.join(timeout=10)
 
 
-def time_tireg(url: str, home: Path, concurrency: int) -> tuple[float, float, int]:
+@dataclass
+class TiregTimes:
+    first_s: float
+    again_s: float
+    downloaded: int
+    cpu_s: float  # this process's CPU time during the first sync
+    hub_cpu_s: float  # the Hub process's CPU time meanwhile
+
+
+def time_tireg(hub: RemoteHub, home: Path, concurrency: int) -> TiregTimes:
     os.environ["TIREG_HOME"] = str(home)
     from tireg.db.session import open_catalogue
     from tireg.registry.remote import sync_hf
 
     catalogue = open_catalogue()
     try:
+        hub_cpu = hub.cpu_seconds()
+        cpu = time.process_time()
         start = time.perf_counter()
-        first = sync_hf(catalogue, download=True, concurrency=concurrency, endpoint=url)
+        first = sync_hf(catalogue, download=True, concurrency=concurrency, endpoint=hub.url)
         first_s = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        hub_cpu = hub.cpu_seconds() - hub_cpu
         if first.failed:
             failed = [(o.locator, o.message) for o in first.failed[:3]]
             raise SystemExit(f"tireg sync failed for {len(first.failed)} repos: {failed}")
         start = time.perf_counter()
-        again = sync_hf(catalogue, download=True, concurrency=concurrency, endpoint=url)
+        again = sync_hf(catalogue, download=True, concurrency=concurrency, endpoint=hub.url)
         again_s = time.perf_counter() - start
         assert again.unchanged == first.listed and not again.downloaded
     finally:
         catalogue.close()
-    return first_s, again_s, len(first.downloaded)
+    return TiregTimes(first_s, again_s, len(first.downloaded), cpu, hub_cpu)
 
 
-def time_baseline(url: str, cache: Path) -> tuple[float, float]:
+def time_baseline(url: str, cache: Path, *, model_info: bool = False) -> tuple[float, float]:
+    """The sequential loop, twice: commits from the listing (or, with ``model_info``, from one
+    ``model_info`` call per repo, the loop measured before), each embedding downloaded pinned."""
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.utils import disable_progress_bars
 
@@ -128,10 +159,10 @@ def time_baseline(url: str, cache: Path) -> tuple[float, float]:
 
     def loop() -> float:
         start = time.perf_counter()
-        for model in api.list_models(author="sd-concepts-library"):
-            info = api.model_info(model.id)
+        for model in api.list_models(author="sd-concepts-library", expand=["sha"]):
+            sha = api.model_info(model.id).sha if model_info else model.sha
             hf_hub_download(
-                model.id, "learned_embeds.bin", revision=info.sha, cache_dir=cache, endpoint=url
+                model.id, "learned_embeds.bin", revision=sha, cache_dir=cache, endpoint=url
             )
         return time.perf_counter() - start
 
@@ -157,27 +188,32 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 os.environ["HF_HOME"] = str(Path(tmp) / "hf-home")
                 hub.requests(clear=True)
-                first, again, downloaded = time_tireg(
-                    hub.url, Path(tmp) / "tireg-home", args.concurrency
-                )
+                ours = time_tireg(hub, Path(tmp) / "tireg-home", args.concurrency)
                 tireg_requests = hub.requests(clear=True)
                 base_first, base_again = time_baseline(hub.url, Path(tmp) / "baseline-cache")
-                base_requests = hub.requests()
-            ratios.append(base_first / first)
+                base_requests = hub.requests(clear=True)
+                info_first, _ = time_baseline(hub.url, Path(tmp) / "info-cache", model_info=True)
+            ratios.append(base_first / ours.first_s)
             print(
                 f"\nrun {run}: repos: {args.repos}, added latency: {args.latency_ms:g} ms/request, "
                 f"tireg concurrency: {args.concurrency}, cpus: {os.cpu_count()}, "
                 f"load average: {os.getloadavg()[0]:.1f}, threads alive: {threading.active_count()}"
             )
             rows = [
-                ("first sync + download (s)", first, base_first),
-                ("re-sync, nothing changed (s)", again, base_again),
+                ("first sync + download (s)", ours.first_s, base_first),
+                ("re-sync, nothing changed (s)", ours.again_s, base_again),
+                ("  baseline with model_info (s)", ours.first_s, info_first),
             ]
             print(f"{'':34}{'tireg':>10}{'baseline':>10}{'ratio':>9}")
-            for label, ours, theirs in rows:
-                print(f"{label:34}{ours:10.2f}{theirs:10.2f}{theirs / ours:8.1f}x")
+            for label, mine, theirs in rows:
+                print(f"{label:34}{mine:10.2f}{theirs:10.2f}{theirs / mine:8.1f}x")
             print(f"{'HTTP requests, both runs':34}{tireg_requests:10d}{base_requests:10d}")
-            print(f"embeddings imported by tireg: {downloaded}", flush=True)
+            per_repo = 1000 / args.repos
+            print(
+                f"CPU per repo, tireg's first sync: {ours.cpu_s * per_repo:.1f} ms in tireg, "
+                f"{ours.hub_cpu_s * per_repo:.1f} ms in the Hub"
+            )
+            print(f"embeddings imported by tireg: {ours.downloaded}", flush=True)
     finally:
         hub.stop()
     if len(ratios) > 1:

@@ -96,6 +96,43 @@ def test_wrong_hash_is_refused_and_not_kept(hub: HubServer) -> None:
     assert hf.fetch(repo_id, endpoint_url=hub.url, previews=False)[0].path.is_file()
 
 
+def test_a_listed_repo_is_fetched_without_model_info_and_still_verified(hub: HubServer) -> None:
+    """A listing's summary names the commit and files; each file is checked against the LFS
+    sha256 and size its resolve response sends, and the commit it answers for."""
+    repo_id = first_open(hub)
+    repo = hub.repos[repo_id]
+    summary = next(
+        s
+        for s in hf.list_repos("sd-concepts-library", endpoint_url=hub.url)
+        if s.repo_id == repo_id
+    )
+    assert not summary.blobs  # a listing says no sizes or hashes
+    hub.fault("GET", f"/{repo_id}/resolve/{repo.sha}/learned_embeds.safetensors", "hash")
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        hf.fetch(repo_id, endpoint_url=hub.url, previews=False, summary=summary)
+    [item] = hf.fetch(repo_id, endpoint_url=hub.url, previews=False, summary=summary)
+    assert item.sha256 == hashlib.sha256(repo.files["learned_embeds.safetensors"]).hexdigest()
+    assert (
+        item.revision == repo.sha
+        and item.hints["trigger"] == repo.files["token_identifier.txt"].decode()
+    )
+    assert hub.count("GET", "/api/models/") == 0
+
+
+def test_a_resolve_for_another_commit_is_refused(hub: HubServer) -> None:
+    repo_id = first_open(hub)
+    summary = next(
+        s
+        for s in hf.list_repos("sd-concepts-library", endpoint_url=hub.url)
+        if s.repo_id == repo_id
+    )
+    hub.repos[repo_id].commit_header = "f" * 40  # serves the pinned URL, says another commit
+    with pytest.raises(SourceError, match="answered for commit"):
+        hf.fetch(repo_id, endpoint_url=hub.url, previews=False, summary=summary)
+    hub.repos[repo_id].commit_header = None
+    assert hf.fetch(repo_id, endpoint_url=hub.url, previews=False, summary=summary)
+
+
 def test_offline_uses_cache_and_says_when_missing(
     hub: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

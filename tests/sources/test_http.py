@@ -133,6 +133,35 @@ def test_wrong_size_is_refused(file_server: FileServer, tmp_path: Path) -> None:
         download(url, tmp_path, expected_size=len(PAYLOAD) + 1)
 
 
+def test_what_the_first_reply_promises_is_checked(file_server: FileServer, tmp_path: Path) -> None:
+    """``promised`` reads the reply before any redirect (the Hub's resolve, not its CDN)."""
+    target = file_server.add("/cdn/f.bin", Served(PAYLOAD))
+    url = file_server.add("/resolve/f.bin", Served(location=target))
+    seen: list[str | None] = []
+
+    def promise(sha: str | None, size: int | None):  # type: ignore[no-untyped-def]
+        def read(headers) -> tuple[str | None, int | None]:  # type: ignore[no-untyped-def]
+            seen.append(headers.get("Location"))
+            return sha, size
+
+        return read
+
+    with pytest.raises(SourceError, match="sha256 mismatch"):
+        download(url, tmp_path, filename="f.bin", promised=promise("0" * 64, None))
+    with pytest.raises(SourceError, match="size mismatch"):
+        download(url, tmp_path, filename="f.bin", promised=promise(SHA, len(PAYLOAD) + 1))
+    assert not (tmp_path / "f.bin").exists() and leftovers(tmp_path) == []
+
+    def refuse(headers) -> tuple[str | None, int | None]:  # type: ignore[no-untyped-def]
+        raise SourceError("wrong commit")
+
+    with pytest.raises(SourceError, match="wrong commit"):
+        download(url, tmp_path, filename="f.bin", promised=refuse)
+    assert not (tmp_path / "f.bin").exists() and leftovers(tmp_path) == []
+    got = download(url, tmp_path, filename="f.bin", promised=promise(SHA.upper(), len(PAYLOAD)))
+    assert got.path.read_bytes() == PAYLOAD and seen == [target] * 3
+
+
 def test_html_instead_of_file(file_server: FileServer, tmp_path: Path) -> None:
     url = file_server.add("/f.bin", Served(PAYLOAD), "html")
     with pytest.raises(SourceError, match="HTML page"):

@@ -152,3 +152,106 @@ def test_a_good_file_is_kept_once_in_its_kinds_cache(
         )
         statuses = set(session.scalars(select(SourceRow.status)))
     assert recorded == expected and statuses == {"fetched"}
+
+
+def _catalogue_rows(catalogue: Catalogue) -> dict[str, list[tuple[object, ...]]]:
+    """Every recorded fact that does not depend on insertion order or time."""
+    from tireg.db.schema import CompatRow, TagRow
+    from tireg.registry import search_index
+
+    with catalogue.reading() as session:
+        ids = {row.id: row.vectors_sha256 for row in session.scalars(select(EmbeddingRow))}
+        locators = {row.id: row.locator for row in session.scalars(select(SourceRow))}
+        columns = ("name", "concept_type", "description", "licence", "nsfw", "family")
+        return {
+            "embeddings": sorted(
+                (row.vectors_sha256, *(getattr(row, c) for c in columns))
+                for row in session.scalars(select(EmbeddingRow))
+            ),
+            "provenance": sorted(
+                (ids[p.embedding_id], locators.get(p.source_id), p.location, p.original_sha256)
+                for p in session.scalars(select(ProvenanceRow))
+            ),
+            "compat": sorted(
+                (ids[c.embedding_id], c.relation, c.model_ref, c.evidence)
+                for c in session.scalars(select(CompatRow))
+            ),
+            "tags": sorted((ids[t.embedding_id], t.tag) for t in session.scalars(select(TagRow))),
+            "sources": sorted(
+                (s.locator, s.title, s.trigger, s.status, s.revision)
+                for s in session.scalars(select(SourceRow))
+            ),
+            "search": sorted(
+                (ids[i], sorted(doc.items()))
+                for i, doc in search_index.documents(session, list(ids)).items()
+            ),
+        }
+
+
+def test_recording_many_files_at_once_gives_what_one_at_a_time_gives(tmp_path: Path) -> None:
+    """``sync hf`` records a transaction's repos together (``import_embeddings``, each file
+    with its own hints): the same rows as ``import_embedding`` one file at a time, also for the
+    same vectors in two files with different facts."""
+    import numpy as np
+
+    from tireg.converters import CLIP_L, Embedding
+    from tireg.db.session import open_catalogue
+    from tireg.registry.importer import FileFacts, import_embedding, import_embeddings
+    from tireg.registry.store import ContentStore
+
+    rng = np.random.default_rng(7)
+    vectors = [{CLIP_L: rng.standard_normal((2, 768)).astype(np.float32)} for _ in range(3)]
+    said = [
+        {"trigger": "<cat-toy>", "concept_type": "object", "licence": "mit", "tags": "cat,toy"},
+        {"trigger": "<twin>", "description": "the same vectors", "base_model_hint": "SD 1.5"},
+        {"trigger": "<style>", "concept_type": "style", "nsfw": "true", "tags": "art"},
+        {"base_model_hint": "SDXL", "base_model_evidence": "civitai baseModel", "tags": "art"},
+    ]
+    # (vectors, hints) per file: files 0 and 1 share vectors, as do files 2 and 3
+    layout = [(0, 0), (0, 1), (1, 2), (1, 3), (2, 0)]
+    files = [
+        (
+            Embedding(name=f"file-{v}", vectors=vectors[v]),
+            FileFacts(
+                f"https://hub/r{n}/resolve/x/learned_embeds.bin",
+                original_sha256=hashlib.sha256(b"%d" % n).hexdigest(),
+                revision="1" * 40,
+                hints=said[h],
+            ),
+        )
+        for n, (v, h) in enumerate(layout)
+    ]
+    one = open_catalogue(f"sqlite:///{tmp_path / 'one.sqlite'}")
+    many = open_catalogue(f"sqlite:///{tmp_path / 'many.sqlite'}")
+    store = ContentStore()
+    try:
+        for embedding, file in files:
+            with one.transaction() as session:
+                import_embedding(
+                    session,
+                    embedding,
+                    location=file.location,
+                    original_sha256=file.original_sha256,
+                    revision=file.revision,
+                    hints=file.hints,
+                    store=store,
+                )
+        with many.transaction() as session:
+            done = import_embeddings(session, files, store=store)
+        assert [created for _, created in done] == [True, False, True, False, True]
+        rows = _catalogue_rows(many)
+        assert rows == _catalogue_rows(one)
+        sha = [embedding.vectors_sha256() for embedding, _ in files]
+        by_sha = {row[0]: row[1:] for row in rows["embeddings"]}
+        # named by the first file, facts filled in by the later ones
+        assert by_sha[sha[0]][:4] == ("<cat-toy>", "object", "the same vectors", "mit")
+        assert by_sha[sha[2]][:2] == ("<style>", "style") and by_sha[sha[2]][4]  # nsfw
+        assert sorted(rows["tags"]) == sorted(
+            [(sha[0], "cat"), (sha[0], "toy"), (sha[2], "art"), (sha[4], "cat"), (sha[4], "toy")]
+        )
+        evidence = {(row[0], row[3]) for row in rows["compat"]}
+        assert (sha[0], "source hint") in evidence and (sha[2], "civitai baseModel") in evidence
+        assert len(rows["provenance"]) == 5
+    finally:
+        one.close()
+        many.close()

@@ -21,7 +21,7 @@ from tests.sources.servers.hub_server import HF_TEST_TOKEN, HubServer, concept_r
 from tireg.db.schema import EmbeddingRow, PreviewRow, ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
-from tireg.registry import remote
+from tireg.registry import doctor, query, remote
 from tireg.sources import SourceError
 
 
@@ -223,6 +223,35 @@ def test_sync_hf_then_resync_asks_only_the_listing(hub: HubServer, catalogue: Ca
     assert third.gone == [gated[0].repo_id]
     sources = {s.locator: s for s in rows(catalogue, SourceRow)}
     assert sources[some.repo_id].revision == new_sha and sources[gated[0].repo_id].status == "gone"
+
+
+def test_sync_download_asks_no_model_info_and_verifies_each_file(
+    hub: HubServer, catalogue: Catalogue
+) -> None:
+    """The listing names each repo's commit and files; the resolve replies give the hashes."""
+    bad = next(r for r in hub.repos.values() if not r.gated)
+    hub.fault("GET", f"/{bad.repo_id}/resolve/{bad.sha}/learned_embeds.safetensors", "hash")
+    report = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert hub.count("GET", "/api/models/") == 0
+    [failed] = report.failed
+    assert failed.locator == bad.repo_id and "sha256 mismatch" in str(failed.message)
+    open_repos = [r for r in hub.repos.values() if not r.gated]
+    assert len(report.downloaded) == len(open_repos) - 1
+    again = remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert again.downloaded == [bad.repo_id] and not again.failed
+
+
+def test_sync_download_leaves_the_search_index_as_a_rebuild_would(
+    hub: HubServer, catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each transaction reindexes its repos' embeddings once, after all their rows."""
+    monkeypatch.setattr(remote, "RECORD_BATCH", 4)  # several transactions
+    remote.sync_hf(catalogue, "sd-concepts-library", download=True, endpoint=hub.url)
+    assert doctor.examine(catalogue).index_drift == 0
+    some = next(r for r in hub.repos.values() if not r.gated)
+    trigger = some.files["token_identifier.txt"].decode()
+    found = query.search_catalogue(catalogue, trigger.strip("<>")).local
+    assert trigger in [hit.name for hit in found]
 
 
 def test_sync_without_download_records_available(hub: HubServer, catalogue: Catalogue) -> None:

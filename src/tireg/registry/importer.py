@@ -175,21 +175,42 @@ def import_embedding(
     store = store if store is not None else ContentStore()
     if embedding.vectors_sha256() not in store:
         store.put(embedding)
-    file = _FileFacts(location, original_sha256, original_format, source_id, revision)
+    file = FileFacts(location, original_sha256, original_format, source_id, revision)
     (recorded,), changed = _record_many(session, [(embedding, file)], dict(hints or {}))
     search_index.reindex_many(session, changed)
     return session.get_one(EmbeddingRow, recorded.embedding_id), recorded.created
 
 
 @dataclass
-class _FileFacts:
-    """Where one file came from (the provenance row's columns)."""
+class FileFacts:
+    """Where one file came from (the provenance row's columns), and what its source said."""
 
     location: str
     original_sha256: str | None = None
     original_format: str | None = None
     source_id: int | None = None
     revision: str | None = None
+    hints: Mapping[str, str] | None = None  # as import_embedding takes them; None: the batch's
+
+
+def import_embeddings(
+    session: Session,
+    files: Sequence[tuple[Embedding, FileFacts]],
+    *,
+    store: ContentStore | None = None,
+    reindex: bool = True,
+) -> list[tuple[int, bool]]:
+    """:func:`import_embedding` for many files at once, each with its own facts and hints:
+    (embedding id, new?) per file. A handful of statements for them all, where one file at a
+    time cost a handful each (a sync records hundreds of repos in one transaction)."""
+    store = store if store is not None else ContentStore()
+    for embedding, _ in files:
+        if embedding.vectors_sha256() not in store:
+            store.put(embedding)
+    recorded, changed = _record_many(session, files, {})
+    if reindex:
+        search_index.reindex_many(session, changed)
+    return [(done.embedding_id, done.created) for done in recorded]
 
 
 @dataclass(frozen=True)
@@ -207,7 +228,7 @@ _FILLABLE = ("concept_type", "description", "licence", "step", "trained_on_hash"
 
 
 def _record_many(
-    session: Session, files: Sequence[tuple[Embedding, _FileFacts]], hints: Mapping[str, str]
+    session: Session, files: Sequence[tuple[Embedding, FileFacts]], hints: Mapping[str, str]
 ) -> tuple[list[_Recorded], set[int]]:
     """Record embeddings whose store files are durable already, in the caller's transaction.
 
@@ -216,22 +237,23 @@ def _record_many(
     file: per-row ORM flushes were most of what an import cost.
     """
     shas = [embedding.vectors_sha256() for embedding, _ in files]
+    each = [file.hints if file.hints is not None else hints for _, file in files]
     # 1. the embeddings catalogued already get the facts they lack; new ones are gathered, the
     #    first file naming each (a batch may hold the same vectors twice), later ones filling in
     query = select(EmbeddingRow).where(EmbeddingRow.vectors_sha256.in_(sorted(set(shas))))
     known = {row.vectors_sha256: row for row in session.scalars(query)}
     new: dict[str, dict[str, Any]] = {}
     changed: set[int] = set()
-    for sha, (embedding, file) in zip(shas, files, strict=True):
+    for sha, (embedding, file), said in zip(shas, files, each, strict=True):
         if sha in known:
             row = known[sha]
-            for column, value in _missing_facts(partial(getattr, row), embedding, hints).items():
+            for column, value in _missing_facts(partial(getattr, row), embedding, said).items():
                 setattr(row, column, value)
                 changed.add(row.id)
             continue
         if sha not in new:
-            new[sha] = _new_row(sha, embedding, file, hints)
-        new[sha].update(_missing_facts(new[sha].get, embedding, hints))
+            new[sha] = _new_row(sha, embedding, file, said)
+        new[sha].update(_missing_facts(new[sha].get, embedding, said))
 
     # 2. the new embeddings in one INSERT
     ids = {sha: row.id for sha, row in known.items()}
@@ -259,13 +281,17 @@ def _record_many(
     # 4. compatibility facts and tags not there yet
     facts = {
         (ids[sha], *fact): None
-        for sha, (embedding, _) in zip(shas, files, strict=True)
+        for sha, (embedding, _), said in zip(shas, files, each, strict=True)
         for fact in compat.implied_facts(
-            embedding.family.value, embedding.trained_on_hash, [_base_model(hints)]
+            embedding.family.value, embedding.trained_on_hash, [_base_model(said)]
         )
     }
     changed |= _add_compat_facts(session, list(facts))
-    changed |= tags.add_tags(session, ids.values(), tags.split_tags(hints.get("tags", "")))
+    tagged: dict[str, set[int]] = {}
+    for sha, said in zip(shas, each, strict=True):
+        tagged.setdefault(said.get("tags", ""), set()).add(ids[sha])
+    for text, tag_ids in tagged.items():
+        changed |= tags.add_tags(session, tag_ids, tags.split_tags(text))
 
     recorded = []
     first: set[str] = set()
@@ -283,7 +309,7 @@ def _base_model(hints: Mapping[str, str]) -> tuple[str, str]:
 
 
 def _new_row(
-    sha: str, embedding: Embedding, file: _FileFacts, hints: Mapping[str, str]
+    sha: str, embedding: Embedding, file: FileFacts, hints: Mapping[str, str]
 ) -> dict[str, Any]:
     """The columns of a new embedding row (its facts filled by :func:`_missing_facts`)."""
     name = hints.get("trigger") or embedding.name or PurePath(file.location).stem
@@ -327,7 +353,7 @@ def _missing_facts(
 
 def _new_provenance(
     session: Session,
-    files: Sequence[tuple[Embedding, _FileFacts]],
+    files: Sequence[tuple[Embedding, FileFacts]],
     shas: Sequence[str],
     ids: Mapping[str, int],
     known_ids: set[int],
@@ -386,13 +412,20 @@ def upsert_source(session: Session, kind: str, locator: str) -> SourceRow:
     Every source client (local folders, HF, git, MEGA, URLs, Civitai, rentry rows) records its
     origin through this one function, so the (kind, locator) uniqueness has one owner.
     """
-    source = session.scalar(
-        select(SourceRow).where(SourceRow.kind == kind, SourceRow.locator == locator)
+    return upsert_sources(session, kind, [locator])[locator]
+
+
+def upsert_sources(session: Session, kind: str, locators: Iterable[str]) -> dict[str, SourceRow]:
+    """:func:`upsert_source` for many locators in one query (a sync records hundreds at once)."""
+    wanted = set(locators)
+    rows = session.scalars(
+        select(SourceRow).where(SourceRow.kind == kind, SourceRow.locator.in_(sorted(wanted)))
     )
-    if source is None:
-        source = SourceRow(kind=kind, locator=locator, status="available")
-        session.add(source)
-    return source
+    found = {row.locator: row for row in rows}
+    for locator in sorted(wanted - found.keys()):
+        found[locator] = SourceRow(kind=kind, locator=locator, status="available")
+        session.add(found[locator])
+    return found
 
 
 def local_source(session: Session, folder: Path) -> int:
@@ -440,7 +473,7 @@ class _Ready:
 
     candidate: _Candidate
     embedding: Embedding
-    file: _FileFacts
+    file: FileFacts
 
     @property
     def size(self) -> int:
@@ -491,7 +524,7 @@ def _prepare(candidate: _Candidate, budget: _MemoryBudget) -> _Ready | FileOutco
     embedding = read.embedding
     # a tireg-format file carries its original's hash; this file is then a re-encoding
     reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != read.sha256
-    facts = _FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
+    facts = FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
     return _Ready(candidate, embedding, facts)
 
 

@@ -17,7 +17,8 @@ URLs; now a bad file reads the same whatever brought it, and each kind of source
    wording (:func:`read`); ``strict`` callers (installs) turn the first into an error.
 3. :func:`record_in` writes one source's rows inside the caller's transaction: the source row
    (facts the source gave fill what the row lacks), each embedding with its provenance and the
-   source's facts as hints, previews. :func:`record` is that in one transaction of its own.
+   source's facts as hints, previews. :func:`record` is that in one transaction of its own;
+   :func:`record_many_in` records many sources' embeddings together (``sync hf``).
 
 Fetching and reading touch no database, so callers run them in worker threads; recording runs on
 the caller's thread.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +45,7 @@ from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, read_capped
 from tireg.progress import DownloadProgress
-from tireg.registry.importer import import_embedding, upsert_source
+from tireg.registry.importer import FileFacts, import_embeddings, upsert_source
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, civitai, git, hf, mega
 from tireg.sources.http import download
@@ -114,12 +116,14 @@ def fetch(
     progress: DownloadProgress | None = None,
     hf_endpoint: str | None = None,
     previews: bool = True,
+    hf_summary: hf.RepoSummary | None = None,
 ) -> Fetch:
     """Download and verify what the source (``kind``, ``locator``) holds; nothing is recorded.
 
     ``revision`` pins an HF repo's commit; ``extras`` are a git source's ``ref``, ``path`` and
     known ``blobs``; ``sha256`` is checked while a plain URL downloads (nothing wrong is kept);
-    ``previews=False`` skips an HF repo's concept images.
+    ``previews=False`` skips an HF repo's concept images; ``hf_summary`` is what a listing said
+    about the repo (its commit and files), so no ``model_info`` is asked for.
     """
     extras = extras or {}
     result = Fetch(kind, locator, offline=config.offline())
@@ -129,6 +133,7 @@ def fetch(
             revision=revision,
             endpoint_url=hf_endpoint,
             previews=previews,
+            summary=hf_summary,
             progress=progress,
         )
         result.revision = result.files[0].revision
@@ -242,54 +247,81 @@ def record_in(
     store: ContentStore,
     source_id: int | None = None,
 ) -> Recorded:
-    """One source's rows, inside the caller's transaction (store files already put).
-
-    The source row is ``source_id``'s, else the one for the fetch's (kind, locator). Steps:
-    """
-    fetched = prepared.fetch
-    # 1. the source row: what the source said about itself fills what the row lacks
-    source = session.get(SourceRow, source_id) if source_id is not None else None
-    if source is None:
-        source = upsert_source(session, fetched.kind, fetched.locator)
-    for column in _SOURCE_FACTS:
-        if fetched.facts.get(column) and not getattr(source, column):
-            setattr(source, column, fetched.facts[column])
-    if "nsfw" in fetched.facts:  # a yes or no, never missing: the source's word stands
-        source.nsfw = fetched.facts["nsfw"] == "true"
-    session.flush()
-    # 2. each embedding, with the source's facts where the file gave none
-    done = Recorded(source.id)
-    extras = source_extras(source)
-    for item, embedding in prepared.items:
-        row, created = import_embedding(
-            session,
-            embedding,
-            location=item.location,
-            original_sha256=item.sha256,
-            source_id=source.id,
-            revision=item.revision,
-            hints=_embedding_hints(source, extras, item, fetched.facts),
-            store=store,
-        )
-        done.embedding_ids.append(row.id)
-        (done.imported if created else done.known).append(item.location)
-        # 3. its previews: downloaded pictures kept by content, others by URL
-        for path in item.previews:
-            kept = _keep_preview(path)
-            if kept is not None:
-                _add_preview(session, row.id, str(kept[0]), kept[1])
-        for url in fetched.preview_urls:
-            _add_preview(session, row.id, url, None)
-    # 4. the source's state: fetched now (offline, a cached copy changes nothing)
-    if not fetched.offline:
-        source.status, source.status_reason = "fetched", None
-        source.synced_at = now()
-    single = prepared.items[0][0].revision if len(prepared.items) == 1 else None
-    source.revision = fetched.revision or single or source.revision
-    if fetched.blobs is not None:
-        extras["blobs"] = fetched.blobs
-        source.extras = json.dumps(extras)
+    """One source's rows, inside the caller's transaction: :func:`record_many_in` of one."""
+    [done] = record_many_in(session, [(prepared, source_id)], store=store)
     return done
+
+
+def record_many_in(
+    session: Session,
+    sources: Sequence[tuple[Prepared, int | None]],
+    *,
+    store: ContentStore,
+    reindex: bool = True,
+) -> list[Recorded]:
+    """Sources' rows, inside the caller's transaction (store files already put), one
+    :class:`Recorded` each; their embeddings are recorded together (a sync records hundreds of
+    repos per transaction, and one at a time that was most of what it cost).
+
+    Each source row is the given id's, else the one for the fetch's (kind, locator). With
+    ``reindex=False`` the caller reindexes the ``embedding_ids`` for search before it commits.
+    Steps:
+    """
+    # 1. each source row: what the source said about itself fills what the row lacks
+    rows: list[SourceRow] = []
+    for prepared, source_id in sources:
+        fetched = prepared.fetch
+        source = session.get(SourceRow, source_id) if source_id is not None else None
+        if source is None:
+            source = upsert_source(session, fetched.kind, fetched.locator)
+        for column in _SOURCE_FACTS:
+            if fetched.facts.get(column) and not getattr(source, column):
+                setattr(source, column, fetched.facts[column])
+        if "nsfw" in fetched.facts:  # a yes or no, never missing: the source's word stands
+            source.nsfw = fetched.facts["nsfw"] == "true"
+        rows.append(source)
+    session.flush()
+    # 2. every embedding, with its source's facts where the file gave none
+    files: list[tuple[Embedding, FileFacts]] = []
+    extras = [source_extras(source) for source in rows]
+    for (prepared, _), source, said in zip(sources, rows, extras, strict=True):
+        for item, embedding in prepared.items:
+            hints = _embedding_hints(source, said, item, prepared.fetch.facts)
+            facts = FileFacts(
+                item.location,
+                original_sha256=item.sha256,
+                source_id=source.id,
+                revision=item.revision,
+                hints=hints,
+            )
+            files.append((embedding, facts))
+    recorded = iter(import_embeddings(session, files, store=store, reindex=reindex))
+    results = []
+    for (prepared, _), source, said in zip(sources, rows, extras, strict=True):
+        fetched = prepared.fetch
+        done = Recorded(source.id)
+        for item, _embedding in prepared.items:
+            embedding_id, created = next(recorded)
+            done.embedding_ids.append(embedding_id)
+            (done.imported if created else done.known).append(item.location)
+            # 3. its previews: downloaded pictures kept by content, others by URL
+            for path in item.previews:
+                kept = _keep_preview(path)
+                if kept is not None:
+                    _add_preview(session, embedding_id, str(kept[0]), kept[1])
+            for url in fetched.preview_urls:
+                _add_preview(session, embedding_id, url, None)
+        # 4. the source's state: fetched now (offline, a cached copy changes nothing)
+        if not fetched.offline:
+            source.status, source.status_reason = "fetched", None
+            source.synced_at = now()
+        single = prepared.items[0][0].revision if len(prepared.items) == 1 else None
+        source.revision = fetched.revision or single or source.revision
+        if fetched.blobs is not None:
+            said["blobs"] = fetched.blobs
+            source.extras = json.dumps(said)
+        results.append(done)
+    return results
 
 
 def _embedding_hints(

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from tireg import config
 from tireg.converters import Embedding
@@ -24,8 +23,8 @@ from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.progress import DownloadProgress, ItemProgress
-from tireg.registry import ingest, naming
-from tireg.registry.importer import upsert_source
+from tireg.registry import ingest, naming, search_index
+from tireg.registry.importer import upsert_sources
 from tireg.registry.ingest import SourceOutcome, SyncReport
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, civitai, hf
@@ -175,10 +174,29 @@ def sync_hf(
     # 3. recorded after the downloads, in large transactions: catalogue writes interleaved with
     # busy worker threads wait on the GIL at every SQLite call. A sync killed before this point
     # has its files in the caches, so the next run re-reads them without downloading.
+    # Each transaction looks its sources up in one query, records all its repos' embeddings
+    # together and reindexes them for search once (one repo at a time, those statements were
+    # most of what recording cost).
     for start in range(0, len(results), RECORD_BATCH):
+        batch = results[start : start + RECORD_BATCH]
         with catalogue.transaction() as session:
-            for result in results[start : start + RECORD_BATCH]:
-                report.sources.append(_record_repo(session, store, result, endpoint))
+            sources = upsert_sources(session, "hf", [r.summary.repo_id for r in batch])
+            session.flush()  # new sources get their ids
+            fetched = [(r.summary.repo_id, r.prepared) for r in batch if r.prepared is not None]
+            recorded = ingest.record_many_in(
+                session,
+                [(prepared, sources[repo_id].id) for repo_id, prepared in fetched],
+                store=store,
+                reindex=False,
+            )
+            by_repo = {repo_id: d for (repo_id, _), d in zip(fetched, recorded, strict=True)}
+            for result in batch:
+                source = sources[result.summary.repo_id]
+                outcome = _record_repo(
+                    result, endpoint, source, by_repo.get(result.summary.repo_id)
+                )
+                report.sources.append(outcome)
+            search_index.reindex_many(session, [i for d in recorded for i in d.embedding_ids])
     if gone:
         with catalogue.transaction() as session:
             for source in session.scalars(
@@ -219,7 +237,12 @@ def _sync_one(
             result.facts = hf.concept_facts(summary, endpoint_url=endpoint)
             return result
         fetched = ingest.fetch(
-            "hf", summary.repo_id, revision=summary.sha, hf_endpoint=endpoint, previews=False
+            "hf",
+            summary.repo_id,
+            revision=summary.sha,
+            hf_endpoint=endpoint,
+            previews=False,
+            hf_summary=summary,
         )
         result.facts = fetched.facts
         result.prepared = ingest.prepare(fetched, store, strict=True)
@@ -229,23 +252,19 @@ def _sync_one(
 
 
 def _record_repo(
-    session: Session, store: ContentStore, result: _RepoResult, endpoint: str | None
+    result: _RepoResult, endpoint: str | None, source: SourceRow, done: ingest.Recorded | None
 ) -> SourceOutcome:
-    """One repo's rows: its files through the ingest path, then what the listing said."""
+    """What the listing said about one repo, on its ``source`` row, after its files' rows
+    (``done``, when it was fetched) were recorded."""
     summary = result.summary
     outcome = SourceOutcome(
         "hf", summary.repo_id, "available", listing=result.listing, gated=result.gated
     )
-    source: SourceRow | None = None
     if result.error:
         outcome.status, outcome.message = "failed", result.error
-    elif result.prepared is not None:
-        done = ingest.record_in(session, result.prepared, store=store)
+    elif done is not None:
         outcome.status, outcome.id = "synced", done.source_id
         outcome.imported, outcome.known = done.imported, done.known
-        source = session.get(SourceRow, done.source_id)  # the session has it: no query
-    if source is None:
-        source = upsert_source(session, "hf", summary.repo_id)
     if not result.error:  # a failed repo keeps its old sha, so the next sync tries it again
         source.revision = summary.sha
     source.title = summary.repo_id.split("/", 1)[1]

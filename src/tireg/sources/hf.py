@@ -4,7 +4,11 @@ Listing uses one paged ``list_models`` call with ``expand`` (sha, lastModified, 
 siblings, gated), so a re-sync costs one request per page and only repos whose commit sha changed
 need more. Every file (the text facts ``token_identifier.txt`` and ``type_of_concept.txt``,
 embeddings, concept images) is one size-capped GET of its resolve URL pinned to the commit sha,
-through :mod:`tireg.sources.http`, checked against the Hub's LFS sha256.
+through :mod:`tireg.sources.http`, checked against the Hub's LFS sha256: the one ``model_info``
+gave, or else the one its resolve response sends (``X-Linked-Etag`` or ``ETag``, with
+``X-Linked-Size`` and ``X-Repo-Commit``: the headers huggingface_hub reads, ``file_download.py``
+``get_hf_file_metadata``), so a sync, whose listing already names each commit and file, needs
+no ``model_info`` per repo.
 
 Why not ``hf_hub_download``: the endpoint is configurable, so what it answers is untrusted, and
 huggingface_hub builds cache paths from the server's ``ETag`` and ``X-Repo-Commit`` headers
@@ -26,8 +30,9 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -53,6 +58,7 @@ LOGIN_HINT = "accept the repo's conditions on the Hub, then set HF_TOKEN or run 
 OFFLINE_HINT = "unset TIREG_OFFLINE and HF_HUB_OFFLINE, or install it once while online"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ENDPOINT_HINT = "is --hf-endpoint (or HF_ENDPOINT) a Hugging Face Hub?"
 
 T = TypeVar("T")
@@ -261,25 +267,40 @@ def _auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def concept_facts(summary: RepoSummary, *, endpoint_url: str | None = None) -> dict[str, str]:
+def concept_facts(
+    summary: RepoSummary,
+    *,
+    endpoint_url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """``trigger`` and ``concept_type`` from the repo's text files (absent ones are left out).
 
     Each is one capped GET on its resolve URL, cached per commit (so offline reads work).
+    ``headers``: the Hub's authorisation, when the caller looked it up already.
     """
     facts: dict[str, str] = {}
+    headers = _auth_headers() if headers is None else headers
     for key, name in TEXT_FACTS.items():
         if name not in summary.files:
             continue
-        path = _download_pinned(summary, name, MAX_TEXT_BYTES, endpoint_url)
+        path = _download_pinned(summary, name, MAX_TEXT_BYTES, endpoint_url, headers)
         text = path.read_bytes().decode("utf-8", "replace").strip()
         if text:
             facts[key] = text
     return facts
 
 
-def _download_pinned(summary: RepoSummary, name: str, cap: int, endpoint_url: str | None) -> Path:
+def _download_pinned(
+    summary: RepoSummary,
+    name: str,
+    cap: int,
+    endpoint_url: str | None,
+    headers: Mapping[str, str],
+) -> Path:
     """One file of the repo at the summary's commit, size-capped and checked against the Hub's
-    LFS sha256; a file already fetched at that commit is reused (a commit never changes)."""
+    LFS sha256; a file already fetched at that commit is reused (a commit never changes).
+    ``headers`` authorise it (:func:`_auth_headers`, looked up once per repo: the token may be
+    read from a file)."""
     where = f"hf:{summary.repo_id}/{name}"
     size, lfs_sha = summary.blobs.get(name, (None, None))
     if size is not None and size > cap:
@@ -297,8 +318,9 @@ def _download_pinned(summary: RepoSummary, name: str, cap: int, endpoint_url: st
             expected_sha256=lfs_sha,
             expected_size=size,
             max_bytes=cap,
-            headers=_auth_headers(),
+            headers=headers,
             durable=False,  # a cache entry, pinned to a commit: fetched again if lost
+            promised=partial(_resolve_promise, summary, where),
         )
     except HttpStatusError as exc:
         if exc.status in (401, 403):
@@ -307,6 +329,28 @@ def _download_pinned(summary: RepoSummary, name: str, cap: int, endpoint_url: st
             raise SourceError(f"{where}: no such file at {summary.sha}") from None
         raise
     return got.path
+
+
+def _resolve_promise(
+    summary: RepoSummary, where: str, headers: Mapping[str, str]
+) -> tuple[str | None, int | None]:
+    """What a resolve response says about its file: the LFS sha256 and size (None, None for a
+    file kept in git, whose ETag is a git blob id), after checking that it answers for the
+    pinned commit. The same headers huggingface_hub reads (``file_download.py``
+    ``get_hf_file_metadata``: ``X-Linked-Etag`` else ``ETag``, ``X-Linked-Size``,
+    ``X-Repo-Commit``); the Hub sends them on the first reply, before its CDN redirect."""
+    commit = headers.get("X-Repo-Commit")
+    if summary.sha and commit is not None and commit != summary.sha:
+        raise SourceError(
+            f"{where}: the Hub answered for commit {commit[:80]!r}, not {summary.sha}",
+            hint=ENDPOINT_HINT,
+        )
+    etag = headers.get("X-Linked-Etag") or headers.get("ETag") or ""
+    etag = etag.removeprefix("W/").strip('"').lower()
+    if not _SHA256.match(etag):
+        return None, None
+    size = headers.get("X-Linked-Size", "")
+    return etag, int(size) if size.isdigit() else None
 
 
 def fetch(
@@ -320,31 +364,38 @@ def fetch(
 ) -> list[Fetched]:
     """Download a concept repo's embeddings (and concept images), pinned and verified.
 
-    The revision is resolved to a commit sha first, so every file comes from the same commit.
-    Offline, the cached snapshot of that sha (or of ``main``) is used.
+    The revision is resolved to a commit sha first (``model_info``), so every file comes from
+    the same commit; a ``summary`` from a listing names the commit and files already, and each
+    file is then checked against what its resolve response promises. Offline, the cached
+    snapshot of that sha (or of ``main``) is used.
     """
     if offline():
         return _fetch_cached(repo_id, revision)
-    if summary is None or not summary.blobs:
+    if summary is None or summary.sha is None:
         summary = repo_info(repo_id, revision=revision, endpoint_url=endpoint_url)
     if summary.sha is None:
         raise SourceError(f"hf:{repo_id}: the Hub gave no commit sha")
     names = summary.embedding_files()
     if not names:
         raise SourceError(f"hf:{repo_id}: no embedding file in the repo (.safetensors/.bin/.pt)")
-    facts = _facts_hints(summary, concept_facts(summary, endpoint_url=endpoint_url))
+    headers = _auth_headers()
+    facts = _facts_hints(
+        summary, concept_facts(summary, endpoint_url=endpoint_url, headers=headers)
+    )
     images = summary.preview_files()[:MAX_PREVIEWS] if previews else []
     total = sum((summary.blobs.get(p, (0, None))[0] or 0) for p in names + images) or None
     done = 0
     preview_paths: list[Path] = []
     for image in images:
-        preview_paths.append(_download_pinned(summary, image, MAX_PREVIEW_BYTES, endpoint_url))
+        preview_paths.append(
+            _download_pinned(summary, image, MAX_PREVIEW_BYTES, endpoint_url, headers)
+        )
         done += preview_paths[-1].stat().st_size
         if progress:
             progress(done, total)
     fetched = []
     for name in names:
-        path = _download_pinned(summary, name, MAX_FILE_BYTES, endpoint_url)
+        path = _download_pinned(summary, name, MAX_FILE_BYTES, endpoint_url, headers)
         done += path.stat().st_size
         if progress:
             progress(done, total)

@@ -34,7 +34,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -258,10 +258,13 @@ class _Partial:
         self.held = None
 
 
-#: files at most this big (by ``expected_size``) skip the shared, resumable partial file and its
-#: lock: one round trip fetches them, so there is nothing worth resuming, and on a sync of a
-#: thousand concept repos (two text files each) the lock and validator files were most of the
-#: file-system work
+#: what a server's headers promise about the file it sends: (sha256 or None, size or None)
+Promise = Callable[[Mapping[str, str]], tuple[str | None, int | None]]
+
+#: files at most this big (by ``expected_size``, or by ``max_bytes`` itself) skip the shared,
+#: resumable partial file and its lock: one round trip fetches them, so there is nothing worth
+#: resuming, and on a sync of a thousand concept repos (two text files each) the lock and
+#: validator files were most of the file-system work
 SMALL_FILE = 64 * 1024
 
 
@@ -277,6 +280,7 @@ def download(
     progress: DownloadProgress | None = None,
     retry: RetryPolicy | None = None,
     durable: bool = True,
+    promised: Promise | None = None,
 ) -> Downloaded:
     """Download ``url`` into ``dest_dir`` and return the verified file.
 
@@ -286,6 +290,11 @@ def download(
     when a redirect leaves the host, so an API key never reaches a storage CDN.
     ``durable=False`` skips the fsyncs (the rename stays atomic), for cache entries that are
     cheap to fetch again: on many disks each fsync costs milliseconds.
+    ``promised`` reads the headers of the first response (before any redirect) and returns the
+    sha256 and size they promise (or raises :class:`SourceError` to refuse the reply); what it
+    gives is checked like ``expected_sha256`` / ``expected_size`` where those were not passed,
+    before the file is moved into place. The Hub says a file's LFS sha256 only on its resolve
+    response, so a caller needs no second request to learn it.
     """
     dest = Path(dest_dir)
     expected = expected_sha256.lower() if expected_sha256 else None
@@ -302,11 +311,21 @@ def download(
 
     def job(partial: _Partial) -> _Job:
         return _Job(
-            url, dest, partial, target, expected, expected_size, max_bytes, progress, durable
+            url,
+            dest,
+            partial,
+            target,
+            expected,
+            expected_size,
+            max_bytes,
+            progress,
+            durable,
+            promised,
         )
 
     policy = retry or RetryPolicy.from_env()
-    if expected_size is None or expected_size > SMALL_FILE:
+    bound = max_bytes if expected_size is None else min(expected_size, max_bytes)
+    if bound > SMALL_FILE:
         partial = _Partial.for_url(url, dest)
         with _locked(partial) as locked:
             if locked:
@@ -334,6 +353,7 @@ class _Job:
     max_bytes: int
     progress: DownloadProgress | None
     durable: bool
+    promised: Promise | None = None
 
     def run(self, headers: dict[str, str], policy: RetryPolicy) -> Downloaded:
         """Try until the file is complete and verified, a permanent error, or tries run out."""
@@ -341,7 +361,7 @@ class _Job:
         attempt = 0
         while True:
             try:
-                name, url_final, resumed = self.attempt(headers)
+                name, url_final, resumed, sha = self.attempt(headers)
             except _Transient as exc:
                 attempt += 1
                 if attempt >= policy.attempts:
@@ -361,7 +381,6 @@ class _Job:
                 if self.partial.validator() is None:
                     self.partial.clear()  # interrupted, and the prefix cannot be validated
                 raise
-            sha = sha256_file(self.partial.data)
             size = self.partial.data.stat().st_size
             if self.expected and sha != self.expected:
                 self.partial.clear()
@@ -386,8 +405,9 @@ class _Job:
                 fsync_dir(self.dest)
             return Downloaded(target, sha, size, url_final)
 
-    def attempt(self, headers: dict[str, str]) -> tuple[str, str, bool]:
-        """One request into the partial file; returns (final name, final URL, resumed?)."""
+    def attempt(self, headers: dict[str, str]) -> tuple[str, str, bool, str]:
+        """One request into the partial file; returns (final name, final URL, resumed?, the
+        partial file's sha256)."""
         request_headers = {"Accept-Encoding": "identity", **headers}  # ranges of the real bytes
         have = self.partial.data.stat().st_size if self.partial.data.exists() else 0
         validator = self.partial.validator()
@@ -413,6 +433,13 @@ class _Job:
                 raise _Transient("range not satisfiable, restarting", "0")
             if status >= 400:
                 raise _status_error(response)
+            if self.promised is not None:
+                first = response.history[0] if response.history else response
+                sha, size = self.promised(first.headers)
+                if self.expected is None and sha:
+                    self.expected = sha.lower()
+                if self.expected_size is None:
+                    self.expected_size = size
             resumed = status == 206 and have > 0 and _range_start(response) == have
             if not resumed:
                 have = 0
@@ -426,13 +453,19 @@ class _Job:
             self.partial.remember(_validator(response))
             name = self.target.name if self.target else None
             name = name or filename_from_response(response) or "download"
-            self.stream_body(response, have, total)
-            return name, response.url, resumed
+            sha = self.stream_body(response, have, total)
+            return name, response.url, resumed, sha
 
-    def stream_body(self, response: requests.Response, have: int, total: int | None) -> None:
-        """Append the body to the partial file, sniffing its start and counting its size."""
+    def stream_body(self, response: requests.Response, have: int, total: int | None) -> str:
+        """Append the body to the partial file, sniffing its start and counting its size;
+        return the whole file's sha256 (a resumed prefix hashed first, from the file)."""
         done = have
         first = have == 0
+        digest = hashlib.sha256()
+        if have:
+            with self.partial.data.open("rb") as prefix:
+                while block := prefix.read(CHUNK):
+                    digest.update(block)
         with self.partial.data.open("ab" if have else "wb") as out:
             try:
                 for chunk in response.iter_content(CHUNK):
@@ -446,6 +479,7 @@ class _Job:
                             f"download exceeds the {self.max_bytes}-byte limit", path=response.url
                         )
                     out.write(chunk)
+                    digest.update(chunk)
                     if self.progress:
                         self.progress(done, total)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -465,6 +499,7 @@ class _Job:
         if total is not None and done != total:
             too_long = f"the body has {done} bytes, not {total}"
             raise _Transient(ends_early(done, total) if done < total else too_long)
+        return digest.hexdigest()
 
 
 def _read_before_drop(exc: BaseException) -> int:

@@ -97,6 +97,7 @@ class HubRepo:
     last_modified: str = "2022-09-10T12:00:00.000Z"
     sha_override: str | None = None  # what a hostile endpoint claims instead
     etag_header: str | None = None  # the ETag a hostile endpoint sends when resolving
+    commit_header: str | None = None  # the X-Repo-Commit a hostile endpoint sends when resolving
 
     @property
     def sha(self) -> str:
@@ -428,7 +429,7 @@ class HubServer:
             start = int(wanted[6:].split("-")[0])
             status, body = 206, data[start:]
         headers = {
-            "X-Repo-Commit": repo.sha,
+            "X-Repo-Commit": repo.commit_header or repo.sha,
             "ETag": f'"{repo.etag_header or repo.etag(path)}"',
             "X-Linked-Size": str(len(data)),
             "Accept-Ranges": "bytes",
