@@ -153,16 +153,17 @@ def test_each_batch_is_stored_before_it_is_recorded_and_after_the_batch_before(
     write_mixed(tmp_path / "files", 40, seed=26, per_folder=40)
     events: list[tuple[str, Any]] = []
     lock = threading.Lock()
-    real_put, real_commit = ContentStore.put, importer._commit_together
+    real_put, real_commit = ContentStore._put, importer._commit_together
 
-    def put(self: ContentStore, embedding: Any) -> str:
+    def put(self: ContentStore, embedding: Any, sha: str) -> str:
+        assert sha == embedding.vectors_sha256()
         with lock:
-            events.append(("put", embedding.vectors_sha256()))
+            events.append(("put", sha))
         try:
-            return real_put(self, embedding)
+            return real_put(self, embedding, sha)
         finally:
             with lock:
-                events.append(("stored", embedding.vectors_sha256()))
+                events.append(("stored", sha))
 
     def commit(catalogue: Catalogue, batch: list[Any], hints: Any) -> Any:
         shas = [ready.embedding.vectors_sha256() for ready in batch]
@@ -172,7 +173,7 @@ def test_each_batch_is_stored_before_it_is_recorded_and_after_the_batch_before(
             events.append(("commit", shas))
         return real_commit(catalogue, batch, hints)
 
-    monkeypatch.setattr(ContentStore, "put", put)
+    monkeypatch.setattr(ContentStore, "_put", put)
     monkeypatch.setattr(importer, "_commit_together", commit)
     report = add_paths(catalogue, [tmp_path / "files"])
     assert len(report.imported) == 40

@@ -461,15 +461,12 @@ class _Batch:
 
 @dataclass
 class _Ready:
-    """A file read, hashed and stored, waiting for its batch's transaction."""
+    """A file read and hashed, waiting for its batch to be stored and recorded."""
 
     candidate: _Candidate
     embedding: Embedding
     file: _FileFacts
-
-    @property
-    def size(self) -> int:
-        return _held(self.embedding)
+    size: int  # what its vectors hold in memory (see _held)
 
 
 def _held(embedding: Embedding | None) -> int:
@@ -509,15 +506,15 @@ def _prepare(candidate: _Candidate, budget: _MemoryBudget) -> _Ready | FileOutco
     try:
         read = _read(path)
     finally:
-        kept = read.embedding if isinstance(read, ReadResult) else None
-        budget.give(MAX_READ_MEMORY - _held(kept))
+        kept = _held(read.embedding if isinstance(read, ReadResult) else None)
+        budget.give(MAX_READ_MEMORY - kept)
     if isinstance(read, FileOutcome):
         return read
     embedding = read.embedding
     # a tireg-format file carries its original's hash; this file is then a re-encoding
     reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != read.sha256
     facts = _FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
-    return _Ready(candidate, embedding, facts)
+    return _Ready(candidate, embedding, facts, kept)
 
 
 def _prepared(candidates: list[_Candidate]) -> Iterator[tuple[_Candidate, _Ready | FileOutcome]]:
@@ -557,7 +554,7 @@ def _prepared(candidates: list[_Candidate]) -> Iterator[tuple[_Candidate, _Ready
 def _commit(
     catalogue: Catalogue, batch: list[_Ready], hints: Mapping[str, str]
 ) -> list[FileOutcome]:
-    """Record a batch of stored files in one transaction.
+    """Record a batch of stored files in one transaction: one outcome per file, in order.
 
     Should the catalogue refuse one of them (a constraint no file should break), the batch is
     rolled back whole and recorded again one file per transaction, so only that file fails.
@@ -655,8 +652,9 @@ def add_paths(
         """Record a batch whose store files are durable; report its files' progress."""
         nonlocal done
         if batch.ready:
-            for outcome in _commit(catalogue, batch.ready, hints):
-                outcomes[Path(outcome.path)] = outcome
+            recorded = _commit(catalogue, batch.ready, hints)  # one outcome per file, in order
+            for ready, outcome in zip(batch.ready, recorded, strict=True):
+                outcomes[ready.candidate.path] = outcome
         for candidate in batch.candidates:
             done += 1
             if progress is not None:

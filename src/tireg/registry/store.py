@@ -76,7 +76,10 @@ class ContentStore:
         An existing file is re-read and kept only if its vectors hash to its name, so a file
         damaged on disk is healed by the next import of the same vectors.
         """
-        sha = embedding.vectors_sha256()
+        return self._put(embedding, embedding.vectors_sha256())
+
+    def _put(self, embedding: Embedding, sha: str) -> str:
+        """:meth:`put`, given the vectors hash this store computed of ``embedding``."""
         target = self.path(sha)
         if target.is_file() and self._holds(target, sha):
             return relative_path(sha)
@@ -103,7 +106,7 @@ class ContentStore:
         one ``pool`` for a whole import spares starting threads for every batch.
         """
         wanted = {e.vectors_sha256(): e for e in embeddings}
-        return [pool.submit(self.put, embedding) for embedding in wanted.values()]
+        return [pool.submit(self._put, embedding, sha) for sha, embedding in wanted.items()]
 
     def get(self, vectors_sha256: str) -> Embedding:
         """Load a stored embedding, checking that its vectors still hash to its name."""
