@@ -21,6 +21,7 @@ from tests.registry.make_files import random_embedding, write_mixed
 from tireg.db import open_catalogue
 from tireg.db.session import FTS_TABLE
 from tireg.registry.doctor import ORPHAN_MIN_AGE_S
+from tireg.registry.importer import BATCH_FILES
 from tireg.registry.store import ContentStore
 
 
@@ -67,7 +68,8 @@ def test_doctor_reports_and_repairs(tireg_cli, tmp_path: Path) -> None:  # type:
 
 def test_ctrl_c_during_add_says_what_was_imported(tmp_path: Path) -> None:
     folder = tmp_path / "many"
-    write_mixed(folder, 600, seed=11)
+    total = 4 * BATCH_FILES
+    write_mixed(folder, total, seed=11)
     env = {**os.environ, "TIREG_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tireg", "add", str(folder)],
@@ -78,9 +80,11 @@ def test_ctrl_c_during_add_says_what_was_imported(tmp_path: Path) -> None:
     )
     store = tmp_path / "home" / "store"
     deadline = time.monotonic() + 120
-    # interrupt once a few batches are committed (the store runs up to 256 files ahead)
+    # interrupt once a batch is committed: the store runs up to two batches ahead of the commits
+    # (one being stored while the one before is recorded), so more store files than that mean
+    # the first batch is in the catalogue
     while time.monotonic() < deadline and proc.poll() is None:
-        if store.is_dir() and sum(1 for _ in store.glob("??/*.safetensors")) >= 450:
+        if store.is_dir() and sum(1 for _ in store.glob("??/*.safetensors")) > 2 * BATCH_FILES:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
@@ -98,4 +102,4 @@ def test_ctrl_c_during_add_says_what_was_imported(tmp_path: Path) -> None:
     )
     assert rerun.returncode == 0, rerun.stderr
     done = json.loads(rerun.stdout)["counts"]
-    assert done["already_known"] > 0 and done["already_known"] + done["imported"] == 600
+    assert done["already_known"] > 0 and done["already_known"] + done["imported"] == total

@@ -2,15 +2,18 @@
 
 What made ``tireg add`` slow (issue 9 §5) was a dozen ORM statements per file and one journal
 commit per store file; these tests pin down that a batch costs the same few statements whatever
-its size, that bulk recording keeps every rule per-file recording had, and that
-:meth:`ContentStore.put_many` still makes every file durable before it returns.
+its size, that bulk recording keeps every rule per-file recording had, that
+:meth:`ContentStore.put_many` still makes every file durable before its future is done, and
+that a batch is stored, while the one before is recorded, before it is recorded itself.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,9 @@ def test_same_vectors_twice_in_a_batch_fill_facts_and_name_both_files(
         assert len(session.scalars(select(ProvenanceRow)).all()) == 2
         words = session.scalars(select(PromptWordRow.word).order_by(PromptWordRow.id)).all()
         assert words == ["plain-one", "trained-two"]
+    # the store keeps one copy, the batch's last, whichever of its writes finished first
+    stored = ContentStore().get(plain.vectors_sha256())
+    assert (stored.name, stored.step) == ("trained", 1500)
     again = add_paths(catalogue, [first, second])
     assert len(again.known) == 2 and not again.imported
 
@@ -111,7 +117,9 @@ def test_put_many_fsyncs_each_file_before_publishing_and_each_folder_after(
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "link", link)
-    store.put_many(embeddings + embeddings[:3])  # the same vectors twice are stored once
+    with ThreadPoolExecutor(4) as pool:  # the same vectors twice are stored once
+        for future in store.put_many(embeddings + embeddings[:3], pool):
+            future.result()
     targets = {dst for _, dst in published}
     assert targets == {str(store.path(e.vectors_sha256())) for e in embeddings}
     assert {str(Path(dst).parent) for dst in targets} <= set(synced)
@@ -122,12 +130,60 @@ def test_put_many_keeps_good_files_and_heals_damaged_ones(tmp_path: Path) -> Non
     store = ContentStore(tmp_path / "store")
     rng = np.random.default_rng(25)
     good, damaged = random_embedding(rng, "good"), random_embedding(rng, "damaged")
-    store.put_many([good, damaged])
-    kept = store.path(good.vectors_sha256()).stat()
-    bad = store.path(damaged.vectors_sha256())
-    bad.write_bytes(bad.read_bytes()[:-4])
-    assert not store.verify().ok
-    store.put_many([good, damaged])
+    with ThreadPoolExecutor(2) as pool:
+        for future in store.put_many([good, damaged], pool):
+            future.result()
+        kept = store.path(good.vectors_sha256()).stat()
+        bad = store.path(damaged.vectors_sha256())
+        bad.write_bytes(bad.read_bytes()[:-4])
+        assert not store.verify().ok
+        for future in store.put_many([good, damaged], pool):
+            future.result()
     assert store.verify().ok
     after = store.path(good.vectors_sha256()).stat()
     assert (kept.st_ino, kept.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+
+
+def test_each_batch_is_stored_before_it_is_recorded_and_after_the_batch_before(
+    catalogue: Catalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's stores run while the batch before is recorded; never does a transaction name a
+    store file not yet durable, nor a batch's stores start before the batch before is stored."""
+    monkeypatch.setattr(importer, "BATCH_FILES", 8)
+    write_mixed(tmp_path / "files", 40, seed=26, per_folder=40)
+    events: list[tuple[str, Any]] = []
+    lock = threading.Lock()
+    real_put, real_commit = ContentStore._put, importer._commit_together
+
+    def put(self: ContentStore, embedding: Any, sha: str) -> str:
+        assert sha == embedding.vectors_sha256()
+        with lock:
+            events.append(("put", sha))
+        try:
+            return real_put(self, embedding, sha)
+        finally:
+            with lock:
+                events.append(("stored", sha))
+
+    def commit(catalogue: Catalogue, batch: list[Any], hints: Any) -> Any:
+        shas = [ready.embedding.vectors_sha256() for ready in batch]
+        store = ContentStore()
+        assert all(sha in store and store.get(sha) for sha in shas)
+        with lock:
+            events.append(("commit", shas))
+        return real_commit(catalogue, batch, hints)
+
+    monkeypatch.setattr(ContentStore, "_put", put)
+    monkeypatch.setattr(importer, "_commit_together", commit)
+    report = add_paths(catalogue, [tmp_path / "files"])
+    assert len(report.imported) == 40
+    batches = [shas for kind, shas in events if kind == "commit"]
+    assert len(batches) == 5 and sum(map(len, batches)) == 40
+    at = {(kind, sha): i for i, (kind, sha) in enumerate(events) if kind != "commit"}
+    commits = [i for i, (kind, _) in enumerate(events) if kind == "commit"]
+    for k, shas in enumerate(batches):
+        assert all(at["stored", sha] < commits[k] for sha in shas)
+        if k:
+            assert min(at["put", sha] for sha in shas) > max(
+                at["stored", s] for s in batches[k - 1]
+            )

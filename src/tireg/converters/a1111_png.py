@@ -33,6 +33,7 @@ import base64
 import binascii
 import io
 import json
+import struct
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -66,6 +67,16 @@ CARD_MAX_VECTORS = 75
 #: the widest text encoder A1111 loads an embedding for (SDXL's OpenCLIP bigG); A1111 skips an
 #: embedding of any other width than its model's (textual_inversion.py, ``expected_shape``)
 CARD_MAX_WIDTH = 1280
+
+_TEXT_KEY_BYTES = TEXT_KEY.encode("latin-1")
+#: the only chunks a plain PNG holds (see :func:`plain_png_text`); any other kind goes to Pillow
+_PLAIN_CHUNKS = frozenset({b"IHDR", b"tEXt", b"IDAT", b"IEND"})
+#: more chunks than any encoder writes for a card (64 MiB in 8 KiB IDATs is 8,192): a file of
+#: millions of empty chunks is left to Pillow before walking it costs more than a moment
+_PLAIN_MAX_CHUNKS = 1 << 16
+_CHUNK_HEAD = struct.Struct(">I4s")
+_CRC = struct.Struct(">I")
+_IHDR = struct.Struct(">IIBBBBB")
 
 _LCG_A = 1664525
 _LCG_C = 1013904223
@@ -155,18 +166,21 @@ class _NumberCount:
         self._count()
         return float(text)
 
+    def hooks(self) -> dict[str, Any]:
+        """The keyword arguments that make :func:`json.loads` count through this object."""
+        return {"parse_int": self.int, "parse_float": self.float}
+
 
 def _parse_payload(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_PAYLOAD:
         raise EmbeddingFileError(f"image embedding payload is over {MAX_PAYLOAD:,} bytes")
-    numbers = _NumberCount()
+    # Two JSON numbers are always apart by at least one character, so a payload of n bytes holds
+    # at most (n + 1) // 2 of them: below 2 * MAX_NUMBERS bytes (every card A1111 can write) the
+    # count cannot trip, and Python's own number parsing is used, since a hook per number cost
+    # more than the rest of reading a card. Longer payloads have every number counted as parsed.
+    counted = {} if (len(raw) + 1) // 2 <= MAX_NUMBERS else _NumberCount().hooks()
     try:
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_hook=_tensor_hook,
-            parse_int=numbers.int,
-            parse_float=numbers.float,
-        )
+        value = json.loads(raw.decode("utf-8"), object_hook=_tensor_hook, **counted)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         if isinstance(exc, EmbeddingFileError):
             raise
@@ -235,13 +249,82 @@ def decode_text(image: Any) -> dict[str, Any] | None:
     """The payload from the ``sd-ti-embedding`` text chunk, or None when there is none."""
     text = getattr(image, "text", None) or {}
     value = text.get(TEXT_KEY) if isinstance(text, dict) else None
-    if value is None:
-        return None
+    return None if value is None else _payload_from_text(value)
+
+
+def _payload_from_text(value: str) -> dict[str, Any]:
+    """The payload of an ``sd-ti-embedding`` text: base64 of the JSON dict."""
     try:
         raw = base64.b64decode(value, validate=False)
     except (binascii.Error, ValueError) as exc:
         raise EmbeddingFileError(f"the {TEXT_KEY} text chunk is not base64") from exc
     return _parse_payload(raw)
+
+
+def plain_png_text(data: bytes) -> str | None:
+    """The ``sd-ti-embedding`` text of a plain PNG, read from its chunks without decoding a
+    pixel; None when it has none, or is anything but plain (Pillow then decides, as before).
+
+    Why: A1111 takes a card's text chunk when there is one and only otherwise looks at the
+    pixels (modules/textual_inversion/textual_inversion.py, ``EmbeddingDatabase.load_from_file``:
+    ``embedding_from_b64(embed_image.text['sd-ti-embedding'])``, else image_embedding.py's
+    ``extract_image_data_embed``), and so does :func:`loads`; inflating and unfiltering the
+    pixels to find that text cost more than the rest of reading a card.
+
+    Plain is what A1111 and :func:`dumps` write, its structure checked as strictly as Pillow
+    checks it or more: every chunk whole with its CRC right (Pillow skips the CRCs of IDAT and
+    of what follows it); IHDR first, then only tEXt, IDAT in one run, and IEND, at most
+    :data:`_PLAIN_MAX_CHUNKS` in all; 8-bit grey, RGB or either with alpha, standard compression
+    and filtering, at most :data:`MAX_PIXELS` pixels; text within Pillow's ``MAX_TEXT_MEMORY``.
+    The text is then what Pillow's ``text`` gives for the key (its tEXt rule: the key ends at
+    the first NUL, the value is latin-1, the last chunk of a key wins). What is not checked is
+    whether the pixel data inflates: a card whose every CRC is right but whose IDAT stream is
+    broken (which damage in transit or storage does not make) is read from its text, as a
+    reader that never needs its pixels may.
+    """
+    from PIL.PngImagePlugin import MAX_TEXT_MEMORY
+
+    # 1. the signature, then the chunks in order, each whole, known and with its CRC right
+    if not data.startswith(PNG_MAGIC):
+        return None
+    view = memoryview(data)
+    pos, size = len(PNG_MAGIC), len(data)
+    kinds: list[bytes] = []
+    header = b""
+    value: bytes | None = None
+    text_memory = 0
+    while kinds[-1:] != [b"IEND"]:
+        if pos + 12 > size or len(kinds) >= _PLAIN_MAX_CHUNKS:
+            return None
+        length, kind = _CHUNK_HEAD.unpack_from(data, pos)
+        end = pos + 8 + length
+        if kind not in _PLAIN_CHUNKS or end + 4 > size:
+            return None
+        if zlib.crc32(view[pos + 4 : end]) != _CRC.unpack_from(data, end)[0]:
+            return None
+        # 2. the header, and every text chunk (Pillow's tEXt rule)
+        if kind == b"IHDR":
+            header = data[pos + 8 : end]
+        elif kind == b"tEXt":
+            key, _, text = data[pos + 8 : end].partition(b"\0")
+            if key:
+                text_memory += len(text)
+                if key == _TEXT_KEY_BYTES:
+                    value = text
+        kinds.append(kind)
+        pos = end + 4
+    # 3. IHDR once and first, IDAT in one run; a header A1111's cards and Pillow both read
+    idat_runs = sum(k == b"IDAT" and (i == 0 or kinds[i - 1] != k) for i, k in enumerate(kinds))
+    if kinds[0] != b"IHDR" or kinds.count(b"IHDR") != 1 or idat_runs != 1:
+        return None
+    if len(header) != 13 or text_memory > MAX_TEXT_MEMORY:
+        return None
+    width, height, depth, colour, compression, filtering, interlace = _IHDR.unpack(header)
+    if not (0 < width * height <= MAX_PIXELS and depth == 8 and colour in (0, 2, 4, 6)):
+        return None
+    if compression or filtering or interlace not in (0, 1):
+        return None
+    return None if value is None else value.decode("latin-1")
 
 
 def crop_black(pixels: np.ndarray) -> np.ndarray:
@@ -273,8 +356,19 @@ def decode_pixels(image: Any) -> dict[str, Any] | None:
 def loads(data: bytes) -> tuple[dict[str, Any], str]:
     """Decode a card: (A1111 payload dict, carrier). Carrier is ``"text"`` or ``"pixels"``.
 
-    A picture with neither carrier raises :class:`NotAnEmbeddingError`.
+    A picture with neither carrier raises :class:`NotAnEmbeddingError`. A plain PNG's text chunk
+    is read without decoding its pixels (:func:`plain_png_text`); any other picture goes
+    through :func:`loads_decoded`.
     """
+    text = plain_png_text(data)
+    if text is not None:
+        return _payload_from_text(text), "text"
+    return loads_decoded(data)
+
+
+def loads_decoded(data: bytes) -> tuple[dict[str, Any], str]:
+    """:func:`loads` by opening and decoding the whole picture with Pillow: its text chunks
+    (tEXt, zTXt or iTXt, anywhere in the file) win over its pixels."""
     kind = image_kind(data) or "picture"
     image = _open(data)
     payload = decode_text(image)

@@ -7,9 +7,9 @@ Two levels:
   provenance row for the file it came from, compatibility facts, tags, and its search-index row.
 * :func:`add_paths` walks files and folders, reads each file with
   :func:`tireg.converters.read_file` (on threads, ahead), and stores and records them a batch
-  at a time: the batch's store files made durable together, then one transaction of a handful
-  of bulk statements, so a bad file, or a process killed half-way, never loses the files
-  committed before it.
+  at a time: the batch's store files made durable together (while the batch before is
+  recorded), then one transaction of a handful of bulk statements, so a bad file, or a process
+  killed half-way, never loses the files committed before it.
   Pictures beside an embedding (``name.preview.png``, A1111's ``name.png``,
   ``concept_images/``) become its previews.
 
@@ -29,9 +29,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,7 @@ from tireg.converters import (
 )
 from tireg.converters.walking import CONCEPT_IMAGES, WALK_EXTENSIONS, walk
 from tireg.db.schema import (
+    Base,
     CompatRow,
     EmbeddingRow,
     PreviewRow,
@@ -54,7 +55,7 @@ from tireg.db.schema import (
 )
 from tireg.db.session import Catalogue, retried
 from tireg.errors import TiregError
-from tireg.files import sha256_file
+from tireg.files import SYNC_THREADS, sha256_file
 from tireg.progress import ItemProgress
 from tireg.registry import compat, naming, search_index, tags
 from tireg.registry.store import ContentStore, relative_path
@@ -62,17 +63,19 @@ from tireg.registry.store import ContentStore, relative_path
 #: pictures that can be previews (jpg cannot hold an A1111 image embedding, png/webp can)
 PICTURE_EXTENSIONS = frozenset({".png", ".webp", ".jpg", ".jpeg", ".jxl", ".avif"})
 #: files recorded per transaction: large enough that commits cost little, small enough that a
-#: concurrent writer waits a fraction of a second for the lock
-BATCH_FILES = 64
+#: concurrent writer waits a fraction of a second for the lock (the store files are written
+#: before the transaction starts: it holds the lock for its statements alone)
+BATCH_FILES = 256
 #: threads reading files ahead of the batch that stores and records them
 PREPARE_THREADS = 8
-PREPARE_AHEAD = 4 * BATCH_FILES
+PREPARE_AHEAD = 2 * BATCH_FILES
 #: memory the prepare threads may hold at once: a read in flight counts as the most reading one
 #: file can take (a small hostile file can decode to that much), a read done as its vectors, until
 #: the batch takes them. Without it, eight threads multiplied the worst case by eight.
 PREPARE_MEMORY = MAX_READ_MEMORY
-#: a batch is also committed once its vectors take this much memory
-BATCH_BYTES = MAX_READ_MEMORY // 2
+#: a batch is also committed once its vectors take this much memory (two are held at once: one
+#: being stored while the one before is recorded)
+BATCH_BYTES = MAX_READ_MEMORY // 4
 
 
 IMPORTED, KNOWN, NOT_EMBEDDING, UNSAFE, ERROR, PREVIEW = (
@@ -258,7 +261,7 @@ def _record_many(
     # 2. the new embeddings in one INSERT
     ids = {sha: row.id for sha, row in known.items()}
     if new:
-        session.execute(insert(EmbeddingRow), list(new.values()))
+        _insert_rows(session, EmbeddingRow, list(new.values()))
         added = select(EmbeddingRow.vectors_sha256, EmbeddingRow.id).where(
             EmbeddingRow.vectors_sha256.in_(list(new))
         )
@@ -270,7 +273,7 @@ def _record_many(
     known_ids = {row.id for row in known.values()}
     provenance = _new_provenance(session, files, shas, ids, known_ids)
     if provenance:
-        session.execute(insert(ProvenanceRow), provenance)
+        _insert_rows(session, ProvenanceRow, provenance)
         located = [(row["embedding_id"], row["location"]) for row in provenance]
         worded = naming.add_prompt_words(session, located)
         for row in known.values():
@@ -301,6 +304,17 @@ def _record_many(
         name = new[sha]["name"] if sha in new else known[sha].name
         recorded.append(_Recorded(ids[sha], name, sha, created))
     return recorded, changed
+
+
+def _insert_rows(session: Session, row_class: type[Base], rows: list[dict[str, Any]]) -> None:
+    """One INSERT of ``rows`` (dicts of the same columns, None where a fact is missing) into
+    ``row_class``'s table; its Python-side column defaults are still applied.
+
+    Why not the ORM's bulk insert (``insert(row_class)``): it leaves each row's None values out,
+    so a batch where some files carry a step and others not became one statement per run of
+    alike rows, and it worked through every row in Python before the driver saw it.
+    """
+    session.execute(insert(cast(Table, row_class.__table__)), rows)
 
 
 def _base_model(hints: Mapping[str, str]) -> tuple[str, str]:
@@ -402,7 +416,7 @@ def _add_compat_facts(session: Session, facts: list[tuple[int, str, str, str]]) 
     missing = [fact for fact in facts if fact not in recorded]
     if missing:
         columns = ("embedding_id", "relation", "model_ref", "evidence")
-        session.execute(insert(CompatRow), [dict(zip(columns, f, strict=True)) for f in missing])
+        _insert_rows(session, CompatRow, [dict(zip(columns, f, strict=True)) for f in missing])
     return {fact[0] for fact in missing}
 
 
@@ -468,16 +482,24 @@ def _read(path: Path) -> ReadResult | FileOutcome:
 
 
 @dataclass
+class _Batch:
+    """The files one transaction decides: every candidate, those read (``ready``), the bytes
+    their vectors hold, and the futures of their store files being written."""
+
+    candidates: list[_Candidate] = field(default_factory=list)
+    ready: list[_Ready] = field(default_factory=list)
+    size: int = 0
+    writes: list[Future[str]] = field(default_factory=list)
+
+
+@dataclass
 class _Ready:
-    """A file read, hashed and stored, waiting for its batch's transaction."""
+    """A file read and hashed, waiting for its batch to be stored and recorded."""
 
     candidate: _Candidate
     embedding: Embedding
     file: FileFacts
-
-    @property
-    def size(self) -> int:
-        return _held(self.embedding)
+    size: int  # what its vectors hold in memory (see _held)
 
 
 def _held(embedding: Embedding | None) -> int:
@@ -517,15 +539,15 @@ def _prepare(candidate: _Candidate, budget: _MemoryBudget) -> _Ready | FileOutco
     try:
         read = _read(path)
     finally:
-        kept = read.embedding if isinstance(read, ReadResult) else None
-        budget.give(MAX_READ_MEMORY - _held(kept))
+        kept = _held(read.embedding if isinstance(read, ReadResult) else None)
+        budget.give(MAX_READ_MEMORY - kept)
     if isinstance(read, FileOutcome):
         return read
     embedding = read.embedding
     # a tireg-format file carries its original's hash; this file is then a re-encoding
     reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != read.sha256
     facts = FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
-    return _Ready(candidate, embedding, facts)
+    return _Ready(candidate, embedding, facts, kept)
 
 
 def _prepared(candidates: list[_Candidate]) -> Iterator[tuple[_Candidate, _Ready | FileOutcome]]:
@@ -565,7 +587,7 @@ def _prepared(candidates: list[_Candidate]) -> Iterator[tuple[_Candidate, _Ready
 def _commit(
     catalogue: Catalogue, batch: list[_Ready], hints: Mapping[str, str]
 ) -> list[FileOutcome]:
-    """Record a batch of stored files in one transaction.
+    """Record a batch of stored files in one transaction: one outcome per file, in order.
 
     Should the catalogue refuse one of them (a constraint no file should break), the batch is
     rolled back whole and recorded again one file per transaction, so only that file fails.
@@ -623,11 +645,11 @@ def add_paths(
 
     Files are read and stored outside any lock (on a few threads), then recorded
     :data:`BATCH_FILES` at a time in one transaction: a file that cannot be read (or that the
-    catalogue refuses) is reported with its reason and the
-    others go on, and a killed process loses at most the uncommitted batch, which the next run
-    imports again. Without ``source_id`` each folder named (or the folder of each file named)
-    becomes a ``local`` source when a file is first imported from it. Failures of the catalogue
-    or the store themselves (a full disk, no permission) stop the run with one
+    catalogue refuses) is reported with its reason and the others go on, and a killed process
+    loses at most the two batches not yet committed (one being stored, one being recorded),
+    which the next run imports again. Without ``source_id`` each folder named (or the folder of
+    each file named) becomes a ``local`` source when a file is first imported from it. Failures
+    of the catalogue or the store themselves (a full disk, no permission) stop the run with one
     :class:`TiregError`; batches committed before it stay imported.
     """
     store = store if store is not None else ContentStore()
@@ -651,37 +673,47 @@ def add_paths(
                 seen.add(file)
                 candidates.append(_Candidate(file, source_id, folder))
 
+    # 1. files are read ahead on threads (_prepared), a batch at a time stored on a pool of
+    #    threads, and recorded once stored: the stores of one batch run while the batch before
+    #    is recorded, and a batch's stores start once the batch before is stored, so where two
+    #    files hold the same vectors, the store keeps the same copy however the threads ran
     outcomes: dict[Path, FileOutcome] = {}
-    batch: list[_Ready] = []
-    batch_bytes = 0
-    waiting: list[_Candidate] = []  # files whose outcome the next commit decides
     done = 0
+    current, stored = _Batch(), _Batch()
 
-    def flush() -> None:
-        nonlocal done, batch_bytes
-        batch_bytes = 0
-        if batch:
-            # the batch's store files are durable before the transaction naming them commits
-            store.put_many(ready.embedding for ready in batch)
-            for outcome in _commit(catalogue, batch, hints):
-                outcomes[Path(outcome.path)] = outcome
-            batch.clear()
-        for candidate in waiting:
+    def record(batch: _Batch) -> None:
+        """Record a batch whose store files are durable; report its files' progress."""
+        nonlocal done
+        if batch.ready:
+            recorded = _commit(catalogue, batch.ready, hints)  # one outcome per file, in order
+            for ready, outcome in zip(batch.ready, recorded, strict=True):
+                outcomes[ready.candidate.path] = outcome
+        for candidate in batch.candidates:
             done += 1
             if progress is not None:
                 progress(done, len(candidates), str(candidate.path))
-        waiting.clear()
 
-    for candidate, ready in _prepared(candidates):
-        waiting.append(candidate)
-        if isinstance(ready, FileOutcome):
-            outcomes[candidate.path] = ready
-        else:
-            batch.append(ready)
-            batch_bytes += ready.size
-        if len(waiting) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-            flush()
-    flush()
+    def advance(pool: ThreadPoolExecutor) -> None:
+        """Start storing the current batch and record the one stored before it."""
+        nonlocal current, stored
+        for future in stored.writes:
+            future.result()  # durable now; a StoreError stops the run here
+        previous, stored, current = stored, current, _Batch()
+        stored.writes = store.put_many((ready.embedding for ready in stored.ready), pool)
+        record(previous)
+
+    with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="tireg-store") as pool:
+        for candidate, ready in _prepared(candidates):
+            current.candidates.append(candidate)
+            if isinstance(ready, FileOutcome):
+                outcomes[candidate.path] = ready
+            else:
+                current.ready.append(ready)
+                current.size += ready.size
+            if len(current.candidates) >= BATCH_FILES or current.size >= BATCH_BYTES:
+                advance(pool)
+        advance(pool)  # the last batch is stored,
+        advance(pool)  # and recorded
 
     _record_previews(catalogue, outcomes)
     for outcome in outcomes.values():

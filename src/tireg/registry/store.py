@@ -11,7 +11,8 @@ file; :meth:`ContentStore.verify` proves it on demand.
 An import stores a batch of files at a time (:meth:`ContentStore.put_many`) before the one
 transaction that records them: each file is still fsynced before it is published and its folder
 fsynced after, but the whole batch's are in flight at once, so the file system commits them
-together instead of one journal commit per file (what made ``tireg add`` wait on the disk).
+together instead of one journal commit per file (what made ``tireg add`` wait on the disk), and
+while they are, the importer records the batch before.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import errno
 import os
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tireg import config
 from tireg.converters import Embedding, EmbeddingFileError, internal
 from tireg.errors import TiregError
-from tireg.files import SYNC_THREADS, TMP_SUFFIX, atomic_write_bytes
+from tireg.files import TMP_SUFFIX, atomic_write_bytes
 
 SUFFIX = ".safetensors"
 #: a temporary older than this belongs to a writer that died; younger ones may be in flight in
@@ -75,7 +76,10 @@ class ContentStore:
         An existing file is re-read and kept only if its vectors hash to its name, so a file
         damaged on disk is healed by the next import of the same vectors.
         """
-        sha = embedding.vectors_sha256()
+        return self._put(embedding, embedding.vectors_sha256())
+
+    def _put(self, embedding: Embedding, sha: str) -> str:
+        """:meth:`put`, given the vectors hash this store computed of ``embedding``."""
         target = self.path(sha)
         if target.is_file() and self._holds(target, sha):
             return relative_path(sha)
@@ -91,22 +95,18 @@ class ContentStore:
             raise _store_error(exc, target) from exc
         return relative_path(sha)
 
-    def put_many(self, embeddings: Iterable[Embedding]) -> None:
-        """:meth:`put` each embedding, on :data:`~tireg.files.SYNC_THREADS` threads at once.
+    def put_many(self, embeddings: Iterable[Embedding], pool: Executor) -> list[Future[str]]:
+        """Start :meth:`put` of each embedding on ``pool``; each file is durable once its future
+        is done, and a :class:`StoreError` (a full disk, permissions) comes out of its result.
 
-        Every file is still written, fsynced, published and its folder fsynced before this
-        returns, exactly as :meth:`put` does; done at once, the file system commits the fsyncs of
-        the whole batch together instead of one journal commit after another, and the waits
-        (each small system call too, for the GIL) overlap.
+        The same vectors twice are stored once, as the last of them (one writer per file, so
+        which copy the store keeps never depends on which thread finished first). Done at once,
+        the file system commits the fsyncs of the whole batch together instead of one journal
+        commit after another, and the waits (each small system call too, for the GIL) overlap;
+        one ``pool`` for a whole import spares starting threads for every batch.
         """
-        wanted = list({e.vectors_sha256(): e for e in embeddings}.values())
-        if len(wanted) < 2:
-            for embedding in wanted:
-                self.put(embedding)
-            return
-        with ThreadPoolExecutor(min(SYNC_THREADS, len(wanted)), "tireg-store") as pool:
-            for future in [pool.submit(self.put, embedding) for embedding in wanted]:
-                future.result()  # StoreError (a full disk, permissions) stops the batch
+        wanted = {e.vectors_sha256(): e for e in embeddings}
+        return [pool.submit(self._put, embedding, sha) for sha, embedding in wanted.items()]
 
     def get(self, vectors_sha256: str) -> Embedding:
         """Load a stored embedding, checking that its vectors still hash to its name."""
