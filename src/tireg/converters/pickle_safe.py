@@ -796,6 +796,27 @@ _SKIPS = _skip_table()
 _NO_SKIPS = [0] * 256
 
 
+def _prefixed_table() -> list[int]:
+    """Opcode byte → the width of its unsigned length prefix, for the opcodes whose
+    length-prefixed argument (a str, bytes, a ``LONG1``) no check reads, which
+    :func:`_check_opcodes` may then step over in its short loop too; 0 for every other opcode
+    (``BINSTRING`` and ``LONG4`` among them: their prefix is signed, and a negative one is an
+    error the full step names)."""
+    unsigned = {
+        pickletools.TAKEN_FROM_ARGUMENT1,
+        pickletools.TAKEN_FROM_ARGUMENT4U,
+        pickletools.TAKEN_FROM_ARGUMENT8U,
+    }
+    widths = [0] * 256
+    for code, entry in enumerate(_OPCODES):
+        if entry is not None and entry[1] in unsigned and entry[4] == _ROLE_PLAIN:
+            widths[code] = entry[2]
+    return widths
+
+
+_PREFIXED = _prefixed_table()
+
+
 class _StackModel:
     """Follows the unpickler's stack statically, tracking what could make ``hash()`` misbehave.
 
@@ -967,7 +988,9 @@ def _check_opcodes(
     watch = budget is not None and worst > budget.left
     # opcodes no check reads, stepped over in two lines, unless the model or the budget watch
     # wants to see each one
-    skips = _SKIPS if model is None and not watch else _NO_SKIPS
+    fast = model is None and not watch
+    skips = _SKIPS if fast else _NO_SKIPS
+    prefixed = _PREFIXED if fast else _NO_SKIPS
     wrong: EmbeddingFileError | None = None
     while True:
         if pos >= size:
@@ -986,6 +1009,13 @@ def _check_opcodes(
             else:
                 tuples += 1
             continue
+        width = prefixed[code]
+        if width:  # a str or bytes argument: stepped over whole, unless it runs past the end
+            end = pos + 1 + width + int.from_bytes(data[pos + 1 : pos + 1 + width], "little")
+            if end <= size:
+                count += 1
+                pos = end
+                continue
         entry = table[code]
         if entry is None:
             _fail(f"corrupt pickle (unknown opcode {code:#04x} at offset {pos})")

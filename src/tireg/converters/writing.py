@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,9 +245,14 @@ def _cannot_write(exc: OSError, path: Path) -> OutputWriteError:
     return OutputWriteError(f"cannot write ({exc.strerror or exc})", path=path)
 
 
+#: what :func:`safe_stem` replaces: all but alphanumerics (``str.isalnum``: ``\\w`` is exactly
+#: that plus ``_``, which is replaced by itself) and ``._- ``; checked over every code point
+_NOT_STEM = re.compile(r"[^\w.\- ]")
+
+
 def safe_stem(text: str) -> str:
     """A file stem from an embedding name: A1111's rule (alphanumerics and ``._- ``), no ``<>``."""
-    cleaned = "".join(ch if ch.isalnum() or ch in "._- " else "_" for ch in unbracketed(text))
+    cleaned = _NOT_STEM.sub("_", unbracketed(text))
     return safe_part(cleaned, max_bytes=MAX_STEM_BYTES)  # device names, length: tireg.paths
 
 
