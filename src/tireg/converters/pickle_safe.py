@@ -167,9 +167,13 @@ class Budget:
         self.limit = limit
         self.left = limit
 
-    def charge(self, size: int, what: str) -> None:
+    def charge(self, size: int, what: str, *subject: object) -> None:
+        """Spend ``size`` bytes on ``what`` (a ``str.format`` template when ``subject`` is
+        given: the message is built only for a refusal, never per charge)."""
         self.left -= size
         if self.left < 0:
+            if subject:
+                what = what.format(*subject)
             _fail(f"decoding would take more than {self.limit:,} bytes ({what})")
 
 
@@ -297,7 +301,7 @@ class Global:
         result = self._call(*args)
         budget = _BUDGET.get()
         if budget is not None:
-            budget.charge(_footprint(result), f"calls of {self.name}")
+            budget.charge(_footprint(result), "calls of {}", self.name)
         return result
 
     def __repr__(self) -> str:
@@ -1083,15 +1087,15 @@ def _check_opcodes(
 
 
 @contextlib.contextmanager
-def _quiet(escaped: bool) -> Iterator[None]:
+def _quiet() -> Iterator[None]:
     """Silence the DeprecationWarnings that malformed ``STRING`` escapes make the unpickler
-    print, where the pickle has such strings (``escaped``)."""
-    if not escaped:
-        yield
-        return
+    print (entered only for a pickle that has such strings: it costs more than a small load)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+_LOUD = contextlib.nullcontext()
 
 
 def unpickle(
@@ -1111,8 +1115,9 @@ def unpickle(
     sink: dict[str, StorageRef] = {} if storages is None else storages
     token = _BUDGET.set(budget)
     try:
-        with _quiet(escaped):
-            obj = RestrictedUnpickler(io.BytesIO(data[start:end]), sink).load()
+        whole = start == 0 and end == len(data)  # a zip's data.pkl: no copy to slice
+        with _quiet() if escaped else _LOUD:
+            obj = RestrictedUnpickler(io.BytesIO(data if whole else data[start:end]), sink).load()
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any failure is the file's
