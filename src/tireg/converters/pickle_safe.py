@@ -703,7 +703,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     storage records, which follow the pickles, can be sized without walking the object.
     """
 
-    def __init__(self, file: io.BytesIO, storages: dict[str, StorageRef]) -> None:
+    def __init__(self, file: io.BufferedIOBase, storages: dict[str, StorageRef]) -> None:
         super().__init__(file, encoding="utf-8")
         self.storages = storages
 
@@ -1116,8 +1116,11 @@ def unpickle(
     token = _BUDGET.set(budget)
     try:
         whole = start == 0 and end == len(data)  # a zip's data.pkl: no copy to slice
+        # a buffered stream has ``peek``, with which the C unpickler takes its input in one
+        # read; from a bare BytesIO it calls ``read`` once per opcode
+        stream = io.BufferedReader(io.BytesIO(data if whole else data[start:end]))
         with _quiet() if escaped else _LOUD:
-            obj = RestrictedUnpickler(io.BytesIO(data if whole else data[start:end]), sink).load()
+            obj = RestrictedUnpickler(stream, sink).load()
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any failure is the file's

@@ -120,6 +120,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: the JSON reader of every header (what ``json.loads(text, object_pairs_hook=...)`` builds
+#: anew on each call, built once)
+_HEADER_READER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+
+
 def parse_header(head: bytes, file_size: int) -> Header:
     """Validate the header bytes (from offset 8) against a file of ``file_size`` bytes."""
     try:
@@ -129,7 +134,7 @@ def parse_header(head: bytes, file_size: int) -> Header:
     if not text.startswith("{"):
         raise EmbeddingFileError("safetensors header does not start with '{'")
     try:
-        raw = json.loads(text, object_pairs_hook=_no_duplicates)
+        raw = _HEADER_READER.decode(text)
     except RecursionError:
         raise EmbeddingFileError("safetensors header nests JSON too deeply") from None
     except ValueError as exc:
