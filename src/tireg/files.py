@@ -342,7 +342,9 @@ class AtomicBatch:
         for group, _ in self._groups:
             for tmp, _ in group:
                 tmp.unlink(missing_ok=True)
-        for directory in sorted({path.parent for group, _ in self._groups for _, path in group}):
+        # each folder once, named by its text first: a Path per file costs more than the rest
+        folders = {os.path.dirname(path) for group, _ in self._groups for _, path in group}
+        for directory in sorted(Path(folder) for folder in folders):
             fsync_dir(directory)
 
 
