@@ -342,9 +342,7 @@ class AtomicBatch:
         for group, _ in self._groups:
             for tmp, _ in group:
                 tmp.unlink(missing_ok=True)
-        # each folder once, named by its text first: a Path per file costs more than the rest
-        folders = {os.path.dirname(path) for group, _ in self._groups for _, path in group}
-        for directory in sorted(Path(folder) for folder in folders):
+        for directory in sorted({path.parent for group, _ in self._groups for _, path in group}):
             fsync_dir(directory)
 
 

@@ -113,7 +113,8 @@ class Embedding:
         if self.flat and counts != {1}:
             raise ValueError(f"only a single vector can be flat, not {counts.pop()}")
         # one encoder (most embeddings) and no extras are in order already: nothing to sort
-        object.__setattr__(self, "vectors", fixed if len(fixed) == 1 else dict(sorted(fixed.items())))
+        ordered = fixed if len(fixed) == 1 else dict(sorted(fixed.items()))
+        object.__setattr__(self, "vectors", ordered)
         extras = self.extras
         object.__setattr__(self, "extras", dict(sorted(extras.items())) if extras else {})
 

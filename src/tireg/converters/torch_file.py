@@ -264,7 +264,7 @@ class _Archive:
         if "\0" in "".join(names):
             # zipfile cuts a name at its first NUL: 'data.pkl\0junk' would be read as 'data.pkl'
             _fail("zip archive has a member name with a NUL character")
-        self.members = dict(zip(names, members))
+        self.members = dict(zip(names, members, strict=True))
         if len(self.members) != len(members):
             _fail("zip archive lists a member twice")
         pickles = [
@@ -406,7 +406,8 @@ def _directory(data: bytes) -> list[_Member] | None:
             return None
         name = data[start : start + name_size].decode("utf-8" if flags & 0x800 else "cp437")
         # tuple.__new__: a named tuple's own __new__ is a Python function, called per member
-        members.append(tuple.__new__(_Member, (name, flags, method, crc, csize, usize, offset, None)))
+        fields = (name, flags, method, crc, csize, usize, offset, None)
+        members.append(tuple.__new__(_Member, fields))
     return members
 
 
