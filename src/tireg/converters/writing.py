@@ -249,7 +249,7 @@ def _cannot_write(exc: OSError, path: Path) -> OutputWriteError:
     return OutputWriteError(f"cannot write ({exc.strerror or exc})", path=path)
 
 
-#: what :func:`safe_stem` replaces: all but alphanumerics (``str.isalnum``: ``\\w`` is exactly
+#: what :func:`safe_stem` replaces: all but alphanumerics (``str.isalnum``: ``\w`` is exactly
 #: that plus ``_``, which is replaced by itself) and ``._- ``; checked over every code point
 _NOT_STEM = re.compile(r"[^\w.\- ]")
 
