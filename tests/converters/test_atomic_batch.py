@@ -109,3 +109,46 @@ def test_sdxl_pair_write_syncs_its_folder_once(tmp_path: Path, dir_syncs: list[P
     written = write_file(pair, tmp_path / "xl.safetensors", "diffusers-safetensors")
     assert [p.name for p in written] == ["xl.safetensors", "xl_2.safetensors"]
     assert dir_syncs == [tmp_path]
+
+
+def test_every_staged_file_is_fsynced_before_it_is_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are synced on several threads; each one exactly once, all before the first
+    is published."""
+    synced: list[Path] = []
+    real = files._fsync_file
+
+    def spy(path: Path) -> None:
+        assert not list(tmp_path.glob("*.bin"))  # nothing published yet
+        real(path)
+        synced.append(path)
+
+    monkeypatch.setattr(files, "_fsync_file", spy)
+    with atomic_batch() as batch:
+        for i in range(40):
+            batch.add([(tmp_path / f"{i}.bin", bytes([i]) * 100)], overwrite=False)
+        written = batch.commit()
+    assert len(written) == 40 and len(synced) == 40
+    assert len(set(synced)) == 40 and all(p.name.endswith(TMP_SUFFIX) for p in synced)
+
+
+def test_a_failed_fsync_publishes_nothing_and_raises_the_first_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever thread meets it, the failure of the earliest file is the one raised, once the
+    other files were synced; nothing is published and no temporary is left."""
+    real = files._fsync_file
+
+    def failing(path: Path) -> None:
+        real(path)
+        if path.name.startswith((".7.bin", ".31.bin")):
+            raise OSError(5, "I/O error", path.name.split(".tireg", 1)[0])
+
+    monkeypatch.setattr(files, "_fsync_file", failing)
+    with pytest.raises(OSError) as caught, atomic_batch() as batch:
+        for i in range(40):
+            batch.add([(tmp_path / f"{i}.bin", bytes([i]))], overwrite=False)
+        batch.commit()
+    assert caught.value.filename.startswith(".7.bin.")
+    assert list(tmp_path.iterdir()) == []

@@ -30,6 +30,9 @@ UNKNOWN_ENCODER = "emb"
 
 ENCODER_WIDTHS: dict[str, int] = {CLIP_L: 768, CLIP_G: 1280, CLIP_H: 1024}
 
+#: the byte layout vectors are hashed in (made once: a dtype parsed from text costs per call)
+_LITTLE_F32 = np.dtype("<f4")
+
 
 class Family(str, Enum):
     """The model family an embedding can work on, decided by its widths alone."""
@@ -98,7 +101,7 @@ class Embedding:
             raise ValueError("an embedding needs at least one encoder's vectors")
         fixed: dict[str, np.ndarray] = {}
         for key, value in self.vectors.items():
-            arr = np.asarray(value)
+            arr = value if type(value) is np.ndarray else np.asarray(value)
             if arr.ndim == 1:
                 arr = arr.reshape(1, -1)
             if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -109,8 +112,11 @@ class Embedding:
             raise ValueError(f"encoders disagree on the number of vectors: {sorted(counts)}")
         if self.flat and counts != {1}:
             raise ValueError(f"only a single vector can be flat, not {counts.pop()}")
-        object.__setattr__(self, "vectors", dict(sorted(fixed.items())))
-        object.__setattr__(self, "extras", dict(sorted(self.extras.items())))
+        # one encoder (most embeddings) and no extras are in order already: nothing to sort
+        ordered = fixed if len(fixed) == 1 else dict(sorted(fixed.items()))
+        object.__setattr__(self, "vectors", ordered)
+        extras = self.extras
+        object.__setattr__(self, "extras", dict(sorted(extras.items())) if extras else {})
 
     # -- derived facts -------------------------------------------------------------------------
 
@@ -154,7 +160,7 @@ class Embedding:
         digest = hashlib.sha256()
         for key, arr in self.vectors.items():
             digest.update(f"{key}:{arr.shape[0]}x{arr.shape[1]};".encode())
-            digest.update(np.ascontiguousarray(arr, dtype="<f4").data)  # hashed in place
+            digest.update(np.ascontiguousarray(arr, dtype=_LITTLE_F32).data)  # hashed in place
         return digest.hexdigest()
 
     def with_meta(self, **changes: Any) -> Embedding:

@@ -167,9 +167,13 @@ class Budget:
         self.limit = limit
         self.left = limit
 
-    def charge(self, size: int, what: str) -> None:
+    def charge(self, size: int, what: str, *subject: object) -> None:
+        """Spend ``size`` bytes on ``what`` (a ``str.format`` template when ``subject`` is
+        given: the message is built only for a refusal, never per charge)."""
         self.left -= size
         if self.left < 0:
+            if subject:
+                what = what.format(*subject)
             _fail(f"decoding would take more than {self.limit:,} bytes ({what})")
 
 
@@ -297,7 +301,7 @@ class Global:
         result = self._call(*args)
         budget = _BUDGET.get()
         if budget is not None:
-            budget.charge(_footprint(result), f"calls of {self.name}")
+            budget.charge(_footprint(result), "calls of {}", self.name)
         return result
 
     def __repr__(self) -> str:
@@ -699,7 +703,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     storage records, which follow the pickles, can be sized without walking the object.
     """
 
-    def __init__(self, file: io.BytesIO, storages: dict[str, StorageRef]) -> None:
+    def __init__(self, file: io.BufferedIOBase, storages: dict[str, StorageRef]) -> None:
         super().__init__(file, encoding="utf-8")
         self.storages = storages
 
@@ -794,6 +798,27 @@ def _skip_table() -> list[int]:
 
 _SKIPS = _skip_table()
 _NO_SKIPS = [0] * 256
+
+
+def _prefixed_table() -> list[int]:
+    """Opcode byte → the width of its unsigned length prefix, for the opcodes whose
+    length-prefixed argument (a str, bytes, a ``LONG1``) no check reads, which
+    :func:`_check_opcodes` may then step over in its short loop too; 0 for every other opcode
+    (``BINSTRING`` and ``LONG4`` among them: their prefix is signed, and a negative one is an
+    error the full step names)."""
+    unsigned = {
+        pickletools.TAKEN_FROM_ARGUMENT1,
+        pickletools.TAKEN_FROM_ARGUMENT4U,
+        pickletools.TAKEN_FROM_ARGUMENT8U,
+    }
+    widths = [0] * 256
+    for code, entry in enumerate(_OPCODES):
+        if entry is not None and entry[1] in unsigned and entry[4] == _ROLE_PLAIN:
+            widths[code] = entry[2]
+    return widths
+
+
+_PREFIXED = _prefixed_table()
 
 
 class _StackModel:
@@ -967,7 +992,9 @@ def _check_opcodes(
     watch = budget is not None and worst > budget.left
     # opcodes no check reads, stepped over in two lines, unless the model or the budget watch
     # wants to see each one
-    skips = _SKIPS if model is None and not watch else _NO_SKIPS
+    fast = model is None and not watch
+    skips = _SKIPS if fast else _NO_SKIPS
+    prefixed = _PREFIXED if fast else _NO_SKIPS
     wrong: EmbeddingFileError | None = None
     while True:
         if pos >= size:
@@ -986,6 +1013,13 @@ def _check_opcodes(
             else:
                 tuples += 1
             continue
+        width = prefixed[code]
+        if width:  # a str or bytes argument: stepped over whole, unless it runs past the end
+            end = pos + 1 + width + int.from_bytes(data[pos + 1 : pos + 1 + width], "little")
+            if end <= size:
+                count += 1
+                pos = end
+                continue
         entry = table[code]
         if entry is None:
             _fail(f"corrupt pickle (unknown opcode {code:#04x} at offset {pos})")
@@ -1053,15 +1087,15 @@ def _check_opcodes(
 
 
 @contextlib.contextmanager
-def _quiet(escaped: bool) -> Iterator[None]:
+def _quiet() -> Iterator[None]:
     """Silence the DeprecationWarnings that malformed ``STRING`` escapes make the unpickler
-    print, where the pickle has such strings (``escaped``)."""
-    if not escaped:
-        yield
-        return
+    print (entered only for a pickle that has such strings: it costs more than a small load)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+_LOUD = contextlib.nullcontext()
 
 
 def unpickle(
@@ -1081,8 +1115,12 @@ def unpickle(
     sink: dict[str, StorageRef] = {} if storages is None else storages
     token = _BUDGET.set(budget)
     try:
-        with _quiet(escaped):
-            obj = RestrictedUnpickler(io.BytesIO(data[start:end]), sink).load()
+        whole = start == 0 and end == len(data)  # a zip's data.pkl: no copy to slice
+        # a buffered stream has ``peek``, with which the C unpickler takes its input in one
+        # read; from a bare BytesIO it calls ``read`` once per opcode
+        stream = io.BufferedReader(io.BytesIO(data if whole else data[start:end]))
+        with _quiet() if escaped else _LOUD:
+            obj = RestrictedUnpickler(stream, sink).load()
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any failure is the file's

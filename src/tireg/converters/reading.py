@@ -25,7 +25,7 @@ import hashlib
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,16 +191,9 @@ def read_bytes_detailed(
         if warn:
             message = nonfinite_message(label or embedding.name, bad)
             warnings.warn(NonFiniteVectorsWarning(message), stacklevel=2)
-    return ReadResult(
-        embedding,
-        result.container,
-        result.layout,
-        result.dtypes,
-        result.safety,
-        result.carrier,
-        sha,
-        bad,
-    )
+    if embedding is result.embedding and not bad:
+        return result  # the readers below give the file's sha256 already
+    return replace(result, embedding=embedding, nonfinite=bad)
 
 
 def nonfinite_message(label: str, count: int) -> str:
@@ -223,7 +216,7 @@ def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:
         if embedding.source_format is None:
             embedding = embedding.with_meta(source_format="tireg", source_sha256=sha)
         dtypes = {k: stored.get(k, "float32") for k in embedding.vectors}
-        return ReadResult(embedding, "safetensors", "tireg", dtypes, SAFE_SAFETENSORS)
+        return ReadResult(embedding, "safetensors", "tireg", dtypes, SAFE_SAFETENSORS, sha256=sha)
     found = layouts.interpret(
         tensors, container="safetensors", name_hint=name_hint, metadata=metadata, source_sha256=sha
     )
@@ -232,7 +225,9 @@ def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:
     else:
         (only,) = stored.values()
         dtypes = dict.fromkeys(found.embedding.vectors, only)
-    return ReadResult(found.embedding, "safetensors", found.layout, dtypes, SAFE_SAFETENSORS)
+    return ReadResult(
+        found.embedding, "safetensors", found.layout, dtypes, SAFE_SAFETENSORS, sha256=sha
+    )
 
 
 def _read_torch(data: bytes, name_hint: str, container: str, sha: str) -> ReadResult:
@@ -240,7 +235,9 @@ def _read_torch(data: bytes, name_hint: str, container: str, sha: str) -> ReadRe
 
     obj: Any = torch_file.load(data)
     found = layouts.interpret(obj, container="pt", name_hint=name_hint, source_sha256=sha)
-    return ReadResult(found.embedding, container, found.layout, found.dtypes, SAFE_PICKLE)
+    return ReadResult(
+        found.embedding, container, found.layout, found.dtypes, SAFE_PICKLE, sha256=sha
+    )
 
 
 def _read_image(data: bytes, name_hint: str, container: str, sha: str) -> ReadResult:
@@ -248,7 +245,9 @@ def _read_image(data: bytes, name_hint: str, container: str, sha: str) -> ReadRe
     found = layouts.interpret(payload, container=container, name_hint=name_hint, source_sha256=sha)
     # JSON numbers arrive as float64; A1111 stores float32, which is what the card held
     dtypes = dict.fromkeys(found.embedding.vectors, "float32")
-    return ReadResult(found.embedding, container, found.layout, dtypes, SAFE_IMAGE, carrier)
+    return ReadResult(
+        found.embedding, container, found.layout, dtypes, SAFE_IMAGE, carrier, sha256=sha
+    )
 
 
 def read_sdxl_pair(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> Embedding:

@@ -68,6 +68,9 @@ _DTYPE_NAMES = {
     "F8_E4M3": "float8_e4m3fn",
     "F8_E5M2": "float8_e5m2",
 }
+#: the JSON writer of every header: compact, sorted keys, UTF-8 as is (one instance, built once,
+#: where ``json.dumps`` with these options builds an encoder per call)
+_HEADER_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 _NUMPY_TO_DTYPE = {
     "float64": "F64",
     "float32": "F32",
@@ -79,6 +82,9 @@ _NUMPY_TO_DTYPE = {
     "uint8": "U8",
     "bool": "BOOL",
 }
+
+#: the same, keyed by the native (little-endian) numpy dtype itself: ``dtype.name`` runs Python
+_DTYPE_OF = {np.dtype(DTYPES[code][0]): code for code in _NUMPY_TO_DTYPE.values()}
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: the JSON reader of every header (what ``json.loads(text, object_pairs_hook=...)`` builds
+#: anew on each call, built once)
+_HEADER_READER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+
+
 def parse_header(head: bytes, file_size: int) -> Header:
     """Validate the header bytes (from offset 8) against a file of ``file_size`` bytes."""
     try:
@@ -123,7 +134,7 @@ def parse_header(head: bytes, file_size: int) -> Header:
     if not text.startswith("{"):
         raise EmbeddingFileError("safetensors header does not start with '{'")
     try:
-        raw = json.loads(text, object_pairs_hook=_no_duplicates)
+        raw = _HEADER_READER.decode(text)
     except RecursionError:
         raise EmbeddingFileError("safetensors header nests JSON too deeply") from None
     except ValueError as exc:
@@ -243,21 +254,22 @@ def dumps(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None 
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
-    chunks: list[bytes] = []
+    arrays: list[np.ndarray] = []
     offset = 0
     for name in sorted(tensors):
         arr = np.asarray(tensors[name])
-        dtype = _NUMPY_TO_DTYPE.get(arr.dtype.name)
+        dtype = _DTYPE_OF.get(arr.dtype) or _NUMPY_TO_DTYPE.get(arr.dtype.name)
         if dtype is None:
             raise EmbeddingFileError(f"cannot store dtype {arr.dtype} in safetensors")
-        blob = np.ascontiguousarray(arr, dtype=DTYPES[dtype][0]).tobytes()
+        stored = np.ascontiguousarray(arr, dtype=DTYPES[dtype][0])
         header[name] = {
             "dtype": dtype,
             "shape": list(arr.shape),
-            "data_offsets": [offset, offset + len(blob)],
+            "data_offsets": [offset, offset + stored.nbytes],
         }
-        chunks.append(blob)
-        offset += len(blob)
-    head = json.dumps(header, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+        arrays.append(stored)
+        offset += stored.nbytes
+    head = _HEADER_JSON.encode(header).encode()
     head += b" " * (-len(head) % 8)
-    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+    # one copy of each tensor's bytes, straight into the result
+    return b"".join([struct.pack("<Q", len(head)), head, *(a.data for a in arrays)])

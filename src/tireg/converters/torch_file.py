@@ -110,6 +110,11 @@ _END = struct.Struct("<4s4H2LH")
 _END64 = struct.Struct("<4sQ2H2L4Q")
 _END64_LOCATOR = struct.Struct("<4sLQL")
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+#: the fields of a central directory entry that :func:`_directory` reads (the others skipped
+#: as padding): signature, version needed, flags, method, CRC, sizes, name/extra/comment
+#: lengths, local header offset
+_CENTRAL_USED = struct.Struct("<4s2xB1xHH4xLLLHHH8xL")
+assert _CENTRAL_USED.size == _CENTRAL.size
 #: a 32-bit size or offset with this value is in a ZIP64 extra field instead
 _ZIP64_MARK = 0xFFFFFFFF
 #: the newest "version needed to extract" zipfile accepts (6.3)
@@ -131,6 +136,14 @@ _NUMPY_DTYPES: dict[str, str] = {
     "bool": "u1",
     "complex64": "<c8",
     "complex128": "<c16",
+}
+
+#: torch dtype name → the numpy dtypes its storage is read as (little-endian, as stored; and
+#: big-endian, for a file that says so) and returned in (native byte order), made once:
+#: ``np.dtype(...)`` and ``newbyteorder`` cost more per tensor than the rest of its checks
+_DTYPE_TRIPLES: dict[str, tuple[np.dtype[Any], np.dtype[Any], np.dtype[Any]]] = {
+    name: (np.dtype(code), np.dtype(code).newbyteorder(">"), np.dtype(code).newbyteorder("="))
+    for name, code in _NUMPY_DTYPES.items()
 }
 
 
@@ -247,15 +260,16 @@ class _Archive:
         if members is None:
             self.zip = _open_zip(source)
             members = [_Member.of(info) for info in self.zip.infolist()]
-        if any("\0" in member.name for member in members):
+        names = [member.name for member in members]
+        if "\0" in "".join(names):
             # zipfile cuts a name at its first NUL: 'data.pkl\0junk' would be read as 'data.pkl'
             _fail("zip archive has a member name with a NUL character")
-        self.members = {member.name: member for member in members}
+        self.members = dict(zip(names, members, strict=True))
         if len(self.members) != len(members):
             _fail("zip archive lists a member twice")
         pickles = [
             n
-            for n in self.members
+            for n in names
             if n.endswith("data.pkl") and (n == "data.pkl" or _one_dir(n, "data.pkl"))
         ]
         if not pickles:
@@ -288,7 +302,7 @@ class _Archive:
                 blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
         if len(blob) != size:
             _fail(f"zip member {shown!r} holds {len(blob)} bytes, not {size}")
-        self.budget.charge(size, f"zip member {shown!r}")
+        self.budget.charge(size, "zip member {!r}", shown)
         return blob
 
     def _stored(self, member: _Member) -> bytes:
@@ -374,23 +388,26 @@ def _directory(data: bytes) -> list[_Member] | None:
         return None
     members: list[_Member] = []
     pos = cd_offset
+    entry = _CENTRAL_USED.size
     while pos < cd_end:
-        if pos + _CENTRAL.size > cd_end:
+        if pos + entry > cd_end:
             return None
-        (sig, _, _, version, _, flags, method, _, _, crc, csize, usize, name_size, extra_size,
-         comment_size, _, _, _, offset) = _CENTRAL.unpack_from(data, pos)  # fmt: skip
-        start = pos + _CENTRAL.size
+        (sig, version, flags, method, crc, csize, usize, name_size, extra_size, comment_size,
+         offset) = _CENTRAL_USED.unpack_from(data, pos)  # fmt: skip
+        start = pos + entry
         pos = start + name_size + extra_size + comment_size
         if (
             sig != b"PK\x01\x02"
             or version > _MAX_EXTRACT_VERSION
-            or method != zipfile.ZIP_STORED
+            or method  # zipfile.ZIP_STORED
             or _ZIP64_MARK in (csize, usize, offset)
             or pos > cd_end
         ):
             return None
         name = data[start : start + name_size].decode("utf-8" if flags & 0x800 else "cp437")
-        members.append(_Member(name, flags, method, crc, csize, usize, offset))
+        # tuple.__new__: a named tuple's own __new__ is a Python function, called per member
+        fields = (name, flags, method, crc, csize, usize, offset, None)
+        members.append(tuple.__new__(_Member, fields))
     return members
 
 
@@ -533,8 +550,8 @@ class _Converter:
     def tensor(self, stub: TensorStub) -> Any:
         if self.tensors == "shape":
             return TensorRef(stub.shape, stub.dtype)
-        numpy_dtype = _NUMPY_DTYPES.get(stub.dtype)
-        if numpy_dtype is None:
+        dtypes = _DTYPE_TRIPLES.get(stub.dtype)
+        if dtypes is None:
             _fail(f"tensors of dtype {stub.dtype} cannot be loaded")
         numel = math.prod(stub.shape)
         # charged at the size returned: bfloat16 is widened to float32 (a stride-0 view of a few
@@ -547,17 +564,17 @@ class _Converter:
             _fail(
                 f"storage {ref.key!r} holds {len(blob)} bytes, expected {ref.numel * ref.itemsize}"
             )
-        dtype = np.dtype(numpy_dtype)
-        if self.big_endian:
-            dtype = dtype.newbyteorder(">")
+        little, big, native = dtypes
+        dtype = big if self.big_endian else little
         start = ref.start * ref.itemsize + stub.offset * stub.itemsize
         if numel:
             # pickle_safe checked that the view stays inside its storage; numpy checks it again
-            strides = tuple(s * stub.itemsize for s in stub.stride)
+            size = stub.itemsize
+            strides = tuple([s * size for s in stub.stride])
             view = np.ndarray(stub.shape, dtype, buffer=blob, offset=start, strides=strides)
-            array = np.array(view, dtype=dtype.newbyteorder("="))
+            array = np.array(view, dtype=native)
         else:
-            array = np.zeros(stub.shape, dtype=dtype.newbyteorder("="))
+            array = np.zeros(stub.shape, dtype=native)
         if stub.dtype == "bfloat16":
             return (array.astype(np.uint32) << 16).view(np.float32)
         if stub.dtype == "bool":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,10 +208,11 @@ def _write_each(
         for blobs, path in plan:
             targets = output_paths(path, len(blobs))
             try:
-                with _write_errors(targets[0]):
-                    batch.add(zip(targets, blobs, strict=True), overwrite=force)
-            except TiregError as exc:
-                errors.append(exc)
+                batch.add(zip(targets, blobs, strict=True), overwrite=force)
+            except OSError as exc:  # as _write_errors would raise it, without a generator each
+                error = _write_error(exc, targets[0])
+                error.__cause__ = exc
+                errors.append(error)
             else:
                 errors.append(None)
         with _write_errors(plan[0][1].parent if plan else Path.cwd()):
@@ -228,12 +230,15 @@ def _write_errors(target: Path) -> Iterator[None]:
     removes whatever it staged)."""
     try:
         yield
-    except FileExistsError as exc:
-        if exc.errno is None:  # tireg.files' own refusal: args[0] is the target taken
-            raise _exists(exc.args[0]) from exc
-        raise _cannot_write(exc, target) from exc
     except OSError as exc:
-        raise _cannot_write(exc, target) from exc
+        raise _write_error(exc, target) from exc
+
+
+def _write_error(exc: OSError, target: Path) -> TiregError:
+    """The one-line error of a failed write to ``target``."""
+    if isinstance(exc, FileExistsError) and exc.errno is None:
+        return _exists(exc.args[0])  # tireg.files' own refusal: args[0] is the target taken
+    return _cannot_write(exc, target)
 
 
 def _exists(path: str | os.PathLike[str]) -> OutputExistsError:
@@ -244,9 +249,14 @@ def _cannot_write(exc: OSError, path: Path) -> OutputWriteError:
     return OutputWriteError(f"cannot write ({exc.strerror or exc})", path=path)
 
 
+#: what :func:`safe_stem` replaces: all but alphanumerics (``str.isalnum``: ``\w`` is exactly
+#: that plus ``_``, which is replaced by itself) and ``._- ``; checked over every code point
+_NOT_STEM = re.compile(r"[^\w.\- ]")
+
+
 def safe_stem(text: str) -> str:
     """A file stem from an embedding name: A1111's rule (alphanumerics and ``._- ``), no ``<>``."""
-    cleaned = "".join(ch if ch.isalnum() or ch in "._- " else "_" for ch in unbracketed(text))
+    cleaned = _NOT_STEM.sub("_", unbracketed(text))
     return safe_part(cleaned, max_bytes=MAX_STEM_BYTES)  # device names, length: tireg.paths
 
 
@@ -323,15 +333,16 @@ def convert(
             report.converted.append((path, files_written))
         else:
             report.failed.append((path, error))
-    order = {path: i for i, path in enumerate(files)}
-    report.failed.sort(key=lambda item: order.get(item[0], -1))
+    if report.failed:
+        order = {path: i for i, path in enumerate(files)}
+        report.failed.sort(key=lambda item: order.get(item[0], -1))
     return report
 
 
 def _expand(inputs: Sequence[str | os.PathLike[str]], report: ConvertReport) -> list[Path]:
     """Files named, and the embedding files of folders named (:func:`walking.walk`)."""
     files: list[Path] = []
-    for given in map(Path, inputs):
+    for given in (p if isinstance(p, Path) else Path(p) for p in inputs):
         if given.is_dir():
             found, skipped = walking.walk(given)
             files += found

@@ -1,0 +1,85 @@
+"""The shortcuts the readers and writers take for speed give exactly what the long way gives.
+
+* the opcode scan steps over length-prefixed arguments in its short loop only when neither the
+  stack model nor the budget watch runs: both ways must find the same end, charge the same
+  budget and refuse a cut-short argument with the same words;
+* a file stem is cleaned by one regular expression instead of a test of each character;
+* the safetensors writer looks dtypes up by the dtype itself and joins the tensors' bytes once.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tireg.converters import pickle_safe, safetensors_file, torch_file
+from tireg.converters.errors import EmbeddingFileError
+from tireg.converters.writing import _NOT_STEM
+
+
+def _pickles(corpus: Path) -> list[bytes]:
+    """The object pickles of the corpus' torch files, and of files torch_file writes."""
+    found = []
+    for path in sorted(corpus.iterdir()):
+        if path.suffix in (".pt", ".bin"):
+            with zipfile.ZipFile(path) as archive:
+                (name,) = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                found.append(archive.read(name))
+    written = torch_file.dumps(
+        {"string_to_param": {"*": np.ones((2, 768), np.float32)}, "name": "x" * 300, "step": 7}
+    )
+    with zipfile.ZipFile(io.BytesIO(written)) as archive:
+        found.append(archive.read("archive/data.pkl"))
+    return found
+
+
+def _scan(data: bytes, fast: bool) -> tuple[int, bool, int]:
+    """(end, escaped, bytes charged) of a scan; ``fast=False`` leaves the budget just short of
+    the worst case, which turns the watch (and with it the long way) on."""
+    worst = (pickle_safe._OPCODE_COST + pickle_safe._CHAR_COST) * len(data)
+    budget = pickle_safe.Budget(10**12 if fast else worst - 1)
+    end, escaped = pickle_safe.scan(data, 0, budget)
+    return end, escaped, budget.limit - budget.left
+
+
+def test_short_and_long_scan_agree_on_real_pickles(corpus: Path) -> None:
+    pickles = _pickles(corpus)
+    # protocol 4's 1-byte and 8-byte prefixed strings and bytes too
+    pickles.append(pickle.dumps({"a" * 200: b"\0" * 300, "b": bytearray(3), "c": 2**70}, 5))
+    for data in pickles:
+        assert _scan(data, fast=True) == _scan(data, fast=False)
+
+
+@pytest.mark.parametrize("cut", [1, 3, 5, 20])
+def test_a_cut_short_argument_is_refused_alike(cut: int) -> None:
+    data = pickle.dumps(["x" * 40], 2)
+    data = data[: data.index(b"X") + cut]  # inside BINUNICODE's length or text
+    messages = set()
+    for fast in (True, False):
+        with pytest.raises(EmbeddingFileError) as caught:
+            _scan(data, fast)
+        messages.add(caught.value.message)
+    assert len(messages) == 1 and "corrupt pickle" in messages.pop()
+
+
+def test_stem_characters_are_those_of_str_isalnum() -> None:
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    by_character = "".join(ch if ch.isalnum() or ch in "._- " else "_" for ch in every)
+    assert _NOT_STEM.sub("_", every) == by_character
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f4", "<f2", ">f8", "<i8", ">i2", "u1", "?"])
+def test_safetensors_bytes_do_not_depend_on_byte_order_or_memory_layout(dtype: str) -> None:
+    rng = np.random.default_rng(0)
+    canonical = (rng.standard_normal((3, 5)) * 9).astype(np.dtype(dtype).newbyteorder("<"))
+    expected = safetensors_file.dumps({"t": canonical, "e": canonical[:0]}, {"k": "v"})
+    for variant in (canonical.astype(dtype), np.asfortranarray(canonical)):
+        assert safetensors_file.dumps({"t": variant, "e": variant[:0]}, {"k": "v"}) == expected
+    tensors, metadata = safetensors_file.loads(expected)
+    assert metadata == {"k": "v"} and tensors["t"].tobytes() == canonical.tobytes()
