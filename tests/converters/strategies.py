@@ -66,3 +66,24 @@ def embeddings(
         extras=extras,
         flat=n == 1 and draw(st.booleans()),
     )
+
+
+#: the ways :func:`damaged` breaks a file
+DAMAGES = ("flip", "cut", "splice")
+
+
+def damaged(
+    data: st.DataObject, blob: bytes, how: str, *, flips: int, spliced: int, first: int = 0
+) -> bytes:
+    """``blob`` broken as a download or a disk breaks files: ``flip`` 1 to ``flips`` bytes at
+    or after offset ``first``, ``cut`` it short, or ``splice`` in up to ``spliced`` random
+    bytes."""
+    if how == "flip":
+        buf = bytearray(blob)
+        for _ in range(data.draw(st.integers(1, flips))):
+            buf[data.draw(st.integers(first, len(buf) - 1))] ^= data.draw(st.integers(1, 255))
+        return bytes(buf)
+    if how == "cut":
+        return blob[: data.draw(st.integers(0, len(blob)))]
+    at = data.draw(st.integers(0, len(blob)))
+    return blob[:at] + data.draw(st.binary(max_size=spliced)) + blob[at:]

@@ -26,7 +26,7 @@ from tireg.converters import (
     read_bytes_detailed,
 )
 
-from .strategies import embeddings
+from .strategies import DAMAGES, damaged, embeddings
 
 FUZZ_EXAMPLES = 300 * int(os.environ.get("TIREG_FUZZ_SCALE", "1"))
 
@@ -204,17 +204,9 @@ def test_card_round_trip_through_each_carrier(emb: Embedding) -> None:
 def test_fuzz_card_decoder_only_raises_tireg_errors(data: st.DataObject) -> None:
     """Flip, cut or splice bytes of a real card: only EmbeddingFileError may come out."""
     base = _CARD
-    how = data.draw(st.sampled_from(["flip", "cut", "splice", "pixels"]))
-    if how == "flip":
-        buf = bytearray(base)
-        for _ in range(data.draw(st.integers(1, 8))):
-            buf[data.draw(st.integers(0, len(buf) - 1))] ^= data.draw(st.integers(1, 255))
-        blob = bytes(buf)
-    elif how == "cut":
-        blob = base[: data.draw(st.integers(0, len(base)))]
-    elif how == "splice":
-        at = data.draw(st.integers(0, len(base)))
-        blob = base[:at] + data.draw(st.binary(max_size=64)) + base[at:]
+    how = data.draw(st.sampled_from([*DAMAGES, "pixels"]))
+    if how in DAMAGES:
+        blob = damaged(data, base, how, flips=8, spliced=64)
     else:
         h, w = data.draw(st.integers(1, 24)), data.draw(st.integers(1, 24))
         raw = data.draw(st.binary(min_size=h * w * 3, max_size=h * w * 3))

@@ -21,7 +21,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from tireg.converters import Embedding, EmbeddingFileError, a1111_png
 
-from .strategies import embeddings
+from .strategies import DAMAGES, damaged, embeddings
 from .test_png_card import _CARD, _sd1
 
 KEY = a1111_png.TEXT_KEY
@@ -223,17 +223,9 @@ def test_mutated_cards_read_the_same_either_way(data: st.DataObject) -> None:
     """Bytes flipped, cut or spliced; or the chunks around the pixel data dropped, repeated,
     moved or added to, with right CRCs: the chunk path and the full decode make the same of
     each (a payload, or the same error)."""
-    how = data.draw(st.sampled_from(["flip", "cut", "splice", "chunks"]))
-    if how == "flip":
-        buf = bytearray(_CARD)
-        for _ in range(data.draw(st.integers(1, 4))):
-            buf[data.draw(st.integers(8, len(buf) - 1))] ^= data.draw(st.integers(1, 255))
-        blob = bytes(buf)
-    elif how == "cut":
-        blob = _CARD[: data.draw(st.integers(0, len(_CARD)))]
-    elif how == "splice":
-        at = data.draw(st.integers(0, len(_CARD)))
-        blob = _CARD[:at] + data.draw(st.binary(max_size=32)) + _CARD[at:]
+    how = data.draw(st.sampled_from([*DAMAGES, "chunks"]))
+    if how in DAMAGES:
+        blob = damaged(data, _CARD, how, flips=4, spliced=32, first=8)
     else:
         parts = chunks(_CARD)
         pixels = [part for part in parts if part[0] == b"IDAT"]
