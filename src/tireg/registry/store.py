@@ -76,10 +76,11 @@ class ContentStore:
         An existing file is re-read and kept only if its vectors hash to its name, so a file
         damaged on disk is healed by the next import of the same vectors.
         """
-        return self._put(embedding, embedding.vectors_sha256())
+        return self.put_hashed(embedding.vectors_sha256(), embedding)
 
-    def _put(self, embedding: Embedding, sha: str) -> str:
-        """:meth:`put`, given the vectors hash this store computed of ``embedding``."""
+    def put_hashed(self, sha: str, embedding: Embedding) -> str:
+        """:meth:`put`, given ``embedding.vectors_sha256()`` as the caller just computed it (an
+        import hashes each file's vectors once, for both the store and the catalogue)."""
         target = self.path(sha)
         if target.is_file() and self._holds(target, sha):
             return relative_path(sha)
@@ -95,9 +96,12 @@ class ContentStore:
             raise _store_error(exc, target) from exc
         return relative_path(sha)
 
-    def put_many(self, embeddings: Iterable[Embedding], pool: Executor) -> list[Future[str]]:
-        """Start :meth:`put` of each embedding on ``pool``; each file is durable once its future
-        is done, and a :class:`StoreError` (a full disk, permissions) comes out of its result.
+    def put_many(
+        self, embeddings: Iterable[tuple[str, Embedding]], pool: Executor
+    ) -> list[Future[str]]:
+        """Start :meth:`put_hashed` of each ``(vectors_sha256, embedding)`` on ``pool``; each file
+        is durable once its future is done, and a :class:`StoreError` (a full disk, permissions)
+        comes out of its result.
 
         The same vectors twice are stored once, as the last of them (one writer per file, so
         which copy the store keeps never depends on which thread finished first). Done at once,
@@ -105,8 +109,8 @@ class ContentStore:
         commit after another, and the waits (each small system call too, for the GIL) overlap;
         one ``pool`` for a whole import spares starting threads for every batch.
         """
-        wanted = {e.vectors_sha256(): e for e in embeddings}
-        return [pool.submit(self._put, embedding, sha) for sha, embedding in wanted.items()]
+        wanted = dict(embeddings)
+        return [pool.submit(self.put_hashed, sha, embedding) for sha, embedding in wanted.items()]
 
     def get(self, vectors_sha256: str) -> Embedding:
         """Load a stored embedding, checking that its vectors still hash to its name."""
