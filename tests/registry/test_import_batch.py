@@ -124,7 +124,7 @@ def test_put_many_fsyncs_each_file_before_publishing_and_each_folder_after(
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "link", link)
     with ThreadPoolExecutor(4) as pool:  # the same vectors twice are stored once
-        for future in store.put_many(_hashed(embeddings + embeddings[:3]), pool):
+        for future in store.put_many(_hashed(embeddings + embeddings[:3]), pool, 4):
             future.result()
     targets = {dst for _, dst in published}
     assert targets == {str(store.path(e.vectors_sha256())) for e in embeddings}
@@ -137,13 +137,13 @@ def test_put_many_keeps_good_files_and_heals_damaged_ones(tmp_path: Path) -> Non
     rng = np.random.default_rng(25)
     good, damaged = random_embedding(rng, "good"), random_embedding(rng, "damaged")
     with ThreadPoolExecutor(2) as pool:
-        for future in store.put_many(_hashed([good, damaged]), pool):
+        for future in store.put_many(_hashed([good, damaged]), pool, 2):
             future.result()
         kept = store.path(good.vectors_sha256()).stat()
         bad = store.path(damaged.vectors_sha256())
         bad.write_bytes(bad.read_bytes()[:-4])
         assert not store.verify().ok
-        for future in store.put_many(_hashed([good, damaged]), pool):
+        for future in store.put_many(_hashed([good, damaged]), pool, 2):
             future.result()
     assert store.verify().ok
     after = store.path(good.vectors_sha256()).stat()

@@ -494,7 +494,7 @@ class _Batch:
     candidates: list[_Candidate] = field(default_factory=list)
     ready: list[_Ready] = field(default_factory=list)
     size: int = 0
-    writes: list[Future[str]] = field(default_factory=list)
+    writes: list[Future[list[str]]] = field(default_factory=list)
 
 
 @dataclass
@@ -707,7 +707,7 @@ def add_paths(
             future.result()  # durable now; a StoreError stops the run here
         previous, stored, current = stored, current, _Batch()
         stored.writes = store.put_many(
-            ((ready.vectors_sha256, ready.embedding) for ready in stored.ready), pool
+            ((ready.vectors_sha256, ready.embedding) for ready in stored.ready), pool, SYNC_THREADS
         )
         record(previous)
 

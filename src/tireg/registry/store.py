@@ -97,20 +97,28 @@ class ContentStore:
         return relative_path(sha)
 
     def put_many(
-        self, embeddings: Iterable[tuple[str, Embedding]], pool: Executor
-    ) -> list[Future[str]]:
-        """Start :meth:`put_hashed` of each ``(vectors_sha256, embedding)`` on ``pool``; each file
-        is durable once its future is done, and a :class:`StoreError` (a full disk, permissions)
-        comes out of its result.
+        self, embeddings: Iterable[tuple[str, Embedding]], pool: Executor, workers: int
+    ) -> list[Future[list[str]]]:
+        """Start :meth:`put_hashed` of each ``(vectors_sha256, embedding)`` on ``workers`` tasks
+        of ``pool``; every file is durable once every future is done, and a :class:`StoreError`
+        (a full disk, permissions) comes out of a result.
 
         The same vectors twice are stored once, as the last of them (one writer per file, so
         which copy the store keeps never depends on which thread finished first). Done at once,
         the file system commits the fsyncs of the whole batch together instead of one journal
         commit after another, and the waits (each small system call too, for the GIL) overlap;
-        one ``pool`` for a whole import spares starting threads for every batch.
+        one ``pool`` for a whole import spares starting threads for every batch. Each task takes
+        the next file from one shared iterator until none is left, as :mod:`tireg.files`' batch
+        fsyncs do: a future per file (its lock, condition and wake-ups) cost the importer's main
+        thread about as much as recording the file did.
         """
         wanted = dict(embeddings)
-        return [pool.submit(self.put_hashed, sha, embedding) for sha, embedding in wanted.items()]
+        todo = iter(wanted.items())  # a dict iterator's next() is atomic under the GIL
+
+        def work() -> list[str]:
+            return [self.put_hashed(sha, embedding) for sha, embedding in todo]
+
+        return [pool.submit(work) for _ in range(min(workers, len(wanted)))]
 
     def get(self, vectors_sha256: str) -> Embedding:
         """Load a stored embedding, checking that its vectors still hash to its name."""
