@@ -28,7 +28,7 @@ from pathlib import Path
 from tireg import config
 from tireg.converters import Embedding, EmbeddingFileError, internal
 from tireg.errors import TiregError
-from tireg.files import TMP_SUFFIX, atomic_write_bytes
+from tireg.files import TMP_SUFFIX, atomic_write_bytes, atomic_writer
 
 SUFFIX = ".safetensors"
 #: a temporary older than this belongs to a writer that died; younger ones may be in flight in
@@ -82,16 +82,16 @@ class ContentStore:
         """:meth:`put`, given ``embedding.vectors_sha256()`` as the caller just computed it (an
         import hashes each file's vectors once, for both the store and the catalogue)."""
         target = self.path(sha)
-        if target.is_file() and self._holds(target, sha):
-            return relative_path(sha)
-        data = internal.dumps(embedding)
         try:
             try:
-                atomic_write_bytes(target, data, overwrite=False)
+                # the writer refuses an existing file before anything is encoded or created: a
+                # new file costs one lookup of its name, a stored one that lookup and a read
+                with atomic_writer(target, overwrite=False) as stream:
+                    stream.write(internal.dumps(embedding))
             except FileExistsError:
-                # another process published first (or the file was damaged): keep a good one
+                # stored before, by this or another process (or damaged): keep a good one
                 if not self._holds(target, sha):
-                    atomic_write_bytes(target, data, overwrite=True)
+                    atomic_write_bytes(target, internal.dumps(embedding), overwrite=True)
         except OSError as exc:
             raise _store_error(exc, target) from exc
         return relative_path(sha)
