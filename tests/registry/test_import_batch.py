@@ -3,7 +3,7 @@
 What made ``tireg add`` slow (issue 9 §5) was a dozen ORM statements per file and one journal
 commit per store file; these tests pin down that a batch costs the same few statements whatever
 its size, that bulk recording keeps every rule per-file recording had, that
-:meth:`ContentStore.put_many` still makes every file durable before its future is done, and
+:meth:`ContentStore.put_many` still makes every file durable before its futures are done, and
 that a batch is stored, while the one before is recorded, before it is recorded itself.
 """
 
@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import event, select
 
 from tests.registry.make_files import random_embedding, write_mixed, write_one
-from tireg.converters import Embedding
+from tireg.converters import Embedding, internal, read_file
 from tireg.db import Catalogue, open_catalogue
 from tireg.db.schema import EmbeddingRow, PromptWordRow, ProvenanceRow
 from tireg.registry import importer
@@ -194,3 +194,25 @@ def test_each_batch_is_stored_before_it_is_recorded_and_after_the_batch_before(
             assert min(at["put", sha] for sha in shas) > max(
                 at["stored", s] for s in batches[k - 1]
             )
+
+
+def test_the_hash_read_once_names_the_same_store_files_and_rows_on_the_corpus(
+    catalogue: Catalogue, corpus: Path
+) -> None:
+    """Each file's vectors are hashed once, on its reading thread, for both the store and the
+    catalogue: on real files each store file holds exactly ``internal.dumps`` of a file read
+    with those vectors (where two files hold the same vectors, one of them), named by their
+    hash, and the rows name the same hashes."""
+    report = add_paths(catalogue, [corpus])
+    assert report.imported and not report.errors, report.to_dict()
+    written: dict[str, set[bytes]] = {}
+    for outcome in report.imported + report.known:
+        read = read_file(outcome.path)
+        assert outcome.vectors_sha256 == read.vectors_sha256()
+        written.setdefault(read.vectors_sha256(), set()).add(internal.dumps(read))
+    store = ContentStore()
+    assert {p.name.removesuffix(".safetensors") for p in store.files()} == written.keys()
+    for sha, candidates in written.items():
+        assert store.path(sha).read_bytes() in candidates
+    with catalogue.reading() as session:
+        assert set(session.scalars(select(EmbeddingRow.vectors_sha256))) == written.keys()

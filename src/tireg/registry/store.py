@@ -109,8 +109,8 @@ class ContentStore:
         commit after another, and the waits (each small system call too, for the GIL) overlap;
         one ``pool`` for a whole import spares starting threads for every batch. Each task takes
         the next file from one shared iterator until none is left, as :mod:`tireg.files`' batch
-        fsyncs do: a future per file (its lock, condition and wake-ups) cost the importer's main
-        thread about as much as recording the file did.
+        fsyncs do, where a future per file cost the importer's main thread a lock, a condition
+        and a wake-up for every file.
         """
         wanted = dict(embeddings)
         todo = iter(wanted.items())  # a dict iterator's next() is atomic under the GIL
