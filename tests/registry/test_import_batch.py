@@ -3,7 +3,7 @@
 What made ``tireg add`` slow (issue 9 §5) was a dozen ORM statements per file and one journal
 commit per store file; these tests pin down that a batch costs the same few statements whatever
 its size, that bulk recording keeps every rule per-file recording had, that
-:meth:`ContentStore.put_many` still makes every file durable before its future is done, and
+:meth:`ContentStore.put_many` still makes every file durable before its futures are done, and
 that a batch is stored, while the one before is recorded, before it is recorded itself.
 """
 
@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import event, select
 
 from tests.registry.make_files import random_embedding, write_mixed, write_one
+from tireg.converters import Embedding, internal, read_file
 from tireg.db import Catalogue, open_catalogue
 from tireg.db.schema import EmbeddingRow, PromptWordRow, ProvenanceRow
 from tireg.registry import importer
@@ -95,6 +96,11 @@ def test_same_vectors_twice_in_a_batch_fill_facts_and_name_both_files(
     assert len(again.known) == 2 and not again.imported
 
 
+def _hashed(embeddings: list[Embedding]) -> list[tuple[str, Embedding]]:
+    """``put_many``'s input: each embedding with its vectors hash, as the importer passes it."""
+    return [(e.vectors_sha256(), e) for e in embeddings]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
 def test_put_many_fsyncs_each_file_before_publishing_and_each_folder_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -118,7 +124,7 @@ def test_put_many_fsyncs_each_file_before_publishing_and_each_folder_after(
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "link", link)
     with ThreadPoolExecutor(4) as pool:  # the same vectors twice are stored once
-        for future in store.put_many(embeddings + embeddings[:3], pool):
+        for future in store.put_many(_hashed(embeddings + embeddings[:3]), pool, 4):
             future.result()
     targets = {dst for _, dst in published}
     assert targets == {str(store.path(e.vectors_sha256())) for e in embeddings}
@@ -131,13 +137,13 @@ def test_put_many_keeps_good_files_and_heals_damaged_ones(tmp_path: Path) -> Non
     rng = np.random.default_rng(25)
     good, damaged = random_embedding(rng, "good"), random_embedding(rng, "damaged")
     with ThreadPoolExecutor(2) as pool:
-        for future in store.put_many([good, damaged], pool):
+        for future in store.put_many(_hashed([good, damaged]), pool, 2):
             future.result()
         kept = store.path(good.vectors_sha256()).stat()
         bad = store.path(damaged.vectors_sha256())
         bad.write_bytes(bad.read_bytes()[:-4])
         assert not store.verify().ok
-        for future in store.put_many([good, damaged], pool):
+        for future in store.put_many(_hashed([good, damaged]), pool, 2):
             future.result()
     assert store.verify().ok
     after = store.path(good.vectors_sha256()).stat()
@@ -153,27 +159,28 @@ def test_each_batch_is_stored_before_it_is_recorded_and_after_the_batch_before(
     write_mixed(tmp_path / "files", 40, seed=26, per_folder=40)
     events: list[tuple[str, Any]] = []
     lock = threading.Lock()
-    real_put, real_commit = ContentStore._put, importer._commit_together
+    real_put, real_commit = ContentStore.put_hashed, importer._commit_together
 
-    def put(self: ContentStore, embedding: Any, sha: str) -> str:
+    def put(self: ContentStore, sha: str, embedding: Any) -> str:
         assert sha == embedding.vectors_sha256()
         with lock:
             events.append(("put", sha))
         try:
-            return real_put(self, embedding, sha)
+            return real_put(self, sha, embedding)
         finally:
             with lock:
                 events.append(("stored", sha))
 
     def commit(catalogue: Catalogue, batch: list[Any], hints: Any) -> Any:
-        shas = [ready.embedding.vectors_sha256() for ready in batch]
+        shas = [ready.vectors_sha256 for ready in batch]  # hashed once, on a reading thread
+        assert shas == [ready.embedding.vectors_sha256() for ready in batch]
         store = ContentStore()
         assert all(sha in store and store.get(sha) for sha in shas)
         with lock:
             events.append(("commit", shas))
         return real_commit(catalogue, batch, hints)
 
-    monkeypatch.setattr(ContentStore, "_put", put)
+    monkeypatch.setattr(ContentStore, "put_hashed", put)
     monkeypatch.setattr(importer, "_commit_together", commit)
     report = add_paths(catalogue, [tmp_path / "files"])
     assert len(report.imported) == 40
@@ -187,3 +194,25 @@ def test_each_batch_is_stored_before_it_is_recorded_and_after_the_batch_before(
             assert min(at["put", sha] for sha in shas) > max(
                 at["stored", s] for s in batches[k - 1]
             )
+
+
+def test_the_hash_read_once_names_the_same_store_files_and_rows_on_the_corpus(
+    catalogue: Catalogue, corpus: Path
+) -> None:
+    """Each file's vectors are hashed once, on its reading thread, for both the store and the
+    catalogue: on real files each store file holds exactly ``internal.dumps`` of a file read
+    with those vectors (where two files hold the same vectors, one of them), named by their
+    hash, and the rows name the same hashes."""
+    report = add_paths(catalogue, [corpus])
+    assert report.imported and not report.errors, report.to_dict()
+    written: dict[str, set[bytes]] = {}
+    for outcome in report.imported + report.known:
+        read = read_file(outcome.path)
+        assert outcome.vectors_sha256 == read.vectors_sha256()
+        written.setdefault(read.vectors_sha256(), set()).add(internal.dumps(read))
+    store = ContentStore()
+    assert {p.name.removesuffix(".safetensors") for p in store.files()} == written.keys()
+    for sha, candidates in written.items():
+        assert store.path(sha).read_bytes() in candidates
+    with catalogue.reading() as session:
+        assert set(session.scalars(select(EmbeddingRow.vectors_sha256))) == written.keys()

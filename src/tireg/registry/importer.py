@@ -176,10 +176,11 @@ def import_embedding(
     (comma-separated).
     """
     store = store if store is not None else ContentStore()
-    if embedding.vectors_sha256() not in store:
-        store.put(embedding)
+    sha = embedding.vectors_sha256()
+    if sha not in store:
+        store.put_hashed(sha, embedding)
     file = FileFacts(location, original_sha256, original_format, source_id, revision)
-    (recorded,), changed = _record_many(session, [(embedding, file)], dict(hints or {}))
+    (recorded,), changed = _record_many(session, [(embedding, file)], [sha], dict(hints or {}))
     search_index.reindex_many(session, changed)
     return session.get_one(EmbeddingRow, recorded.embedding_id), recorded.created
 
@@ -207,10 +208,11 @@ def import_embeddings(
     (embedding id, new?) per file. A handful of statements for them all, where one file at a
     time cost a handful each (a sync records hundreds of repos in one transaction)."""
     store = store if store is not None else ContentStore()
-    for embedding, _ in files:
-        if embedding.vectors_sha256() not in store:
-            store.put(embedding)
-    recorded, changed = _record_many(session, files, {})
+    shas = [embedding.vectors_sha256() for embedding, _ in files]
+    for sha, (embedding, _) in zip(shas, files, strict=True):
+        if sha not in store:
+            store.put_hashed(sha, embedding)
+    recorded, changed = _record_many(session, files, shas, {})
     if reindex:
         search_index.reindex_many(session, changed)
     return [(done.embedding_id, done.created) for done in recorded]
@@ -231,15 +233,18 @@ _FILLABLE = ("concept_type", "description", "licence", "step", "trained_on_hash"
 
 
 def _record_many(
-    session: Session, files: Sequence[tuple[Embedding, FileFacts]], hints: Mapping[str, str]
+    session: Session,
+    files: Sequence[tuple[Embedding, FileFacts]],
+    shas: Sequence[str],
+    hints: Mapping[str, str],
 ) -> tuple[list[_Recorded], set[int]]:
-    """Record embeddings whose store files are durable already, in the caller's transaction.
+    """Record embeddings whose store files are durable already, in the caller's transaction;
+    ``shas`` are their ``vectors_sha256()``, which the caller computed for the store.
 
     Returns what each file became and the ids whose searchable texts changed (the caller
     reindexes them). A batch costs a handful of statements whatever its size, not a dozen per
     file: per-row ORM flushes were most of what an import cost.
     """
-    shas = [embedding.vectors_sha256() for embedding, _ in files]
     each = [file.hints if file.hints is not None else hints for _, file in files]
     # 1. the embeddings catalogued already get the facts they lack; new ones are gathered, the
     #    first file naming each (a batch may hold the same vectors twice), later ones filling in
@@ -489,7 +494,7 @@ class _Batch:
     candidates: list[_Candidate] = field(default_factory=list)
     ready: list[_Ready] = field(default_factory=list)
     size: int = 0
-    writes: list[Future[str]] = field(default_factory=list)
+    writes: list[Future[list[str]]] = field(default_factory=list)
 
 
 @dataclass
@@ -498,6 +503,7 @@ class _Ready:
 
     candidate: _Candidate
     embedding: Embedding
+    vectors_sha256: str  # hashed once, on the reading thread, for the store and the catalogue
     file: FileFacts
     size: int  # what its vectors hold in memory (see _held)
 
@@ -529,7 +535,7 @@ class _MemoryBudget:
 
 
 def _prepare(candidate: _Candidate, budget: _MemoryBudget) -> _Ready | FileOutcome:
-    """Everything that needs neither the store nor the catalogue: read and hash.
+    """Everything that needs neither the store nor the catalogue: read, and hash the vectors.
 
     Holds :data:`MAX_READ_MEMORY` of ``budget`` (taken by the caller) while reading; keeps only
     what its result holds, which the caller gives back when it takes the result.
@@ -547,7 +553,7 @@ def _prepare(candidate: _Candidate, budget: _MemoryBudget) -> _Ready | FileOutco
     # a tireg-format file carries its original's hash; this file is then a re-encoding
     reencoded = embedding.source_sha256 is not None and embedding.source_sha256 != read.sha256
     facts = FileFacts(str(path), read.sha256, "tireg" if reencoded else embedding.source_format)
-    return _Ready(candidate, embedding, facts, kept)
+    return _Ready(candidate, embedding, embedding.vectors_sha256(), facts, kept)
 
 
 def _prepared(candidates: list[_Candidate]) -> Iterator[tuple[_Candidate, _Ready | FileOutcome]]:
@@ -609,6 +615,7 @@ def _commit_together(
     with catalogue.transaction() as session:
         sources: dict[Path, int] = {}
         files = []
+        shas = [ready.vectors_sha256 for ready in batch]
         for ready in batch:
             source_id = ready.candidate.source_id
             if source_id is None:
@@ -617,7 +624,7 @@ def _commit_together(
                     sources[folder] = local_source(session, folder)
                 source_id = sources[folder]
             files.append((ready.embedding, replace(ready.file, source_id=source_id)))
-        recorded, changed = _record_many(session, files, hints)
+        recorded, changed = _record_many(session, files, shas, hints)
         search_index.reindex_many(session, changed)
     return [
         FileOutcome(
@@ -699,7 +706,9 @@ def add_paths(
         for future in stored.writes:
             future.result()  # durable now; a StoreError stops the run here
         previous, stored, current = stored, current, _Batch()
-        stored.writes = store.put_many((ready.embedding for ready in stored.ready), pool)
+        stored.writes = store.put_many(
+            ((ready.vectors_sha256, ready.embedding) for ready in stored.ready), pool, SYNC_THREADS
+        )
         record(previous)
 
     with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="tireg-store") as pool:

@@ -28,7 +28,7 @@ from pathlib import Path
 from tireg import config
 from tireg.converters import Embedding, EmbeddingFileError, internal
 from tireg.errors import TiregError
-from tireg.files import TMP_SUFFIX, atomic_write_bytes
+from tireg.files import TMP_SUFFIX, atomic_write_bytes, atomic_writer
 
 SUFFIX = ".safetensors"
 #: a temporary older than this belongs to a writer that died; younger ones may be in flight in
@@ -76,37 +76,49 @@ class ContentStore:
         An existing file is re-read and kept only if its vectors hash to its name, so a file
         damaged on disk is healed by the next import of the same vectors.
         """
-        return self._put(embedding, embedding.vectors_sha256())
+        return self.put_hashed(embedding.vectors_sha256(), embedding)
 
-    def _put(self, embedding: Embedding, sha: str) -> str:
-        """:meth:`put`, given the vectors hash this store computed of ``embedding``."""
+    def put_hashed(self, sha: str, embedding: Embedding) -> str:
+        """:meth:`put`, given ``embedding.vectors_sha256()`` as the caller just computed it (an
+        import hashes each file's vectors once, for both the store and the catalogue)."""
         target = self.path(sha)
-        if target.is_file() and self._holds(target, sha):
-            return relative_path(sha)
-        data = internal.dumps(embedding)
         try:
             try:
-                atomic_write_bytes(target, data, overwrite=False)
+                # the writer refuses an existing file before anything is encoded or created: a
+                # new file costs one lookup of its name, a stored one that lookup and a read
+                with atomic_writer(target, overwrite=False) as stream:
+                    stream.write(internal.dumps(embedding))
             except FileExistsError:
-                # another process published first (or the file was damaged): keep a good one
+                # stored before, by this or another process (or damaged): keep a good one
                 if not self._holds(target, sha):
-                    atomic_write_bytes(target, data, overwrite=True)
+                    atomic_write_bytes(target, internal.dumps(embedding), overwrite=True)
         except OSError as exc:
             raise _store_error(exc, target) from exc
         return relative_path(sha)
 
-    def put_many(self, embeddings: Iterable[Embedding], pool: Executor) -> list[Future[str]]:
-        """Start :meth:`put` of each embedding on ``pool``; each file is durable once its future
-        is done, and a :class:`StoreError` (a full disk, permissions) comes out of its result.
+    def put_many(
+        self, embeddings: Iterable[tuple[str, Embedding]], pool: Executor, workers: int
+    ) -> list[Future[list[str]]]:
+        """Start :meth:`put_hashed` of each ``(vectors_sha256, embedding)`` on ``workers`` tasks
+        of ``pool``; every file is durable once every future is done, and a :class:`StoreError`
+        (a full disk, permissions) comes out of a result.
 
         The same vectors twice are stored once, as the last of them (one writer per file, so
         which copy the store keeps never depends on which thread finished first). Done at once,
         the file system commits the fsyncs of the whole batch together instead of one journal
         commit after another, and the waits (each small system call too, for the GIL) overlap;
-        one ``pool`` for a whole import spares starting threads for every batch.
+        one ``pool`` for a whole import spares starting threads for every batch. Each task takes
+        the next file from one shared iterator until none is left, as :mod:`tireg.files`' batch
+        fsyncs do, where a future per file cost the importer's main thread a lock, a condition
+        and a wake-up for every file.
         """
-        wanted = {e.vectors_sha256(): e for e in embeddings}
-        return [pool.submit(self._put, embedding, sha) for sha, embedding in wanted.items()]
+        wanted = dict(embeddings)
+        todo = iter(wanted.items())  # a dict iterator's next() is atomic under the GIL
+
+        def work() -> list[str]:
+            return [self.put_hashed(sha, embedding) for sha, embedding in todo]
+
+        return [pool.submit(work) for _ in range(min(workers, len(wanted)))]
 
     def get(self, vectors_sha256: str) -> Embedding:
         """Load a stored embedding, checking that its vectors still hash to its name."""
