@@ -84,3 +84,36 @@ def test_join_under_refuses_a_symlink_out(tmp_path: Path) -> None:
     os.symlink(outside, root / "link")
     with pytest.raises(UnsafePathError, match="resolves outside"):
         join_under(root, "link", "x.pt")
+
+
+def test_join_under_judges_links_as_resolving_the_whole_path_does(tmp_path: Path) -> None:
+    """join_under looks only at the names below its root; on every path through a tree of
+    links (out, back in, chained, relative, dangling, through a file, a loop), and under a
+    root reached through a link itself, it accepts exactly what ``realpath`` of the whole
+    joined path and of the root would."""
+    real, outside = tmp_path / "real", tmp_path / "outside"
+    (real / "sub" / "deep").mkdir(parents=True)
+    (outside / "back").mkdir(parents=True)
+    (real / "file").write_text("x")
+    os.symlink(outside, real / "out")
+    os.symlink(real / "sub", outside / "in")  # out/in leads back under the root
+    os.symlink("sub/deep", real / "rel")
+    os.symlink(real / "out", real / "chain")
+    os.symlink(tmp_path / "missing", real / "dangling")
+    os.symlink("loop", real / "loop")
+    os.symlink("..", real / "sub" / "up")  # sub/up is the root itself
+    os.symlink(real, tmp_path / "alias")
+    names = ["sub", "deep", "out", "in", "back", "rel", "chain", "dangling", "loop", "up"]
+    names += ["file", "new"]
+    paths = [[a] for a in names] + [[a, b] for a in names for b in names]
+    paths += [[a, b, "x.pt"] for a in names for b in names]
+    for root in (real, tmp_path / "alias"):
+        for parts in paths:
+            whole = os.path.realpath(root.joinpath(*parts))
+            inside = Path(whole).is_relative_to(os.path.realpath(root))
+            try:
+                joined = join_under(root, *parts)
+            except UnsafePathError:
+                assert not inside, parts
+            else:
+                assert inside and joined == root.joinpath(*parts), parts

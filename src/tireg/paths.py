@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path, PurePath, PurePosixPath
 
@@ -137,10 +138,32 @@ def join_under(root: str | os.PathLike[str], *parts: str | PurePath) -> Path:
         for name in pure.parts:
             _check_part(name, text)
             names.append(name)
-    joined = base.joinpath(*names)
-    if not joined.resolve().is_relative_to(base.resolve()):
+    real_root = os.path.realpath(base)
+    if not Path(_resolve_below(real_root, names)).is_relative_to(real_root):
         raise UnsafePathError(
             f"refusing {'/'.join(names)!r}: it resolves outside {base}",
             hint="a symbolic link inside the folder points elsewhere",
         )
-    return joined
+    return base.joinpath(*names)
+
+
+def _resolve_below(real_root: str, names: list[str]) -> str:
+    """What ``os.path.realpath`` gives for ``real_root`` (already resolved) joined with
+    ``names``, asking the file system only about ``names``.
+
+    ``realpath`` resolves a path one component at a time; ``real_root``'s own are settled, so
+    only the plain names below it are looked at: one ``lstat`` each, and a symbolic link among
+    them is resolved where it stands. Once a name does not exist nothing below it can, and the
+    rest are appended as they are (as ``realpath`` does). A sync joins two paths per file, and
+    resolving the whole path twice per call was a fifth of its CPU.
+    """
+    here = real_root
+    for index, name in enumerate(names):
+        here = os.path.join(here, name)  # noqa: PTH118 - strings: no Path per step
+        try:
+            mode = os.lstat(here).st_mode
+        except OSError:
+            return os.path.join(here, *names[index + 1 :])  # noqa: PTH118
+        if stat.S_ISLNK(mode):
+            here = os.path.realpath(here)
+    return here
