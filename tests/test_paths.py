@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tireg.paths import (
+    _PLAIN_NAME,
     MAX_NAME_BYTES,
     UnsafePathError,
+    _plain,
     join_under,
     safe_part,
     safe_relative_path,
@@ -117,3 +122,26 @@ def test_join_under_judges_links_as_resolving_the_whole_path_does(tmp_path: Path
                 assert not inside, parts
             else:
                 assert inside and joined == root.joinpath(*parts), parts
+
+
+_NAME_CHARS = st.sampled_from(list("aZ09 ._-~()[]{}!'#$%&+,;=@`^") + list('<>:"|?*/\\\x00\x1f\x7f'))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(_NAME_CHARS | st.characters(), max_size=12))
+def test_plain_names_shortcut_is_what_the_steps_give(name: str) -> None:
+    """safe_part keeps a name its plain-name pattern matches without running steps 1-5: the
+    steps must give that name back unchanged, and every name they leave alone that is printable
+    ASCII must match (the shortcut is taken for every ordinary file name)."""
+    if _PLAIN_NAME.fullmatch(name):
+        assert _plain(name) == name
+    elif name and name.isascii() and name.isprintable():
+        assert _plain(name) != name
+
+
+def test_plain_names_of_the_corpus_and_the_hub_listing() -> None:
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    index = json.loads((corpus / "sd-concepts-library-index.json").read_text())
+    names = [p.name for p in corpus.iterdir()] + [e["model_name"] for e in index]
+    for name in names:
+        assert _PLAIN_NAME.fullmatch(name) and safe_part(name) == _plain(name) == name

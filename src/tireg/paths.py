@@ -43,6 +43,9 @@ _WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*\\/]')
 #: Unicode categories never kept in a name: controls (C0, DEL, C1), formatting characters
 #: (bidi overrides and isolates, zero-width joiners), line/paragraph separators, surrogates
 _DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+#: printable ASCII without what Windows forbids, not starting or ending with a dot or space:
+#: a name that steps 1 to 5 of :func:`safe_part` leave as it is
+_PLAIN_NAME = re.compile(r'(?![ .])[^\x00-\x1f\x7f-\U0010ffff<>:"|?*\\/]+(?<![ .])')
 
 
 class UnsafePathError(TiregError):
@@ -78,15 +81,23 @@ def safe_part(name: str, *, fallback: str = "", max_bytes: int = MAX_NAME_BYTES)
     6. prefix device names (``CON``, ``nul.txt``) with ``_``; 7. cap the UTF-8 length at
     ``max_bytes`` with a stable hash (:func:`_cap`). Returns ``fallback`` when nothing is left.
     """
-    text = unicodedata.normalize("NFC", name)
-    text = re.split(r"[/\\]", text)[-1]
-    text = _drop_invisible(text)
-    text = _WINDOWS_FORBIDDEN.sub("_", text).strip(" .")
-    if not text:
-        return fallback
+    if _PLAIN_NAME.fullmatch(name):  # most names (a sync makes thousands): steps 1-5 keep it
+        text = name
+    else:
+        text = _plain(name)
+        if not text:
+            return fallback
     if _WINDOWS_DEVICES.match(text.split(".", 1)[0].rstrip(" ")):
         text = f"_{text}"
     return _cap(text, max_bytes)
+
+
+def _plain(name: str) -> str:
+    """Steps 1 to 5 of :func:`safe_part`."""
+    text = unicodedata.normalize("NFC", name)
+    text = re.split(r"[/\\]", text)[-1]
+    text = _drop_invisible(text)
+    return _WINDOWS_FORBIDDEN.sub("_", text).strip(" .")
 
 
 def safe_relative_path(path: str) -> PurePosixPath:

@@ -315,6 +315,7 @@ def _download_pinned(
             summary.file_url(endpoint(endpoint_url), name),
             target.parent,
             filename=target.name,
+            proven=True,  # joined under the cache just above
             expected_sha256=lfs_sha,
             expected_size=size,
             max_bytes=cap,

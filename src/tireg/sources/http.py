@@ -449,6 +449,7 @@ def download(
     retry: RetryPolicy | None = None,
     durable: bool = True,
     promised: Promise | None = None,
+    proven: bool = False,
 ) -> Downloaded:
     """Download ``url`` into ``dest_dir`` and return the verified file.
 
@@ -463,11 +464,15 @@ def download(
     gives is checked like ``expected_sha256`` / ``expected_size`` where those were not passed,
     before the file is moved into place. The Hub says a file's LFS sha256 only on its resolve
     response, so a caller needs no second request to learn it.
+    ``proven``: ``filename`` under ``dest_dir`` is a path the caller has just built with
+    :func:`tireg.paths.join_under` itself (the Hub's cache does), so it is not proven twice.
     """
     dest = Path(dest_dir)
     expected = expected_sha256.lower() if expected_sha256 else None
     target: Path | None = None  # known before any request when the caller names the file
-    if filename is not None:
+    if filename is not None and proven:
+        target = dest / filename
+    elif filename is not None:
         filename = safe_part(filename, fallback="download")
         target = join_under(dest, filename)
         cached = _cached_file(target, expected)
