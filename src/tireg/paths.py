@@ -149,13 +149,32 @@ def join_under(root: str | os.PathLike[str], *parts: str | PurePath) -> Path:
         for name in pure.parts:
             _check_part(name, text)
             names.append(name)
-    real_root = os.path.realpath(base)
-    if not Path(_resolve_below(real_root, names)).is_relative_to(real_root):
+    if _has_link_below(base, names) and not Path(
+        _resolve_below(real_root := os.path.realpath(base), names)
+    ).is_relative_to(real_root):
         raise UnsafePathError(
             f"refusing {'/'.join(names)!r}: it resolves outside {base}",
             hint="a symbolic link inside the folder points elsewhere",
         )
     return base.joinpath(*names)
+
+
+def _has_link_below(root: Path, names: list[str]) -> bool:
+    """Whether any of ``names``, joined one by one under ``root``, is a symbolic link.
+
+    Without one, the joined path resolves to ``root``'s real path plus the plain names, inside
+    it by construction, so ``root`` itself need not be resolved: most calls end here, with one
+    ``lstat`` per name. Once a name does not exist, nothing below it does either.
+    """
+    here = os.fspath(root)
+    for name in names:
+        here = os.path.join(here, name)  # noqa: PTH118 - strings: no Path per step
+        try:
+            if stat.S_ISLNK(os.lstat(here).st_mode):
+                return True
+        except OSError:
+            return False
+    return False
 
 
 def _resolve_below(real_root: str, names: list[str]) -> str:
@@ -165,8 +184,8 @@ def _resolve_below(real_root: str, names: list[str]) -> str:
     ``realpath`` resolves a path one component at a time; ``real_root``'s own are settled, so
     only the plain names below it are looked at: one ``lstat`` each, and a symbolic link among
     them is resolved where it stands. Once a name does not exist nothing below it can, and the
-    rest are appended as they are (as ``realpath`` does). A sync joins two paths per file, and
-    resolving the whole path twice per call was a fifth of its CPU.
+    rest are appended as they are (as ``realpath`` does). A sync joins a path per file, and
+    resolving the whole path and the root twice per file was a fifth of its CPU.
     """
     here = real_root
     for index, name in enumerate(names):
