@@ -573,7 +573,8 @@ class _Job:
                 )
             target = self.target or join_under(self.dest, name)
             self.partial.data.replace(target)
-            self.partial.meta.unlink(missing_ok=True)
+            if self.partial.shared:
+                self.partial.meta.unlink(missing_ok=True)
             if self.durable:
                 fsync_dir(self.dest)
             return Downloaded(target, sha, size, url_final)
@@ -582,7 +583,10 @@ class _Job:
         """One request into the partial file; returns (final name, final URL, resumed?, the
         partial file's sha256)."""
         request_headers = {"Accept-Encoding": "identity", **headers}  # ranges of the real bytes
-        have = self.partial.data.stat().st_size if self.partial.data.exists() else 0
+        try:
+            have = self.partial.data.stat().st_size
+        except FileNotFoundError:
+            have = 0
         validator = self.partial.validator()
         if have and validator and (self.expected_size is None or have < self.expected_size):
             request_headers["Range"] = f"bytes={have}-"
@@ -759,10 +763,8 @@ def _same_file(handle: IO[bytes], path: Path) -> bool:
 
 
 def _cached_file(target: Path, expected: str | None) -> Path | None:
-    """``target`` if it is already there and (when a hash is known) has that hash."""
-    if not target.is_file():
-        return None
-    if expected is None:
+    """``target`` if it is already there and has the hash known for it (none: not reused)."""
+    if expected is None or not target.is_file():
         return None
     return target if sha256_file(target) == expected else None
 
