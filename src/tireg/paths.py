@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path, PurePath, PurePosixPath
 
@@ -42,6 +43,9 @@ _WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*\\/]')
 #: Unicode categories never kept in a name: controls (C0, DEL, C1), formatting characters
 #: (bidi overrides and isolates, zero-width joiners), line/paragraph separators, surrogates
 _DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+#: printable ASCII without what Windows forbids, not starting or ending with a dot or space:
+#: a name that steps 1 to 5 of :func:`safe_part` leave as it is
+_PLAIN_NAME = re.compile(r'(?![ .])[^\x00-\x1f\x7f-\U0010ffff<>:"|?*\\/]+(?<![ .])')
 
 
 class UnsafePathError(TiregError):
@@ -77,15 +81,23 @@ def safe_part(name: str, *, fallback: str = "", max_bytes: int = MAX_NAME_BYTES)
     6. prefix device names (``CON``, ``nul.txt``) with ``_``; 7. cap the UTF-8 length at
     ``max_bytes`` with a stable hash (:func:`_cap`). Returns ``fallback`` when nothing is left.
     """
-    text = unicodedata.normalize("NFC", name)
-    text = re.split(r"[/\\]", text)[-1]
-    text = _drop_invisible(text)
-    text = _WINDOWS_FORBIDDEN.sub("_", text).strip(" .")
-    if not text:
-        return fallback
+    if _PLAIN_NAME.fullmatch(name):  # most names (a sync makes thousands): steps 1-5 keep it
+        text = name
+    else:
+        text = _plain(name)
+        if not text:
+            return fallback
     if _WINDOWS_DEVICES.match(text.split(".", 1)[0].rstrip(" ")):
         text = f"_{text}"
     return _cap(text, max_bytes)
+
+
+def _plain(name: str) -> str:
+    """Steps 1 to 5 of :func:`safe_part`."""
+    text = unicodedata.normalize("NFC", name)
+    text = re.split(r"[/\\]", text)[-1]
+    text = _drop_invisible(text)
+    return _WINDOWS_FORBIDDEN.sub("_", text).strip(" .")
 
 
 def safe_relative_path(path: str) -> PurePosixPath:
@@ -137,10 +149,51 @@ def join_under(root: str | os.PathLike[str], *parts: str | PurePath) -> Path:
         for name in pure.parts:
             _check_part(name, text)
             names.append(name)
-    joined = base.joinpath(*names)
-    if not joined.resolve().is_relative_to(base.resolve()):
+    if _has_link_below(base, names) and not Path(
+        _resolve_below(real_root := os.path.realpath(base), names)
+    ).is_relative_to(real_root):
         raise UnsafePathError(
             f"refusing {'/'.join(names)!r}: it resolves outside {base}",
             hint="a symbolic link inside the folder points elsewhere",
         )
-    return joined
+    return base.joinpath(*names)
+
+
+def _has_link_below(root: Path, names: list[str]) -> bool:
+    """Whether any of ``names``, joined one by one under ``root``, is a symbolic link.
+
+    Without one, the joined path resolves to ``root``'s real path plus the plain names, inside
+    it by construction, so ``root`` itself need not be resolved: most calls end here, with one
+    ``lstat`` per name. Once a name does not exist, nothing below it does either.
+    """
+    here = os.fspath(root)
+    for name in names:
+        here = os.path.join(here, name)  # noqa: PTH118 - strings: no Path per step
+        try:
+            if stat.S_ISLNK(os.lstat(here).st_mode):
+                return True
+        except OSError:
+            return False
+    return False
+
+
+def _resolve_below(real_root: str, names: list[str]) -> str:
+    """What ``os.path.realpath`` gives for ``real_root`` (already resolved) joined with
+    ``names``, asking the file system only about ``names``.
+
+    ``realpath`` resolves a path one component at a time; ``real_root``'s own are settled, so
+    only the plain names below it are looked at: one ``lstat`` each, and a symbolic link among
+    them is resolved where it stands. Once a name does not exist nothing below it can, and the
+    rest are appended as they are (as ``realpath`` does). A sync joins a path per file, and
+    resolving the whole path and the root twice per file was a fifth of its CPU.
+    """
+    here = real_root
+    for index, name in enumerate(names):
+        here = os.path.join(here, name)  # noqa: PTH118 - strings: no Path per step
+        try:
+            mode = os.lstat(here).st_mode
+        except OSError:
+            return os.path.join(here, *names[index + 1 :])  # noqa: PTH118
+        if stat.S_ISLNK(mode):
+            here = os.path.realpath(here)
+    return here

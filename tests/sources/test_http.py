@@ -13,6 +13,7 @@ from tests.sources.servers.http_server import FileServer, Served
 from tireg.files import TMP_SUFFIX
 from tireg.sources import SourceError
 from tireg.sources.http import (
+    USER_AGENT,
     HttpStatusError,
     _locked,
     _Partial,
@@ -246,6 +247,62 @@ def test_get_json_retries_and_detects_html(file_server: FileServer) -> None:
     )
     with pytest.raises(SourceError, match="HTML page"):
         get_json(file_server.url + "/cf")
+
+
+def test_get_json_sends_params_and_user_agent(file_server: FileServer) -> None:
+    url = file_server.add("/q", Served(b"[1]", content_type="application/json"))
+    assert get_json(url, params={"query": "cat girl", "tag": ["a", "b"], "none": None}) == [1]
+    [(_, path, headers)] = file_server.requests
+    assert path == "/q?query=cat+girl&tag=a&tag=b"
+    assert headers["User-Agent"] == USER_AGENT and headers["Accept"] == "application/json"
+
+
+def test_authorization_is_dropped_when_a_redirect_leaves_the_host(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    # 127.0.0.1 and localhost are two hosts to a client, and one server here
+    elsewhere = file_server.url.replace("127.0.0.1", "localhost")
+    file_server.add("/cdn/f.bin", Served(PAYLOAD))
+    same_host = file_server.add("/api/same", Served(location=file_server.url + "/cdn/f.bin"))
+    other_host = file_server.add("/api/other", Served(location=elsewhere + "/cdn/f.bin"))
+    key = {"Authorization": "Bearer secret"}
+    download(same_host, tmp_path / "a", headers=key, expected_sha256=SHA)
+    download(other_host, tmp_path / "b", headers=key, expected_sha256=SHA)
+    sent = [h.get("Authorization") for _, p, h in file_server.requests if p == "/cdn/f.bin"]
+    assert sent == ["Bearer secret", None]
+    first = [h.get("Authorization") for _, p, h in file_server.requests if p.startswith("/api")]
+    assert first == ["Bearer secret", "Bearer secret"]
+
+
+def test_netrc_credentials_are_sent_without_an_authorization_header(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login user password pass\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    url = file_server.add("/private.bin", Served(PAYLOAD))
+    download(url, tmp_path / "a", expected_sha256=SHA)
+    download(url, tmp_path / "b", headers={"Authorization": "Bearer mine"}, expected_sha256=SHA)
+    sent = [h.get("Authorization") for _, _, h in file_server.requests]
+    assert sent == ["Basic dXNlcjpwYXNz", "Bearer mine"]
+
+
+def test_proxy_from_the_environment(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "http://tireg-proxied.invalid/f.bin"  # no such host: only the proxy answers
+    file_server.add(url, Served(PAYLOAD))  # a plain-HTTP proxy is asked for the whole URL
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", file_server.url)
+    got = download(url, tmp_path / "a", expected_sha256=SHA)
+    assert got.path.name == "f.bin" and [p for _, p, _ in file_server.requests] == [url]
+    monkeypatch.setenv("NO_PROXY", "tireg-proxied.invalid")
+    monkeypatch.setenv("TIREG_HTTP_RETRIES", "1")
+    with pytest.raises(SourceError, match="connection failed"):
+        download(url, tmp_path / "b")
+    assert len(file_server.requests) == 1
 
 
 def test_html_sniffing() -> None:

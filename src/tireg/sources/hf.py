@@ -283,7 +283,7 @@ def concept_facts(
     for key, name in TEXT_FACTS.items():
         if name not in summary.files:
             continue
-        path = _download_pinned(summary, name, MAX_TEXT_BYTES, endpoint_url, headers)
+        path, _ = _download_pinned(summary, name, MAX_TEXT_BYTES, endpoint_url, headers)
         text = path.read_bytes().decode("utf-8", "replace").strip()
         if text:
             facts[key] = text
@@ -296,11 +296,12 @@ def _download_pinned(
     cap: int,
     endpoint_url: str | None,
     headers: Mapping[str, str],
-) -> Path:
+) -> tuple[Path, str | None]:
     """One file of the repo at the summary's commit, size-capped and checked against the Hub's
     LFS sha256; a file already fetched at that commit is reused (a commit never changes).
     ``headers`` authorise it (:func:`_auth_headers`, looked up once per repo: the token may be
-    read from a file)."""
+    read from a file). Returns the file and its sha256 when this call hashed it (a download
+    or a check of a cached copy), so it is not read again for that."""
     where = f"hf:{summary.repo_id}/{name}"
     size, lfs_sha = summary.blobs.get(name, (None, None))
     if size is not None and size > cap:
@@ -309,12 +310,13 @@ def _download_pinned(
     repo = safe_relative_path(summary.repo_id)
     target = join_under(hub_cache() / "repos", repo, summary.sha or "main", name)
     if summary.sha and lfs_sha is None and target.is_file():
-        return target  # with a known sha256, download() checks the cached copy itself
+        return target, None  # with a known sha256, download() checks the cached copy itself
     try:
         got = download(
             summary.file_url(endpoint(endpoint_url), name),
             target.parent,
             filename=target.name,
+            proven=True,  # joined under the cache just above
             expected_sha256=lfs_sha,
             expected_size=size,
             max_bytes=cap,
@@ -328,7 +330,7 @@ def _download_pinned(
         if exc.status == 404:
             raise SourceError(f"{where}: no such file at {summary.sha}") from None
         raise
-    return got.path
+    return got.path, got.sha256
 
 
 def _resolve_promise(
@@ -388,14 +390,14 @@ def fetch(
     preview_paths: list[Path] = []
     for image in images:
         preview_paths.append(
-            _download_pinned(summary, image, MAX_PREVIEW_BYTES, endpoint_url, headers)
+            _download_pinned(summary, image, MAX_PREVIEW_BYTES, endpoint_url, headers)[0]
         )
         done += preview_paths[-1].stat().st_size
         if progress:
             progress(done, total)
     fetched = []
     for name in names:
-        path = _download_pinned(summary, name, MAX_FILE_BYTES, endpoint_url, headers)
+        path, sha256 = _download_pinned(summary, name, MAX_FILE_BYTES, endpoint_url, headers)
         done += path.stat().st_size
         if progress:
             progress(done, total)
@@ -405,7 +407,7 @@ def fetch(
                 kind="hf",
                 locator=repo_id,
                 location=summary.file_url(endpoint(endpoint_url), name),
-                sha256=sha256_file(path),
+                sha256=sha256 or sha256_file(path),
                 revision=summary.sha,
                 hints=facts,
                 previews=preview_paths,

@@ -38,9 +38,19 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import requests
+import urllib3
+from requests.sessions import SessionRedirectMixin
+from requests.utils import (
+    DEFAULT_CA_BUNDLE_PATH,
+    get_auth_from_url,
+    get_environ_proxies,
+    get_netrc_auth,
+    requote_uri,
+    select_proxy,
+)
 
 from tireg import __version__
 from tireg.config import offline
@@ -56,6 +66,9 @@ MAX_REDIRECTS = 10
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: seconds to wait for a connection / between bytes of a reply
 TIMEOUT = (10.0, 60.0)
+_TIMEOUT = urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1])
+#: pooled keep-alive connections per host: a sync runs 32 downloads at once
+POOL_SIZE = 64
 USER_AGENT = (
     f"tireg/{__version__} (textual-inversion registry; python-requests/{requests.__version__})"
 )
@@ -150,10 +163,165 @@ def http_session() -> requests.Session:
     return session
 
 
+# ------------------------------------------------------------------------------------ transport
+#
+# Downloads and JSON calls (a sync makes three per repo) go straight to urllib3, the library
+# requests sends through: ``Session.request`` spent more CPU per call than the transfer itself
+# (merging settings, preparing, hooks, adapters). The environment is read per request with
+# requests' own functions, so the rules stay requests' rules: proxies and ``NO_PROXY``
+# (``get_environ_proxies``, ``select_proxy``), ``.netrc`` credentials (``get_netrc_auth``),
+# ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` else certifi, and which redirects drop the
+# ``Authorization`` header (``SessionRedirectMixin.should_strip_auth``).
+
+_REDIRECT_RULES = SessionRedirectMixin()
+#: one urllib3 manager per (proxy, CA bundle): its connection pools are thread-safe and shared
+_managers: dict[tuple[str | None, str], urllib3.PoolManager] = {}
+_managers_lock = threading.Lock()
+
+
+def _manager(url: str) -> urllib3.PoolManager:
+    """The connection pools for ``url``: through the proxy the environment names, if any."""
+    proxy = select_proxy(url, get_environ_proxies(url)) or None
+    bundle = (
+        os.environ.get("REQUESTS_CA_BUNDLE")
+        or os.environ.get("CURL_CA_BUNDLE")
+        or DEFAULT_CA_BUNDLE_PATH
+    )
+    key = (proxy, bundle)
+    manager = _managers.get(key)
+    if manager is None:
+        with _managers_lock:
+            manager = _managers.get(key) or _new_manager(proxy, bundle)
+            _managers[key] = manager
+    return manager
+
+
+def _new_manager(proxy: str | None, bundle: str) -> urllib3.PoolManager:
+    """A manager set up as requests' ``HTTPAdapter.proxy_manager_for`` sets its own up."""
+    where = {"ca_cert_dir": bundle} if Path(bundle).is_dir() else {"ca_certs": bundle}
+    pools: dict[str, Any] = {"maxsize": POOL_SIZE, "cert_reqs": "CERT_REQUIRED", **where}
+    if proxy is None:
+        return urllib3.PoolManager(**pools)
+    username, password = get_auth_from_url(proxy)
+    if proxy.lower().startswith("socks"):
+        from urllib3.contrib.socks import SOCKSProxyManager
+
+        return SOCKSProxyManager(proxy, username=username, password=password, **pools)
+    auth = urllib3.make_headers(proxy_basic_auth=f"{username}:{password}") if username else {}
+    return urllib3.proxy_from_url(proxy, proxy_headers=auth, **pools)
+
+
+@dataclass
+class _Reply:
+    """A server's answer, after any redirects; its body is still to be read."""
+
+    raw: urllib3.BaseHTTPResponse
+    url: str  # after redirects
+    first_headers: Mapping[str, str]  # the first reply's, before any redirect
+
+    @property
+    def status(self) -> int:
+        return self.raw.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.raw.headers
+
+    def error(self) -> HttpStatusError:
+        """The status as an error, with the body's first 2 KB (unless it is an HTML page)."""
+        body = ""
+        with contextlib.suppress(Exception):
+            body = self.raw.read(2048, decode_content=True).decode("utf-8", "replace")
+        if looks_like_html(body.encode(), self.headers.get("Content-Type")):
+            body = ""
+        return HttpStatusError(
+            f"HTTP {self.status} {self.raw.reason or ''}".strip(),
+            status=self.status,
+            url=self.url,
+            body=body,
+        )
+
+    def close(self) -> None:
+        """Give the connection back: kept alive if the body was read, else closed."""
+        self.raw.close()
+        self.raw.release_conn()
+
+
+def _send(url: str, headers: Mapping[str, str], *, stream: bool) -> urllib3.BaseHTTPResponse:
+    """One request, its target sent as the URL spells it (as requests sends it: urllib3's
+    ``PoolManager.urlopen`` would first drop ``.`` and ``..`` segments, asking for another path).
+    A plain-HTTP proxy is sent the whole URL, by its manager."""
+    manager = _manager(url)
+    options: dict[str, Any] = {
+        "headers": headers,
+        "redirect": False,
+        "retries": False,
+        "preload_content": not stream,
+        "timeout": _TIMEOUT,
+    }
+    if isinstance(manager, urllib3.ProxyManager) and url.startswith("http:"):
+        return manager.urlopen("GET", url, **options)
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return manager.connection_from_url(url).urlopen("GET", target, **options)
+
+
+class _ConnectionFailed(Exception):
+    """No answer: the connection failed or timed out (``kind`` says which, for messages)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def _get(url: str, headers: Mapping[str, str], *, stream: bool) -> _Reply:
+    """GET ``url``, following at most :data:`MAX_REDIRECTS` redirects.
+
+    Redirects are followed here rather than by urllib3 so that the first reply's headers are
+    kept (the Hub states a file's sha256 there, before sending it to its CDN), and so that
+    ``Authorization`` is dropped where requests drops it. Nothing is retried here: the callers'
+    loops retry, with backoff.
+    """
+    sent = {
+        "User-Agent": USER_AGENT,
+        "Accept-Encoding": "gzip, deflate",
+        "Accept": "*/*",
+        "Connection": "keep-alive",
+        **headers,
+    }
+    if not any(name.lower() == "authorization" for name in sent):
+        netrc = get_netrc_auth(url)
+        if netrc:
+            basic = urllib3.make_headers(basic_auth=":".join(netrc))
+            sent["Authorization"] = basic["authorization"]
+    first: Mapping[str, str] | None = None
+    asked = url = requote_uri(url)
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            raw = _send(url, sent, stream=stream)
+        except (urllib3.exceptions.LocationValueError, ValueError):
+            raise SourceError("not a valid http(s) URL", path=url) from None
+        except urllib3.exceptions.TimeoutError:
+            raise _ConnectionFailed("Timeout") from None
+        except urllib3.exceptions.HTTPError:
+            raise _ConnectionFailed("ConnectionError") from None
+        first = raw.headers if first is None else first
+        location = raw.get_redirect_location()
+        if not location:
+            return _Reply(raw, url, first)
+        raw.drain_conn()
+        raw.release_conn()
+        target = requote_uri(urljoin(url, location))
+        if _REDIRECT_RULES.should_strip_auth(url, target):
+            sent = {k: v for k, v in sent.items() if k.lower() != "authorization"}
+        url = target
+    raise SourceError(f"more than {MAX_REDIRECTS} redirects", path=asked)
+
+
 # ---------------------------------------------------------------------------------------- names
 
 
-def filename_from_response(response: requests.Response) -> str | None:
+def filename_from_response(response: _Reply) -> str | None:
     """The name a server suggests: ``Content-Disposition`` (``filename*`` first), else the URL."""
     disposition = response.headers.get("Content-Disposition")
     if disposition:
@@ -281,13 +449,14 @@ def download(
     retry: RetryPolicy | None = None,
     durable: bool = True,
     promised: Promise | None = None,
+    proven: bool = False,
 ) -> Downloaded:
     """Download ``url`` into ``dest_dir`` and return the verified file.
 
     ``filename`` (made safe) overrides the server's name. With ``expected_sha256`` an existing
     target with that hash is returned without any request, and a mismatch is an error (nothing is
-    left behind). ``headers`` are sent on the first request; ``requests`` drops ``Authorization``
-    when a redirect leaves the host, so an API key never reaches a storage CDN.
+    left behind). ``headers`` are sent on the first request; ``Authorization`` is dropped
+    when a redirect leaves the host (requests' rule), so an API key never reaches a storage CDN.
     ``durable=False`` skips the fsyncs (the rename stays atomic), for cache entries that are
     cheap to fetch again: on many disks each fsync costs milliseconds.
     ``promised`` reads the headers of the first response (before any redirect) and returns the
@@ -295,11 +464,15 @@ def download(
     gives is checked like ``expected_sha256`` / ``expected_size`` where those were not passed,
     before the file is moved into place. The Hub says a file's LFS sha256 only on its resolve
     response, so a caller needs no second request to learn it.
+    ``proven``: ``filename`` under ``dest_dir`` is a path the caller has just built with
+    :func:`tireg.paths.join_under` itself (the Hub's cache does), so it is not proven twice.
     """
     dest = Path(dest_dir)
     expected = expected_sha256.lower() if expected_sha256 else None
     target: Path | None = None  # known before any request when the caller names the file
-    if filename is not None:
+    if filename is not None and proven:
+        target = dest / filename
+    elif filename is not None:
         filename = safe_part(filename, fallback="download")
         target = join_under(dest, filename)
         cached = _cached_file(target, expected)
@@ -400,7 +573,8 @@ class _Job:
                 )
             target = self.target or join_under(self.dest, name)
             self.partial.data.replace(target)
-            self.partial.meta.unlink(missing_ok=True)
+            if self.partial.shared:
+                self.partial.meta.unlink(missing_ok=True)
             if self.durable:
                 fsync_dir(self.dest)
             return Downloaded(target, sha, size, url_final)
@@ -409,7 +583,10 @@ class _Job:
         """One request into the partial file; returns (final name, final URL, resumed?, the
         partial file's sha256)."""
         request_headers = {"Accept-Encoding": "identity", **headers}  # ranges of the real bytes
-        have = self.partial.data.stat().st_size if self.partial.data.exists() else 0
+        try:
+            have = self.partial.data.stat().st_size
+        except FileNotFoundError:
+            have = 0
         validator = self.partial.validator()
         if have and validator and (self.expected_size is None or have < self.expected_size):
             request_headers["Range"] = f"bytes={have}-"
@@ -417,25 +594,20 @@ class _Job:
         else:
             have = 0
         try:
-            response = http_session().get(
-                self.url, headers=request_headers, stream=True, timeout=TIMEOUT
-            )
-        except requests.TooManyRedirects:
-            raise SourceError(f"more than {MAX_REDIRECTS} redirects", path=self.url) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"connection failed ({type(exc).__name__})") from None
-        with response:
-            status = response.status_code
+            response = _get(self.url, request_headers, stream=True)
+        except _ConnectionFailed as exc:
+            raise _Transient(f"connection failed ({exc.kind})") from None
+        with contextlib.closing(response):
+            status = response.status
             if status in RETRY_STATUSES:
                 raise _Transient(f"HTTP {status}", response.headers.get("Retry-After"))
             if status == 416 and have:
                 self.partial.clear()  # our prefix is not a prefix of this file: start again
                 raise _Transient("range not satisfiable, restarting", "0")
             if status >= 400:
-                raise _status_error(response)
+                raise response.error()
             if self.promised is not None:
-                first = response.history[0] if response.history else response
-                sha, size = self.promised(first.headers)
+                sha, size = self.promised(response.first_headers)
                 if self.expected is None and sha:
                     self.expected = sha.lower()
                 if self.expected_size is None:
@@ -456,7 +628,7 @@ class _Job:
             sha = self.stream_body(response, have, total)
             return name, response.url, resumed, sha
 
-    def stream_body(self, response: requests.Response, have: int, total: int | None) -> str:
+    def stream_body(self, response: _Reply, have: int, total: int | None) -> str:
         """Append the body to the partial file, sniffing its start and counting its size;
         return the whole file's sha256 (a resumed prefix hashed first, from the file)."""
         done = have
@@ -468,7 +640,7 @@ class _Job:
                     digest.update(block)
         with self.partial.data.open("ab" if have else "wb") as out:
             try:
-                for chunk in response.iter_content(CHUNK):
+                for chunk in response.raw.stream(CHUNK, decode_content=True):
                     if first:
                         first = False
                         if looks_like_html(chunk, response.headers.get("Content-Type")):
@@ -482,7 +654,10 @@ class _Job:
                     digest.update(chunk)
                     if self.progress:
                         self.progress(done, total)
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            except urllib3.exceptions.ReadTimeoutError:
+                out.flush()
+                raise _Transient(f"read timed out after {done} bytes") from None
+            except urllib3.exceptions.HTTPError as exc:
                 out.flush()
                 got = done + _read_before_drop(exc)
                 if total is not None and got < total:
@@ -490,9 +665,6 @@ class _Job:
                 raise _Transient(
                     f"connection dropped after {done} bytes ({type(exc).__name__})"
                 ) from None
-            except requests.Timeout:
-                out.flush()
-                raise _Transient(f"read timed out after {done} bytes") from None
             out.flush()
             if self.durable:
                 os.fsync(out.fileno())
@@ -506,8 +678,8 @@ def _read_before_drop(exc: BaseException) -> int:
     """Bytes urllib3 had read in the failed call before the body ended early (then dropped).
 
     A body shorter than its ``Content-Length`` raises ``IncompleteRead(partial, expected)``
-    (wrapped in ``ProtocolError``, then requests' ``ChunkedEncodingError``) and the partial
-    chunk is lost with it; its count is what makes "ends after N of M bytes" true.
+    (wrapped in urllib3's ``ProtocolError``) and the partial chunk is lost with it; its count is
+    what makes "ends after N of M bytes" true.
     """
     pending: list[object] = [exc]
     while pending:
@@ -519,26 +691,12 @@ def _read_before_drop(exc: BaseException) -> int:
     return 0
 
 
-def _status_error(response: requests.Response) -> SourceError:
-    body = ""
-    with contextlib.suppress(Exception):
-        body = response.raw.read(2048, decode_content=True).decode("utf-8", "replace")
-    if looks_like_html(body.encode(), response.headers.get("Content-Type")):
-        body = ""
-    return HttpStatusError(
-        f"HTTP {response.status_code} {response.reason or ''}".strip(),
-        status=response.status_code,
-        url=response.url,
-        body=body,
-    )
-
-
-def _range_start(response: requests.Response) -> int | None:
+def _range_start(response: _Reply) -> int | None:
     match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
     return int(match.group(1)) if match else None
 
 
-def _total_size(response: requests.Response, have: int) -> int | None:
+def _total_size(response: _Reply, have: int) -> int | None:
     content_range = response.headers.get("Content-Range", "")
     match = re.match(r"bytes \d+-\d+/(\d+)", content_range)
     if match:
@@ -547,7 +705,7 @@ def _total_size(response: requests.Response, have: int) -> int | None:
     return have + int(length) if length and length.isdigit() else None
 
 
-def _validator(response: requests.Response) -> str | None:
+def _validator(response: _Reply) -> str | None:
     """A strong ETag or Last-Modified: what makes a later ``If-Range`` resume safe."""
     etag = response.headers.get("ETag")
     if etag and not etag.startswith("W/"):
@@ -605,10 +763,8 @@ def _same_file(handle: IO[bytes], path: Path) -> bool:
 
 
 def _cached_file(target: Path, expected: str | None) -> Path | None:
-    """``target`` if it is already there and (when a hash is known) has that hash."""
-    if not target.is_file():
-        return None
-    if expected is None:
+    """``target`` if it is already there and has the hash known for it (none: not reused)."""
+    if expected is None or not target.is_file():
         return None
     return target if sha256_file(target) == expected else None
 
@@ -646,33 +802,36 @@ def get_json(
         raise SourceError("offline: not asking the server", path=url, hint=_OFFLINE_HINT)
     policy = retry or RetryPolicy.from_env()
     request_headers = {"Accept": "application/json", **(headers or {})}
+    query = urlencode([(k, v) for k, v in (params or {}).items() if v is not None], doseq=True)
+    if query:
+        url += ("&" if urlsplit(url).query else "?") + query
     for attempt in range(policy.attempts):
         retry_after: str | None = None
         try:
-            response = http_session().get(
-                url, params=params, headers=request_headers, timeout=TIMEOUT
-            )
-        except requests.TooManyRedirects:
-            raise SourceError(f"more than {MAX_REDIRECTS} redirects", path=url) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            reason = f"connection failed ({type(exc).__name__})"
+            response = _get(url, request_headers, stream=False)
+        except _ConnectionFailed as exc:
+            reason = f"connection failed ({exc.kind})"
         else:
-            if response.status_code not in RETRY_STATUSES:
-                if response.status_code >= 400:
-                    raise HttpStatusError(
-                        f"HTTP {response.status_code} {response.reason or ''}".strip(),
-                        status=response.status_code,
-                        url=response.url,
-                        body="" if looks_like_html(response.content) else response.text[:2048],
-                    )
-                if looks_like_html(response.content, response.headers.get("Content-Type")):
-                    raise _html_error(response.url)
-                try:
-                    return response.json()
-                except ValueError:
-                    raise SourceError("the server's reply is not JSON", path=response.url) from None
-            reason = f"HTTP {response.status_code}"
-            retry_after = response.headers.get("Retry-After")
+            with contextlib.closing(response):
+                content = response.raw.data
+                if response.status not in RETRY_STATUSES:
+                    if response.status >= 400:
+                        raise HttpStatusError(
+                            f"HTTP {response.status} {response.raw.reason or ''}".strip(),
+                            status=response.status,
+                            url=response.url,
+                            body="" if looks_like_html(content) else _text(content)[:2048],
+                        )
+                    if looks_like_html(content, response.headers.get("Content-Type")):
+                        raise _html_error(response.url)
+                    try:
+                        return json.loads(content)
+                    except ValueError:
+                        raise SourceError(
+                            "the server's reply is not JSON", path=response.url
+                        ) from None
+                reason = f"HTTP {response.status}"
+                retry_after = response.headers.get("Retry-After")
         if attempt + 1 < policy.attempts:
             time.sleep(policy.delay(attempt, retry_after))
     raise SourceError(
@@ -680,3 +839,8 @@ def get_json(
         path=url,
         hint="the server is busy or unreachable; try again later",
     )
+
+
+def _text(content: bytes) -> str:
+    """A reply body as text, for an error message (UTF-8, undecodable bytes replaced)."""
+    return content.decode("utf-8", "replace")
