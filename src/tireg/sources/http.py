@@ -69,9 +69,7 @@ TIMEOUT = (10.0, 60.0)
 _TIMEOUT = urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1])
 #: pooled keep-alive connections per host: a sync runs 32 downloads at once
 POOL_SIZE = 64
-USER_AGENT = (
-    f"tireg/{__version__} (textual-inversion registry; python-requests/{requests.__version__})"
-)
+USER_AGENT = f"tireg/{__version__} (textual-inversion registry; urllib3/{urllib3.__version__})"
 CHUNK = 64 * 1024
 
 
