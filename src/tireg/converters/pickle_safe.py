@@ -225,8 +225,11 @@ def _is_int(value: object) -> bool:
 
 def _dims(value: Any, what: str) -> tuple[int, ...]:
     """A shape or stride: a tuple of at most :data:`MAX_DIMS` non-negative ints."""
-    if type(value) is not tuple or not all(_is_int(d) and d >= 0 for d in value):
+    if type(value) is not tuple:
         _fail(f"{what} must be a tuple of non-negative ints")
+    for d in value:  # a plain loop: no generator and no call per dimension (read per tensor)
+        if type(d) is not int or d < 0:
+            _fail(f"{what} must be a tuple of non-negative ints")
     if len(value) > MAX_DIMS:
         _fail(f"{what} has {len(value)} dimensions")
     return value
@@ -996,10 +999,7 @@ def _check_opcodes(
     skips = _SKIPS if fast else _NO_SKIPS
     prefixed = _PREFIXED if fast else _NO_SKIPS
     wrong: EmbeddingFileError | None = None
-    while True:
-        if pos >= size:
-            ends = "its last opcode runs past the end" if pos > size else "it has no STOP opcode"
-            _fail(f"corrupt pickle ({ends})")
+    while pos < size:  # a STOP breaks out; running off the end is the ``else`` below
         code = data[pos]
         skip = skips[code]
         if skip:
@@ -1077,6 +1077,9 @@ def _check_opcodes(
                 budget.charge(cost, "the objects its pickle builds")
         if role == _ROLE_STOP:
             break
+    else:
+        ends = "its last opcode runs past the end" if pos > size else "it has no STOP opcode"
+        _fail(f"corrupt pickle ({ends})")
     if wrong is not None:
         raise wrong
     if budget is not None:
