@@ -48,3 +48,31 @@ def test_single_matrix_family_follows_its_width(width: int, family: Family) -> N
 
 def test_family_labels() -> None:
     assert [f.label for f in Family] == ["SD 1.x", "SD 2.x", "SDXL", "unknown"]
+
+
+@pytest.mark.parametrize(
+    "fill, finite",
+    [
+        (0.5, True),
+        # finite values whose float32 sum overflows: the sum alone cannot settle it
+        (np.finfo(np.float32).max, True),
+        (-np.finfo(np.float32).max, True),
+        (np.nan, False),
+        (np.inf, False),
+        (-np.inf, False),
+    ],
+)
+def test_is_finite_agrees_with_the_element_test(fill: float, finite: bool) -> None:
+    vectors = np.full((4, 768), 0.25, dtype=np.float32)
+    vectors[2, 5] = fill
+    vectors[3, 700] = fill
+    embedding = Embedding(name="x", vectors={"clip_l": vectors})
+    assert embedding.is_finite is finite
+    assert embedding.is_finite is bool(np.isfinite(vectors).all())
+
+
+def test_is_finite_with_inf_and_minus_inf_in_one_matrix() -> None:
+    """+Inf and -Inf together sum to NaN: still not finite."""
+    vectors = np.zeros((2, 768), dtype=np.float32)
+    vectors[0, 0], vectors[1, 1] = np.inf, -np.inf
+    assert not Embedding(name="x", vectors={"clip_l": vectors}).is_finite

@@ -4,7 +4,9 @@
   stack model nor the budget watch runs: both ways must find the same end, charge the same
   budget and refuse a cut-short argument with the same words;
 * a file stem is cleaned by one regular expression instead of a test of each character;
-* the safetensors writer looks dtypes up by the dtype itself and joins the tensors' bytes once.
+* the safetensors writer looks dtypes up by the dtype itself and joins the tensors' bytes once;
+* ``inspect``'s norm squares while widening to float64 (one ufunc, not a copy then a square) and
+  takes the root with ``math.sqrt``: the same float as the copy, square, sum and ``np.sqrt``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tireg.converters import pickle_safe, safetensors_file, torch_file
+from tireg.converters import pickle_safe, read_file, safetensors_file, torch_file
 from tireg.converters.errors import EmbeddingFileError
+from tireg.converters.inspection import _norm
 from tireg.converters.writing import _NOT_STEM
 
 
@@ -83,3 +86,22 @@ def test_safetensors_bytes_do_not_depend_on_byte_order_or_memory_layout(dtype: s
         assert safetensors_file.dumps({"t": variant, "e": variant[:0]}, {"k": "v"}) == expected
     tensors, metadata = safetensors_file.loads(expected)
     assert metadata == {"k": "v"} and tensors["t"].tobytes() == canonical.tobytes()
+
+
+def test_inspect_norm_is_the_widened_copy_squared_and_summed(corpus: Path) -> None:
+    matrices = []
+    for path in sorted(corpus.iterdir()):
+        try:
+            matrices.extend(read_file(path).vectors.values())
+        except EmbeddingFileError:
+            continue  # the corpus' broken files
+    assert len(matrices) >= 4
+    rng = np.random.default_rng(9)
+    for n, width in [(1, 768), (2, 1024), (8, 1280), (16, 768), (75, 320)]:
+        scale = rng.uniform(1e-3, 1e3)
+        matrices.append((rng.standard_normal((n, width)) * scale).astype(np.float32))
+        matrices.append(matrices[-1].astype(np.float16).astype(np.float32))
+    for matrix in matrices:
+        wide = matrix.astype(np.float64)
+        slow = float(np.sqrt(np.add.reduce(np.square(wide, out=wide), axis=None)))
+        assert _norm(matrix) == slow

@@ -16,6 +16,7 @@ emb        other  a width tireg does not know (kept, never guessed)
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -135,12 +136,17 @@ class Embedding:
     @property
     def is_finite(self) -> bool:
         """False when any vector holds NaN or Inf (such files load, with a warning)."""
-        # the ufunc's own reduce: ``ndarray.all`` goes through numpy's Python-level wrapper,
-        # which for a small matrix costs more than the test itself (checked on every read)
-        return all(
-            bool(np.logical_and.reduce(np.isfinite(arr), axis=None))
-            for arr in self.vectors.values()
-        )
+        # Checked on every read, so one ufunc call per matrix where one settles it: a finite sum
+        # proves every element finite (a NaN makes the sum NaN; an Inf makes it Inf or NaN). A
+        # sum that is not finite (a NaN, an Inf, or finite values whose float32 sum overflowed)
+        # is judged element by element. The ufuncs' own reduce: ``ndarray.sum``/``all`` go
+        # through numpy's Python-level wrappers, which cost more than the test on a small matrix.
+        for arr in self.vectors.values():
+            if not math.isfinite(np.add.reduce(arr, axis=None)) and not bool(
+                np.logical_and.reduce(np.isfinite(arr), axis=None)
+            ):
+                return False
+        return True
 
     def norms(self) -> dict[str, float]:
         """The L2 norm of each encoder's whole matrix (what the corpus README quotes)."""

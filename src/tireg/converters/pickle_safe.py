@@ -225,8 +225,11 @@ def _is_int(value: object) -> bool:
 
 def _dims(value: Any, what: str) -> tuple[int, ...]:
     """A shape or stride: a tuple of at most :data:`MAX_DIMS` non-negative ints."""
-    if type(value) is not tuple or not all(_is_int(d) and d >= 0 for d in value):
+    if type(value) is not tuple:
         _fail(f"{what} must be a tuple of non-negative ints")
+    for d in value:  # a plain loop: no generator and no call per dimension (read per tensor)
+        if type(d) is not int or d < 0:
+            _fail(f"{what} must be a tuple of non-negative ints")
     if len(value) > MAX_DIMS:
         _fail(f"{what} has {len(value)} dimensions")
     return value
@@ -996,10 +999,7 @@ def _check_opcodes(
     skips = _SKIPS if fast else _NO_SKIPS
     prefixed = _PREFIXED if fast else _NO_SKIPS
     wrong: EmbeddingFileError | None = None
-    while True:
-        if pos >= size:
-            ends = "its last opcode runs past the end" if pos > size else "it has no STOP opcode"
-            _fail(f"corrupt pickle ({ends})")
+    while pos < size:  # a STOP breaks out; running off the end is the ``else`` below
         code = data[pos]
         skip = skips[code]
         if skip:
@@ -1077,6 +1077,9 @@ def _check_opcodes(
                 budget.charge(cost, "the objects its pickle builds")
         if role == _ROLE_STOP:
             break
+    else:
+        ends = "its last opcode runs past the end" if pos > size else "it has no STOP opcode"
+        _fail(f"corrupt pickle ({ends})")
     if wrong is not None:
         raise wrong
     if budget is not None:
@@ -1093,9 +1096,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-_LOUD = contextlib.nullcontext()
 
 
 def unpickle(
@@ -1119,8 +1119,12 @@ def unpickle(
         # a buffered stream has ``peek``, with which the C unpickler takes its input in one
         # read; from a bare BytesIO it calls ``read`` once per opcode
         stream = io.BufferedReader(io.BytesIO(data if whole else data[start:end]))
-        with _quiet() if escaped else _LOUD:
-            obj = RestrictedUnpickler(stream, sink).load()
+        unpickler = RestrictedUnpickler(stream, sink)
+        if escaped:
+            with _quiet():
+                obj = unpickler.load()
+        else:  # no context manager at all: even a null one is two Python calls per load
+            obj = unpickler.load()
     except EmbeddingFileError:
         raise
     except Exception as exc:  # untrusted input: any failure is the file's

@@ -280,7 +280,8 @@ class _Archive:
         self.budget = Budget(MAX_TOTAL_BYTES)
         self.big_endian = False
 
-    def read(self, name: str, limit: int) -> bytes:
+    def read(self, name: str, limit: int) -> bytes | memoryview:
+        """A member's bytes: a view into the archive for a stored member held in memory."""
         member = self.members.get(self.prefix + name)
         if member is None:
             _fail(f"zip archive has no member {self.prefix + name!r}")
@@ -294,6 +295,7 @@ class _Archive:
             _fail(f"zip member {shown!r} declares {size} bytes, over the limit")
         if size > 1024 * 1024 and size > MAX_RATIO * max(member.compress_size, 1):
             _fail(f"zip member {shown!r} has an absurd compression ratio")
+        blob: bytes | memoryview
         if self.data is not None and member.compress_type == zipfile.ZIP_STORED:
             blob = self._stored(member)
         else:
@@ -305,8 +307,9 @@ class _Archive:
         self.budget.charge(size, "zip member {!r}", shown)
         return blob
 
-    def _stored(self, member: _Member) -> bytes:
-        """An uncompressed member's bytes, sliced from the in-memory archive."""
+    def _stored(self, member: _Member) -> memoryview:
+        """An uncompressed member's bytes, a view of the in-memory archive: a tensor's storage is
+        copied once, into its array, not first into a slice of its own."""
         data = self.data or b""
         at = member.header_offset
         header = data[at : at + _LOCAL_HEADER.size]
@@ -320,7 +323,7 @@ class _Archive:
         if name != member.name:
             _fail(f"zip member {member.name!r} has another name in its local header")
         start += name_size + extra_size
-        blob = data[start : start + member.compress_size]
+        blob = memoryview(data)[start : start + member.compress_size]
         if len(blob) != member.compress_size:
             _fail(f"zip member {member.name!r} is truncated")
         if zlib.crc32(blob) != member.crc:
@@ -329,14 +332,15 @@ class _Archive:
 
     def load(self, tensors: Tensors) -> Any:
         if self.prefix + "byteorder" in self.members:
-            order = self.read("byteorder", 16)
+            order = bytes(self.read("byteorder", 16))
             if order not in (b"little", b"big"):
                 _fail(f"unknown byteorder {order!r}")
             self.big_endian = order == b"big"
-        obj, _ = pickle_safe.unpickle(self.read("data.pkl", MAX_PICKLE_BYTES), budget=self.budget)
-        blobs: dict[str, bytes] = {}
+        pickled = bytes(self.read("data.pkl", MAX_PICKLE_BYTES))  # the scan needs bytes' find
+        obj, _ = pickle_safe.unpickle(pickled, budget=self.budget)
+        blobs: dict[str, bytes | memoryview] = {}
 
-        def fetch(ref: StorageRef) -> bytes:
+        def fetch(ref: StorageRef) -> bytes | memoryview:
             if ref.key not in blobs:
                 blobs[ref.key] = self.read("data/" + ref.key, MAX_TOTAL_BYTES)
             return blobs[ref.key]
