@@ -201,14 +201,18 @@ def import_embeddings(
     session: Session,
     files: Sequence[tuple[Embedding, FileFacts]],
     *,
+    shas: Sequence[str] | None = None,
     store: ContentStore | None = None,
     reindex: bool = True,
 ) -> list[tuple[int, bool]]:
     """:func:`import_embedding` for many files at once, each with its own facts and hints:
     (embedding id, new?) per file. A handful of statements for them all, where one file at a
-    time cost a handful each (a sync records hundreds of repos in one transaction)."""
+    time cost a handful each (a sync records hundreds of repos in one transaction). ``shas``
+    are the embeddings' ``vectors_sha256()`` where the caller hashed them already (ingest did,
+    to store them); else they are hashed here."""
     store = store if store is not None else ContentStore()
-    shas = [embedding.vectors_sha256() for embedding, _ in files]
+    if shas is None:
+        shas = [embedding.vectors_sha256() for embedding, _ in files]
     for sha, (embedding, _) in zip(shas, files, strict=True):
         if sha not in store:
             store.put_hashed(sha, embedding)

@@ -88,10 +88,12 @@ class Fetch:
 
 @dataclass
 class Prepared:
-    """A fetch whose files were read and stored: ready for :func:`record_in`."""
+    """A fetch whose files were read and stored: ready for :func:`record_in`. Each item is a
+    file, what it holds and that embedding's ``vectors_sha256()`` (its store name), hashed once
+    for both the store and the catalogue."""
 
     fetch: Fetch
-    items: list[tuple[Fetched, Embedding]] = field(default_factory=list)
+    items: list[tuple[Fetched, Embedding, str]] = field(default_factory=list)
 
     @property
     def problems(self) -> list[tuple[str, str]]:
@@ -209,8 +211,9 @@ def prepare(fetched: Fetch, store: ContentStore, *, strict: bool) -> Prepared:
                 raise
             fetched.problems.append((item.location, exc.message))
             continue
-        store.put(embedding)  # durable before the rows that point at it
-        prepared.items.append((item, embedding))
+        sha = embedding.vectors_sha256()
+        store.put_hashed(sha, embedding)  # durable before the rows that point at it
+        prepared.items.append((item, embedding, sha))
     return prepared
 
 
@@ -283,9 +286,10 @@ def record_many_in(
     session.flush()
     # 2. every embedding, with its source's facts where the file gave none
     files: list[tuple[Embedding, FileFacts]] = []
+    shas: list[str] = []
     extras = [source_extras(source) for source in rows]
     for (prepared, _), source, said in zip(sources, rows, extras, strict=True):
-        for item, embedding in prepared.items:
+        for item, embedding, sha in prepared.items:
             hints = _embedding_hints(source, said, item, prepared.fetch.facts)
             facts = FileFacts(
                 item.location,
@@ -295,12 +299,13 @@ def record_many_in(
                 hints=hints,
             )
             files.append((embedding, facts))
-    recorded = iter(import_embeddings(session, files, store=store, reindex=reindex))
+            shas.append(sha)
+    recorded = iter(import_embeddings(session, files, shas=shas, store=store, reindex=reindex))
     results = []
     for (prepared, _), source, said in zip(sources, rows, extras, strict=True):
         fetched = prepared.fetch
         done = Recorded(source.id)
-        for item, _embedding in prepared.items:
+        for item, _embedding, _sha in prepared.items:
             embedding_id, created = next(recorded)
             done.embedding_ids.append(embedding_id)
             (done.imported if created else done.known).append(item.location)

@@ -368,7 +368,7 @@ def lookup(catalogue: Catalogue, spec: str) -> list[LookupResult]:
         if embedding is None:  # a file: read like any fetched one
             prepared = ingest.prepare(fetched, store, strict=True)
         else:  # a catalogued embedding: its vectors are in the store already
-            prepared = ingest.Prepared(fetched, [(item, embedding)])
+            prepared = ingest.Prepared(fetched, [(item, embedding, embedding.vectors_sha256())])
         [embedding_id] = ingest.record(catalogue, prepared, store=store).embedding_ids
         results.append(
             LookupResult(
