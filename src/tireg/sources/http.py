@@ -225,13 +225,15 @@ class _Reply:
     def headers(self) -> Mapping[str, str]:
         return self.raw.headers
 
-    def error(self) -> HttpStatusError:
-        """The status as an error, with the body's first 2 KB (unless it is an HTML page)."""
-        body = ""
-        with contextlib.suppress(Exception):
-            body = self.raw.read(2048, decode_content=True).decode("utf-8", "replace")
-        if looks_like_html(body.encode(), self.headers.get("Content-Type")):
-            body = ""
+    def error(self, content: bytes | None = None) -> HttpStatusError:
+        """The status as an error, with the body's first 2 KB (unless it is an HTML page);
+        ``content`` is the body where it was read already."""
+        if content is None:
+            content = b""
+            with contextlib.suppress(Exception):
+                content = self.raw.read(2048, decode_content=True)
+        html = looks_like_html(content, self.headers.get("Content-Type"))
+        body = "" if html else content[:2048].decode("utf-8", "replace")
         return HttpStatusError(
             f"HTTP {self.status} {self.raw.reason or ''}".strip(),
             status=self.status,
@@ -814,12 +816,7 @@ def get_json(
                 content = response.raw.data
                 if response.status not in RETRY_STATUSES:
                     if response.status >= 400:
-                        raise HttpStatusError(
-                            f"HTTP {response.status} {response.raw.reason or ''}".strip(),
-                            status=response.status,
-                            url=response.url,
-                            body="" if looks_like_html(content) else _text(content)[:2048],
-                        )
+                        raise response.error(content)
                     if looks_like_html(content, response.headers.get("Content-Type")):
                         raise _html_error(response.url)
                     try:
@@ -837,8 +834,3 @@ def get_json(
         path=url,
         hint="the server is busy or unreachable; try again later",
     )
-
-
-def _text(content: bytes) -> str:
-    """A reply body as text, for an error message (UTF-8, undecodable bytes replaced)."""
-    return content.decode("utf-8", "replace")
