@@ -27,7 +27,7 @@ from tireg.registry import ingest, naming, search_index
 from tireg.registry.importer import upsert_sources
 from tireg.registry.ingest import SourceOutcome, SyncReport
 from tireg.registry.store import ContentStore
-from tireg.sources import Fetched, SourceError, civitai, hf
+from tireg.sources import Fetched, SourceError, civitai, hf, http
 from tireg.sources.mega import is_mega_link
 
 #: the sites :func:`search_remote` can search
@@ -164,7 +164,7 @@ def sync_hf(
         return _sync_one(summary, listing, store, download, endpoint, logged_in)
 
     results: list[_RepoResult] = []
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    with http.netrc_per_host(), ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [pool.submit(work, item) for item in todo]
         for done, future in enumerate(as_completed(futures), 1):
             results.append(future.result())
