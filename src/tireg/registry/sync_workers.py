@@ -104,7 +104,14 @@ def processes_for(repos: int, settings: Settings, wanted: int | None = None) -> 
         return max(1, min(wanted, repos))
     if not settings.download:
         return 1  # two small text files per repo: not worth a process
-    return max(1, min(MAX_PROCESSES, os.cpu_count() or 1, repos // MIN_REPOS_PER_PROCESS))
+    return max(1, min(MAX_PROCESSES, _cores(), repos // MIN_REPOS_PER_PROCESS))
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the whole machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def fetch_all(
