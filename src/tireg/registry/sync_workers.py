@@ -9,11 +9,12 @@ with its share of the threads, so the Hub sees the same number of requests in fl
 same work takes far less CPU and runs on every core (``bench/sync.py``).
 
 A worker process is ``python -m tireg.registry.sync_workers`` running the same code as its
-parent. Nothing crosses between them as a pickle: the worker reads one JSON request on stdin
-(the settings and its repos' listing entries) and writes one JSON line per repo as it finishes:
-its facts, error, and each embedding it read as the internal format's bytes (what the store
-holds), which the parent reads back through :func:`tireg.converters.internal.loads`. The store
-files are written by the worker, durably, before it reports them, exactly as on a thread.
+parent. Nothing crosses between them as a pickle: the worker reads JSON lines on stdin (a header
+with the settings, then one repo's listing entry per line, handed to it a few ahead of its
+threads, so a worker still starting simply gets fewer) and writes one JSON line per repo as it
+finishes: its facts, error, and each embedding it read as the internal format's bytes (what the
+store holds), which the parent reads back through :func:`tireg.converters.internal.loads`. The
+store files are written by the worker, durably, before it reports them, exactly as on a thread.
 The catalogue is only ever written by the parent. Should a worker fail (it cannot start, or
 dies), the parent fetches the repos it did not report itself.
 """
@@ -370,8 +371,11 @@ def _result_to_json(index: int, result: RepoResult) -> dict[str, Any]:
             },
             "items": [
                 {
-                    "file": {**asdict(item), "path": str(item.path), "previews": []},
-                    "previews": [str(p) for p in item.previews],
+                    "file": {
+                        **asdict(item),
+                        "path": str(item.path),
+                        "previews": [str(p) for p in item.previews],
+                    },
                     "embedding": base64.b64encode(internal.dumps(embedding)).decode("ascii"),
                     "vectors_sha256": sha,
                 }
@@ -395,13 +399,9 @@ def _result_from_json(
         )
         prepared = ingest.Prepared(fetch)
         for entry in data["items"]:
-            item = Fetched(
-                **{
-                    **entry["file"],
-                    "path": Path(entry["file"]["path"]),
-                    "previews": [Path(p) for p in entry["previews"]],
-                }
-            )
+            file = entry["file"]
+            paths = {"path": Path(file["path"]), "previews": [Path(p) for p in file["previews"]]}
+            item = Fetched(**{**file, **paths})
             embedding = internal.loads(base64.b64decode(entry["embedding"]))
             fetch.files.append(item)
             prepared.items.append((item, embedding, entry["vectors_sha256"]))
