@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tests.sources.servers.hub_server import HubServer
 from tireg import config
 from tireg.db import open_catalogue
 from tireg.db.schema import CompatRow, EmbeddingRow, ProvenanceRow, SourceRow
+from tireg.db.session import Catalogue
 from tireg.registry import remote, sync_workers
 from tireg.registry.ingest import SyncReport
 from tireg.registry.store import ContentStore
@@ -167,3 +169,38 @@ def test_sync_hf_cli_with_processes(hub: HubServer, tireg_cli) -> None:  # type:
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["listed"] == 30 and len(report["downloaded"]) == 30 - len(report["gated"])
+
+
+def _workers_alive() -> list[int]:
+    """This process's children that are sync workers (from /proc: Linux only)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, parent = stat[0], int(stat[1])
+        if parent == os.getpid() and state != "Z" and b"tireg.registry.sync_workers" in command:
+            alive.append(int(entry.name))
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_an_interrupted_sync_leaves_no_worker_running(
+    hub: HubServer, catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (here: raised from the progress callback) ends the workers with the sync."""
+    hub.resolve_delay = 0.05  # the workers are still busy when the interrupt comes
+
+    def interrupt(done: int, total: int, repo_id: str) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        remote.sync_hf(catalogue, download=True, endpoint=hub.url, processes=2, progress=interrupt)
+    assert _workers_alive() == []
+    with catalogue.reading() as session:  # nothing recorded: fetched again by the next sync
+        assert session.scalars(select(EmbeddingRow)).first() is None
