@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -216,7 +215,7 @@ def nonfinite_message(label: str, count: int) -> str:
 
 
 def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:
-    header = safetensors_file.read_header(io.BytesIO(data), len(data))
+    header = safetensors_file.header_of(data)
     view = memoryview(data)
     start = header.data_start
     tensors = {
