@@ -667,6 +667,10 @@ def _allowed() -> dict[tuple[str, str], Any]:
 ALLOWED: dict[tuple[str, str], Any] = _allowed()
 
 
+#: ``GLOBAL``'s argument, ``module\nname``, of each allowed global as Python 3 spells it
+_ALLOWED_SPELLINGS = frozenset(f"{module}\n{name}".encode() for module, name in ALLOWED)
+
+
 def _resolve(module: str, name: str) -> Any:
     stand_in = ALLOWED.get((_PY2_MODULES.get(module, module), name))
     if stand_in is None:
@@ -1033,12 +1037,15 @@ def _quick_opcodes(data: bytes, start: int) -> tuple[int, int] | None:
             second = data.find(b"\n", first + 1) if first > 0 else -1
             if second < 0:
                 return None
-            try:
-                module = data[pos + 1 : first].decode("utf-8")
-                name = data[first + 1 : second].decode("utf-8")
-            except UnicodeDecodeError:
-                return None
-            _resolve(module, name)
+            # an allowed name as torch spells it is known by its bytes; any other is decoded
+            # and judged as the long way judges it
+            if data[pos + 1 : second] not in _ALLOWED_SPELLINGS:
+                try:
+                    module = data[pos + 1 : first].decode("utf-8")
+                    name = data[first + 1 : second].decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+                _resolve(module, name)
             pos = second + 1
         elif code == _STOP:
             pos += 1

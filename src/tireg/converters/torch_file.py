@@ -261,16 +261,16 @@ class _Archive:
             # the stream over the bytes is made only here: a torch-laid archive needs none
             self.zip = _open_zip(source if source is not None else io.BytesIO(data or b""))
             members = [_Member.of(info) for info in self.zip.infolist()]
-        names = [member.name for member in members]
-        if "\0" in "".join(names):
+        # a name listed twice is one key: the same names, NULs included, as the list's
+        self.members = {member.name: member for member in members}
+        if "\0" in "".join(self.members):
             # zipfile cuts a name at its first NUL: 'data.pkl\0junk' would be read as 'data.pkl'
             _fail("zip archive has a member name with a NUL character")
-        self.members = dict(zip(names, members, strict=True))
         if len(self.members) != len(members):
             _fail("zip archive lists a member twice")
         pickles = [
             n
-            for n in names
+            for n in self.members
             if n.endswith("data.pkl") and (n == "data.pkl" or _one_dir(n, "data.pkl"))
         ]
         if not pickles:
