@@ -244,7 +244,9 @@ def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:
 
 
 def _read_torch(data: bytes, name_hint: str, container: str, sha: str) -> ReadResult:
-    from tireg.converters import torch_file
+    # ``import a.b as c``: found in sys.modules by C alone; ``from a import b`` runs importlib's
+    # Python ``_handle_fromlist`` on every call
+    import tireg.converters.torch_file as torch_file
 
     obj: Any = torch_file.load(data)
     found = layouts.interpret(obj, container="pt", name_hint=name_hint, source_sha256=sha)
