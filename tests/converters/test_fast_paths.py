@@ -6,6 +6,8 @@
 * the quick opcode loop, taken for small pickles of the opcodes torch writes, gives the same
   end, escaped flag and charge as the long one, or the same refusal in the same words;
 * a file stem is cleaned by one regular expression instead of a test of each character;
+* a safetensors header held in memory is sliced, not streamed, with the same verdicts, and its
+  entries are checked by plain loops that judge as the isinstance spelling did;
 * the safetensors writer looks dtypes up by the dtype itself and joins the tensors' bytes once;
 * ``inspect``'s norm squares while widening to float64 (one ufunc, not a copy then a square) and
   takes the root with ``math.sqrt``: the same float as the copy, square, sum and ``np.sqrt``;
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import pickle
+import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -183,3 +187,59 @@ def test_inspect_finiteness_is_the_readers(tmp_path: Path) -> None:
         assert expected == (2 if poison is not None and not np.isfinite(poison) else 0)
         if expected:
             assert f" {expected} vector(s) hold NaN or Inf" in warnings[0]
+
+
+def _old_entry_verdict(shape: object, offsets: object) -> str | None:
+    """Which check the isinstance spelling of the entry checks failed first (None: passed)."""
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        return "invalid shape"
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        return "invalid data_offsets"
+    return None
+
+
+def _header_outcome(data: bytes, streamed: bool) -> object:
+    """The header read from bytes or through a stream, or the refusal's words."""
+    try:
+        if streamed:
+            return safetensors_file.read_header(io.BytesIO(data), len(data))
+        return safetensors_file.header_of(data)
+    except EmbeddingFileError as exc:
+        return exc.message
+
+
+def test_safetensors_header_of_bytes_is_the_streamed_header() -> None:
+    values: list[object] = [[2, 3], [], [0], [True, 3], [2.0, 3], [-1, 3], ["2"], [[2]], None, {}]
+    offsets: list[object] = [[0, 24], [0, 0], [1, 0], [-1, 24], [0.0, 24], [0, True], [0], None]
+    files = [
+        safetensors_file.dumps({"a": np.ones((2, 3), np.float32)}, {"k": "v"}),
+        safetensors_file.dumps({"b": np.ones((1, 768), np.float16), "c": np.zeros(0, np.int8)}),
+    ]
+    for shape in values:
+        for offset in offsets:
+            head = json.dumps({"t": {"dtype": "F32", "shape": shape, "data_offsets": offset}})
+            files.append(struct.pack("<Q", len(head)) + head.encode() + b"\0" * 24)
+    files.append(b"\x05\0\0\0\0\0\0\0{}")  # a header running past the end
+    for data in files:
+        assert _header_outcome(data, streamed=False) == _header_outcome(data, streamed=True)
+    for shape in values:  # the entry checks' verdicts are the isinstance spelling's
+        for offset in offsets:
+            head = json.dumps({"t": {"dtype": "U8", "shape": shape, "data_offsets": offset}})
+            data = struct.pack("<Q", len(head)) + head.encode()
+            try:
+                safetensors_file.header_of(data + b"\0" * 64)
+                verdict = None
+            except EmbeddingFileError as exc:
+                verdict = exc.message
+            expected = _old_entry_verdict(shape, offset)
+            if expected is not None:
+                assert verdict is not None and expected in verdict
+            else:
+                assert verdict is None or "invalid" not in verdict
