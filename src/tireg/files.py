@@ -55,12 +55,19 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         raise
 
 
+#: the flags :func:`_open_regular_fd` opens with, worked out once (not per file read)
+_OPEN_REGULAR_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+)
+
+
 def _open_regular_fd(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
     """A descriptor on ``path`` and what ``fstat`` said of it, for a regular file only (see
     :func:`open_regular`); any other kind of file is closed again unread."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    nonblock = getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, flags | nonblock)
+    fd = os.open(path, _OPEN_REGULAR_FLAGS)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -3,16 +3,25 @@
 * the opcode scan steps over length-prefixed arguments in its short loop only when neither the
   stack model nor the budget watch runs: both ways must find the same end, charge the same
   budget and refuse a cut-short argument with the same words;
+* the quick opcode loop, taken for small pickles of the opcodes torch writes, gives the same
+  end, escaped flag and charge as the long one, or the same refusal in the same words;
 * a file stem is cleaned by one regular expression instead of a test of each character;
+* a safetensors header held in memory is sliced, not streamed, with the same verdicts, and its
+  entries are checked by plain loops that judge as the isinstance spelling did;
 * the safetensors writer looks dtypes up by the dtype itself and joins the tensors' bytes once;
 * ``inspect``'s norm squares while widening to float64 (one ufunc, not a copy then a square) and
-  takes the root with ``math.sqrt``: the same float as the copy, square, sum and ``np.sqrt``.
+  takes the root with ``math.sqrt``: the same float as the copy, square, sum and ``np.sqrt``;
+  and its finiteness, judged from those sums, is what the readers' own check finds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import math
 import pickle
+import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -22,7 +31,7 @@ import pytest
 
 from tireg.converters import pickle_safe, read_file, safetensors_file, torch_file
 from tireg.converters.errors import EmbeddingFileError
-from tireg.converters.inspection import _norm
+from tireg.converters.inspection import _sum_of_squares
 from tireg.converters.writing import _NOT_STEM
 
 
@@ -104,4 +113,133 @@ def test_inspect_norm_is_the_widened_copy_squared_and_summed(corpus: Path) -> No
     for matrix in matrices:
         wide = matrix.astype(np.float64)
         slow = float(np.sqrt(np.add.reduce(np.square(wide, out=wide), axis=None)))
-        assert _norm(matrix) == slow
+        assert math.sqrt(_sum_of_squares(matrix)) == slow
+
+
+def _scan_outcome(data: bytes, quick: bool, monkeypatch: pytest.MonkeyPatch) -> object:
+    """(end, escaped, bytes charged) of a scan, or the refusal's type and words."""
+    with monkeypatch.context() as patch:
+        if not quick:
+            patch.setattr(pickle_safe, "_quick_opcodes", lambda data, start: None)
+        budget = pickle_safe.Budget(10**12)
+        try:
+            end, escaped = pickle_safe.scan(data, 0, budget)
+        except EmbeddingFileError as exc:
+            return type(exc).__name__, exc.message
+        return end, escaped, budget.limit - budget.left
+
+
+def _mutants(data: bytes, rng: np.random.Generator, count: int) -> list[bytes]:
+    """``data`` cut short, with bytes changed, inserted and dropped: near misses of a pickle."""
+    out = [data[:cut] for cut in range(0, len(data), max(1, len(data) // 16))]
+    for _ in range(count):
+        raw = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(0, len(raw)))
+            choice = rng.integers(0, 3)
+            if choice == 0:
+                raw[at] = int(rng.integers(0, 256))
+            elif choice == 1:
+                raw.insert(at, int(rng.integers(0, 256)))
+            else:
+                del raw[at]
+        out.append(bytes(raw))
+    return out
+
+
+def test_quick_and_long_opcode_loops_agree(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pickles = _pickles(corpus)
+    values: list[object] = [
+        {"a" * 300: b"\0" * 300, "b": bytearray(3), "c": 2**70, "d": 1.5, "e": [None, True]},
+        ((((((1,),),),),),),
+        [(i,) for i in range(150)],  # more tuple builders than MAX_TUPLE_DEPTH
+        {"x": list(range(400))},  # LONG_BINPUT beyond 256 memo entries
+    ]
+    for value in values:
+        pickles += [pickle.dumps(value, protocol) for protocol in range(6)]
+    pickles.append(b"\x80\x02cos\nsystem\nq\x00.")  # refused by the allow-list
+    pickles.append(b"\x80\x02ctorch\nFloatStorage\n\x82\x01.")  # EXT1 after a global
+    rng = np.random.default_rng(5)
+    quick_taken = 0
+    for data in pickles:
+        for variant in [data, *_mutants(data, rng, 60)]:
+            outcome = _scan_outcome(variant, True, monkeypatch)
+            assert outcome == _scan_outcome(variant, False, monkeypatch), variant
+            with contextlib.suppress(EmbeddingFileError):
+                quick_taken += pickle_safe._quick_opcodes(variant, 0) is not None
+    assert quick_taken > 60  # the quick loop did run, and not only on the unmutated pickles
+
+
+def test_inspect_finiteness_is_the_readers(tmp_path: Path) -> None:
+    from tireg.converters import describe, read_file_detailed, safetensors_file
+
+    rng = np.random.default_rng(3)
+    for case, poison in enumerate([None, np.nan, np.inf, -np.inf, np.float32(3e38)]):
+        matrix = rng.standard_normal((4, 768)).astype(np.float32)
+        if poison is not None:
+            matrix[1, 5] = poison
+            matrix[3, 0] = poison
+        path = tmp_path / f"e{case}.safetensors"
+        path.write_bytes(safetensors_file.dumps({"emb_params": matrix}))
+        expected = read_file_detailed(path, warn=False).nonfinite
+        warnings = describe(path)["warnings"]
+        assert len(warnings) == (1 if expected else 0)
+        assert expected == (2 if poison is not None and not np.isfinite(poison) else 0)
+        if expected:
+            assert f" {expected} vector(s) hold NaN or Inf" in warnings[0]
+
+
+def _old_entry_verdict(shape: object, offsets: object) -> str | None:
+    """Which check the isinstance spelling of the entry checks failed first (None: passed)."""
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        return "invalid shape"
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        return "invalid data_offsets"
+    return None
+
+
+def _header_outcome(data: bytes, streamed: bool) -> object:
+    """The header read from bytes or through a stream, or the refusal's words."""
+    try:
+        if streamed:
+            return safetensors_file.read_header(io.BytesIO(data), len(data))
+        return safetensors_file.header_of(data)
+    except EmbeddingFileError as exc:
+        return exc.message
+
+
+def test_safetensors_header_of_bytes_is_the_streamed_header() -> None:
+    values: list[object] = [[2, 3], [], [0], [True, 3], [2.0, 3], [-1, 3], ["2"], [[2]], None, {}]
+    offsets: list[object] = [[0, 24], [0, 0], [1, 0], [-1, 24], [0.0, 24], [0, True], [0], None]
+    files = [
+        safetensors_file.dumps({"a": np.ones((2, 3), np.float32)}, {"k": "v"}),
+        safetensors_file.dumps({"b": np.ones((1, 768), np.float16), "c": np.zeros(0, np.int8)}),
+    ]
+    for shape in values:
+        for offset in offsets:
+            head = json.dumps({"t": {"dtype": "F32", "shape": shape, "data_offsets": offset}})
+            files.append(struct.pack("<Q", len(head)) + head.encode() + b"\0" * 24)
+    files.append(b"\x05\0\0\0\0\0\0\0{}")  # a header running past the end
+    for data in files:
+        assert _header_outcome(data, streamed=False) == _header_outcome(data, streamed=True)
+    for shape in values:  # the entry checks' verdicts are the isinstance spelling's
+        for offset in offsets:
+            head = json.dumps({"t": {"dtype": "U8", "shape": shape, "data_offsets": offset}})
+            data = struct.pack("<Q", len(head)) + head.encode()
+            try:
+                safetensors_file.header_of(data + b"\0" * 64)
+                verdict = None
+            except EmbeddingFileError as exc:
+                verdict = exc.message
+            expected = _old_entry_verdict(shape, offset)
+            if expected is not None:
+                assert verdict is not None and expected in verdict
+            else:
+                assert verdict is None or "invalid" not in verdict

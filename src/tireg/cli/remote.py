@@ -41,6 +41,16 @@ def sync_hf_command(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=64, help="Repos fetched at once.")
     ] = 32,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=1,
+            max=16,
+            help="Processes that share a download (default: one per core, up to 4, for 200 or "
+            "more repos to fetch).",
+        ),
+    ] = None,
     hf_endpoint: HfEndpointOption = None,
     db: DbOption = None,
     json_out: JsonOption = False,
@@ -70,6 +80,7 @@ def sync_hf_command(
                 concurrency=concurrency,
                 progress=advance,
                 endpoint=hf_endpoint,
+                processes=processes,
             )
     finally:
         catalogue.close()

@@ -101,6 +101,7 @@ class Embedding:
         if not self.vectors:
             raise ValueError("an embedding needs at least one encoder's vectors")
         fixed: dict[str, np.ndarray] = {}
+        counts: set[int] = set()  # gathered in the one loop: a set comprehension is a function
         for key, value in self.vectors.items():
             arr = value if type(value) is np.ndarray else np.asarray(value)
             if arr.ndim == 1:
@@ -108,7 +109,7 @@ class Embedding:
             if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
                 raise ValueError(f"encoder {key!r}: expected [n, width], got {list(arr.shape)}")
             fixed[key] = np.ascontiguousarray(arr, dtype=np.float32)
-        counts = {a.shape[0] for a in fixed.values()}
+            counts.add(arr.shape[0])
         if len(counts) != 1:
             raise ValueError(f"encoders disagree on the number of vectors: {sorted(counts)}")
         if self.flat and counts != {1}:

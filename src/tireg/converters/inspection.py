@@ -17,7 +17,7 @@ import numpy as np
 from tireg.converters import internal
 from tireg.converters.embedding import a1111_short_hash
 from tireg.converters.errors import UnsafePickleError
-from tireg.converters.reading import nonfinite_message, read_file_detailed
+from tireg.converters.reading import nonfinite_count, nonfinite_message, read_file_detailed
 from tireg.errors import TiregError
 from tireg.files import sha256_file
 
@@ -36,7 +36,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = path if isinstance(path, Path) else Path(path)
     try:
-        result = read_file_detailed(p, warn=False)
+        # the vectors' finiteness is judged below, from the sums of squares the norms need
+        result = read_file_detailed(p, warn=False, finite=False)
     except TiregError as exc:
         return _failure(p, exc)
     e = result.embedding
@@ -45,9 +46,16 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     # one pass over the encoders for both facts (two comprehensions cost two function objects)
     encoders: dict[str, list[int]] = {}
     norms: dict[str, float] = {}
+    finite = True
     for key, matrix in e.vectors.items():
         encoders[key] = list(matrix.shape)
-        norms[key] = round(_norm(matrix), 4)
+        squares = _sum_of_squares(matrix)
+        # float32 squares summed in float64 cannot overflow (each is below 2**256, and the
+        # decoded-size cap allows far fewer than 2**700 of them), so the sum is finite exactly
+        # when every element is; the root is ``math.sqrt`` (correctly rounded, as ``np.sqrt``)
+        finite = finite and math.isfinite(squares)
+        norms[key] = round(math.sqrt(squares), 4)
+    nonfinite = 0 if finite else nonfinite_count(e)
     return {
         "path": str(p),
         "format": internal.FORMAT_NAME if is_tireg else e.source_format,
@@ -67,16 +75,16 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "safety": result.safety,
         "carrier": result.carrier,
         "extras": dict(e.extras),
-        "warnings": [nonfinite_message(str(p), result.nonfinite)] if result.nonfinite else [],
+        "warnings": [nonfinite_message(str(p), nonfinite)] if nonfinite else [],
     }
 
 
-def _norm(matrix: np.ndarray) -> float:
-    """L2 norm in float64, as Embedding.norms(), without BLAS (whose threads cost ~2 ms a call)
-    and without ``np.sum``'s Python-level wrapper (the same ``add.reduce``, called directly).
-    The square widens as it goes (one ufunc call, not a copy and then a square), and the root
-    of the one float is ``math.sqrt`` (correctly rounded, as ``np.sqrt``, without a ufunc)."""
-    return math.sqrt(np.add.reduce(np.square(matrix, dtype=np.float64), axis=None))
+def _sum_of_squares(matrix: np.ndarray) -> float:
+    """The squares of a float32 matrix summed in float64, without BLAS (whose threads cost ~2 ms
+    a call) and without ``np.sum``'s Python-level wrapper (the same ``add.reduce``, called
+    directly). The square widens as it goes (one ufunc call, not a copy and then a square)."""
+    total: float = np.add.reduce(np.square(matrix, dtype=np.float64), axis=None)
+    return total
 
 
 def _file_sha256(path: Path) -> str | None:

@@ -120,7 +120,8 @@ def interpret(
     sha256 of the file's bytes, goes into the embedding's provenance.
     """
     meta = dict(metadata or {})
-    if not isinstance(obj, Mapping):
+    # ``type(...) is dict`` first: every reader gives a plain dict, and an ABC check costs more
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         if _is_tensor(obj) and container == "pt":
             # a bare pickled tensor: diffusers accepts it with token=, and so do we, named by file
             arr = limits.matrix(obj, "the tensor")
@@ -131,15 +132,15 @@ def interpret(
         return _from_string_to_param(obj, container, name_hint, source_sha256)
     if CLIP_L in obj and CLIP_G in obj:
         return _from_sdxl(obj, container, name_hint, meta, source_sha256)
-    tensors = {k: v for k, v in obj.items() if _is_tensor(v)}
-    if len(obj) == 1 and len(tensors) == 1:
-        ((key, value),) = tensors.items()
-        arr = limits.matrix(value, f"tensor {key!r}")
-        if key == "emb_params":
-            name = meta.get(TITLE_KEY) or name_hint
-            return _single("kohya", container, name, arr, meta, source_sha256, value.ndim)
-        name = key if isinstance(key, str) else name_hint
-        return _single("diffusers", container, name, arr, meta, source_sha256, value.ndim)
+    if len(obj) == 1:
+        ((key, value),) = obj.items()
+        if _is_tensor(value):
+            arr = limits.matrix(value, f"tensor {key!r}")
+            if key == "emb_params":
+                name = meta.get(TITLE_KEY) or name_hint
+                return _single("kohya", container, name, arr, meta, source_sha256, value.ndim)
+            name = key if isinstance(key, str) else name_hint
+            return _single("diffusers", container, name, arr, meta, source_sha256, value.ndim)
     raise NotAnEmbeddingError(_describe(obj, container))
 
 
@@ -174,7 +175,7 @@ def _from_string_to_param(
     obj: Mapping[str, Any], container: str, name_hint: str, sha256: str | None
 ) -> Interpretation:
     params = obj["string_to_param"]
-    if not isinstance(params, Mapping):
+    if type(params) is not dict and not isinstance(params, Mapping):
         raise EmbeddingFileError(f"string_to_param is a {type(params).__name__}, not a dict")
     if len(params) != 1:
         raise EmbeddingFileError(

@@ -667,6 +667,10 @@ def _allowed() -> dict[tuple[str, str], Any]:
 ALLOWED: dict[tuple[str, str], Any] = _allowed()
 
 
+#: ``GLOBAL``'s argument, ``module\nname``, of each allowed global as Python 3 spells it
+_ALLOWED_SPELLINGS = frozenset(f"{module}\n{name}".encode() for module, name in ALLOWED)
+
+
 def _resolve(module: str, name: str) -> Any:
     stand_in = ALLOWED.get((_PY2_MODULES.get(module, module), name))
     if stand_in is None:
@@ -824,6 +828,23 @@ def _prefixed_table() -> list[int]:
 _PREFIXED = _prefixed_table()
 
 
+def _quick_table() -> list[int]:
+    """Opcode byte → how :func:`_quick_opcodes` steps over it: its whole length (positive) for
+    an opcode with a fixed-size argument that needs no check in a small pickle (the plain ones,
+    the ``GET``s, ``BINPUT`` and the tuple builders), minus the width of its length prefix
+    (negative) for a str or bytes argument (:data:`_PREFIXED`), 0 for every other opcode."""
+    table = [0] * 256
+    for code, (skip, width) in enumerate(zip(_SKIPS, _PREFIXED, strict=True)):
+        table[code] = abs(skip) if skip else -width
+    return table
+
+
+_QUICK = _quick_table()
+_GLOBAL, _STOP = pickle.GLOBAL[0], pickle.STOP[0]
+#: the tuple-building opcodes' bytes (``TUPLE``, ``TUPLE1``-``TUPLE3``, ``FROZENSET``)
+_TUPLE_BYTES = bytes(code for code, entry in enumerate(_OPCODES) if entry and entry[4] == 1)
+
+
 class _StackModel:
     """Follows the unpickler's stack statically, tracking what could make ``hash()`` misbehave.
 
@@ -961,6 +982,17 @@ def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> tuple[int
     tuple built by an opcode of its own, and no opcode runs twice).
     """
     model = _StackModel() if len(data) - start > _SMALL_PICKLE else None
+    worst = (_OPCODE_COST + _CHAR_COST) * (len(data) - start)
+    if model is None and (budget is None or worst <= budget.left):
+        quick = _quick_opcodes(data, start)
+        if quick is not None:
+            end, count = quick
+            if budget is not None:
+                budget.charge(
+                    _OPCODE_COST * count + _CHAR_COST * (end - start),
+                    "the objects its pickle builds",
+                )
+            return end, False
     try:
         end, tuples, escaped = _check_opcodes(data, start, budget, model)
         if model is None and tuples > MAX_TUPLE_DEPTH:
@@ -970,6 +1002,61 @@ def scan(data: bytes, start: int = 0, budget: Budget | None = None) -> tuple[int
     except Exception as exc:  # untrusted input: any parse failure is the file's
         raise EmbeddingFileError(f"corrupt pickle ({describe_error(exc)})") from None
     return end, escaped
+
+
+def _quick_opcodes(data: bytes, start: int) -> tuple[int, int] | None:
+    """The checks of :func:`scan` for the pickles embeddings hold, in a shorter loop: (end,
+    opcodes) when the pickle at ``data[start:]`` uses only fixed-size opcodes, str and bytes
+    with an unsigned length prefix, ``GLOBAL`` and ``STOP``, and holds at most
+    :data:`MAX_TUPLE_DEPTH` tuple-building opcodes; ``None`` for anything else, which
+    :func:`_check_opcodes` then judges (and words any failure) the long way.
+
+    Why it may skip what :func:`_check_opcodes` does per opcode: with none of ``PUT``,
+    ``LONG_BINPUT``, ``MEMOIZE`` or ``EXT`` (all sent the long way), no memo index can be out
+    of range (``BINPUT``'s one byte is always within :data:`_MEMO_SLACK`) and nothing needs
+    the memo count; and there can be no more tuple builders than the bytes that spell them,
+    counted at C speed, so they need no count of their own unless a pickle has more opcodes
+    than :data:`MAX_TUPLE_DEPTH`. Only the caller's budget check is left, which it makes on
+    the count returned, as the long way does when it does not watch opcode by opcode.
+    """
+    table = _QUICK
+    size = len(data)
+    pos = start
+    count = 0
+    while pos < size:
+        code = data[pos]
+        step = table[code]
+        count += 1
+        if step > 0:
+            pos += step
+        elif step:  # a length prefix of -step bytes, then that many bytes
+            begin = pos + 1 - step
+            pos = begin + int.from_bytes(data[pos + 1 : begin], "little")
+        elif code == _GLOBAL:
+            first = data.find(b"\n", pos + 1)
+            second = data.find(b"\n", first + 1) if first > 0 else -1
+            if second < 0:
+                return None
+            # an allowed name as torch spells it is known by its bytes; any other is decoded
+            # and judged as the long way judges it
+            if data[pos + 1 : second] not in _ALLOWED_SPELLINGS:
+                try:
+                    module = data[pos + 1 : first].decode("utf-8")
+                    name = data[first + 1 : second].decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+                _resolve(module, name)
+            pos = second + 1
+        elif code == _STOP:
+            pos += 1
+            if count > MAX_TUPLE_DEPTH:
+                body = data[start:pos]
+                if len(body) - len(body.translate(None, _TUPLE_BYTES)) > MAX_TUPLE_DEPTH:
+                    return None
+            return pos, count
+        else:
+            return None
+    return None  # cut short: the long way says where
 
 
 def _check_opcodes(

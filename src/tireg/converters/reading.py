@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -111,9 +110,12 @@ def read_file(path: str | os.PathLike[str]) -> Embedding:
     return read_file_detailed(path).embedding
 
 
-def read_file_detailed(path: str | os.PathLike[str], *, warn: bool = True) -> ReadResult:
+def read_file_detailed(
+    path: str | os.PathLike[str], *, warn: bool = True, finite: bool = True
+) -> ReadResult:
     """Like :func:`read_file`, with the container, layout, stored dtypes and safety verdict;
-    ``warn=False`` leaves non-finite vectors to :attr:`ReadResult.nonfinite` alone."""
+    ``warn=False`` leaves non-finite vectors to :attr:`ReadResult.nonfinite` alone, and
+    ``finite=False`` leaves them to the caller (see :func:`read_bytes_detailed`)."""
     p = path if isinstance(path, Path) else Path(path)
     try:
         data = read_capped(p, MAX_FILE_BYTES)
@@ -124,7 +126,9 @@ def read_file_detailed(path: str | os.PathLike[str], *, warn: bool = True) -> Re
     # asked only when it matters: a file of no known format, whose first bytes an error quotes
     reveal = container_of(data) != "unknown" or not p.is_symlink()
     try:
-        return read_bytes_detailed(data, name_hint=p.stem, label=str(p), reveal=reveal, warn=warn)
+        return read_bytes_detailed(
+            data, name_hint=p.stem, label=str(p), reveal=reveal, warn=warn, finite=finite
+        )
     except EmbeddingFileError as exc:
         raise exc.with_path(p) from None
 
@@ -161,6 +165,7 @@ def read_bytes_detailed(
     label: str | None = None,
     reveal: bool = True,
     warn: bool = True,
+    finite: bool = True,
 ) -> ReadResult:
     """Read bytes as an embedding, reporting how; ``label`` names the file in warnings.
 
@@ -168,7 +173,10 @@ def read_bytes_detailed(
     the file's first bytes only when ``reveal`` (not for a file reached through a symlink).
     Vectors holding NaN or Inf are counted in :attr:`ReadResult.nonfinite` and, when ``warn``,
     reported as a :class:`NonFiniteVectorsWarning` (``tireg inspect`` lists them itself: a
-    warnings context per file would cost more than its reading).
+    warnings context per file would cost more than its reading). ``finite=False`` skips that
+    step (``nonfinite`` stays 0) for a caller that judges the vectors itself:
+    ``tireg inspect`` sums their squares for the norms anyway, and a finite sum of squares
+    proves every vector finite (:func:`nonfinite_count` counts them when it is not).
     """
     if not data:
         raise EmbeddingFileError("empty file (0 bytes)")
@@ -186,8 +194,8 @@ def read_bytes_detailed(
     if embedding.source_sha256 is None:  # an internal-format file written without provenance
         embedding = embedding.with_meta(source_sha256=sha)
     bad = 0
-    if not embedding.is_finite:
-        bad = sum(int((~np.isfinite(a)).any(axis=1).sum()) for a in embedding.vectors.values())
+    if finite and not embedding.is_finite:
+        bad = nonfinite_count(embedding)
         if warn:
             message = nonfinite_message(label or embedding.name, bad)
             warnings.warn(NonFiniteVectorsWarning(message), stacklevel=2)
@@ -196,13 +204,18 @@ def read_bytes_detailed(
     return replace(result, embedding=embedding, nonfinite=bad)
 
 
+def nonfinite_count(embedding: Embedding) -> int:
+    """How many of the embedding's vectors hold NaN or Inf (a row of any encoder)."""
+    return sum(int((~np.isfinite(a)).any(axis=1).sum()) for a in embedding.vectors.values())
+
+
 def nonfinite_message(label: str, count: int) -> str:
     """What is said of a file whose ``count`` vectors hold NaN or Inf."""
     return f"{label}: {count} vector(s) hold NaN or Inf; the embedding loads but will not work"
 
 
 def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:
-    header = safetensors_file.read_header(io.BytesIO(data), len(data))
+    header = safetensors_file.header_of(data)
     view = memoryview(data)
     start = header.data_start
     tensors = {
@@ -231,7 +244,9 @@ def _read_safetensors(data: bytes, name_hint: str, sha: str) -> ReadResult:
 
 
 def _read_torch(data: bytes, name_hint: str, container: str, sha: str) -> ReadResult:
-    from tireg.converters import torch_file
+    # ``import a.b as c``: found in sys.modules by C alone; ``from a import b`` runs importlib's
+    # Python ``_handle_fromlist`` on every call
+    import tireg.converters.torch_file as torch_file
 
     obj: Any = torch_file.load(data)
     found = layouts.interpret(obj, container="pt", name_hint=name_hint, source_sha256=sha)

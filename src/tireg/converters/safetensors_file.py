@@ -35,6 +35,8 @@ from tireg.converters.limits import MAX_DIMS
 from tireg.errors import ends_early
 
 MAX_HEADER_SIZE = 100_000_000
+#: the header length, the file's first 8 bytes
+_LENGTH = struct.Struct("<Q")
 #: the largest element count numpy can index (intp), for any one tensor or dimension
 _MAX_ELEMENTS = 2**62
 
@@ -177,29 +179,32 @@ def _parse_entry(name: str, entry: Any) -> TensorInfo:
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise EmbeddingFileError(f"safetensors entry {name!r} has unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    # JSON gives a number as int (never bool) or float, so ``type(d) is int`` is the test of
+    # ``isinstance(d, int) and not isinstance(d, bool)``; plain loops, not a generator per entry
+    if type(shape) is not list:
         raise EmbeddingFileError(f"safetensors entry {name!r} has an invalid shape")
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
+            raise EmbeddingFileError(f"safetensors entry {name!r} has an invalid shape")
     if len(shape) > MAX_DIMS:
         raise EmbeddingFileError(
             f"safetensors entry {name!r} has {len(shape)} dimensions (at most {MAX_DIMS})"
         )
     extent = 1
+    count = 1  # Python ints cannot overflow; absurd shapes fail the size check below
     for dim in shape:
-        extent *= max(dim, 1)
+        count *= dim
+        extent *= dim or 1
         if extent > _MAX_ELEMENTS:
             raise EmbeddingFileError(f"safetensors entry {name!r} has an impossibly large shape")
     if (
-        not isinstance(offsets, list)
+        type(offsets) is not list
         or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-        or offsets[0] > offsets[1]
+        or type(offsets[0]) is not int
+        or type(offsets[1]) is not int
+        or not 0 <= offsets[0] <= offsets[1]
     ):
         raise EmbeddingFileError(f"safetensors entry {name!r} has invalid data_offsets")
-    count = 1
-    for dim in shape:
-        count *= dim  # Python ints cannot overflow; absurd shapes fail the size check below
     if count * DTYPES[dtype][1] != offsets[1] - offsets[0]:
         raise EmbeddingFileError(
             f"safetensors entry {name!r}: shape {shape} x {dtype} does not match its byte range"
@@ -209,20 +214,32 @@ def _parse_entry(name: str, entry: Any) -> TensorInfo:
 
 def read_header(stream: BinaryIO, file_size: int) -> Header:
     """Read and validate only the header of an open file (never the tensor data)."""
-    prefix = stream.read(8)
+    length = _header_length(stream.read(8), file_size)
+    head = stream.read(length)
+    if len(head) != length:
+        raise EmbeddingFileError("safetensors header is truncated")
+    return parse_header(head, file_size)
+
+
+def header_of(data: bytes) -> Header:
+    """:func:`read_header` of a whole file held in memory: the header sliced out of the bytes,
+    with the same checks, and no stream made to read them through."""
+    length = _header_length(data[:8], len(data))
+    return parse_header(data[8 : 8 + length], len(data))
+
+
+def _header_length(prefix: bytes, file_size: int) -> int:
+    """The header length the first 8 bytes give, checked against the cap and the file size."""
     if len(prefix) < 8:
         raise EmbeddingFileError("file too short for a safetensors header")
-    (length,) = struct.unpack("<Q", prefix)
+    (length,) = _LENGTH.unpack(prefix)
     if length > MAX_HEADER_SIZE:
         raise EmbeddingFileError(
             f"safetensors header claims {length} bytes (limit {MAX_HEADER_SIZE})"
         )
     if length > file_size - 8:
         raise EmbeddingFileError(ends_early(file_size) + f", inside its {length:,}-byte header")
-    head = stream.read(length)
-    if len(head) != length:
-        raise EmbeddingFileError("safetensors header is truncated")
-    return parse_header(head, file_size)
+    return int(length)
 
 
 def tensor_from_bytes(info: TensorInfo, data: bytes | memoryview) -> np.ndarray:
@@ -236,9 +253,7 @@ def tensor_from_bytes(info: TensorInfo, data: bytes | memoryview) -> np.ndarray:
 
 def loads(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Parse a whole safetensors file held in memory: (tensors, metadata)."""
-    import io
-
-    header = read_header(io.BytesIO(data), len(data))
+    header = header_of(data)
     view = memoryview(data)
     tensors = {
         name: tensor_from_bytes(

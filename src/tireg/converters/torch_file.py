@@ -169,7 +169,7 @@ def load(data: bytes, *, tensors: Tensors = "load") -> Any:
     """
     data = bytes(data)
     if data.startswith(_ZIP_MAGIC):
-        return _guard(lambda: _Archive(io.BytesIO(data), data).load(tensors))
+        return _guard(lambda: _Archive(None, data).load(tensors))
     if data.startswith(b"\x80"):
         return _guard(lambda: _load_legacy(data, tensors, Budget(MAX_TOTAL_BYTES)))
     _fail("not a torch file (neither a zip archive nor a legacy pickle)")
@@ -253,23 +253,24 @@ class _Archive:
     compressed members), or one on disk, is read through :mod:`zipfile`.
     """
 
-    def __init__(self, source: BinaryIO, data: bytes | None = None) -> None:
+    def __init__(self, source: BinaryIO | None, data: bytes | None = None) -> None:
         self.data = data
         self.zip: zipfile.ZipFile | None = None
         members = _directory(data) if data is not None else None
         if members is None:
-            self.zip = _open_zip(source)
+            # the stream over the bytes is made only here: a torch-laid archive needs none
+            self.zip = _open_zip(source if source is not None else io.BytesIO(data or b""))
             members = [_Member.of(info) for info in self.zip.infolist()]
-        names = [member.name for member in members]
-        if "\0" in "".join(names):
+        # a name listed twice is one key: the same names, NULs included, as the list's
+        self.members = {member.name: member for member in members}
+        if "\0" in "".join(self.members):
             # zipfile cuts a name at its first NUL: 'data.pkl\0junk' would be read as 'data.pkl'
             _fail("zip archive has a member name with a NUL character")
-        self.members = dict(zip(names, members, strict=True))
         if len(self.members) != len(members):
             _fail("zip archive lists a member twice")
         pickles = [
             n
-            for n in names
+            for n in self.members
             if n.endswith("data.pkl") and (n == "data.pkl" or _one_dir(n, "data.pkl"))
         ]
         if not pickles:
@@ -312,10 +313,10 @@ class _Archive:
         copied once, into its array, not first into a slice of its own."""
         data = self.data or b""
         at = member.header_offset
-        header = data[at : at + _LOCAL_HEADER.size]
-        if len(header) != _LOCAL_HEADER.size or not header.startswith(_ZIP_MAGIC):
+        # unpacked in place: a slice of the header would be a copy made only to be unpacked
+        if at + _LOCAL_HEADER.size > len(data) or not data.startswith(_ZIP_MAGIC, at):
             _fail(f"zip member {member.name!r} has a bad local header")
-        flags, name_size, extra_size = _LOCAL_HEADER.unpack(header)
+        flags, name_size, extra_size = _LOCAL_HEADER.unpack_from(data, at)
         if flags & 0x61:  # encrypted, patched or strongly encrypted: zipfile refuses these too
             _fail(f"zip member {member.name!r} is encrypted or patched")
         start = at + _LOCAL_HEADER.size
@@ -393,25 +394,27 @@ def _directory(data: bytes) -> list[_Member] | None:
     members: list[_Member] = []
     pos = cd_offset
     entry = _CENTRAL_USED.size
+    unpack = _CENTRAL_USED.unpack_from
+    new = tuple.__new__  # a named tuple's own __new__ is a Python function, called per member
     while pos < cd_end:
         if pos + entry > cd_end:
             return None
         (sig, version, flags, method, crc, csize, usize, name_size, extra_size, comment_size,
-         offset) = _CENTRAL_USED.unpack_from(data, pos)  # fmt: skip
+         offset) = unpack(data, pos)  # fmt: skip
         start = pos + entry
         pos = start + name_size + extra_size + comment_size
         if (
             sig != b"PK\x01\x02"
             or version > _MAX_EXTRACT_VERSION
             or method  # zipfile.ZIP_STORED
-            or _ZIP64_MARK in (csize, usize, offset)
+            or csize == _ZIP64_MARK
+            or usize == _ZIP64_MARK
+            or offset == _ZIP64_MARK
             or pos > cd_end
         ):
             return None
-        name = data[start : start + name_size].decode("utf-8" if flags & 0x800 else "cp437")
-        # tuple.__new__: a named tuple's own __new__ is a Python function, called per member
-        fields = (name, flags, method, crc, csize, usize, offset, None)
-        members.append(tuple.__new__(_Member, fields))
+        name = str(data[start : start + name_size], "utf-8" if flags & 0x800 else "cp437")
+        members.append(new(_Member, (name, flags, method, crc, csize, usize, offset, None)))
     return members
 
 

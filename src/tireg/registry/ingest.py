@@ -33,22 +33,23 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from tireg import config
 from tireg.converters import Embedding, read_file
-from tireg.db.schema import PreviewRow, SourceRow
-from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, read_capped
 from tireg.progress import DownloadProgress
-from tireg.registry.importer import FileFacts, import_embeddings, upsert_source
 from tireg.registry.store import ContentStore
 from tireg.sources import Fetched, SourceError, civitai, git, hf, mega
 from tireg.sources.http import download
+
+if TYPE_CHECKING:  # recording's imports: a sync's worker processes only fetch, read and store,
+    # and start without the database layer (see the imports inside the recording functions)
+    from sqlalchemy.orm import Session
+
+    from tireg.db.schema import SourceRow
+    from tireg.db.session import Catalogue
 
 #: source kinds :func:`fetch` knows
 FETCHABLE = ("hf", "civitai", "git", "mega", "url")
@@ -270,6 +271,9 @@ def record_many_in(
     ``reindex=False`` the caller reindexes the ``embedding_ids`` for search before it commits.
     Steps:
     """
+    from tireg.db.schema import SourceRow
+    from tireg.registry.importer import FileFacts, import_embeddings, upsert_source
+
     # 1. each source row: what the source said about itself fills what the row lacks
     rows: list[SourceRow] = []
     for prepared, source_id in sources:
@@ -375,6 +379,10 @@ def _keep_preview(path: Path) -> tuple[Path, str] | None:
 
 
 def _add_preview(session: Session, embedding_id: int, location: str, sha: str | None) -> None:
+    from sqlalchemy import select
+
+    from tireg.db.schema import PreviewRow
+
     exists = session.scalar(
         select(PreviewRow.id).where(
             PreviewRow.embedding_id == embedding_id, PreviewRow.location == location

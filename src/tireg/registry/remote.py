@@ -9,7 +9,6 @@ cannot be read leaves the catalogue as it was.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,13 @@ from tireg import config
 from tireg.converters import Embedding
 from tireg.db.schema import ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
-from tireg.errors import TiregError
 from tireg.files import sha256_file
 from tireg.progress import DownloadProgress, ItemProgress
-from tireg.registry import ingest, naming, search_index
+from tireg.registry import ingest, naming, search_index, sync_workers
 from tireg.registry.importer import upsert_sources
 from tireg.registry.ingest import SourceOutcome, SyncReport
 from tireg.registry.store import ContentStore
-from tireg.sources import Fetched, SourceError, civitai, hf, http
+from tireg.sources import Fetched, SourceError, civitai, hf
 from tireg.sources.mega import is_mega_link
 
 #: the sites :func:`search_remote` can search
@@ -102,16 +100,6 @@ def install_remote(
 # --------------------------------------------------------------------------------------- sync
 
 
-@dataclass
-class _RepoResult:
-    summary: hf.RepoSummary
-    listing: str | None  # new | changed | None (listed before, never downloaded)
-    facts: dict[str, str] = field(default_factory=dict)
-    prepared: ingest.Prepared | None = None
-    error: str | None = None
-    gated: bool = False
-
-
 #: repos fetched at once by ``sync hf``: the work is waiting on the Hub (a few small requests per
 #: repo), so threads overlap round trips; the Hub's rate limits, not the CPU, set the ceiling
 SYNC_CONCURRENCY = 32
@@ -125,6 +113,7 @@ def sync_hf(
     concurrency: int = SYNC_CONCURRENCY,
     progress: ItemProgress | None = None,
     endpoint: str | None = None,
+    processes: int | None = None,
 ) -> SyncReport:
     """List ``author``'s repos and record each as a source; with ``download``, import them.
 
@@ -133,6 +122,8 @@ def sync_hf(
     is available) get further requests, run ``concurrency`` at a time; then everything is
     recorded, :data:`RECORD_BATCH` repos per transaction. Repos no longer listed are marked
     ``gone``; gated repos not fetched for want of a token are in ``report.gated`` on every sync.
+    ``processes`` overrides how many processes share a download
+    (:func:`tireg.registry.sync_workers.processes_for`).
     """
     # 1. the listing, against what the catalogue knows
     report = SyncReport(f"tireg sync hf --author {author}")
@@ -156,20 +147,26 @@ def sync_hf(
             SourceOutcome("hf", repo_id, "gone", listing="unlisted", message=_UNLISTED)
         )
 
-    # 2. each repo to do, in worker threads: facts, and with ``download`` its files read+stored
+    # 2. each repo to do, on threads (and for a large download, in worker processes too):
+    #    facts, and with ``download`` its files read and stored
     store = ContentStore()
+    settings = sync_workers.Settings(download, endpoint, logged_in)
+    count = 0
 
-    def work(item: tuple[hf.RepoSummary, str | None]) -> _RepoResult:
-        summary, listing = item
-        return _sync_one(summary, listing, store, download, endpoint, logged_in)
+    def done(result: sync_workers.RepoResult) -> None:
+        nonlocal count
+        count += 1
+        if progress:
+            progress(count, len(todo), result.summary.repo_id)
 
-    results: list[_RepoResult] = []
-    with http.netrc_per_host(), ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = [pool.submit(work, item) for item in todo]
-        for done, future in enumerate(as_completed(futures), 1):
-            results.append(future.result())
-            if progress:
-                progress(done, len(todo), results[-1].summary.repo_id)
+    results = sync_workers.fetch_all(
+        todo,
+        store,
+        settings,
+        concurrency=concurrency,
+        processes=sync_workers.processes_for(len(todo), settings, processes),
+        done=done,
+    )
 
     # 3. recorded after the downloads, in large transactions: catalogue writes interleaved with
     # busy worker threads wait on the GIL at every SQLite call. A sync killed before this point
@@ -219,40 +216,11 @@ def _known_hf_sources(catalogue: Catalogue, author: str) -> dict[str, tuple[str 
         return {locator: (revision, status) for locator, revision, status in rows}
 
 
-def _sync_one(
-    summary: hf.RepoSummary,
-    listing: str | None,
-    store: ContentStore,
-    download: bool,
-    endpoint: str | None,
-    logged_in: bool,
-) -> _RepoResult:
-    """Network, parsing and store writes for one repo (a worker thread; no catalogue access)."""
-    result = _RepoResult(summary, listing)
-    try:
-        if summary.gated and not logged_in:
-            result.gated = True
-            return result  # no token-less access to its files; the listing facts are recorded
-        if not download:
-            result.facts = hf.concept_facts(summary, endpoint_url=endpoint)
-            return result
-        fetched = ingest.fetch(
-            "hf",
-            summary.repo_id,
-            revision=summary.sha,
-            hf_endpoint=endpoint,
-            previews=False,
-            hf_summary=summary,
-        )
-        result.facts = fetched.facts
-        result.prepared = ingest.prepare(fetched, store, strict=True)
-    except TiregError as exc:
-        result.error = str(exc)
-    return result
-
-
 def _record_repo(
-    result: _RepoResult, endpoint: str | None, source: SourceRow, done: ingest.Recorded | None
+    result: sync_workers.RepoResult,
+    endpoint: str | None,
+    source: SourceRow,
+    done: ingest.Recorded | None,
 ) -> SourceOutcome:
     """What the listing said about one repo, on its ``source`` row, after its files' rows
     (``done``, when it was fetched) were recorded."""
