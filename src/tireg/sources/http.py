@@ -5,7 +5,7 @@ bursts, connections dropped mid-body, login or quota pages served with status 20
 short-lived signed URLs. :func:`download` handles all of that in one place so each source only
 says *what* to fetch:
 
-* bytes go to a temporary file beside the target (``tireg.files`` naming, so stale ones are swept),
+* bytes go to a temporary file beside the target (hidden, named as ``tireg.files`` names them),
   are sha256-hashed while streaming, verified, fsynced and renamed into place;
 * an interrupted transfer resumes with ``Range`` (guarded by ``If-Range`` so a changed file is
   never spliced onto an old prefix), within one call and across calls;
@@ -32,6 +32,7 @@ import json
 import os
 import random
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -441,9 +442,10 @@ class _Partial:
 
     @classmethod
     def private(cls, dest_dir: Path) -> _Partial:
-        # unique to this call, so nothing is there to clear first: the file is created with
-        # ``O_EXCL`` (a stale one a kill left behind is swept by its temporary-file name)
-        unique = f"{os.getpid()}-{threading.get_ident()}-{os.urandom(6).hex()}"
+        # unique to this call (random, as ``tireg.files`` names its temporary files), so there
+        # is nothing to clear first: the file is created with ``O_EXCL``. A kill may leave one
+        # behind, hidden and named as a temporary file, which no cache read takes for a file.
+        unique = f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(6)}"
         return cls(
             dest_dir / f".{unique}.part{TMP_SUFFIX}",
             dest_dir / f".{unique}.meta{TMP_SUFFIX}",
