@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from tests.sources.servers.hub_server import HF_TEST_TOKEN, HubServer, concept_repo
+from tireg.paths import UnsafePathError
 from tireg.sources import SourceError, hf
 
 
@@ -159,3 +161,48 @@ def test_endpoint_comes_from_env_at_call_time(
     assert hf.endpoint() == hub.url
     repo = hub.add(concept_repo("someone/thing", "<thing>", "object", fmt="safetensors", images=0))
     assert hf.fetch("someone/thing")[0].revision == repo.sha
+
+
+def _listed(hub: HubServer, repo_id: str) -> hf.RepoSummary:
+    return next(
+        s
+        for s in hf.list_repos("sd-concepts-library", endpoint_url=hub.url)
+        if s.repo_id == repo_id
+    )
+
+
+@pytest.mark.parametrize("planted", ["snapshot", "file"])
+def test_a_link_planted_in_the_hub_cache_is_refused(
+    hub: HubServer, tmp_path: Path, planted: str
+) -> None:
+    """The snapshot folder is proven once per repo and each file below it: a symbolic link
+    leading out of the cache, at either level, stops the fetch before anything is written."""
+    repo_id = first_open(hub)
+    summary = _listed(hub, repo_id)
+    snapshot = hf.hub_cache() / "repos" / repo_id / str(summary.sha)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if planted == "snapshot":
+        snapshot.parent.mkdir(parents=True)
+        snapshot.symlink_to(outside, target_is_directory=True)
+    else:
+        snapshot.mkdir(parents=True)
+        (snapshot / "token_identifier.txt").symlink_to(outside / "token_identifier.txt")
+    with pytest.raises(UnsafePathError, match="resolves outside"):
+        hf.fetch(repo_id, endpoint_url=hub.url, previews=False, summary=summary)
+    assert list(outside.iterdir()) == []
+    assert hub.count("GET", f"/{repo_id}/resolve/") == 0
+
+
+def test_files_cached_at_the_commit_are_reused_and_a_new_snapshot_is_fetched_whole(
+    hub: HubServer,
+) -> None:
+    repo_id = first_open(hub)
+    summary = _listed(hub, repo_id)
+    first = hf.fetch(repo_id, endpoint_url=hub.url, previews=False, summary=summary)
+    fetched = hub.count("GET", f"/{repo_id}/resolve/")
+    assert fetched == 3  # two text files and the embedding, into a snapshot new to the cache
+    again = hf.fetch(repo_id, endpoint_url=hub.url, previews=False, summary=summary)
+    assert hub.count("GET", f"/{repo_id}/resolve/") == fetched  # all three reused
+    assert (again[0].sha256, again[0].hints) == (first[0].sha256, first[0].hints)
+    assert again[0].path.read_bytes() == hub.repos[repo_id].files[again[0].path.name]

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.sources.servers.http_server import FileServer, Served
-from tireg.files import TMP_SUFFIX
-from tireg.sources import SourceError
+from tireg.files import TMP_SUFFIX, sha256_file
+from tireg.sources import SourceError, http
 from tireg.sources.http import (
+    SMALL_FILE,
     USER_AGENT,
+    Downloaded,
     HttpStatusError,
     _locked,
     _Partial,
@@ -310,3 +312,76 @@ def test_html_sniffing() -> None:
     assert looks_like_html(b"<div>", "text/html; charset=utf-8")
     assert not looks_like_html(b"PK\x03\x04", "text/html")
     assert not looks_like_html(b"\x08\x00\x00\x00\x00\x00\x00\x00{", None)
+
+
+def test_a_small_file_of_unknown_size_takes_no_lock_and_matches_the_resumable_path(
+    file_server: FileServer, tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply that turns out small is written to a private file of its own (no lock, no
+    validator file beside it); the same bytes as the resumable path it shortcuts, file by file
+    of the corpus, and a big reply still takes the resumable path."""
+
+    def fetch(name: str, url: str, into: Path) -> tuple[Downloaded, set[str]]:
+        seen: set[str] = set()  # what the folder held while the body was written
+
+        def progress(done: int, total: int | None) -> None:
+            seen.update(p.name.split(".")[-2] for p in into.iterdir() if p.name.startswith("."))
+
+        return download(url, into, filename=name, progress=progress), seen
+
+    files = sorted(p for p in corpus.iterdir() if p.is_file())
+    for path in files:
+        data = path.read_bytes()
+        url = file_server.add(f"/c/{path.name}", Served(data))
+        fast, kinds = fetch(path.name, url, tmp_path / "fast")
+        if len(data) <= SMALL_FILE:
+            assert kinds == {"part"}, path.name  # the private partial file alone
+        else:
+            assert kinds == {"part", "meta", "lock"}, path.name
+        assert (fast.path.read_bytes(), fast.size) == (data, len(data))
+        assert fast.sha256 == hashlib.sha256(data).hexdigest()
+    assert any(p.stat().st_size <= SMALL_FILE for p in files)
+    assert any(p.stat().st_size > SMALL_FILE for p in files)
+    monkeypatch.setattr(http, "SMALL_FILE", 0)  # every file resumable, as before the shortcut
+    for path in files:
+        slow, kinds = fetch(path.name, file_server.url + f"/c/{path.name}", tmp_path / "slow")
+        assert kinds == {"part", "meta", "lock"}
+        fast = tmp_path / "fast" / path.name
+        assert (slow.path.read_bytes(), slow.sha256) == (fast.read_bytes(), sha256_file(fast))
+    for folder in ("fast", "slow"):
+        assert sorted(p.name for p in (tmp_path / folder).iterdir()) == [p.name for p in files]
+
+
+def test_a_small_reply_dropped_is_fetched_again_into_its_own_file(
+    file_server: FileServer, tmp_path: Path
+) -> None:
+    """The private file the first try created is reused (emptied) by the next try, and
+    nothing but the finished file is left."""
+    small = PAYLOAD[:4000]
+    url = file_server.add("/s.bin", Served(small), "drop", "drop")
+    got = download(url, tmp_path / "new")  # its folder is made by the first try
+    assert got.path.read_bytes() == small and got.size == len(small)
+    # the half a dropped reply sent is lost inside urllib3's one read of a small body: each
+    # try starts over (a big body's received chunks are kept and resumed: see above)
+    ranges = [h.get("Range") for m, p, h in file_server.requests if p == "/s.bin"]
+    assert ranges == [None, None, None]
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["s.bin"]
+
+
+def test_netrc_is_looked_up_once_per_host_within_a_sync(
+    file_server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within ``netrc_per_host`` (a sync) the first answer for a host stands; outside it, and
+    after it, every request looks again (requests' own rule), so no answer outlives a sync."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login user password pass\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    url = file_server.add("/private.bin", Served(PAYLOAD))
+    with http.netrc_per_host():
+        download(url, tmp_path / "a", expected_sha256=SHA)
+        netrc.write_text("machine 127.0.0.1 login other password word\n")
+        download(url, tmp_path / "b", expected_sha256=SHA)
+    download(url, tmp_path / "c", expected_sha256=SHA)
+    sent = [h.get("Authorization") for _, _, h in file_server.requests]
+    assert sent == ["Basic dXNlcjpwYXNz", "Basic dXNlcjpwYXNz", "Basic b3RoZXI6d29yZA=="]

@@ -41,7 +41,7 @@ from tireg.converters import internal
 from tireg.errors import TiregError
 from tireg.registry import ingest
 from tireg.registry.store import ContentStore
-from tireg.sources import Fetched, hf
+from tireg.sources import Fetched, hf, http
 
 #: most processes a sync uses (the parent included): the Hub's rate limits, not the CPU, set the
 #: ceiling on a large machine, and the threads are shared out between them
@@ -149,7 +149,10 @@ def fetch_all(
     # 2. every result, from a thread of this process or a worker's line, as it comes
     results: list[RepoResult] = []
     try:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tireg-sync") as pool:
+        with (
+            http.netrc_per_host(),  # one look at .netrc per host, not per request
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tireg-sync") as pool,
+        ):
             try:
                 for _ in range(threads):
                     pool.submit(local)
@@ -427,7 +430,10 @@ def _serve(requests: IO[bytes], out: IO[bytes]) -> None:
             out.write(line)
             out.flush()
 
-    with ThreadPoolExecutor(max_workers=max(1, int(header["threads"]))) as pool:
+    with (
+        http.netrc_per_host(),  # as in fetch_all: one look at .netrc per host
+        ThreadPoolExecutor(max_workers=max(1, int(header["threads"]))) as pool,
+    ):
         for line in requests:
             repo = json.loads(line)
             pool.submit(work, int(repo["index"]), _summary_from_json(repo["summary"]))

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from tireg.config import cache_dir, offline
-from tireg.files import MAX_FILE_BYTES, sha256_file
+from tireg.files import MAX_FILE_BYTES, read_capped, sha256_file
 from tireg.paths import UnsafePathError, join_under, safe_relative_path
 from tireg.progress import DownloadProgress
 from tireg.sources import MAX_PREVIEW_BYTES, Fetched, SourceError
@@ -272,45 +272,68 @@ def concept_facts(
     *,
     endpoint_url: str | None = None,
     headers: Mapping[str, str] | None = None,
+    snapshot: _Snapshot | None = None,
 ) -> dict[str, str]:
     """``trigger`` and ``concept_type`` from the repo's text files (absent ones are left out).
 
     Each is one capped GET on its resolve URL, cached per commit (so offline reads work).
-    ``headers``: the Hub's authorisation, when the caller looked it up already.
+    ``headers``: the Hub's authorisation, and ``snapshot``: :func:`_snapshot`, when the
+    caller looked them up already.
     """
     facts: dict[str, str] = {}
     headers = _auth_headers() if headers is None else headers
+    snapshot = _snapshot(summary) if snapshot is None else snapshot
     for key, name in TEXT_FACTS.items():
         if name not in summary.files:
             continue
-        path, _ = _download_pinned(summary, name, MAX_TEXT_BYTES, endpoint_url, headers)
-        text = path.read_bytes().decode("utf-8", "replace").strip()
+        path, _, _ = _download_pinned(
+            summary, snapshot, name, MAX_TEXT_BYTES, endpoint_url, headers
+        )
+        text = read_capped(path, MAX_TEXT_BYTES).decode("utf-8", "replace").strip()
         if text:
             facts[key] = text
     return facts
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """The cache folder of a repo at one commit, proven inside the cache, and whether it held
+    anything when looked at (a new one has no file to reuse, so none is looked for)."""
+
+    path: Path
+    existed: bool
+
+
+def _snapshot(summary: RepoSummary) -> _Snapshot:
+    """The repo's folder at the summary's commit (``main`` when the Hub gave none); each file
+    is then joined (and proven) below it. Proven once per repo, not once per file: the proof
+    looks at each existing component on disk."""
+    repo = safe_relative_path(summary.repo_id)
+    path = join_under(hub_cache() / "repos", repo, summary.sha or "main")
+    return _Snapshot(path, path.is_dir())
+
+
 def _download_pinned(
     summary: RepoSummary,
+    snapshot: _Snapshot,
     name: str,
     cap: int,
     endpoint_url: str | None,
     headers: Mapping[str, str],
-) -> tuple[Path, str | None]:
-    """One file of the repo at the summary's commit, size-capped and checked against the Hub's
-    LFS sha256; a file already fetched at that commit is reused (a commit never changes).
-    ``headers`` authorise it (:func:`_auth_headers`, looked up once per repo: the token may be
-    read from a file). Returns the file and its sha256 when this call hashed it (a download
-    or a check of a cached copy), so it is not read again for that."""
+) -> tuple[Path, str | None, int | None]:
+    """One file of the repo at the summary's commit, into its ``snapshot`` (:func:`_snapshot`),
+    size-capped and checked against the Hub's LFS sha256; a file already fetched at that commit
+    is reused (a commit never changes). ``headers`` authorise it (:func:`_auth_headers`, looked
+    up once per repo: the token may be read from a file). Returns the file, and its sha256 and
+    size when this call learned them (a download or a check of a cached copy), so it is not
+    read or looked at again for those."""
     where = f"hf:{summary.repo_id}/{name}"
     size, lfs_sha = summary.blobs.get(name, (None, None))
     if size is not None and size > cap:
         raise SourceError(f"{where}: {size} bytes is over the {cap}-byte limit")
-    # the file at commit sha (``main`` when the Hub gave none), proven inside the cache at once
-    repo = safe_relative_path(summary.repo_id)
-    target = join_under(hub_cache() / "repos", repo, summary.sha or "main", name)
-    if summary.sha and lfs_sha is None and target.is_file():
-        return target, None  # with a known sha256, download() checks the cached copy itself
+    target = join_under(snapshot.path, name)  # proven inside it before anything is written
+    if summary.sha and lfs_sha is None and snapshot.existed and target.is_file():
+        return target, None, None  # with a known sha256, download() checks a cached copy itself
     try:
         got = download(
             summary.file_url(endpoint(endpoint_url), name),
@@ -330,7 +353,7 @@ def _download_pinned(
         if exc.status == 404:
             raise SourceError(f"{where}: no such file at {summary.sha}") from None
         raise
-    return got.path, got.sha256
+    return got.path, got.sha256, got.size
 
 
 def _resolve_promise(
@@ -381,24 +404,29 @@ def fetch(
     if not names:
         raise SourceError(f"hf:{repo_id}: no embedding file in the repo (.safetensors/.bin/.pt)")
     headers = _auth_headers()
+    snapshot = _snapshot(summary)
     facts = _facts_hints(
-        summary, concept_facts(summary, endpoint_url=endpoint_url, headers=headers)
+        summary,
+        concept_facts(summary, endpoint_url=endpoint_url, headers=headers, snapshot=snapshot),
     )
     images = summary.preview_files()[:MAX_PREVIEWS] if previews else []
     total = sum((summary.blobs.get(p, (0, None))[0] or 0) for p in names + images) or None
     done = 0
     preview_paths: list[Path] = []
     for image in images:
-        preview_paths.append(
-            _download_pinned(summary, image, MAX_PREVIEW_BYTES, endpoint_url, headers)[0]
+        path, _, size = _download_pinned(
+            summary, snapshot, image, MAX_PREVIEW_BYTES, endpoint_url, headers
         )
-        done += preview_paths[-1].stat().st_size
+        preview_paths.append(path)
+        done += path.stat().st_size if size is None else size
         if progress:
             progress(done, total)
     fetched = []
     for name in names:
-        path, sha256 = _download_pinned(summary, name, MAX_FILE_BYTES, endpoint_url, headers)
-        done += path.stat().st_size
+        path, sha256, size = _download_pinned(
+            summary, snapshot, name, MAX_FILE_BYTES, endpoint_url, headers
+        )
+        done += path.stat().st_size if size is None else size
         if progress:
             progress(done, total)
         fetched.append(

@@ -5,7 +5,7 @@ bursts, connections dropped mid-body, login or quota pages served with status 20
 short-lived signed URLs. :func:`download` handles all of that in one place so each source only
 says *what* to fetch:
 
-* bytes go to a temporary file beside the target (``tireg.files`` naming, so stale ones are swept),
+* bytes go to a temporary file beside the target (hidden, named as ``tireg.files`` names them),
   are sha256-hashed while streaming, verified, fsynced and renamed into place;
 * an interrupted transfer resumes with ``Range`` (guarded by ``If-Range`` so a changed file is
   never spliced onto an old prefix), within one call and across calls;
@@ -32,6 +32,7 @@ import json
 import os
 import random
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -266,6 +267,50 @@ def _send(url: str, headers: Mapping[str, str], *, stream: bool) -> urllib3.Base
     return manager.connection_from_url(url).urlopen("GET", target, **options)
 
 
+#: ``.netrc`` answers per (``NETRC``, home folder, host) while :func:`netrc_per_host` is on
+_netrc_memo: dict[tuple[str | None, str, str | None], tuple[str, str] | None] | None = None
+_netrc_users = 0
+_netrc_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def netrc_per_host() -> Iterator[None]:
+    """Within this block, ``.netrc`` is looked up once per host, not once per request.
+
+    requests looks it up for every request it prepares (``sessions.py``
+    ``Session.prepare_request``: ``get_netrc_auth(url)`` when ``trust_env`` and no auth was
+    given), and ``get_netrc_auth`` answers from ``NETRC`` (else ``~/.netrc``, ``~/_netrc``) and
+    the URL's host alone: a file-system look at both names per request, a few thousand in a
+    sync. A sync (one command) asks the same few hosts thousands of times; it takes the answer
+    its first request got for each host, as it takes the proxy settings and the token once.
+    Nested and concurrent blocks share one memo, dropped when the last one ends.
+    """
+    global _netrc_memo, _netrc_users
+    with _netrc_lock:
+        _netrc_users += 1
+        if _netrc_memo is None:
+            _netrc_memo = {}
+    try:
+        yield
+    finally:
+        with _netrc_lock:
+            _netrc_users -= 1
+            if not _netrc_users:
+                _netrc_memo = None
+
+
+def _netrc_auth(url: str) -> tuple[str, str] | None:
+    """requests' ``get_netrc_auth(url)``, once per host inside :func:`netrc_per_host`."""
+    memo = _netrc_memo
+    if memo is None:
+        return get_netrc_auth(url)
+    home = os.path.expanduser("~")  # noqa: PTH111 - what get_netrc_auth expands
+    key = (os.environ.get("NETRC"), home, urlsplit(url).hostname)
+    if key not in memo:
+        memo[key] = get_netrc_auth(url)
+    return memo[key]
+
+
 class _ConnectionFailed(Exception):
     """No answer: the connection failed or timed out (``kind`` says which, for messages)."""
 
@@ -290,7 +335,7 @@ def _get(url: str, headers: Mapping[str, str], *, stream: bool) -> _Reply:
         **headers,
     }
     if not any(name.lower() == "authorization" for name in sent):
-        netrc = get_netrc_auth(url)
+        netrc = _netrc_auth(url)
         if netrc:
             basic = urllib3.make_headers(basic_auth=":".join(netrc))
             sent["Authorization"] = basic["authorization"]
@@ -388,6 +433,7 @@ class _Partial:
     meta: Path
     shared: bool = True
     held: str | None = None
+    created: bool = False  # a private one: whether this call has created its file yet
 
     @classmethod
     def for_url(cls, url: str, dest_dir: Path) -> _Partial:
@@ -396,7 +442,10 @@ class _Partial:
 
     @classmethod
     def private(cls, dest_dir: Path) -> _Partial:
-        unique = f"{os.getpid()}-{threading.get_ident()}"
+        # unique to this call (random, as ``tireg.files`` names its temporary files), so there
+        # is nothing to clear first: the file is created with ``O_EXCL``. A kill may leave one
+        # behind, hidden and named as a temporary file, which no cache read takes for a file.
+        unique = f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(6)}"
         return cls(
             dest_dir / f".{unique}.part{TMP_SUFFIX}",
             dest_dir / f".{unique}.meta{TMP_SUFFIX}",
@@ -419,8 +468,30 @@ class _Partial:
         else:
             self.meta.unlink(missing_ok=True)
 
+    def size(self) -> int:
+        try:
+            return self.data.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def open(self, *, append: bool) -> int:
+        """The file to write to (a raw descriptor: a buffered file object asks the kernel for
+        its size and whether it is a terminal), appended to for a resume, else empty. Its
+        folder is made when missing (the first file of a new cache folder), not per call."""
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        if not self.shared and not self.created:
+            flags |= os.O_EXCL  # a private file is new: never an existing file or a link
+        try:
+            fd = os.open(self.data, flags, 0o666)
+        except FileNotFoundError:
+            self.data.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.data, flags, 0o666)
+        self.created = True
+        return fd
+
     def clear(self) -> None:
-        self.data.unlink(missing_ok=True)
+        if self.shared or self.created:
+            self.data.unlink(missing_ok=True)
         if self.shared:
             self.meta.unlink(missing_ok=True)
         self.held = None
@@ -429,10 +500,10 @@ class _Partial:
 #: what a server's headers promise about the file it sends: (sha256 or None, size or None)
 Promise = Callable[[Mapping[str, str]], tuple[str | None, int | None]]
 
-#: files at most this big (by ``expected_size``, or by ``max_bytes`` itself) skip the shared,
-#: resumable partial file and its lock: one round trip fetches them, so there is nothing worth
-#: resuming, and on a sync of a thousand concept repos (two text files each) the lock and
-#: validator files were most of the file-system work
+#: files at most this big (by ``expected_size``, ``max_bytes`` itself, or else the reply's
+#: size) skip the shared, resumable partial file and its lock: one round trip fetches them, so
+#: there is nothing worth resuming, and on a sync of a thousand concept repos (two text files
+#: and a small embedding each) the lock and validator files were most of the file-system work
 SMALL_FILE = 64 * 1024
 
 
@@ -475,18 +546,23 @@ def download(
     elif filename is not None:
         filename = safe_part(filename, fallback="download")
         target = join_under(dest, filename)
+    if target is not None:
         cached = _cached_file(target, expected)
         if cached is not None:
             return Downloaded(cached, sha256_file(cached), cached.stat().st_size, url)
     if offline():
         return _offline_copy(url, dest, filename, expected)
-    dest.mkdir(parents=True, exist_ok=True)
 
-    def job(partial: _Partial) -> _Job:
-        return _Job(
+    policy = retry or RetryPolicy.from_env()
+    bound = max_bytes if expected_size is None else min(expected_size, max_bytes)
+    with contextlib.ExitStack() as held:
+        # a small file, or another download of the same URL is in flight (do not share its
+        # file): a private partial file, moved into place or removed (no later call could
+        # resume it). A big one resumes the URL's shared partial file, under its lock.
+        job = _Job(
             url,
             dest,
-            partial,
+            _Partial.private(dest),
             target,
             expected,
             expected_size,
@@ -495,22 +571,18 @@ def download(
             durable,
             promised,
         )
-
-    policy = retry or RetryPolicy.from_env()
-    bound = max_bytes if expected_size is None else min(expected_size, max_bytes)
-    if bound > SMALL_FILE:
-        partial = _Partial.for_url(url, dest)
-        with _locked(partial) as locked:
-            if locked:
-                return job(partial).run(dict(headers or {}), policy)
-    # a small file, or another download of the same URL is in flight (do not share its file):
-    # a private partial file, removed whatever happens (no later call could resume it)
-    private = _Partial.private(dest)
-    private.clear()
-    try:
-        return job(private).run(dict(headers or {}), policy)
-    finally:
-        private.clear()
+        if bound > SMALL_FILE:
+            shared = _Partial.for_url(url, dest)
+            if expected_size is None and shared.validator() is None:
+                job.resumable, job.held = shared, held  # taken if the reply is big (attempt)
+            elif held.enter_context(_locked(shared)):
+                job.partial = shared
+        try:
+            return job.run(dict(headers or {}), policy)
+        except BaseException:
+            if not job.partial.shared:
+                job.partial.clear()
+            raise
 
 
 @dataclass
@@ -527,6 +599,11 @@ class _Job:
     progress: DownloadProgress | None
     durable: bool
     promised: Promise | None = None
+    #: the URL's shared partial file, when the size was unknown and there was nothing to
+    #: resume: taken (under its lock, kept in ``held`` until the download ends) once a reply
+    #: shows a big file or hides its size, else left alone (:meth:`_resumable_if_big`)
+    resumable: _Partial | None = None
+    held: contextlib.ExitStack | None = None
 
     def run(self, headers: dict[str, str], policy: RetryPolicy) -> Downloaded:
         """Try until the file is complete and verified, a permanent error, or tries run out."""
@@ -534,7 +611,7 @@ class _Job:
         attempt = 0
         while True:
             try:
-                name, url_final, resumed, sha = self.attempt(headers)
+                name, url_final, resumed, sha, size = self.attempt(headers)
             except _Transient as exc:
                 attempt += 1
                 if attempt >= policy.attempts:
@@ -554,7 +631,6 @@ class _Job:
                 if self.partial.validator() is None:
                     self.partial.clear()  # interrupted, and the prefix cannot be validated
                 raise
-            size = self.partial.data.stat().st_size
             if self.expected and sha != self.expected:
                 self.partial.clear()
                 if resumed and not restarted_after_mismatch:
@@ -579,15 +655,12 @@ class _Job:
                 fsync_dir(self.dest)
             return Downloaded(target, sha, size, url_final)
 
-    def attempt(self, headers: dict[str, str]) -> tuple[str, str, bool, str]:
+    def attempt(self, headers: dict[str, str]) -> tuple[str, str, bool, str, int]:
         """One request into the partial file; returns (final name, final URL, resumed?, the
-        partial file's sha256)."""
+        partial file's sha256 and size)."""
         request_headers = {"Accept-Encoding": "identity", **headers}  # ranges of the real bytes
-        try:
-            have = self.partial.data.stat().st_size
-        except FileNotFoundError:
-            have = 0
         validator = self.partial.validator()
+        have = self.partial.size() if validator else 0  # a prefix without one is never resumed
         if have and validator and (self.expected_size is None or have < self.expected_size):
             request_headers["Range"] = f"bytes={have}-"
             request_headers["If-Range"] = validator
@@ -622,15 +695,28 @@ class _Job:
                     path=self.url,
                     hint="embeddings are KB to a few MB; is this the right URL?",
                 )
+            self._resumable_if_big(total)
             self.partial.remember(_validator(response))
             name = self.target.name if self.target else None
             name = name or filename_from_response(response) or "download"
-            sha = self.stream_body(response, have, total)
-            return name, response.url, resumed, sha
+            sha, size = self.stream_body(response, have, total)
+            return name, response.url, resumed, sha, size
 
-    def stream_body(self, response: _Reply, have: int, total: int | None) -> str:
+    def _resumable_if_big(self, total: int | None) -> None:
+        """Write a big file (over :data:`SMALL_FILE`, or of unknown size) to the URL's shared
+        partial file, so that a later call can resume it, if its lock is free; decided on the
+        first reply. Most files of unknown size (a Hub repo's embedding: the listing gives no
+        sizes) are small, and skip the lock and validator files that resuming needs."""
+        shared, self.resumable = self.resumable, None
+        if shared is None or self.held is None or (total is not None and total <= SMALL_FILE):
+            return
+        if self.held.enter_context(_locked(shared)):
+            self.partial = shared
+
+    def stream_body(self, response: _Reply, have: int, total: int | None) -> tuple[str, int]:
         """Append the body to the partial file, sniffing its start and counting its size;
-        return the whole file's sha256 (a resumed prefix hashed first, from the file)."""
+        return the whole file's sha256 (a resumed prefix hashed first, from the file) and
+        size."""
         done = have
         first = have == 0
         digest = hashlib.sha256()
@@ -638,40 +724,46 @@ class _Job:
             with self.partial.data.open("rb") as prefix:
                 while block := prefix.read(CHUNK):
                     digest.update(block)
-        with self.partial.data.open("ab" if have else "wb") as out:
-            try:
-                for chunk in response.raw.stream(CHUNK, decode_content=True):
-                    if first:
-                        first = False
-                        if looks_like_html(chunk, response.headers.get("Content-Type")):
-                            raise _html_error(response.url)
-                    done += len(chunk)
-                    if done > self.max_bytes:
-                        raise SourceError(
-                            f"download exceeds the {self.max_bytes}-byte limit", path=response.url
-                        )
-                    out.write(chunk)
-                    digest.update(chunk)
-                    if self.progress:
-                        self.progress(done, total)
-            except urllib3.exceptions.ReadTimeoutError:
-                out.flush()
-                raise _Transient(f"read timed out after {done} bytes") from None
-            except urllib3.exceptions.HTTPError as exc:
-                out.flush()
-                got = done + _read_before_drop(exc)
-                if total is not None and got < total:
-                    raise _Transient(f"connection dropped; {ends_early(got, total)}") from None
-                raise _Transient(
-                    f"connection dropped after {done} bytes ({type(exc).__name__})"
-                ) from None
-            out.flush()
+        out = self.partial.open(append=bool(have))
+        try:
+            for chunk in response.raw.stream(CHUNK, decode_content=True):
+                if first:
+                    first = False
+                    if looks_like_html(chunk, response.headers.get("Content-Type")):
+                        raise _html_error(response.url)
+                done += len(chunk)
+                if done > self.max_bytes:
+                    raise SourceError(
+                        f"download exceeds the {self.max_bytes}-byte limit", path=response.url
+                    )
+                _write_all(out, chunk)
+                digest.update(chunk)
+                if self.progress:
+                    self.progress(done, total)
             if self.durable:
-                os.fsync(out.fileno())
+                os.fsync(out)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise _Transient(f"read timed out after {done} bytes") from None
+        except urllib3.exceptions.HTTPError as exc:
+            got = done + _read_before_drop(exc)
+            if total is not None and got < total:
+                raise _Transient(f"connection dropped; {ends_early(got, total)}") from None
+            raise _Transient(
+                f"connection dropped after {done} bytes ({type(exc).__name__})"
+            ) from None
+        finally:
+            os.close(out)
         if total is not None and done != total:
             too_long = f"the body has {done} bytes, not {total}"
             raise _Transient(ends_early(done, total) if done < total else too_long)
-        return digest.hexdigest()
+        return digest.hexdigest(), done
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` (``os.write`` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read_before_drop(exc: BaseException) -> int:
