@@ -119,8 +119,8 @@ def sync_hf(
 
     One listing call (paged) finds every repo's commit sha; only repos whose sha differs from the
     catalogue's (or, with ``download``, that were never fetched: gated ones too, once a Hub token
-    is available) get further requests, run ``concurrency`` at a time; then everything is
-    recorded, :data:`RECORD_BATCH` repos per transaction. Repos no longer listed are marked
+    is available) get further requests, run ``concurrency`` at a time, and are recorded as they
+    finish, :data:`RECORD_BATCH` repos per transaction. Repos no longer listed are marked
     ``gone``; gated repos not fetched for want of a token are in ``report.gated`` on every sync.
     ``processes`` overrides how many processes share a download
     (:func:`tireg.registry.sync_workers.processes_for`).
@@ -148,18 +148,21 @@ def sync_hf(
         )
 
     # 2. each repo to do, on threads (and for a large download, in worker processes too):
-    #    facts, and with ``download`` its files read and stored
+    #    facts, and with ``download`` its files read and stored; recorded a batch at a time as
+    #    they finish (3.), so the catalogue's work overlaps the fetching, which the workers'
+    #    share of the board takes over while this process records
     store = ContentStore()
     settings = sync_workers.Settings(download, endpoint, logged_in)
-    count = 0
+    finished: list[sync_workers.RepoResult] = []
 
     def done(result: sync_workers.RepoResult) -> None:
-        nonlocal count
-        count += 1
+        finished.append(result)
         if progress:
-            progress(count, len(todo), result.summary.repo_id)
+            progress(len(finished), len(todo), result.summary.repo_id)
+        if len(finished) % RECORD_BATCH == 0:
+            _record_batch(catalogue, finished[-RECORD_BATCH:], store, endpoint, report)
 
-    results = sync_workers.fetch_all(
+    sync_workers.fetch_all(
         todo,
         store,
         settings,
@@ -167,33 +170,10 @@ def sync_hf(
         processes=sync_workers.processes_for(len(todo), settings, processes),
         done=done,
     )
-
-    # 3. recorded after the downloads, in large transactions: catalogue writes interleaved with
-    # busy worker threads wait on the GIL at every SQLite call. A sync killed before this point
-    # has its files in the caches, so the next run re-reads them without downloading.
-    # Each transaction looks its sources up in one query, records all its repos' embeddings
-    # together and reindexes them for search once (one repo at a time, those statements were
-    # most of what recording cost).
-    for start in range(0, len(results), RECORD_BATCH):
-        batch = results[start : start + RECORD_BATCH]
-        with catalogue.transaction() as session:
-            sources = upsert_sources(session, "hf", [r.summary.repo_id for r in batch])
-            session.flush()  # new sources get their ids
-            fetched = [(r.summary.repo_id, r.prepared) for r in batch if r.prepared is not None]
-            recorded = ingest.record_many_in(
-                session,
-                [(prepared, sources[repo_id].id) for repo_id, prepared in fetched],
-                store=store,
-                reindex=False,
-            )
-            by_repo = {repo_id: d for (repo_id, _), d in zip(fetched, recorded, strict=True)}
-            for result in batch:
-                source = sources[result.summary.repo_id]
-                outcome = _record_repo(
-                    result, endpoint, source, by_repo.get(result.summary.repo_id)
-                )
-                report.sources.append(outcome)
-            search_index.reindex_many(session, [i for d in recorded for i in d.embedding_ids])
+    if len(finished) % RECORD_BATCH:
+        _record_batch(
+            catalogue, finished[-(len(finished) % RECORD_BATCH) :], store, endpoint, report
+        )
     if gone:
         with catalogue.transaction() as session:
             for source in session.scalars(
@@ -204,6 +184,35 @@ def sync_hf(
 
 
 _UNLISTED = "no longer listed by the Hub"
+
+
+def _record_batch(
+    catalogue: Catalogue,
+    batch: list[sync_workers.RepoResult],
+    store: ContentStore,
+    endpoint: str | None,
+    report: SyncReport,
+) -> None:
+    """3. One transaction for a batch of fetched repos: it looks their sources up in one query,
+    records all their embeddings together and reindexes them for search once (one repo at a
+    time, those statements were most of what recording cost). A sync killed before a batch is
+    recorded has its files in the caches, so the next run re-reads them without downloading."""
+    with catalogue.transaction() as session:
+        sources = upsert_sources(session, "hf", [r.summary.repo_id for r in batch])
+        session.flush()  # new sources get their ids
+        fetched = [(r.summary.repo_id, r.prepared) for r in batch if r.prepared is not None]
+        recorded = ingest.record_many_in(
+            session,
+            [(prepared, sources[repo_id].id) for repo_id, prepared in fetched],
+            store=store,
+            reindex=False,
+        )
+        by_repo = {repo_id: d for (repo_id, _), d in zip(fetched, recorded, strict=True)}
+        for result in batch:
+            source = sources[result.summary.repo_id]
+            outcome = _record_repo(result, endpoint, source, by_repo.get(result.summary.repo_id))
+            report.sources.append(outcome)
+        search_index.reindex_many(session, [i for d in recorded for i in d.embedding_ids])
 
 
 def _known_hf_sources(catalogue: Catalogue, author: str) -> dict[str, tuple[str | None, str]]:
