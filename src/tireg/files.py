@@ -277,12 +277,18 @@ def _fsync_files(paths: list[Path]) -> None:
         raise min(failures, key=lambda failure: failure[0])[1]
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the raw descriptor ``fd`` (a file object would buffer for
+    nothing, and ask the kernel for its size and whether it is a terminal)."""
+    written = os.write(fd, data)
+    while written < len(data):  # a short write (a signal, a nearly full disk): write on
+        written += os.write(fd, memoryview(data)[written:])
+
+
 def _write_fd(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` and close it (a file object would buffer for nothing)."""
+    """Write all of ``data`` to ``fd`` and close it."""
     try:
-        written = os.write(fd, data)
-        while written < len(data):  # a short write (a signal, a nearly full disk): write on
-            written += os.write(fd, memoryview(data)[written:])
+        write_all(fd, data)
     finally:
         os.close(fd)
 

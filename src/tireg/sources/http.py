@@ -56,7 +56,7 @@ from requests.utils import (
 from tireg import __version__
 from tireg.config import offline
 from tireg.errors import ends_early
-from tireg.files import MAX_FILE_BYTES, TMP_SUFFIX, fsync_dir, sha256_file
+from tireg.files import MAX_FILE_BYTES, TMP_SUFFIX, fsync_dir, sha256_file, write_all
 from tireg.paths import join_under, safe_part
 from tireg.progress import DownloadProgress
 from tireg.sources import SourceError
@@ -736,7 +736,7 @@ class _Job:
                     raise SourceError(
                         f"download exceeds the {self.max_bytes}-byte limit", path=response.url
                     )
-                _write_all(out, chunk)
+                write_all(out, chunk)
                 digest.update(chunk)
                 if self.progress:
                     self.progress(done, total)
@@ -757,13 +757,6 @@ class _Job:
             too_long = f"the body has {done} bytes, not {total}"
             raise _Transient(ends_early(done, total) if done < total else too_long)
         return digest.hexdigest(), done
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` (``os.write`` may write less than it is given)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _read_before_drop(exc: BaseException) -> int:
