@@ -153,14 +153,18 @@ def sync_hf(
     #    share of the board takes over while this process records
     store = ContentStore()
     settings = sync_workers.Settings(download, endpoint, logged_in)
-    finished: list[sync_workers.RepoResult] = []
+    pending: list[sync_workers.RepoResult] = []  # fetched, not yet recorded
+    count = 0
 
     def done(result: sync_workers.RepoResult) -> None:
-        finished.append(result)
+        nonlocal count
+        count += 1
         if progress:
-            progress(len(finished), len(todo), result.summary.repo_id)
-        if len(finished) % RECORD_BATCH == 0:
-            _record_batch(catalogue, finished[-RECORD_BATCH:], store, endpoint, report)
+            progress(count, len(todo), result.summary.repo_id)
+        pending.append(result)
+        if len(pending) == RECORD_BATCH:
+            _record_batch(catalogue, pending, store, endpoint, report)
+            pending.clear()
 
     sync_workers.fetch_all(
         todo,
@@ -170,10 +174,8 @@ def sync_hf(
         processes=sync_workers.processes_for(len(todo), settings, processes),
         done=done,
     )
-    if len(finished) % RECORD_BATCH:
-        _record_batch(
-            catalogue, finished[-(len(finished) % RECORD_BATCH) :], store, endpoint, report
-        )
+    if pending:
+        _record_batch(catalogue, pending, store, endpoint, report)
     if gone:
         with catalogue.transaction() as session:
             for source in session.scalars(

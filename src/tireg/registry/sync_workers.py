@@ -122,11 +122,11 @@ def fetch_all(
     *,
     concurrency: int,
     processes: int = 1,
-    done: Callable[[RepoResult], None] | None = None,
-) -> list[RepoResult]:
+    done: Callable[[RepoResult], None],
+) -> None:
     """:func:`sync_one` for every repo of ``todo``, ``concurrency`` at a time in all, shared
-    between this process and ``processes - 1`` workers; ``done`` is called (on this thread) for
-    each repo as it finishes, in no particular order, as is the list returned.
+    between this process and ``processes - 1`` workers; ``done`` is called (on this thread) with
+    each repo's result as it finishes, in no particular order.
 
     Steps:
     """
@@ -147,7 +147,7 @@ def fetch_all(
                 board.finished.put(exc)
 
     # 2. every result, from a thread of this process or a worker's line, as it comes
-    results: list[RepoResult] = []
+    reported = 0
     try:
         with (
             http.netrc_per_host(),  # one look at .netrc per host, not per request
@@ -156,19 +156,17 @@ def fetch_all(
             try:
                 for _ in range(threads):
                     pool.submit(local)
-                while len(results) < len(todo):
+                while reported < len(todo):
                     item = board.finished.get()
                     if isinstance(item, BaseException):
                         raise item
-                    results.append(item)
-                    if done is not None:
-                        done(item)
+                    reported += 1
+                    done(item)
             finally:
                 board.close()  # the threads stop taking repos (after their current one)
     finally:
         for worker in workers:
             worker.stop()
-    return results
 
 
 class _Board:
