@@ -26,8 +26,8 @@ Run: .venv/bin/python bench/convert.py [--files N]
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -104,16 +104,25 @@ def main() -> None:
         src = root / "src"
         src.mkdir()
         paths = generate(src, args.files)
+        os.sync()  # a folder at rest, as a user's is: its writeback is charged to no case
         size = sum(p.stat().st_size for p in paths)
         print(
             f"{len(paths)} files, {size / 1e6:.1f} MB "
             "(mix: .bin 40%, A1111 .pt 35%, safetensors 25%)"
         )
+        outs = itertools.count()
         out = root / "out"
 
         def fresh_out() -> None:
-            shutil.rmtree(out, ignore_errors=True)
+            # a new folder per case, and nothing deleted until every case is timed: on ext4
+            # without a journal, each new inode skips the ones deleted in the last minute or
+            # more (fs/ext4/ialloc.c, find_inode_bit and recently_deleted: 60 s, 360 s while
+            # the inode table block is dirty), so removing one case's 1,000 files would slow
+            # the next case's file creations by whatever that case's own cost is
+            nonlocal out
+            out = root / f"out-{next(outs)}"
             out.mkdir()
+            os.sync()  # the last case's writeback is not charged to this one
 
         def tireg_inspect() -> None:
             for path in paths:
