@@ -182,6 +182,40 @@ def time_baseline(url: str, cache: Path, *, model_info: bool = False) -> tuple[f
     return loop(), loop()
 
 
+def one_run(hub: RemoteHub, folder: Path, run: int, args: argparse.Namespace) -> float:
+    """Time both sides in fresh caches under ``folder``, print the figures and return the ratio
+    of the first sync + download (baseline / tireg)."""
+    os.environ["HF_HOME"] = str(folder / "hf-home")
+    hub.requests(clear=True)
+    ours = time_tireg(hub, folder / "tireg-home", args.concurrency)
+    tireg_requests = hub.requests(clear=True)
+    base_first, base_again = time_baseline(hub.url, folder / "baseline-cache")
+    base_requests = hub.requests(clear=True)
+    info_first, _ = time_baseline(hub.url, folder / "info-cache", model_info=True)
+    print(
+        f"\nrun {run}: repos: {args.repos}, added latency: {args.latency_ms:g} ms/request, "
+        f"tireg concurrency: {args.concurrency}, cpus: {os.cpu_count()}, "
+        f"load average: {os.getloadavg()[0]:.1f}, threads alive: {threading.active_count()}"
+    )
+    rows = [
+        ("first sync + download (s)", ours.first_s, base_first),
+        ("re-sync, nothing changed (s)", ours.again_s, base_again),
+        ("  baseline with model_info (s)", ours.first_s, info_first),
+    ]
+    print(f"{'':34}{'tireg':>10}{'baseline':>10}{'ratio':>9}")
+    for label, mine, theirs in rows:
+        print(f"{label:34}{mine:10.2f}{theirs:10.2f}{theirs / mine:8.1f}x")
+    print(f"{'HTTP requests, both runs':34}{tireg_requests:10d}{base_requests:10d}")
+    per_repo = 1000 / args.repos
+    print(
+        f"CPU per repo, tireg's first sync: {ours.cpu_s * per_repo:.1f} ms in tireg's "
+        f"process, {ours.workers_cpu_s * per_repo:.1f} ms in its workers, "
+        f"{ours.hub_cpu_s * per_repo:.1f} ms in the Hub"
+    )
+    print(f"embeddings imported by tireg: {ours.downloaded}", flush=True)
+    return base_first / ours.first_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repos", type=int, default=1000)
@@ -199,40 +233,16 @@ def main() -> None:
     print(f"starting a local hub with {args.repos} repos ...", flush=True)
     hub = RemoteHub(args.repos, args.latency_ms / 1000)
     ratios: list[float] = []
-    try:
-        for run in range(1, args.runs + 1):
-            with tempfile.TemporaryDirectory() as tmp:
-                os.environ["HF_HOME"] = str(Path(tmp) / "hf-home")
-                hub.requests(clear=True)
-                ours = time_tireg(hub, Path(tmp) / "tireg-home", args.concurrency)
-                tireg_requests = hub.requests(clear=True)
-                base_first, base_again = time_baseline(hub.url, Path(tmp) / "baseline-cache")
-                base_requests = hub.requests(clear=True)
-                info_first, _ = time_baseline(hub.url, Path(tmp) / "info-cache", model_info=True)
-            ratios.append(base_first / ours.first_s)
-            print(
-                f"\nrun {run}: repos: {args.repos}, added latency: {args.latency_ms:g} ms/request, "
-                f"tireg concurrency: {args.concurrency}, cpus: {os.cpu_count()}, "
-                f"load average: {os.getloadavg()[0]:.1f}, threads alive: {threading.active_count()}"
-            )
-            rows = [
-                ("first sync + download (s)", ours.first_s, base_first),
-                ("re-sync, nothing changed (s)", ours.again_s, base_again),
-                ("  baseline with model_info (s)", ours.first_s, info_first),
-            ]
-            print(f"{'':34}{'tireg':>10}{'baseline':>10}{'ratio':>9}")
-            for label, mine, theirs in rows:
-                print(f"{label:34}{mine:10.2f}{theirs:10.2f}{theirs / mine:8.1f}x")
-            print(f"{'HTTP requests, both runs':34}{tireg_requests:10d}{base_requests:10d}")
-            per_repo = 1000 / args.repos
-            print(
-                f"CPU per repo, tireg's first sync: {ours.cpu_s * per_repo:.1f} ms in tireg's "
-                f"process, {ours.workers_cpu_s * per_repo:.1f} ms in its workers, "
-                f"{ours.hub_cpu_s * per_repo:.1f} ms in the Hub"
-            )
-            print(f"embeddings imported by tireg: {ours.downloaded}", flush=True)
-    finally:
-        hub.stop()
+    # every run in a folder of its own, all deleted at the end: on ext4 without a journal, a
+    # file created within minutes of many deletions pays to skip each recently deleted inode
+    # (fs/ext4/ialloc.c, find_inode_bit and recently_deleted), so deleting one run's 20,000
+    # files would slow the next run's file creations, whichever side came next
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for run in range(1, args.runs + 1):
+                ratios.append(one_run(hub, Path(tmp) / f"run-{run}", run, args))
+        finally:
+            hub.stop()
     if len(ratios) > 1:
         print(
             f"\nfirst sync + download, baseline / tireg over {len(ratios)} runs: "
