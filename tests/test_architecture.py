@@ -7,6 +7,7 @@ check reads the source with ``ast``, so lazy imports inside functions count too.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ LEAVES = {
     "tireg.paths",
     "tireg.prompt_words",
     "tireg.progress",
+    "tireg.ml",
 }
 ALLOWED: dict[str, set[str]] = {
     "converters": set(),
@@ -67,6 +69,14 @@ def _layer(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
 
 
+def _leaf(module: str) -> str:
+    """The top-level module of ours ``module`` is in (``tireg`` for ``tireg.__version__``)."""
+    parts = module.split(".")
+    if len(parts) > 1 and ((SRC / f"{parts[1]}.py").is_file() or (SRC / parts[1]).is_dir()):
+        return f"tireg.{parts[1]}"  # a module or a package (one no layer table names fails)
+    return "tireg"
+
+
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_imports_point_one_way(layer: str) -> None:
     bad = []
@@ -74,8 +84,8 @@ def test_imports_point_one_way(layer: str) -> None:
         for module in _tireg_imports(path):
             target = _layer(module)
             if target is None:
-                leaf = ".".join(module.split(".")[:2])
-                if leaf in LEAF_EXCEPTIONS.get(layer, set()):
+                leaf = _leaf(module)
+                if leaf not in LEAVES or leaf in LEAF_EXCEPTIONS.get(layer, set()):
                     bad.append(f"{path.relative_to(SRC)} imports {module}")
                 continue
             if target != layer and target not in ALLOWED[layer]:
@@ -84,12 +94,61 @@ def test_imports_point_one_way(layer: str) -> None:
 
 
 def test_leaf_modules_import_nothing_of_ours() -> None:
-    for name in ("errors", "files", "config", "prompt_words", "progress"):
+    for leaf in sorted(LEAVES - {"tireg"}):
+        name = leaf.removeprefix("tireg.")
         imports = _tireg_imports(SRC / f"{name}.py")
-        assert not imports, f"{name}.py imports {imports}"
-    # paths raises tireg's own one-line error, so it may import errors, and nothing else
-    imports = _tireg_imports(SRC / "paths.py")
-    assert imports <= {"tireg.errors", "tireg.errors.TiregError"}, f"paths.py imports {imports}"
+        if name in ("paths", "ml"):
+            # each raises tireg's own one-line error, so it may import errors, and nothing else
+            assert imports <= {"tireg.errors", "tireg.errors.TiregError"}, f"{name} {imports}"
+        else:
+            assert not imports, f"{name}.py imports {imports}"
+
+
+def _doc_layers() -> tuple[dict[str, str], str]:
+    """docs/architecture.md's layer table (layer -> its "may import" cell) and its leaf line."""
+    text = (SRC.parent.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]*) \|", text, flags=re.MULTILINE)
+    leaf_line = next(line for line in text.splitlines() if "leaf modules" in line)
+    return dict(rows), leaf_line
+
+
+def test_every_module_has_its_row_in_the_documented_map() -> None:
+    """docs/architecture.md's "where each concept lives" names every module: a cell's
+    ``dir/name.py`` sets the folder its bare ``other.py`` names are in."""
+    text = (SRC.parent.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set()
+    for line in text.splitlines():
+        if not line.startswith("| "):
+            continue
+        folder = ""
+        for item in re.findall(r"`([^`]+\.py)`", line.rsplit("|", 2)[-2]):
+            if "/" in item:
+                folder = item.rsplit("/", 1)[0] + "/"
+            named.add(item if "/" in item else folder + item)
+    modules = {
+        path.relative_to(SRC).as_posix()
+        for path in SRC.rglob("*.py")
+        if "migrations" not in path.parts and path.name != "__init__.py"
+    }
+    assert not modules - named, f"modules the map leaves out: {sorted(modules - named)}"
+
+
+def test_the_documented_layers_are_the_enforced_ones() -> None:
+    """The table in docs/architecture.md says what ALLOWED enforces: each layer's cell names
+    its layers ("and what they may import" adds theirs; "everything" is every layer), and the
+    leaf line names every leaf module."""
+    rows, leaf_line = _doc_layers()
+    assert set(rows) == set(ALLOWED)
+    for layer, cell in rows.items():
+        assert any(w in cell for w in ("leaves", "may import", "everything")), f"{layer}: {cell}"
+        named = set(re.findall(r"`(\w+)`", cell)) & set(ALLOWED)
+        if "everything" in cell:
+            named = set(ALLOWED) - {layer}
+        if "what they may import" in cell:
+            named |= {below for above in set(named) for below in ALLOWED[above]}
+        assert named == ALLOWED[layer], f"{layer}: the docs say {sorted(named)}"
+    documented = {f"tireg.{name}" for name in re.findall(r"(\w+)\.py", leaf_line)}
+    assert documented == LEAVES - {"tireg"}, leaf_line
 
 
 def test_cli_help_imports_no_ml_library() -> None:
@@ -168,20 +227,32 @@ def _module_names() -> dict[str, Path]:
     return modules
 
 
+def _imported_modules(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The modules of ours ``path`` imports, lazily or not. ``from tireg.registry import query``
+    imports the module ``tireg.registry.query``; a name that is no module (``from
+    tireg.converters import describe``) is taken from the package's ``__init__``, which imports
+    the package's modules in turn, so that ``__init__`` is what it imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                found.add(name if name in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found & modules.keys()
+
+
 def test_no_import_cycles_inside_a_package() -> None:
     """Within one package, modules import each other one way (lazy imports count: a cycle hidden
     in a function is still two modules that cannot be understood apart)."""
     modules = _module_names()
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
-        targets = set()
-        for imported in _tireg_imports(path):
-            # "from tireg.registry import query" names the module tireg.registry.query
-            target = imported if imported in modules else imported.rsplit(".", 1)[0]
-            if target in modules and target != name and target != package:
-                targets.add(target)
-        graph[name] = targets
+    graph = {name: _imported_modules(path, modules) - {name} for name, path in modules.items()}
+    # a package's own __init__ belongs to it, not to the package above
+    package = {
+        name: name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for name, path in modules.items()
+    }
     cycles = []
     for start in graph:
         stack = [(start, [start])]
@@ -189,10 +260,8 @@ def test_no_import_cycles_inside_a_package() -> None:
             node, trail = stack.pop()
             for nxt in graph[node]:
                 if nxt == start and len(trail) > 1:
-                    same_package = {m.rsplit(".", 1)[0] for m in trail}
-                    if len(same_package) == 1:
-                        cycles.append(" -> ".join([*trail, start]))
-                elif nxt not in trail and nxt.rsplit(".", 1)[0] == start.rsplit(".", 1)[0]:
+                    cycles.append(" -> ".join([*trail, start]))
+                elif nxt not in trail and package[nxt] == package[start]:
                     stack.append((nxt, [*trail, nxt]))
     assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
 

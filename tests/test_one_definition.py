@@ -9,7 +9,11 @@ Each rule reads the source with ``ast`` (so comments and strings never count):
   the same rule imports it, and a different rule gets its own name and value;
 * the ``<...>`` folding rule is ``prompt_words.unbracketed``: no other module tests a string for
   a leading ``<`` and a trailing ``>`` or strips them. Migrations keep their own frozen copies
-  (a migration must not change when the code does), so they are not checked.
+  (a migration must not change when the code does), so they are not checked;
+* the registry's small concepts each have one module: tags (``registry/tags.py``), the naming
+  rule (``registry/naming.py``) and the state of an install (``registry/install_state.py``):
+  no other module of the registry, the CLI or the web pages defines a function of the same
+  name (``listing.refs`` is the rule ``naming.refs`` hands ORM rows to, so ``refs`` is left out).
 """
 
 from __future__ import annotations
@@ -126,3 +130,25 @@ def test_brackets_are_folded_by_one_function() -> None:
         if _folds_brackets(node)
     ]
     assert not by_hand, "fold <...> with tireg.prompt_words.unbracketed:\n" + "\n".join(by_hand)
+
+
+#: function -> the one module that defines it (relative to ``src/tireg``)
+OWNERS = {
+    **dict.fromkeys(("clean_tags", "split_tags", "add_tags"), "registry/tags.py"),
+    **dict.fromkeys(
+        ("candidates", "resolve", "resolve_many", "refs_of", "ref_of"), "registry/naming.py"
+    ),
+    **dict.fromkeys(("install_state", "install_record"), "registry/install_state.py"),
+}
+
+
+def test_registry_concepts_are_defined_in_their_own_module() -> None:
+    found: dict[str, list[str]] = {name: [] for name in OWNERS}
+    for path, tree in _modules():
+        if path.relative_to(SRC).parts[0] not in ("registry", "cli", "serve"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in found:
+                found[node.name].append(path.relative_to(SRC).as_posix())
+    misplaced = {name: where for name, where in found.items() if where != [OWNERS[name]]}
+    assert not misplaced, misplaced

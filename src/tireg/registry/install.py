@@ -44,7 +44,8 @@ from tireg.db.session import Catalogue, retried
 from tireg.errors import TiregError
 from tireg.files import atomic_write_bytes, read_capped, sha256_file
 from tireg.progress import DownloadProgress
-from tireg.registry import available, compat, model_refs, naming, query, remote, source_sync, uis
+from tireg.registry import available, compat, model_refs, naming, remote, source_sync, uis
+from tireg.registry.install_state import install_state
 from tireg.registry.store import ContentStore
 
 
@@ -529,7 +530,7 @@ def installed(
                     path=inst.path,
                     sha256=inst.sha256,
                     installed_at=inst.installed_at,
-                    state=query.install_state(inst),
+                    state=install_state(inst),
                 )
             )
         return result
@@ -564,7 +565,7 @@ def uninstall_rows(
     kept: set[Path] = set()
     # embeddings first, so a preview knows whether its embedding stays
     for inst in sorted(installs, key=lambda i: i.format == PREVIEW_FORMAT):
-        state = query.install_state(inst)
+        state = install_state(inst)
         ref = (refs or {}).get(inst.embedding_id) or naming.ref_of(inst.embedding)
         reason = _reason_to_keep(inst, state, kept) if not force else None
         if reason is not None:

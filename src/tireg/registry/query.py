@@ -22,11 +22,11 @@ from sqlalchemy import Select, TextClause, literal, literal_column, or_, select,
 from sqlalchemy.orm import Session, selectinload
 
 from tireg import config
-from tireg.db.schema import EmbeddingRow, InstallRow, name_key
+from tireg.db.schema import EmbeddingRow, name_key
 from tireg.db.session import executor
-from tireg.files import sha256_file
 from tireg.registry import available, listing, search_text
 from tireg.registry.available import AvailableEntry
+from tireg.registry.install_state import install_record
 from tireg.registry.lineage import lineage_of
 from tireg.registry.listing import NO_FILTERS, EmbeddingSummary, Filters
 from tireg.registry.naming import _named, _rows_named, prompt_word, refs_of, resolve
@@ -266,30 +266,6 @@ def show_embedding(
 
 
 # -- show ------------------------------------------------------------------------------------
-
-
-def install_state(row: InstallRow) -> str:
-    """``ok`` (the file is what tireg wrote), ``modified`` (changed behind tireg's back) or
-    ``missing``."""
-    path = Path(row.path)
-    if not path.is_file():
-        return "missing"
-    try:
-        return "ok" if sha256_file(path) == row.sha256 else "modified"
-    except OSError:
-        return "missing"
-
-
-def install_record(row: InstallRow) -> dict[str, Any]:
-    """An install as plain data, with its current state."""
-    return {
-        "target": row.target,
-        "format": row.format,
-        "path": row.path,
-        "sha256": row.sha256,
-        "installed_at": row.installed_at,
-        "state": install_state(row),
-    }
 
 
 def store_file(row: EmbeddingRow) -> Path:

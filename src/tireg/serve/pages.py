@@ -24,6 +24,7 @@ from tireg.db.schema import (
 from tireg.db.session import Catalogue
 from tireg.errors import TiregError
 from tireg.registry import naming, query, similar
+from tireg.registry.install_state import install_record
 from tireg.registry.models import USER
 from tireg.registry.query import EmbeddingDetails, EmbeddingSummary, Filters
 from tireg.registry.uis import UiRoot
@@ -192,9 +193,7 @@ def embedding_page(catalogue: Catalogue, row_id: int, uis: list[UiRoot]) -> Embe
             session, Filters(ids=frozenset(r.id for r in namesakes)), limit=None
         )
         previews = sorted(p.id for p in row.previews if "://" not in p.location)
-        installs = [
-            (i.id, query.install_record(i)) for i in sorted(row.installs, key=lambda i: i.id)
-        ]
+        installs = [(i.id, install_record(i)) for i in sorted(row.installs, key=lambda i: i.id)]
     page = EmbeddingPage(row_id, details, versions, previews, uis, installs)
     try:
         page.neighbours = similar.similar(catalogue, details.summary.ref, limit=NEIGHBOURS)
