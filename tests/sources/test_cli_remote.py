@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.sources.servers.civitai_server import CivitaiModel, CivitaiServer, CivitaiVersion
+from tests.sources.servers.http_server import FileServer, Served
 from tests.sources.servers.hub_server import HubServer, embedding_bytes
 
 
@@ -61,3 +62,28 @@ def test_lookup_records_preview_urls_that_show_lists(  # type: ignore[no-untyped
     previews = json.loads(shown.stdout)["previews"]
     assert previews == [{"location": url, "sha256": None} for url in found["preview_urls"]]
     assert all(url.startswith(civitai_server.url + "/images/66/") for url in found["preview_urls"])
+
+
+def test_lookup_prints_civitai_text_as_text(
+    civitai_server: CivitaiServer, tireg_cli, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Civitai's names and trigger words are anybody's text: ``[/bold]`` in one is printed as
+    it is, never read as rich markup (which raised a MarkupError traceback)."""
+    data = embedding_bytes("emb_params", "safetensors", seed=8)
+    version = CivitaiVersion(88, {"m.safetensors": data}, trained_words=["[red]word[/red]"])
+    civitai_server.add(CivitaiModel(8, "Marked [/bold] up", [version]))
+    path = tmp_path / "[b]m.safetensors"
+    path.write_bytes(data)
+    result = tireg_cli("lookup", path)
+    assert result.code == 0, result.stderr
+    for text in ("[/bold]", "[red]word[/red]", "[b]m.safetensors"):
+        assert text in result.stdout, result.stdout
+
+
+def test_source_sync_prints_a_url_as_text(file_server: FileServer, tireg_cli) -> None:  # type: ignore[no-untyped-def]
+    """A source's URL is anybody's text: ``[/x]`` in its query is no rich markup."""
+    url = file_server.add("/files/fox.safetensors", Served(embedding_bytes("x", "safetensors")))
+    assert tireg_cli("source", "add", "url", url + "?v=[/x]").code == 0
+    synced = tireg_cli("source", "sync")
+    assert synced.code == 0, synced.stderr
+    assert "[/x]" in synced.stdout, synced.stdout

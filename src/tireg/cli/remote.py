@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tireg.cli.options import DbOption, HfEndpointOption, JsonOption
-from tireg.cli.output import console, item_progress, print_json
+from tireg.cli.output import Column, console, item_progress, print_json, print_listing
 
 if TYPE_CHECKING:  # the commands import the catalogue and the sources when they run
     from tireg.registry.ingest import SyncReport
@@ -132,18 +133,16 @@ def lookup_command(
         results = lookup(catalogue, target)
     finally:
         catalogue.close()
-    if json_out:
-        print_json([r.to_dict() for r in results])
-        return
-    table = Table(title=f"tireg lookup {target}")
-    for column in ("sha256", "civitai", "name", "base model", "trigger words"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(
+    print_listing(
+        results,
+        ("sha256", Column("civitai", no_wrap=True), "name", "base model", "trigger words"),
+        lambda r: (
             r.sha256[:12],
             r.spec or "not found",
-            r.name or "",
-            r.base_model or "",
+            r.name,
+            r.base_model,
             ", ".join(r.trigger_words),
-        )
-    console.print(table)
+        ),
+        json_out=json_out,
+        title=Text(f"tireg lookup {target}"),
+    )

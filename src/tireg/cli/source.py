@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tireg.cli.options import DbOption, JsonOption
 from tireg.cli.output import console, item_progress, print_json, print_listing
@@ -90,8 +91,9 @@ def sync(
             table.add_column(column, overflow="fold")
         for s in report.sources:
             status = f"{s.status} (offline: cached copies only)" if s.offline else s.status
+            locator = Text(s.locator)  # anybody's URL: "[...]" in it is no markup
             table.add_row(
-                str(s.id), s.kind, status, str(len(s.imported)), str(len(s.known)), s.locator
+                str(s.id), s.kind, status, str(len(s.imported)), str(len(s.known)), locator
             )
         console.print(table)
         for s in report.sources:

@@ -180,7 +180,7 @@ def tokens_command(
     if json_out:
         print_json(found)
         return
-    table = Table(title=f"{found['ref']} on {found['model']}")
+    table = Table(title=Text(f"{found['ref']} on {found['model']}"))  # names are anybody's text
     for column in ("encoder", "vector", "nearest tokens (cosine)"):
         table.add_column(column)
     for key, rows in found["encoders"].items():
