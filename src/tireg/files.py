@@ -30,9 +30,20 @@ TMP_SUFFIX = ".tireg-tmp"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: fsyncs in flight at once in a batch; enough for the file system to group them into one commit
 SYNC_THREADS = 16
-#: staged files a batch keeps open until their fsync (later ones are opened again for it): far
-#: below the usual limit of 1,024 descriptors a process may hold
-KEEP_OPEN = 256
+
+
+def _keep_open() -> int:
+    """A quarter of the descriptors this process may hold (256 under the common limit of
+    1,024), at most 4,096: the rest stay free for whatever else the process opens."""
+    try:
+        limit = os.sysconf("SC_OPEN_MAX")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no answer
+        limit = 1024
+    return max(0, min(4096, limit // 4))
+
+
+#: staged files a batch keeps open until their fsync (later ones are opened again for it)
+KEEP_OPEN = _keep_open()
 #: the first 6 of a temporary's 12 hex digits, drawn once per process (again in a forked
 #: child); a counter gives the other 6 (a draw from the kernel's random source for each file
 #: is a system call; ``O_EXCL`` settles any collision, with another process or a wrapped count)
