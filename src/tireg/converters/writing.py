@@ -353,9 +353,13 @@ def _expand(inputs: Sequence[str | os.PathLike[str]], report: ConvertReport) -> 
 
 
 def _read_input(path: Path, pair_second: str | os.PathLike[str] | None) -> Embedding:
-    from tireg.converters.reading import read_file, read_sdxl_pair
+    # ``import a.b as c``: found in sys.modules by C alone, where ``from a.b import c`` runs
+    # importlib's Python ``_handle_fromlist`` for every file converted
+    import tireg.converters.reading as reading
 
-    return read_file(path) if pair_second is None else read_sdxl_pair(path, pair_second)
+    if pair_second is None:
+        return reading.read_file(path)
+    return reading.read_sdxl_pair(path, pair_second)
 
 
 def _target(path: Path, embedding: Embedding, fmt: str, folder: Path) -> Path:
