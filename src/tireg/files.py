@@ -192,7 +192,8 @@ def _temp_beside(path: Path, overwrite: bool) -> tuple[int, Path]:
     flags |= getattr(os, "O_BINARY", 0)
     for _ in range(100):
         unique = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFF:06x}"
-        tmp = path.parent / f".{path.name}.{unique}{TMP_SUFFIX}"
+        # ``with_name``: the target's parts reused, where ``parent / name`` parses them again
+        tmp = path.with_name(f".{path.name}.{unique}{TMP_SUFFIX}")
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
