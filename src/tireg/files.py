@@ -304,10 +304,16 @@ def _fsync_files(files: list[tuple[Path, int | None]]) -> None:
                 failures.append((index, exc))
 
     threads = [threading.Thread(target=work) for _ in range(min(SYNC_THREADS, len(files)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    started = 0
+    try:
+        for thread in threads:
+            thread.start()
+            started += 1
+    finally:
+        if started < len(threads):  # no thread to be had: this one syncs (and closes) the rest
+            work()
+        for thread in threads[:started]:
+            thread.join()
     if failures:
         raise min(failures, key=lambda failure: failure[0])[1]
 

@@ -194,3 +194,25 @@ def test_staged_files_are_synced_through_kept_descriptors_and_none_leak(
         raise RuntimeError("interrupted")
     assert _open_descriptors() == before
     assert not _leftovers(tmp_path) and not (tmp_path / "a.bin").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_a_thread_that_cannot_start_leaves_no_descriptor_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no sync thread can be started (the process is out of threads), the committing
+    thread syncs and closes every staged file itself before the failure is raised."""
+    import threading
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    before = _open_descriptors()
+    with pytest.raises(RuntimeError), atomic_batch() as batch:
+        for i in range(6):
+            batch.add([(tmp_path / f"{i}.bin", bytes([i]))], overwrite=False)
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        batch.commit()
+    monkeypatch.undo()
+    assert _open_descriptors() == before
+    assert list(tmp_path.iterdir()) == []
