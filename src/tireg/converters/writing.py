@@ -204,6 +204,7 @@ def _write_each(
     entries go ahead; the files are then fsynced together (:func:`atomic_batch`).
     """
     errors: list[TiregError | None] = []
+    written: list[list[Path]] = []
     with atomic_batch() as batch:
         for blobs, path in plan:
             targets = output_paths(path, len(blobs))
@@ -213,14 +214,13 @@ def _write_each(
                 error = _write_error(exc, targets[0])
                 error.__cause__ = exc
                 errors.append(error)
+                written.append([])
             else:
                 errors.append(None)
+                written.append(targets)
         with _write_errors(plan[0][1].parent if plan else Path.cwd()):
-            published = set(batch.commit())
-    written = [
-        [t for t in output_paths(path, len(blobs)) if t in published] if error is None else []
-        for (blobs, path), error in zip(plan, errors, strict=True)
-    ]
+            # a commit publishes every group staged, or raises (and so does this function)
+            batch.commit()
     return written, errors
 
 
