@@ -102,6 +102,28 @@ def test_temporary_names_do_not_collide(tmp_path: Path) -> None:
             tmp.unlink()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_draws_its_own_temporary_names(tmp_path: Path) -> None:
+    """Temporary names are a per-process prefix and a counter: a child forked with the same
+    counter must not walk the parent's names (each clash would cost it a retry)."""
+    from tireg.files import _temp_beside
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next name and leave at once
+        fd, tmp = _temp_beside(tmp_path / "t.bin", True)
+        os.write(write_end, tmp.name.encode())
+        os._exit(0)
+    os.close(write_end)
+    fd, tmp = _temp_beside(tmp_path / "t.bin", True)
+    os.close(fd)
+    child = os.read(read_end, 4096).decode()
+    os.close(read_end)
+    assert os.waitpid(pid, 0)[1] == 0
+    suffix = len(".abcdef000000" + TMP_SUFFIX)  # prefix and counter, then the suffix
+    assert child != tmp.name and child[-suffix:][:7] != tmp.name[-suffix:][:7]
+
+
 # -- reading files tireg does not trust -------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import secrets
 import stat
@@ -29,6 +30,34 @@ TMP_SUFFIX = ".tireg-tmp"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 #: fsyncs in flight at once in a batch; enough for the file system to group them into one commit
 SYNC_THREADS = 16
+
+
+def _keep_open() -> int:
+    """A quarter of the descriptors this process may hold (256 under the common limit of
+    1,024), at most 4,096: the rest stay free for whatever else the process opens."""
+    try:
+        limit = os.sysconf("SC_OPEN_MAX")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no answer
+        limit = 1024
+    return max(0, min(4096, limit // 4))
+
+
+#: staged files a batch keeps open until their fsync (later ones are opened again for it)
+KEEP_OPEN = _keep_open()
+#: the first 6 of a temporary's 12 hex digits, drawn once per process (again in a forked
+#: child); a counter gives the other 6 (a draw from the kernel's random source for each file
+#: is a system call; ``O_EXCL`` settles any collision, with another process or a wrapped count)
+_temp_prefix = secrets.token_hex(3)
+_temp_counter = itertools.count(secrets.randbelow(1 << 24))
+
+
+def _draw_temp_prefix() -> None:
+    global _temp_prefix
+    _temp_prefix = secrets.token_hex(3)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_draw_temp_prefix)
 
 
 class NotRegularFileError(OSError):
@@ -162,7 +191,9 @@ def _temp_beside(path: Path, overwrite: bool) -> tuple[int, Path]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}"
+        unique = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFF:06x}"
+        # ``with_name``: the target's parts reused, where ``parent / name`` parses them again
+        tmp = path.with_name(f".{path.name}.{unique}{TMP_SUFFIX}")
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
@@ -236,43 +267,53 @@ def atomic_write_bytes(
     return Path(target)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY)
+def _fsync_file(path: Path, fd: int | None = None) -> None:
+    """Fsync ``path`` and close it: through ``fd`` when the writer kept it open, else opened
+    again by name."""
+    if fd is None:
+        fd = os.open(path, os.O_WRONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _fsync_files(paths: list[Path]) -> None:
-    """Fsync ``paths``, up to :data:`SYNC_THREADS` at once; raise the first failure (in the
-    order given) once every other file was synced.
+def _fsync_files(files: list[tuple[Path, int | None]]) -> None:
+    """Fsync and close ``(path, descriptor or None)`` files (:func:`_fsync_file`), up to
+    :data:`SYNC_THREADS` at once; raise the first failure (in the order given) once every
+    other file was synced (and every descriptor closed).
 
     Each thread takes the next path from one shared iterator until none is left: a thread per
     batch of files, not a pool task (and its future, locks and wake-ups) per file, which cost
     more CPU than the fsync calls themselves ask of Python.
     """
-    if len(paths) < 2:
-        for path in paths:
-            _fsync_file(path)
+    if len(files) < 2:
+        for path, fd in files:
+            _fsync_file(path, fd)
         return
     import threading
 
-    todo = iter(enumerate(paths))  # a list iterator's next() is atomic under the GIL
+    todo = iter(enumerate(files))  # a list iterator's next() is atomic under the GIL
     failures: list[tuple[int, BaseException]] = []
 
     def work() -> None:
-        for index, path in todo:
+        for index, (path, fd) in todo:
             try:
-                _fsync_file(path)
+                _fsync_file(path, fd)
             except BaseException as exc:
                 failures.append((index, exc))
 
-    threads = [threading.Thread(target=work) for _ in range(min(SYNC_THREADS, len(paths)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    threads = [threading.Thread(target=work) for _ in range(min(SYNC_THREADS, len(files)))]
+    started = 0
+    try:
+        for thread in threads:
+            thread.start()
+            started += 1
+    finally:
+        if started < len(threads):  # no thread to be had: this one syncs (and closes) the rest
+            work()
+        for thread in threads[:started]:
+            thread.join()
     if failures:
         raise min(failures, key=lambda failure: failure[0])[1]
 
@@ -285,14 +326,6 @@ def write_all(fd: int, data: bytes) -> None:
         written += os.write(fd, memoryview(data)[written:])
 
 
-def _write_fd(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` and close it."""
-    try:
-        write_all(fd, data)
-    finally:
-        os.close(fd)
-
-
 class AtomicBatch:
     """Files staged by :meth:`add` and published together by :meth:`commit`.
 
@@ -302,6 +335,12 @@ class AtomicBatch:
 
     def __init__(self) -> None:
         self._groups: list[tuple[list[tuple[Path, Path]], bool]] = []
+        #: staged temporaries still open, for :meth:`commit` to fsync through: opening each
+        #: again by name would cost two more system calls a file (up to :data:`KEEP_OPEN`)
+        self._open: dict[Path, int] = {}
+        #: the leading groups published whole: their temporaries are gone (renamed, or
+        #: unlinked once linked), so :meth:`_close` asks the file system about none of them
+        self._published = 0
 
     def add(
         self, files: Iterable[tuple[str | os.PathLike[str], bytes]], *, overwrite: bool = True
@@ -319,13 +358,28 @@ class AtomicBatch:
                 path = target if isinstance(target, Path) else Path(target)
                 fd, tmp = _temp_beside(path, overwrite)
                 group.append((tmp, path))
-                _write_fd(fd, data)
+                try:
+                    write_all(fd, data)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if len(self._open) < KEEP_OPEN:
+                    self._open[tmp] = fd
+                else:
+                    os.close(fd)
         except BaseException:
             # a group that failed to stage is dropped whole, so the others can still commit
             self._groups.pop()
             for tmp, _ in group:
-                tmp.unlink(missing_ok=True)
+                self._forget(tmp)
             raise
+
+    def _forget(self, tmp: Path) -> None:
+        """Close ``tmp`` if it is still open, and remove it."""
+        fd = self._open.pop(tmp, None)
+        if fd is not None:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
 
     def commit(self) -> list[Path]:
         """Fsync every staged file, concurrently; then publish the groups in order; return the
@@ -335,7 +389,9 @@ class AtomicBatch:
         it: the groups before it stay published, its own group is rolled back, later ones are
         dropped.
         """
-        _fsync_files([tmp for group, _ in self._groups for tmp, _ in group])
+        opened = self._open
+        self._open = {}  # every descriptor is _fsync_files' to close from here on
+        _fsync_files([(tmp, opened.get(tmp)) for group, _ in self._groups for tmp, _ in group])
         published: list[Path] = []
         for group, overwrite in self._groups:
             done: list[Path] = []
@@ -348,13 +404,14 @@ class AtomicBatch:
                     path.unlink(missing_ok=True)
                 raise
             published.extend(done)
+            self._published += 1
         return published
 
     def _close(self) -> None:
         """Remove temporaries never published; fsync each directory written to, once."""
-        for group, _ in self._groups:
+        for group, _ in self._groups[self._published :]:
             for tmp, _ in group:
-                tmp.unlink(missing_ok=True)
+                self._forget(tmp)
         for directory in sorted({path.parent for group, _ in self._groups for _, path in group}):
             fsync_dir(directory)
 

@@ -6,6 +6,8 @@ the batch is how many times it runs, which the file system cannot show.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +121,9 @@ def test_every_staged_file_is_fsynced_before_it_is_published(
     synced: list[Path] = []
     real = files._fsync_file
 
-    def spy(path: Path) -> None:
+    def spy(path: Path, fd: int | None = None) -> None:
         assert not list(tmp_path.glob("*.bin"))  # nothing published yet
-        real(path)
+        real(path, fd)
         synced.append(path)
 
     monkeypatch.setattr(files, "_fsync_file", spy)
@@ -140,8 +142,8 @@ def test_a_failed_fsync_publishes_nothing_and_raises_the_first_failure(
     other files were synced; nothing is published and no temporary is left."""
     real = files._fsync_file
 
-    def failing(path: Path) -> None:
-        real(path)
+    def failing(path: Path, fd: int | None = None) -> None:
+        real(path, fd)
         if path.name.startswith((".7.bin", ".31.bin")):
             raise OSError(5, "I/O error", path.name.split(".tireg", 1)[0])
 
@@ -151,4 +153,66 @@ def test_a_failed_fsync_publishes_nothing_and_raises_the_first_failure(
             batch.add([(tmp_path / f"{i}.bin", bytes([i]))], overwrite=False)
         batch.commit()
     assert caught.value.filename.startswith(".7.bin.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_staged_files_are_synced_through_kept_descriptors_and_none_leak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first :data:`files.KEEP_OPEN` staged files are fsynced through the descriptor they
+    were written through, later ones opened again by name; each is synced once, and no
+    descriptor outlives the batch, committed, refused or abandoned."""
+    monkeypatch.setattr(files, "KEEP_OPEN", 5)
+    through: list[bool] = []
+    real = files._fsync_file
+
+    def spy(path: Path, fd: int | None = None) -> None:
+        through.append(fd is not None)
+        real(path, fd)
+
+    monkeypatch.setattr(files, "_fsync_file", spy)
+    before = _open_descriptors()
+    with atomic_batch() as batch:
+        for i in range(12):
+            batch.add([(tmp_path / f"{i}.bin", bytes([i]) * 10)], overwrite=False)
+        assert _open_descriptors() == before + 5
+        written = batch.commit()
+    assert sorted(through) == [False] * 7 + [True] * 5
+    assert [p.read_bytes() for p in written] == [bytes([i]) * 10 for i in range(12)]
+    assert _open_descriptors() == before
+    # a group refused while staging, and a batch left without its commit
+    (tmp_path / "taken.bin").write_bytes(b"keep me")
+    with pytest.raises(RuntimeError), atomic_batch() as batch:
+        batch.add([(tmp_path / "a.bin", b"a")])
+        with pytest.raises(FileExistsError):
+            batch.add([(tmp_path / "b.bin", b"b"), (tmp_path / "taken.bin", b"x")], overwrite=False)
+        raise RuntimeError("interrupted")
+    assert _open_descriptors() == before
+    assert not _leftovers(tmp_path) and not (tmp_path / "a.bin").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_a_thread_that_cannot_start_leaves_no_descriptor_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no sync thread can be started (the process is out of threads), the committing
+    thread syncs and closes every staged file itself before the failure is raised."""
+    import threading
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    before = _open_descriptors()
+    with pytest.raises(RuntimeError), atomic_batch() as batch:
+        for i in range(6):
+            batch.add([(tmp_path / f"{i}.bin", bytes([i]))], overwrite=False)
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        batch.commit()
+    monkeypatch.undo()
+    assert _open_descriptors() == before
     assert list(tmp_path.iterdir()) == []

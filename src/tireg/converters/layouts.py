@@ -171,6 +171,10 @@ def _single(
     return Interpretation(embedding, layout, {encoder: _dtype_name(arr)})
 
 
+#: the keys only A1111 writes beside ``string_to_param`` (an ``original`` file has none)
+_A1111_KEYS = ("name", "step", "sd_checkpoint", "sd_checkpoint_name")
+
+
 def _from_string_to_param(
     obj: Mapping[str, Any], container: str, name_hint: str, sha256: str | None
 ) -> Interpretation:
@@ -184,8 +188,8 @@ def _from_string_to_param(
         )
     ((placeholder, value),) = params.items()
     arr = limits.matrix(value, f"string_to_param[{placeholder!r}]")
-    a1111_keys = ("name", "step", "sd_checkpoint", "sd_checkpoint_name")
-    is_a1111 = container in ("png", "webp") or any(k in obj for k in a1111_keys)
+    # any of A1111's keys: the keys view's own test, not a generator made per file
+    is_a1111 = container in ("png", "webp") or not obj.keys().isdisjoint(_A1111_KEYS)
     layout = "a1111" if is_a1111 else "original"
     name = _text(obj.get("name"))
     if not name:

@@ -468,6 +468,8 @@ def _load_legacy(data: bytes, tensors: Tensors, budget: Budget) -> Any:
 
 #: values the converter returns as they are (ints too, once their width is checked)
 _PLAIN = frozenset({type(None), bool, float, str, bytes})
+#: an int is at most :data:`MAX_INT_BITS` wide exactly when its magnitude is below this
+_INT_BOUND = 1 << MAX_INT_BITS
 
 
 class _Converter:
@@ -499,10 +501,14 @@ class _Converter:
         self.active.add(oid)
         out: Any
         if kind is dict:
-            # str keys and plain values, most of a state dict, are taken as they are, uncalled
+            # str keys and plain values, most of a state dict, are taken as they are, uncalled;
+            # so is an int of at most MAX_INT_BITS bits (a step, a token id): its magnitude
+            # below 2**MAX_INT_BITS is the width check :meth:`convert` makes
             out = {
                 k if type(k) is str else self.key(k, depth): (
-                    v if type(v) in _PLAIN else self.convert(v, depth + 1)
+                    v
+                    if type(v) in _PLAIN or (type(v) is int and -_INT_BOUND < v < _INT_BOUND)
+                    else self.convert(v, depth + 1)
                 )
                 for k, v in obj.items()
             }

@@ -204,6 +204,7 @@ def _write_each(
     entries go ahead; the files are then fsynced together (:func:`atomic_batch`).
     """
     errors: list[TiregError | None] = []
+    written: list[list[Path]] = []
     with atomic_batch() as batch:
         for blobs, path in plan:
             targets = output_paths(path, len(blobs))
@@ -213,14 +214,13 @@ def _write_each(
                 error = _write_error(exc, targets[0])
                 error.__cause__ = exc
                 errors.append(error)
+                written.append([])
             else:
                 errors.append(None)
+                written.append(targets)
         with _write_errors(plan[0][1].parent if plan else Path.cwd()):
-            published = set(batch.commit())
-    written = [
-        [t for t in output_paths(path, len(blobs)) if t in published] if error is None else []
-        for (blobs, path), error in zip(plan, errors, strict=True)
-    ]
+            # a commit publishes every group staged, or raises (and so does this function)
+            batch.commit()
     return written, errors
 
 
@@ -353,9 +353,13 @@ def _expand(inputs: Sequence[str | os.PathLike[str]], report: ConvertReport) -> 
 
 
 def _read_input(path: Path, pair_second: str | os.PathLike[str] | None) -> Embedding:
-    from tireg.converters.reading import read_file, read_sdxl_pair
+    # ``import a.b as c``: found in sys.modules by C alone, where ``from a.b import c`` runs
+    # importlib's Python ``_handle_fromlist`` for every file converted
+    import tireg.converters.reading as reading
 
-    return read_file(path) if pair_second is None else read_sdxl_pair(path, pair_second)
+    if pair_second is None:
+        return reading.read_file(path)
+    return reading.read_sdxl_pair(path, pair_second)
 
 
 def _target(path: Path, embedding: Embedding, fmt: str, folder: Path) -> Path:
