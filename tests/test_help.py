@@ -3,6 +3,8 @@ choices matched case-insensitively (``--ui A1111``)."""
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import re
 
 import pytest
@@ -46,3 +48,46 @@ def test_choices_are_case_insensitive(tireg_cli) -> None:  # type: ignore[no-unt
     assert tireg_cli("list", "--family", "SDXL").code == 0
     wrong = tireg_cli("list", "--family", "sd9")
     assert wrong.code == 2
+
+
+def _description(help_text: str) -> list[list[str]]:
+    """The paragraphs of a rendered help's description (between the usage line and the first
+    panel), each as its rendered lines."""
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Usage:")) + 1
+    paragraphs: list[list[str]] = [[]]
+    for line in lines[start:]:
+        if line.lstrip().startswith("╭"):
+            break
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    return [p for p in paragraphs if p]
+
+
+@pytest.mark.parametrize("columns", [60, 120])
+def test_every_help_reflows_its_paragraphs(
+    tireg_cli, columns: int, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A paragraph breaks a line only where the next word would not fit (rich pads the text one
+    column each side), never where the docstring's source happened to break it."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    width = columns - 2
+    source_breaks = 0
+    for argv in _commands():
+        raw = typer.main.get_command(app)
+        for name in argv:
+            raw = raw.commands[name]  # type: ignore[attr-defined]
+        paragraphs = inspect.cleandoc(raw.help or "").split("\n\n")
+        source_breaks += sum(p.count("\n") for p in paragraphs)
+        rendered = tireg_cli(*argv, "--help")
+        assert rendered.code == 0, rendered.stderr
+        for paragraph in _description(rendered.stdout):
+            for line, after in itertools.pairwise(paragraph):
+                next_word = after.split()[0]
+                assert len(line) + 1 + len(next_word) > width, (
+                    f"tireg {' '.join(argv)} --help at {columns} columns breaks after"
+                    f" {line!r} though {next_word!r} fits"
+                )
+    assert source_breaks > 20, "the docstrings do break lines: the test looks at real cases"
