@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 
+from tests.registry.make_files import random_embedding, write_one
 from tireg.cli.app import app
 from tireg.cli.help import polish
 
@@ -91,3 +95,24 @@ def test_every_help_reflows_its_paragraphs(
                     f" {line!r} though {next_word!r} fits"
                 )
     assert source_breaks > 20, "the docstrings do break lines: the test looks at real cases"
+
+
+def test_the_issue_s_own_example_install_ui_a1111_works(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``--ui A1111`` (as the UI spells itself) installs like ``--ui a1111``."""
+    write_one(
+        random_embedding(np.random.default_rng(8), "cat-toy"),
+        tmp_path / "in",
+        "cat-toy",
+        "a1111-pt",
+    )
+    assert tireg_cli("add", tmp_path / "in").code == 0
+    root = tmp_path / "webui"
+    (root / "embeddings").mkdir(parents=True)
+    (root / "webui.py").write_text("")
+    done = tireg_cli("install", "cat-toy", "--ui", "A1111", "--ui-root", root, "--json")
+    assert done.code == 0, done.stderr
+    (installed,) = json.loads(done.stdout)["installed"]
+    assert (
+        Path(installed["path"]).parent == root / "embeddings" and Path(installed["path"]).is_file()
+    )
+    assert tireg_cli("install", "cat-toy", "--ui", "Forge", "--ui-root", root, "--force").code == 0
