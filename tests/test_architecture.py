@@ -7,11 +7,13 @@ check reads the source with ``ast``, so lazy imports inside functions count too.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "tireg"
@@ -167,6 +169,7 @@ def test_cli_help_imports_no_ml_library() -> None:
 #: run in a fresh interpreter: non-ML commands on a .pt file tireg itself wrote, then which heavy
 #: modules got imported (reading and writing torch files is tireg's own code, never torch's)
 _NON_ML_RUN = """
+import json
 import sys
 from pathlib import Path
 
@@ -189,6 +192,8 @@ commands = [
     ["list"],
     ["list", "--json"],
 ]
+# the registry's other commands, on the loopback servers the test runs (argv[2], JSON)
+commands += json.loads(sys.argv[2]) if len(sys.argv) > 2 else []
 for argv in commands:
     try:
         main(argv)
@@ -214,6 +219,64 @@ def test_non_ml_commands_import_no_ml_library(tmp_path: Path) -> None:
     assert out.stdout.strip().splitlines()[-1] == "heavy="
     assert (tmp_path / "out" / "probe.tireg.safetensors").is_file()
     assert (tmp_path / "b.pt").is_file()
+
+
+def test_every_registry_command_imports_no_ml_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commands the first run leaves out, each doing real work on a small catalogue and
+    against the loopback Hub, Civitai and file servers: show, tag, similar, check, install,
+    installed, uninstall, doctor, source, sync, lookup, publish and rm."""
+    from tests.sources.servers.civitai_server import CivitaiModel, CivitaiServer, CivitaiVersion
+    from tests.sources.servers.http_server import FileServer, Served, running
+    from tests.sources.servers.hub_server import (
+        HF_TEST_TOKEN,
+        HubServer,
+        concept_repo,
+        embedding_bytes,
+    )
+    from tireg.converters import safetensors_file
+
+    looked_up = tmp_path / "looked-up.safetensors"
+    looked_up.write_bytes(embedding_bytes("emb_params", "safetensors", seed=3))
+    checkpoint = tmp_path / "model.safetensors"
+    layer = {"model.diffusion_model.input_blocks.0.0.weight": np.zeros((4, 4, 3, 3), np.float32)}
+    checkpoint.write_bytes(safetensors_file.dumps(layer))
+    hub = HubServer([concept_repo("sd-concepts-library/otter", "<otter>", "object")])
+    civitai, files = CivitaiServer(), FileServer()
+    version = CivitaiVersion(11, {looked_up.name: looked_up.read_bytes()}, trained_words=["lk"])
+    civitai.add(CivitaiModel(1, "Looked Up", [version]))
+    url = files.add("/seal.safetensors", Served(embedding_bytes("emb_params", "safetensors")))
+    monkeypatch.setenv("TIREG_CIVITAI_API", civitai.api)
+    monkeypatch.setenv("HF_TOKEN", HF_TEST_TOKEN)
+    monkeypatch.setenv("TIREG_HOME", str(tmp_path / "home"))
+    more = [
+        ["show", "probe"],
+        ["tag", "probe", "mine"],
+        ["similar", "probe"],
+        ["check", "probe", "--model", str(checkpoint)],
+        ["install", "probe", "--to", str(tmp_path / "installed")],
+        ["installed"],
+        ["uninstall", "probe"],
+        ["doctor"],
+        ["source", "add", "url", url],
+        ["source", "sync"],
+        ["source", "list"],
+        ["sync", "hf", "--hf-endpoint", hub.url, "--download"],
+        ["lookup", str(looked_up)],
+        ["publish", "probe", "--repo", "me/probe", "--hf-endpoint", hub.url],
+        ["rm", "probe"],
+    ]
+    with running(hub.http), running(civitai.http), running(files):
+        out = subprocess.run(
+            [sys.executable, "-c", _NON_ML_RUN, str(tmp_path), json.dumps(more)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "heavy="
+    assert len(hub.commits) == 1, "publish committed to the loopback Hub"
 
 
 def _module_names() -> dict[str, Path]:
@@ -300,3 +363,47 @@ def test_cli_never_opens_a_session_or_transaction() -> None:
                 if name in SESSION_CALLS:
                     bad.append(f"{where} calls {name}()")
     assert not bad, "\n".join(bad)
+
+
+#: the ML libraries, which only the validation, training and generation commands may load
+ML_LIBRARIES = ("torch", "diffusers", "transformers")
+#: the packages the registry commands run on
+REGISTRY_SIDE = ("db", "sources", "converters", "checkpoints", "registry", "serve")
+
+
+def _ml_imports(path: Path) -> list[str]:
+    """The ML libraries ``path`` imports anywhere (module level or inside a function), also by
+    name (``importlib.import_module("torch")``, ``__import__``); text in strings is no import."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            called = ast.unparse(node.func)
+            if called in ("importlib.import_module", "import_module", "__import__"):
+                names = [str(node.args[0].value)]
+        found += [f"{n} (line {node.lineno})" for n in names if n.split(".")[0] in ML_LIBRARIES]
+    return found
+
+
+def test_the_registry_side_imports_no_ml_library_even_lazily() -> None:
+    """No module of the registry's packages, nor any module of ours they import (lazily or
+    not, followed to the end), imports torch, diffusers or transformers."""
+    modules = _module_names()
+    imports = {name: _imported_modules(path, modules) for name, path in modules.items()}
+    heavy = {name: found for name, path in modules.items() if (found := _ml_imports(path))}
+    assert heavy, "the scan finds the ML imports that do exist (the pipelines, the trainer)"
+    offenders = {}
+    for name in modules:
+        if name.split(".")[1:2] and name.split(".")[1] in REGISTRY_SIDE:
+            reached, todo = {name}, [name]
+            while todo:
+                for imported in imports[todo.pop()] - reached:
+                    reached.add(imported)
+                    todo.append(imported)
+            if through := sorted(reached & heavy.keys()):
+                offenders[name] = {module: heavy[module] for module in through}
+    assert offenders == {}

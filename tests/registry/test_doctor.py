@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,10 @@ def test_ctrl_c_during_add_says_what_was_imported(tmp_path: Path) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[-1].startswith("interrupted: ") and "run the same command again" in lines[-1]
     assert "Traceback" not in err
+    said = re.match(r"interrupted: ([\d,]+) of ([\d,]+) files", lines[-1])
+    assert said is not None, lines[-1]
+    imported, of = (int(n.replace(",", "")) for n in said.groups())
+    assert 0 < imported < total and of == total, lines[-1]
     rerun = subprocess.run(
         [sys.executable, "-m", "tireg", "add", str(folder), "--json"],
         capture_output=True,
@@ -103,3 +108,4 @@ def test_ctrl_c_during_add_says_what_was_imported(tmp_path: Path) -> None:
     assert rerun.returncode == 0, rerun.stderr
     done = json.loads(rerun.stdout)["counts"]
     assert done["already_known"] > 0 and done["already_known"] + done["imported"] == total
+    assert done["already_known"] == imported, "the interrupted line counted what was kept"

@@ -70,3 +70,22 @@ def test_uninstall_says_why_it_kept_files(tireg_cli, tmp_path: Path) -> None:  #
     assert Path(record["preview"]).is_file()
     assert tireg_cli("uninstall", "cat-toy", "--force").code == 0
     assert list((root / "embeddings").iterdir()) == []
+
+
+def test_install_for_forge_writes_the_preview_beside_its_file(tireg_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Forge keeps A1111's Extra Networks (``modules/ui_extra_networks.py``, ``find_preview``
+    in lllyasviel/stable-diffusion-webui-forge): ``NAME.preview.png`` beside ``NAME.<ext>``,
+    whatever extension tireg writes for Forge."""
+    root, picture = _setup(tireg_cli, tmp_path)
+    done = tireg_cli("install", "cat-toy", "--ui", "forge", "--ui-root", root, "--json")
+    assert done.code == 0, done.stderr
+    (record,) = json.loads(done.stdout)["installed"]
+    installed = Path(record["path"])
+    assert installed.parent == root / "embeddings" and installed.stem == "cat-toy"
+    preview = installed.with_name(f"{installed.stem}.preview.png")
+    assert record["preview"] == str(preview) and preview.read_bytes() == picture
+    gone = tireg_cli("uninstall", "cat-toy", "--json")
+    assert gone.code == 0, gone.stderr
+    assert {r["status"] for r in json.loads(gone.stdout)} == {"removed"}
+    assert not installed.exists() and not preview.exists()
+    assert list((root / "embeddings").iterdir()) == []

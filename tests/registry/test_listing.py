@@ -20,6 +20,41 @@ def test_versions_are_told_apart_by_step_and_trained_on(tireg_cli, corpus: Path)
         assert str(row["step"]) in line, "each version's row shows its step"
 
 
+def test_search_and_list_show_each_version_s_step_and_model(
+    tireg_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Three versions of one trigger, told apart by step and trained-on model, in every view:
+    the search table, search --json, and the list table (not only its --json)."""
+    import numpy as np
+
+    from tests.registry.make_files import random_embedding, write_one
+
+    rng = np.random.default_rng(9)
+    versions = [(500, "anything-v3", "1a2b3c4d"), (1500, "novelai-final", "e6e8e1fc")]
+    versions.append((3000, "waifudiffusion", "0badc0de"))
+    for step, model, model_hash in versions:
+        embedding = random_embedding(rng, "zebrastyle").with_meta(
+            step=step, trained_on_name=model, trained_on_hash=model_hash
+        )
+        write_one(embedding, tmp_path / "in", f"zebrastyle-{step}", "a1111-pt")
+    assert tireg_cli("add", tmp_path / "in").code == 0
+
+    rows = json.loads(tireg_cli("search", "zebrastyle", "--json").stdout)
+    got = sorted((r["step"], r["trained_on"]) for r in rows)
+    assert got == [(s, f"{m} [{h}]") for s, m, h in versions]
+    listed = json.loads(tireg_cli("list", "--json").stdout)
+    assert sorted((r["step"], r["trained_on"]) for r in listed) == got
+
+    monkeypatch.setenv("COLUMNS", "200")  # a table wide enough that no cell is cut
+    tables = {"search": tireg_cli("search", "zebrastyle").stdout, "list": tireg_cli("list").stdout}
+    for view, table in tables.items():
+        assert "trained on" in table and "step" in table, view
+        for row in rows:
+            line = next(line for line in table.splitlines() if f" {row['ref']} " in line)
+            assert str(row["step"]) in line, f"{view}: {row['ref']} shows its step"
+            assert row["trained_on"] in line, f"{view}: {row['ref']} shows its trained-on model"
+
+
 def test_an_unknown_tag_or_source_is_an_error_not_an_empty_table(tireg_cli, corpus: Path) -> None:  # type: ignore[no-untyped-def]
     assert tireg_cli("add", corpus).code == 0
     assert tireg_cli("tag", "birb-style", "bird").code == 0

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.sources import mega_server
 from tests.sources.git_server import GitHost, serving
+from tests.sources.mega_server import MegaStandIn
+from tests.sources.servers.civitai_server import CivitaiModel, CivitaiServer, CivitaiVersion
 from tests.sources.servers.http_server import FileServer, Served
 from tests.sources.servers.hub_server import HubServer, concept_repo, embedding_bytes
+
+fake_mega = mega_server.fake_mega  # the fixture
 
 
 def _search(tireg_cli, *words: str) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -75,3 +80,56 @@ def test_a_git_source_is_installed_by_its_source_ref(  # type: ignore[no-untyped
     assert done.code == 0, done.stderr
     (installed,) = json.loads(done.stdout)["installed"]
     assert Path(installed["path"]).name == "koala-9000.safetensors"
+
+
+def test_a_rentry_page_s_rows_are_found_and_installed(  # type: ignore[no-untyped-def]
+    file_server: FileServer, fake_mega: MegaStandIn, tireg_cli, tmp_path: Path
+) -> None:
+    """A rentry page's rows (a direct link and a MEGA link) are searchable by their title as
+    available entries, and the ``ref`` each carries installs it."""
+    direct = file_server.add(
+        "/f/8fd19x.safetensors", Served(embedding_bytes("emb_params", "safetensors", seed=11))
+    )
+    mega_link = fake_mega.add_file(
+        "walrus.safetensors", embedding_bytes("emb_params", "safetensors", seed=12)
+    )
+    page = tmp_path / "embeddings.md"
+    page.write_text(
+        "||Model|Details|Download\n-|:-:|:-:|:-:\n"
+        f"Quokka Smile|Stable Diffusion v1.4||[catbox]({direct})\n"
+        f"Walrus Tusk|Waifu Diffusion v1.2||[mega.nz]({mega_link})\n"
+    )
+    assert tireg_cli("source", "add", "rentry", page).code == 0
+    for word, ref, kind in (("quokka", direct, "url"), ("walrus", mega_link, "mega")):
+        (entry,) = _search(tireg_cli, word)
+        assert entry["available"] is True and entry["state"] == "remote", entry
+        assert entry["kind"] == kind and entry["ref"] == ref
+        done = tireg_cli("install", entry["ref"], "--to", tmp_path / "out", "--json")
+        assert done.code == 0, done.stderr
+        (installed,) = json.loads(done.stdout)["installed"]
+        assert Path(installed["path"]).is_file()
+        assert [r["state"] for r in _search(tireg_cli, word)] == ["local"]
+
+
+def test_a_civitai_result_is_installed_from_its_spec_and_then_found(  # type: ignore[no-untyped-def]
+    civitai_server: CivitaiServer, tireg_cli, tmp_path: Path
+) -> None:
+    """``search --remote civitai`` gives a spec; ``install`` takes it; plain ``search`` then finds
+    the embedding by its Civitai name, recorded with its Civitai source."""
+    data = embedding_bytes("emb_params", "safetensors", seed=13)
+    version = CivitaiVersion(133, {"narwhal.safetensors": data}, trained_words=["narwhal-horn"])
+    civitai_server.add(CivitaiModel(13, "Narwhal Horn", [version]))
+    remote = tireg_cli("search", "--remote", "civitai", "narwhal", "--json")
+    assert remote.code == 0, remote.stderr
+    (result,) = json.loads(remote.stdout)
+    assert result["spec"] == "civitai:13@133"
+    done = tireg_cli("install", result["spec"], "--to", tmp_path / "out", "--json")
+    assert done.code == 0, done.stderr
+    (installed,) = json.loads(done.stdout)["installed"]
+    assert Path(installed["path"]).is_file()
+    (entry,) = _search(tireg_cli, "narwhal")
+    assert entry["state"] == "local"
+    sources = json.loads(tireg_cli("source", "list", "--kind", "civitai", "--json").stdout)
+    assert [(s["locator"], s["status"], s["embeddings"]) for s in sources] == [
+        ("13@133", "fetched", 1)
+    ]

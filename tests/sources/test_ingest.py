@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from tests.sources import mega_server
 from tests.sources.git_server import GitHost, serving
 from tests.sources.servers.civitai_server import CivitaiModel, CivitaiServer, CivitaiVersion
 from tests.sources.servers.http_server import FileServer, Served
-from tests.sources.servers.hub_server import HubRepo, HubServer, embedding_bytes
+from tests.sources.servers.hub_server import HubRepo, HubServer, concept_repo, embedding_bytes
 from tireg import config
 from tireg.db.schema import EmbeddingRow, ProvenanceRow, SourceRow
 from tireg.db.session import Catalogue
@@ -111,6 +112,21 @@ def test_a_bad_file_reads_the_same_whatever_brought_it(
     (row_id,) = source_sync.add_source(catalogue, "rentry", str(page))
     (outcome,) = source_sync.sync_sources(catalogue, ids=[row_id]).sources
     said["rentry row"] = outcome.problems[0][1]
+    # sync hf --download: a concept repo whose learned_embeds.bin is the bad file
+    repo = concept_repo("bad-author/thing-sync", "<thing-sync>", "object")
+    publish.hub.add(replace(repo, files={**repo.files, "learned_embeds.bin": BAD}))
+    synced = remote.sync_hf(catalogue, "bad-author", download=True, endpoint=publish.hub.url)
+    [failed] = synced.failed
+    where, _, reason = (failed.message or "").partition(": ")
+    assert where.startswith("http://") and where.endswith("/learned_embeds.bin"), failed.message
+    said["sync hf --download"] = reason
+    # lookup of the bad file, which Civitai knows by its hash: read strictly, like an install
+    local = tmp_path / "thing-local.pt"
+    local.write_bytes(BAD)
+    publish.civitai.add(CivitaiModel(99, "Thing", [CivitaiVersion(990, {local.name: BAD})]))
+    with pytest.raises(ingest.UnreadableError) as info:
+        remote.lookup(catalogue, str(local))
+    said["lookup"] = info.value.message
 
     assert len(set(said.values())) == 1, said
     assert "truncated" in said["install hf"]

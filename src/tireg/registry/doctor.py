@@ -116,7 +116,7 @@ def examine(
     # 4. Repairs
     if repair:
         for file in old_orphans:
-            file.unlink(missing_ok=True)
+            store.remove(file)
         if drift:
             with catalogue.transaction() as session:
                 search_index.rebuild(session)

@@ -314,7 +314,8 @@ def lookup(catalogue: Catalogue, spec: str) -> list[LookupResult]:
     ``spec`` is a file (imported first if the catalogue lacks it) or a name under the naming
     rule (:mod:`tireg.registry.naming`); for a name, every file the embedding was imported from
     is tried. A match goes through the ingest path as a ``civitai`` source: provenance, trigger
-    words, base model (a compat hint) and preview URLs, in one transaction.
+    words, base model (a compat hint) and preview URLs, in one transaction. On a read-only
+    catalogue (a read-only mount) the answer is given but not recorded (``embedding_id`` None).
     """
     store = ContentStore()
     path = Path(spec)
@@ -344,11 +345,13 @@ def lookup(catalogue: Catalogue, spec: str) -> list[LookupResult]:
             preview_urls=facts.preview_urls,
             offline=config.offline(),
         )
-        if embedding is None:  # a file: read like any fetched one
-            prepared = ingest.prepare(fetched, store, strict=True)
-        else:  # a catalogued embedding: its vectors are in the store already
-            prepared = ingest.Prepared(fetched, [(item, embedding, embedding.vectors_sha256())])
-        [embedding_id] = ingest.record(catalogue, prepared, store=store).embedding_ids
+        embedding_id = None
+        if not catalogue.read_only:  # a read-only catalogue still hears what Civitai says
+            if embedding is None:  # a file: read like any fetched one
+                prepared = ingest.prepare(fetched, store, strict=True)
+            else:  # a catalogued embedding: its vectors are in the store already
+                prepared = ingest.Prepared(fetched, [(item, embedding, embedding.vectors_sha256())])
+            [embedding_id] = ingest.record(catalogue, prepared, store=store).embedding_ids
         results.append(
             LookupResult(
                 embedding_id,

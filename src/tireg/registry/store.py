@@ -141,6 +141,14 @@ class ContentStore:
             )
         return embedding
 
+    def remove(self, file: Path) -> None:
+        """Delete one file of the store (``doctor --repair``'s orphans); a store that cannot be
+        written says so in one line, as :meth:`put` does."""
+        try:
+            file.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _store_error(exc, file) from exc
+
     def files(self) -> Iterator[Path]:
         """Every published store file (temporaries excluded)."""
         if self.root.is_dir():

@@ -482,10 +482,17 @@ class _Partial:
         if not self.shared and not self.created:
             flags |= os.O_EXCL  # a private file is new: never an existing file or a link
         try:
-            fd = os.open(self.data, flags, 0o666)
-        except FileNotFoundError:
-            self.data.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.data, flags, 0o666)
+            try:
+                fd = os.open(self.data, flags, 0o666)
+            except FileNotFoundError:
+                self.data.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.data, flags, 0o666)
+        except OSError as exc:  # a read-only mount or an unwritable TIREG_HOME
+            raise SourceError(
+                f"cannot write the download: {exc.strerror or exc}",
+                path=exc.filename or self.data,
+                hint="check permissions, or set TIREG_HOME to a writable place",
+            ) from exc
         self.created = True
         return fd
 
