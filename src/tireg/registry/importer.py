@@ -693,16 +693,16 @@ def add_paths(
     current, stored = _Batch(), _Batch()
 
     def record(batch: _Batch) -> None:
-        """Record a batch whose store files are durable; report its files' progress."""
+        """Record a batch whose store files are durable; report its files' progress, once per
+        batch and right after its commit: a Ctrl-C that lands between the two (a few bytecodes,
+        not a loop over the batch) is all that can make the count lag what was kept."""
         nonlocal done
-        if batch.ready:
-            recorded = _commit(catalogue, batch.ready, hints)  # one outcome per file, in order
-            for ready, outcome in zip(batch.ready, recorded, strict=True):
-                outcomes[ready.candidate.path] = outcome
-        for candidate in batch.candidates:
-            done += 1
-            if progress is not None:
-                progress(done, len(candidates), str(candidate.path))
+        recorded = _commit(catalogue, batch.ready, hints) if batch.ready else []
+        done += len(batch.candidates)
+        if progress is not None and batch.candidates:
+            progress(done, len(candidates), str(batch.candidates[-1].path))
+        for ready, outcome in zip(batch.ready, recorded, strict=True):  # one per file, in order
+            outcomes[ready.candidate.path] = outcome
 
     def advance(pool: ThreadPoolExecutor) -> None:
         """Start storing the current batch and record the one stored before it."""
