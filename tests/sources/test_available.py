@@ -133,3 +133,40 @@ def test_a_civitai_result_is_installed_from_its_spec_and_then_found(  # type: ig
     assert [(s["locator"], s["status"], s["embeddings"]) for s in sources] == [
         ("13@133", "fetched", 1)
     ]
+
+
+def test_a_civitai_search_result_is_found_available_and_installed(  # type: ignore[no-untyped-def]
+    civitai_server: CivitaiServer, tireg_cli, tmp_path: Path
+) -> None:
+    """What ``search --remote civitai`` found is remembered: a plain ``search`` lists it as
+    available, with the spec ``install`` takes, until it is installed (then it is local)."""
+    data = embedding_bytes("emb_params", "safetensors", seed=17)
+    version = CivitaiVersion(177, {"okapi.safetensors": data}, trained_words=["okapi-stripes"])
+    civitai_server.add(CivitaiModel(17, "Okapi Stripes", [version]))
+    assert _search(tireg_cli, "okapi") == []
+    assert tireg_cli("search", "--remote", "civitai", "okapi").code == 0
+    (entry,) = _search(tireg_cli, "okapi")
+    assert entry["available"] is True and entry["state"] == "remote"
+    assert (entry["ref"], entry["kind"], entry["trigger"]) == (
+        "civitai:17@177",
+        "civitai",
+        "okapi-stripes",
+    )
+    assert entry["title"] == "Okapi Stripes"
+    table = tireg_cli("search", "okapi").stdout
+    assert "civitai:17@177" in table and "available" in table
+    done = tireg_cli("install", entry["ref"], "--to", tmp_path / "out")
+    assert done.code == 0, done.stderr
+    assert [e["state"] for e in _search(tireg_cli, "okapi")] == ["local"]
+
+
+def test_a_remote_search_answers_where_no_catalogue_can_be_made(  # type: ignore[no-untyped-def]
+    civitai_server: CivitaiServer, tireg_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remembering the results is a convenience: an unwritable TIREG_HOME still gets them."""
+    data = embedding_bytes("emb_params", "safetensors", seed=19)
+    civitai_server.add(CivitaiModel(19, "Tapir", [CivitaiVersion(199, {"t.safetensors": data})]))
+    monkeypatch.setenv("TIREG_HOME", "/proc/no-such-home")
+    found = tireg_cli("search", "--remote", "civitai", "tapir", "--json")
+    assert found.code == 0, found.stderr
+    assert [r["spec"] for r in json.loads(found.stdout)] == ["civitai:19@199"]

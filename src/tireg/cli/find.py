@@ -14,8 +14,10 @@ from rich.text import Text
 from tireg.cli import completion
 from tireg.cli.options import DbOption, JsonOption, NameArgument, NamesArgument
 from tireg.cli.output import Column, console, print_json, print_listing
+from tireg.errors import TiregError
 
 if TYPE_CHECKING:  # the commands import the catalogue when they run, so --help stays light
+    from tireg.db.session import Catalogue
     from tireg.registry.listing import EmbeddingSummary
 
 NAMING_RULE = (
@@ -168,9 +170,9 @@ def search_command(
 
     Searches names, triggers, description, tags and sources; every word must match, the last
     one also as a prefix. Sources known but not downloaded (sync hf without --download, source
-    add) are listed after, marked available, each with the REF tireg install takes. With
-    --remote civitai the site is searched instead, and each result's spec can be given to
-    tireg install.
+    add, search --remote) are listed after, marked available, each with the REF tireg install
+    takes. With --remote civitai the site is searched instead, and each result's spec can be
+    given to tireg install (the results are remembered: a later search finds them, available).
 
     Example: tireg search cat toy --family sd1
     """
@@ -181,7 +183,17 @@ def search_command(
     if remote_name is not None:
         from tireg.registry import remote
 
-        found = remote.search_remote(remote_name, text, base_model=base_model, limit=limit)
+        try:  # the catalogue remembers what was found, as available
+            catalogue: Catalogue | None = open_catalogue(db)
+        except TiregError:  # none can be opened here: the remote answers all the same
+            catalogue = None
+        try:
+            found = remote.search_remote(
+                remote_name, text, base_model=base_model, limit=limit, catalogue=catalogue
+            )
+        finally:
+            if catalogue is not None:
+                catalogue.close()
         _print_remote(found, json_out)
         return
     filters = query.Filters(

@@ -2,7 +2,8 @@
 
 ``sync hf`` without ``--download`` records each concept repo (title, trigger, base model,
 ``status='available'``); ``source add`` records git repos, MEGA links, URLs and rentry rows the
-same way; a Civitai spec or lookup records its model version. None of them has an embedding until
+same way; ``search --remote civitai`` records each model version it found, and a Civitai spec
+or lookup the version it names. None of them has an embedding until
 it is fetched, so the catalogue's search (over embeddings) never showed them. :func:`search`
 finds them by the words users type, and each entry's ``ref`` is what ``tireg install`` takes
 (:func:`install_spec`): the remote spec where one exists, else ``source:ID`` (a git repo),

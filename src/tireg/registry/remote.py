@@ -266,29 +266,55 @@ def _record_repo(
 
 
 def search_remote(
-    remote: str, query: str, *, base_model: str | None = None, limit: int = 20
+    remote: str,
+    query: str,
+    *,
+    base_model: str | None = None,
+    limit: int = 20,
+    catalogue: Catalogue | None = None,
 ) -> list[dict[str, Any]]:
     """Search a remote (``civitai``) for textual inversions; one dict per result.
 
     Each has ``remote``, ``spec`` (what ``tireg install`` takes), ``name``, ``creator``,
-    ``base_models``, ``trigger``, ``downloads``, ``nsfw`` and ``url``.
+    ``base_models``, ``trigger``, ``downloads``, ``nsfw`` and ``url``. Given a ``catalogue``
+    (one that can be written), the results are remembered there as available sources, in one
+    transaction, as ``sync hf`` remembers the concepts it lists: the catalogue's own search
+    then finds them, marked available, with the spec ``install`` takes.
     """
     if remote not in REMOTES:
         raise SourceError(f"unknown remote {remote!r}", hint=f"remotes: {', '.join(REMOTES)}")
-    return [
+    found = civitai.search(query, base_model=base_model, limit=limit)
+    results = [
         {
             "remote": "civitai",
-            "spec": found.spec(),
-            "name": found.facts.name,
-            "creator": found.facts.creator,
-            "base_models": sorted({v.base_model for v in found.versions if v.base_model}),
-            "trigger": found.versions[0].trigger if found.versions else None,
-            "downloads": found.facts.download_count,
-            "nsfw": bool(found.facts.nsfw),
-            "url": f"https://civitai.com/models/{found.id}",
+            "spec": model.spec(),
+            "name": model.facts.name,
+            "creator": model.facts.creator,
+            "base_models": sorted({v.base_model for v in model.versions if v.base_model}),
+            "trigger": model.versions[0].trigger if model.versions else None,
+            "downloads": model.facts.download_count,
+            "nsfw": bool(model.facts.nsfw),
+            "url": f"https://civitai.com/models/{model.id}",
         }
-        for found in civitai.search(query, base_model=base_model, limit=limit)
+        for model in found
     ]
+    if catalogue is not None and not catalogue.read_only:
+        _remember_available(catalogue, results)
+    return results
+
+
+def _remember_available(catalogue: Catalogue, results: list[dict[str, Any]]) -> None:
+    """Record remote search results as ``civitai`` sources with nothing fetched (their facts
+    filled in only while nothing is: a fetched source keeps what its download recorded)."""
+    by_locator = {r["spec"].removeprefix("civitai:"): r for r in results}
+    with catalogue.transaction() as session:
+        for locator, source in upsert_sources(session, "civitai", by_locator).items():
+            if source.status != "available":
+                continue
+            result = by_locator[locator]
+            source.title, source.trigger = result["name"], result["trigger"]
+            source.base_model_hint = ", ".join(result["base_models"]) or None
+            source.description = f"by {result['creator']}" if result["creator"] else None
 
 
 @dataclass
