@@ -60,6 +60,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_draw_temp_prefix)
 
 
+def unique_part() -> str:
+    """12 hex digits no other call of this process gets (until 16 million calls wrap the
+    counter): the part of a temporary file's name that keeps writers apart. Another process
+    may draw the same, so a file so named is created with ``O_EXCL``."""
+    return f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFF:06x}"
+
+
 class NotRegularFileError(OSError):
     """A path names a FIFO, socket or device: opening it could block, or reading never end."""
 
@@ -191,9 +198,8 @@ def _temp_beside(path: Path, overwrite: bool) -> tuple[int, Path]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        unique = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFF:06x}"
         # ``with_name``: the target's parts reused, where ``parent / name`` parses them again
-        tmp = path.with_name(f".{path.name}.{unique}{TMP_SUFFIX}")
+        tmp = path.with_name(f".{path.name}.{unique_part()}{TMP_SUFFIX}")
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:

@@ -32,7 +32,6 @@ import json
 import os
 import random
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -56,7 +55,14 @@ from requests.utils import (
 from tireg import __version__
 from tireg.config import offline
 from tireg.errors import ends_early
-from tireg.files import MAX_FILE_BYTES, TMP_SUFFIX, fsync_dir, sha256_file, write_all
+from tireg.files import (
+    MAX_FILE_BYTES,
+    TMP_SUFFIX,
+    fsync_dir,
+    sha256_file,
+    unique_part,
+    write_all,
+)
 from tireg.paths import join_under, safe_part
 from tireg.progress import DownloadProgress
 from tireg.sources import SourceError
@@ -442,10 +448,11 @@ class _Partial:
 
     @classmethod
     def private(cls, dest_dir: Path) -> _Partial:
-        # unique to this call (random, as ``tireg.files`` names its temporary files), so there
-        # is nothing to clear first: the file is created with ``O_EXCL``. A kill may leave one
-        # behind, hidden and named as a temporary file, which no cache read takes for a file.
-        unique = f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(6)}"
+        # unique to this call (this process's id, and a part no other call of it gets, as
+        # ``tireg.files`` names its temporary files), so there is nothing to clear first: the
+        # file is created with ``O_EXCL``. A kill may leave one behind, hidden and named as a
+        # temporary file, which no cache read takes for a file.
+        unique = f"{os.getpid()}-{unique_part()}"
         return cls(
             dest_dir / f".{unique}.part{TMP_SUFFIX}",
             dest_dir / f".{unique}.meta{TMP_SUFFIX}",
