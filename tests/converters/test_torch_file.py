@@ -219,14 +219,48 @@ def test_shape_mode_reads_no_storage(tmp_path: Path) -> None:
     """Checkpoint family detection must not read blobs: a corrupt blob only fails full loads."""
     data = torch_save({"w": torch.ones(1000)})
     info = zipfile.ZipFile(io.BytesIO(data)).getinfo("archive/data/0")
-    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
     corrupt = bytearray(data)
-    corrupt[start : start + 4000] = b"\x01" * 4000  # wrong CRC now
+    corrupt[info.header_offset : info.header_offset + 4] = b"PK\x00\x00"  # its local header
     path = tmp_path / "big.ckpt"
     path.write_bytes(bytes(corrupt))
     assert torch_file.load_path(path, tensors="shape") == {"w": TensorRef((1000,), "float32")}
     with pytest.raises(EmbeddingFileError):
         torch_file.load_path(path)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"<concept>": torch.randn(2, 768)},
+        {"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(4, 1024)}},
+    ],
+    ids=["diffusers", "a1111"],
+)
+def test_a_file_saved_without_crcs_reads_as_torch_reads_it(obj: Any, tmp_path: Path) -> None:
+    """``torch.serialization.set_crc32_options(False)`` makes ``torch.save`` write 0 for every
+    CRC, and torch's reader checks none (pytorch ``cmake/Dependencies.cmake``:
+    ``MINIZ_DISABLE_ZIP_READER_CRC32_CHECKS``), so every UI loads such a file: so must we, from
+    bytes and from disk (the second goes through :mod:`zipfile`), with torch's vectors."""
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        data = torch_save(obj)
+    finally:
+        torch.serialization.set_crc32_options(before)
+    assert {info.CRC for info in zipfile.ZipFile(io.BytesIO(data)).infolist()} == {0}
+    path = tmp_path / "no-crc.pt"
+    path.write_bytes(data)
+    expected, ours = torch_load(data), torch_file.load(data)
+    params = ("string_to_param", "*") if "string_to_param" in obj else ("<concept>",)
+    for got in (ours, torch_file.load_path(path)):
+        want, value = expected, got
+        for key in params:
+            want, value = want[key], value[key]
+        np.testing.assert_array_equal(value, as_numpy(want))
+    shapes = torch_file.load_path(path, tensors="shape")
+    for key in params:
+        shapes = shapes[key]
+    assert shapes == TensorRef(tuple(want.shape), "float32")
 
 
 def test_shape_mode_on_legacy_file_ignores_storages(tmp_path: Path) -> None:

@@ -11,6 +11,11 @@ Reading (:func:`load`, :func:`load_path`) handles both container formats torch h
   ``0x1950a86a20f9469cfc6c``, protocol version 1001, a sys-info dict, the object, the sorted list of
   storage keys), then per key an int64 element count and the raw bytes.
 
+A zip member's CRC-32 is not checked, because torch's own reader does not check it (its miniz is
+built with ``MINIZ_DISABLE_ZIP_READER_CRC32_CHECKS``: pytorch ``cmake/Dependencies.cmake``), and
+``torch.save`` under ``torch.serialization.set_crc32_options(False)`` writes 0 for every CRC: such
+a file loads in every UI, so it must read here too. Sizes, names and local headers are checked.
+
 The object pickle goes through :mod:`tireg.converters.pickle_safe` (an allow-list of stand-ins), and
 the inert records it yields become plain Python: dicts (OrderedDict included) → ``dict``, lists,
 tuples, scalars, ``bytes``, tensors and Parameters → owned numpy arrays (bfloat16 widened to
@@ -61,6 +66,7 @@ no extra), a ZIP64 end record, its locator, and the classic end record.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -111,9 +117,9 @@ _END64 = struct.Struct("<4sQ2H2L4Q")
 _END64_LOCATOR = struct.Struct("<4sLQL")
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
 #: the fields of a central directory entry that :func:`_directory` reads (the others skipped
-#: as padding): signature, version needed, flags, method, CRC, sizes, name/extra/comment
-#: lengths, local header offset
-_CENTRAL_USED = struct.Struct("<4s2xB1xHH4xLLLHHH8xL")
+#: as padding): signature, version needed, flags, method, sizes, name/extra/comment lengths,
+#: local header offset
+_CENTRAL_USED = struct.Struct("<4s2xB1xHH8xLLHHH8xL")
 assert _CENTRAL_USED.size == _CENTRAL.size
 #: a 32-bit size or offset with this value is in a ZIP64 extra field instead
 _ZIP64_MARK = 0xFFFFFFFF
@@ -223,7 +229,6 @@ class _Member(NamedTuple):
     name: str
     flag_bits: int
     compress_type: int
-    crc: int
     compress_size: int
     file_size: int
     header_offset: int
@@ -235,7 +240,6 @@ class _Member(NamedTuple):
             info.orig_filename,
             info.flag_bits,
             info.compress_type,
-            info.CRC,
             info.compress_size,
             info.file_size,
             info.header_offset,
@@ -249,8 +253,9 @@ class _Archive:
     ``data``, when the whole archive is in memory, lets its directory be read straight from the
     bytes (:func:`_directory`) and stored members (all that torch writes) be sliced out of it
     instead of streamed through :meth:`zipfile.ZipFile.open`, with the same checks: local header
-    signature and name, sizes, CRC. An archive laid out otherwise (a comment, zip64 fields,
-    compressed members), or one on disk, is read through :mod:`zipfile`.
+    signature and name, sizes (neither way checks a CRC: see the module's docstring). An
+    archive laid out otherwise (a comment, zip64 fields, compressed members), or one on disk, is
+    read through :mod:`zipfile`.
     """
 
     def __init__(self, source: BinaryIO | None, data: bytes | None = None) -> None:
@@ -301,7 +306,7 @@ class _Archive:
             blob = self._stored(member)
         else:
             assert self.zip is not None and member.info is not None  # only _directory omits them
-            with self.zip.open(member.info) as fh:
+            with self.zip.open(_without_crc(member.info)) as fh:
                 blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
         if len(blob) != size:
             _fail(f"zip member {shown!r} holds {len(blob)} bytes, not {size}")
@@ -327,8 +332,6 @@ class _Archive:
         blob = memoryview(data)[start : start + member.compress_size]
         if len(blob) != member.compress_size:
             _fail(f"zip member {member.name!r} is truncated")
-        if zlib.crc32(blob) != member.crc:
-            _fail(f"zip member {member.name!r} fails its CRC check")
         return blob
 
     def load(self, tensors: Tensors) -> Any:
@@ -347,6 +350,14 @@ class _Archive:
             return blobs[ref.key]
 
         return _Converter(tensors, fetch, self.big_endian, self.budget).convert(obj, 0)
+
+
+def _without_crc(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+    """A copy of ``info`` that :meth:`zipfile.ZipFile.open` reads without comparing the CRC
+    (its reader compares only when the record has one), as torch's reader does."""
+    unchecked = copy.copy(info)
+    del unchecked.CRC
+    return unchecked
 
 
 def _open_zip(source: BinaryIO) -> zipfile.ZipFile:
@@ -399,7 +410,7 @@ def _directory(data: bytes) -> list[_Member] | None:
     while pos < cd_end:
         if pos + entry > cd_end:
             return None
-        (sig, version, flags, method, crc, csize, usize, name_size, extra_size, comment_size,
+        (sig, version, flags, method, csize, usize, name_size, extra_size, comment_size,
          offset) = unpack(data, pos)  # fmt: skip
         start = pos + entry
         pos = start + name_size + extra_size + comment_size
@@ -414,7 +425,7 @@ def _directory(data: bytes) -> list[_Member] | None:
         ):
             return None
         name = str(data[start : start + name_size], "utf-8" if flags & 0x800 else "cp437")
-        members.append(new(_Member, (name, flags, method, crc, csize, usize, offset, None)))
+        members.append(new(_Member, (name, flags, method, csize, usize, offset, None)))
     return members
 
 
