@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -33,6 +34,8 @@ ENCODER_WIDTHS: dict[str, int] = {CLIP_L: 768, CLIP_G: 1280, CLIP_H: 1024}
 
 #: the byte layout vectors are hashed in (made once: a dtype parsed from text costs per call)
 _LITTLE_F32 = np.dtype("<f4")
+#: where native float32 is that layout already
+_LITTLE_HOST = sys.byteorder == "little"
 
 
 class Family(str, Enum):
@@ -150,13 +153,22 @@ class Embedding:
         return True
 
     def norms(self) -> dict[str, float]:
-        """The L2 norm of each encoder's whole matrix (what the corpus README quotes)."""
-        # sqrt(sum(x*x)) in float64: exact enough to quote 4 decimals, and without the per-call
-        # overhead np.linalg.norm carries once torch is loaded in the same process.
-        return {
-            key: float(np.sqrt(np.dot(flat, flat)))
-            for key, flat in ((k, a.ravel().astype(np.float64)) for k, a in self.vectors.items())
-        }
+        """The L2 norm of each encoder's whole matrix (what ``tireg inspect`` shows and the
+        corpus README quotes); NaN or Inf exactly when the matrix holds one.
+
+        Each float32 element is squared as it is widened to float64 (one ufunc call, where its
+        square is exact) and the squares are summed pairwise in float64: far below the 4
+        decimals quoted, where ``np.linalg.norm`` sums a float32 matrix in float32 and misses
+        them. Not ``np.dot`` on a widened copy: past 10,000 elements OpenBLAS hands the sum to
+        its threads, which then spin on the other core. The sum cannot overflow (each square is
+        below 2**256, and the decoded-size cap allows far fewer than 2**700 of them), so the
+        norm is finite exactly when every element is.
+        """
+        norms: dict[str, float] = {}
+        for key, arr in self.vectors.items():
+            # the ufunc's own reduce: ``ndarray.sum`` goes through a Python-level wrapper
+            norms[key] = math.sqrt(np.add.reduce(np.square(arr, dtype=np.float64), axis=None))
+        return norms
 
     def vectors_sha256(self) -> str:
         """A content identity of the vectors alone (names and metadata excluded).
@@ -167,7 +179,9 @@ class Embedding:
         digest = hashlib.sha256()
         for key, arr in self.vectors.items():
             digest.update(f"{key}:{arr.shape[0]}x{arr.shape[1]};".encode())
-            digest.update(np.ascontiguousarray(arr, dtype=_LITTLE_F32).data)  # hashed in place
+            # C-contiguous native float32 (__post_init__): on a little-endian host its bytes
+            # are hashed in place
+            digest.update(arr.data if _LITTLE_HOST else arr.astype(_LITTLE_F32).data)
         return digest.hexdigest()
 
     def with_meta(self, **changes: Any) -> Embedding:

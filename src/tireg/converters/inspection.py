@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tireg.converters import internal
 from tireg.converters.embedding import a1111_short_hash
 from tireg.converters.errors import UnsafePickleError
@@ -43,18 +41,15 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     e = result.embedding
     file_sha = result.sha256
     is_tireg = result.layout == internal.FORMAT_NAME
-    # one pass over the encoders for both facts (two comprehensions cost two function objects)
+    # one pass over the encoders for all three facts (a comprehension is a function object);
+    # a norm is finite exactly when its matrix is (Embedding.norms)
     encoders: dict[str, list[int]] = {}
     norms: dict[str, float] = {}
     finite = True
-    for key, matrix in e.vectors.items():
-        encoders[key] = list(matrix.shape)
-        squares = _sum_of_squares(matrix)
-        # float32 squares summed in float64 cannot overflow (each is below 2**256, and the
-        # decoded-size cap allows far fewer than 2**700 of them), so the sum is finite exactly
-        # when every element is; the root is ``math.sqrt`` (correctly rounded, as ``np.sqrt``)
-        finite = finite and math.isfinite(squares)
-        norms[key] = round(math.sqrt(squares), 4)
+    for key, norm in e.norms().items():
+        encoders[key] = list(e.vectors[key].shape)
+        finite = finite and math.isfinite(norm)
+        norms[key] = round(norm, 4)
     nonfinite = 0 if finite else nonfinite_count(e)
     return {
         "path": str(p),
@@ -77,14 +72,6 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "extras": dict(e.extras),
         "warnings": [nonfinite_message(str(p), nonfinite)] if nonfinite else [],
     }
-
-
-def _sum_of_squares(matrix: np.ndarray) -> float:
-    """The squares of a float32 matrix summed in float64, without BLAS (whose threads cost ~2 ms
-    a call) and without ``np.sum``'s Python-level wrapper (the same ``add.reduce``, called
-    directly). The square widens as it goes (one ufunc call, not a copy and then a square)."""
-    total: float = np.add.reduce(np.square(matrix, dtype=np.float64), axis=None)
-    return total
 
 
 def _file_sha256(path: Path) -> str | None:
