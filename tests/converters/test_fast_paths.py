@@ -5,6 +5,10 @@
   budget and refuse a cut-short argument with the same words;
 * the quick opcode loop, taken for small pickles of the opcodes torch writes, gives the same
   end, escaped flag and charge as the long one, or the same refusal in the same words;
+* a ``data.pkl`` laid out opcode for opcode as torch saves a diffusers or an A1111 embedding is
+  matched whole by a regular expression instead of being scanned and run: the same objects, the
+  same budget charged, the same refusals, on real files, on files torch writes in every variant
+  of those layouts, and on their near misses;
 * a file stem is cleaned by one regular expression instead of a test of each character;
 * a safetensors header held in memory is sliced, not streamed, with the same verdicts, and its
   entries are checked by plain loops that judge as the isinstance spelling did;
@@ -244,3 +248,147 @@ def test_safetensors_header_of_bytes_is_the_streamed_header() -> None:
                 assert verdict is not None and expected in verdict
             else:
                 assert verdict is None or "invalid" not in verdict
+
+
+def _unpickled(data: bytes, layouts: bool, monkeypatch: pytest.MonkeyPatch) -> object:
+    """(object, end, bytes charged) of :func:`pickle_safe.unpickle`, or the refusal's type and
+    words; ``layouts=False`` takes the long way whatever the pickle."""
+    with monkeypatch.context() as patch:
+        if not layouts:
+            patch.setattr(pickle_safe, "_layout", lambda data, budget: None)
+        budget = pickle_safe.Budget(10**12)
+        try:
+            obj, end = pickle_safe.unpickle(data, budget=budget)
+        except EmbeddingFileError as exc:
+            return type(exc).__name__, exc.message
+        return obj, end, budget.limit - budget.left
+
+
+def _saved_pickles() -> list[bytes]:
+    """``data.pkl`` of what torch saves in every variant of the two layouts: 1-D and 2-D
+    tensors, each storage type, requires_grad either way, BININT1/2 and signed BININT ints,
+    names that are not ASCII or hold bytes the regular expression spells, checkpoints or not."""
+    torch = pytest.importorskip("torch")
+    found = []
+    tensors = [
+        torch.ones(768),
+        torch.zeros(3, 1024),
+        torch.randn(75, 768).half(),
+        torch.randn(2, 1280).bfloat16(),
+        torch.randn(70000, 1).double(),
+        torch.nn.Parameter(torch.ones(1, 768)).detach().requires_grad_(),
+    ]
+    names = ["<birb-style>", "é名前", "q\x13X\x04\x00\x00\x00stepq", "*x", "a" * 300]
+    for i, tensor in enumerate(tensors):
+        name = names[i % len(names)]
+        objs: list[object] = [
+            {name: tensor},
+            {
+                "string_to_token": {"*": 265 + 70000 * i},
+                "string_to_param": {"*": tensor},
+                "name": name,
+                "step": [0, 1000, 70000, -1, 2**31 - 1, 5][i],
+                "sd_checkpoint": [None, "e6e8e1fc"][i % 2],
+                "sd_checkpoint_name": [None, "model", "v1-5"][i % 3],
+            },
+        ]
+        if i == 0:  # a str met twice is pickled once, then fetched: not the layout
+            objs.append({**objs[1], "sd_checkpoint_name": name})  # type: ignore[dict-item]
+        for obj in objs:
+            buffer = io.BytesIO()
+            torch.save(obj, buffer)
+            with zipfile.ZipFile(buffer) as archive:
+                found.append(archive.read("archive/data.pkl"))
+    return found
+
+
+def test_torch_s_embedding_layouts_are_read_as_the_unpickler_reads_them(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pickles = _saved_pickles() + _pickles(corpus)
+    matched = 0
+    for data in pickles:
+        fast = _unpickled(data, True, monkeypatch)
+        assert fast == _unpickled(data, False, monkeypatch)
+        budget = pickle_safe.Budget(10**12)
+        matched += pickle_safe._layout(data, budget) is not None
+    # every file torch saved and the corpus' three, but for the one that names its str twice
+    # and tireg's own (whose dict has other keys)
+    assert matched == len(pickles) - 2
+
+
+def test_a_near_miss_of_a_layout_is_read_as_the_unpickler_reads_it(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes changed, inserted, dropped or cut: whatever the regular expression still matches
+    (a tensor with other sizes, a refusal by a stand-in's checks) is what the long way makes of
+    it, and anything else it leaves to the long way."""
+    rng = np.random.default_rng(11)
+    matched = 0
+    layouts = [
+        data
+        for data in _saved_pickles() + _pickles(corpus)
+        if pickle_safe._layout(data, pickle_safe.Budget(10**12)) is not None
+    ]
+    for data in layouts[:5] + layouts[-3:]:  # both layouts, and the corpus' files
+        for variant in _mutants(data, rng, 150) + _retouched(data, rng, 150):
+            fast = _unpickled(variant, True, monkeypatch)
+            assert fast == _unpickled(variant, False, monkeypatch), variant
+            with contextlib.suppress(EmbeddingFileError):
+                matched += pickle_safe._layout(variant, pickle_safe.Budget(10**12)) is not None
+    assert matched > 50  # the near misses did reach the fast path, not only the long way
+
+
+def _retouched(data: bytes, rng: np.random.Generator, count: int) -> list[bytes]:
+    """``data`` with the bytes of one or two of a layout's fields (an int's or a str's, a
+    memo index, an opcode chosen among several) replaced by others of the same length: still
+    the layout, mostly, with sizes, offsets, names and memo slots a file could lie about."""
+    match = (pickle_safe._A1111 if data[5:6] == b"(" else pickle_safe._DIFFUSERS).fullmatch(data)
+    assert match is not None
+    spans = [match.span(g) for g in range(1, len(match.groups()) + 1) if match.start(g) >= 0]
+    out = []
+    for _ in range(count):
+        raw = bytearray(data)
+        for _ in range(int(rng.integers(1, 3))):
+            start, end = spans[int(rng.integers(0, len(spans)))]
+            for at in range(start, end):
+                if rng.random() < 0.5:
+                    raw[at] = int(rng.integers(0, 256))
+        out.append(bytes(raw))
+    return out
+
+
+def test_a_layout_whose_binget_was_rebound_is_left_to_the_unpickler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The A1111 layout's second ``"*"`` is a ``BINGET`` of the first; a pickle that re-binds
+    that memo slot in between builds another key, which only the unpickler knows."""
+    torch = pytest.importorskip("torch")
+    buffer = io.BytesIO()
+    obj = {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": torch.ones(2, 768)},
+        "name": "x",
+        "step": 1,
+        "sd_checkpoint": None,
+        "sd_checkpoint_name": None,
+    }
+    torch.save(obj, buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        data = archive.read("archive/data.pkl")
+    rebound = data.replace(b"string_to_paramq\x04", b"string_to_paramq\x03", 1)
+    assert rebound != data
+    assert pickle_safe._layout(rebound, pickle_safe.Budget(10**12)) is None
+    obj_read, _, _ = _unpickled(rebound, True, monkeypatch)  # type: ignore[misc]
+    assert list(obj_read["string_to_param"]) == ["string_to_param"]
+
+
+def test_a_layout_naming_a_storage_not_allowed_is_refused_in_the_unpickler_s_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (data,) = [p for p in _saved_pickles()[:1]]
+    evil = data.replace(b"ctorch\nFloatStorage\n", b"ctorch\nEvilStorage\n", 1)
+    assert pickle_safe._layout(evil, pickle_safe.Budget(10**12)) is None
+    refusal = _unpickled(evil, True, monkeypatch)
+    assert refusal == ("UnsafePickleError", _unpickled(evil, False, monkeypatch)[1])  # type: ignore[index]
+    assert "torch.EvilStorage" in str(refusal)

@@ -78,6 +78,7 @@ import copyreg
 import io
 import pickle
 import pickletools
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -1176,6 +1177,188 @@ def _check_opcodes(
     return pos, tuples, escaped
 
 
+# --------------------------------------------------------- the layouts torch.save gives embeddings
+
+#: an int as torch's pickler writes one: ``BININT1``, ``BININT2`` or ``BININT``
+_INT = rb"(K.|M..|J....)"
+#: one or two of those, then ``TUPLE1``/``TUPLE2`` and its ``BINPUT``: a shape or a stride
+_DIMS = rb"((?:K.|M..|J....){1,2})([\x85\x86])q."
+#: a str, ``BINUNICODE`` and its ``BINPUT``: the length prefix and the characters, which
+#: :func:`_text` checks against each other (the lazy match alone could stop short)
+_STR = rb"X(....)(.*?)q."
+#: ``_rebuild_tensor_v2((persistent id), offset, shape, stride, requires_grad, OrderedDict())``
+#: exactly as torch >= 1.6 pickles a tensor the first time it meets one (module docstring of
+#: :mod:`tireg.converters.torch_file`); groups: storage class, key, location, numel, offset,
+#: shape, its tuple opcode, stride, its tuple opcode, requires_grad
+_TENSOR = (
+    rb"ctorch\._utils\n_rebuild_tensor_v2\nq.\(\(X\x07\x00\x00\x00storageq.ctorch\n(\w+)\nq."
+    + _STR
+    + _STR
+    + _INT
+    + rb"tq.Q"
+    + _INT
+    + _DIMS
+    + _DIMS
+    + rb"([\x88\x89])ccollections\nOrderedDict\nq.\)Rq.tq.Rq."
+)
+#: a diffusers / sd-concepts-library ``learned_embeds.bin``: ``{token: tensor}``
+_DIFFUSERS = re.compile(rb"\x80\x02\}q." + _STR + _TENSOR + rb"s\.", re.DOTALL)
+#: an A1111 ``.pt`` (``modules/textual_inversion/textual_inversion.py``,
+#: ``Embedding.save``): ``{"string_to_token": {"*": 265}, "string_to_param": {"*": tensor},
+#: "name", "step", "sd_checkpoint", "sd_checkpoint_name"}``; the second ``"*"`` is a ``BINGET``
+#: of the first, whose memo slot the two ``BINPUT``s in between must not have re-bound
+_A1111 = re.compile(
+    rb"\x80\x02\}q.\(X\x0f\x00\x00\x00string_to_tokenq.\}q.X\x01\x00\x00\x00\*q(.)"
+    + _INT
+    + rb"sX\x0f\x00\x00\x00string_to_paramq(.)\}q(.)h(.)"
+    + _TENSOR
+    + rb"sX\x04\x00\x00\x00nameq."
+    + _STR
+    + rb"X\x04\x00\x00\x00stepq."
+    + _INT
+    + rb"X\r\x00\x00\x00sd_checkpointq.(N|"
+    + _STR
+    + rb")X\x12\x00\x00\x00sd_checkpoint_nameq.(N|"
+    + _STR
+    + rb")u\.",
+    re.DOTALL,
+)
+#: the opcodes of each layout besides its shape's and stride's ints, with ``NONE`` for each
+#: optional str (a str is one more: ``BINUNICODE`` and ``BINPUT``): what :func:`scan` counts
+_TENSOR_OPCODES = 31
+_DIFFUSERS_OPCODES = 5 + _TENSOR_OPCODES + 2
+_A1111_OPCODES = 17 + _TENSOR_OPCODES + 16
+
+
+#: an int token's size by its opcode byte
+_INT_SIZES = {ord("K"): 2, ord("M"): 3, ord("J"): 5}
+
+
+def _int(token: bytes) -> int:
+    """A ``BININT1``/``BININT2`` (unsigned) or ``BININT`` (signed) token's value."""
+    return int.from_bytes(token[1:], "little", signed=token[:1] == b"J")
+
+
+def _int_tuple(ints: bytes, opcode: bytes) -> tuple[int, ...] | None:
+    """The tuple a run of int tokens and its ``TUPLE1``/``TUPLE2`` make; ``None`` when the
+    opcode takes another number of items than the run holds (the long way then judges)."""
+    values = []
+    pos = 0
+    while pos < len(ints):
+        size = _INT_SIZES[ints[pos]]
+        values.append(_int(ints[pos : pos + size]))
+        pos += size
+    return tuple(values) if len(values) == opcode[0] - 0x84 else None
+
+
+def _text(prefix: bytes, chars: bytes) -> str | None:
+    """A ``BINUNICODE`` argument decoded as the C unpickler decodes it; ``None`` when the lazy
+    match took other bytes than the prefix says (the long way then judges)."""
+    if int.from_bytes(prefix, "little") != len(chars):
+        return None
+    try:
+        return chars.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return None
+
+
+def _layout(data: bytes, budget: Budget) -> Any:
+    """The object the pickle ``data`` builds when it is, opcode for opcode, one of the two
+    layouts nearly every embedding's ``data.pkl`` has (:data:`_DIFFUSERS`, :data:`_A1111`);
+    ``None`` for any other pickle, which :func:`unpickle` then scans and runs the long way.
+
+    Why: scanning and running a 200-byte pickle through the C unpickler and its Python
+    callbacks costs a fifth of reading an embedding. A whole match of one regular expression
+    settles the same questions: the match is the pickle's one opcode stream (each token is an
+    opcode with its argument's true length, every str's prefix checked against its bytes), so
+    it names no global but the allowed ones it spells out, needs no memo beyond the one
+    ``BINGET`` checked, and nests nothing. The objects are then built by the same stand-ins,
+    with the same checks and the same charges (the scan's, then each call's), in the same
+    order; ``tests/converters/test_fast_paths.py`` holds both ways to the same objects,
+    charges and refusals, on real files and their mutants.
+    """
+    head = data[5:6]  # after PROTO 2, EMPTY_DICT and its BINPUT
+    if head == b"X":
+        match = _DIFFUSERS.fullmatch(data)
+        if match is None:
+            return None
+        fields = match.groups()
+        key = _text(fields[0], fields[1])
+        if key is None:
+            return None
+        tensor = _tensor_of(fields[2:], budget, _DIFFUSERS_OPCODES, len(data))
+        return None if tensor is None else {key: tensor}
+    if head != b"(":
+        return None
+    match = _A1111.fullmatch(data)
+    if match is None:
+        return None
+    (star, token, put1, put2, get, *tensor_fields, name_len, name_chars, step, point, point_len,
+     point_chars, point_name, point_name_len, point_name_chars) = match.groups()  # fmt: skip
+    if get != star or star in (put1, put2):
+        return None
+    name = _text(name_len, name_chars)
+    texts: list[str | None] = []
+    extra = 0
+    for whole, prefix, chars in ((point, point_len, point_chars),
+                                 (point_name, point_name_len, point_name_chars)):  # fmt: skip
+        if whole == b"N":
+            texts.append(None)
+            continue
+        text = _text(prefix, chars)
+        if text is None:
+            return None
+        texts.append(text)
+        extra += 1
+    if name is None:
+        return None
+    tensor = _tensor_of(tuple(tensor_fields), budget, _A1111_OPCODES + extra, len(data))
+    if tensor is None:
+        return None
+    return {
+        "string_to_token": {"*": _int(token)},
+        "string_to_param": {"*": tensor},
+        "name": name,
+        "step": _int(step),
+        "sd_checkpoint": texts[0],
+        "sd_checkpoint_name": texts[1],
+    }
+
+
+def _tensor_of(
+    fields: tuple[bytes, ...], budget: Budget, opcodes: int, size: int
+) -> TensorStub | None:
+    """The tensor a :data:`_TENSOR` match's groups describe, built by the stand-ins as the
+    unpickler builds it, once the scan's charge for the whole pickle (``size`` bytes, its
+    ``opcodes`` and the shape's and stride's ints) is made; ``None``, with nothing charged or
+    called, when the groups are not what the long way would read (which then judges)."""
+    (storage, key_len, key_chars, where_len, where_chars, numel, offset, shape, shape_op,
+     stride, stride_op, grad) = fields  # fmt: skip
+    key = _text(key_len, key_chars)
+    location = _text(where_len, where_chars)
+    dims = _int_tuple(shape, shape_op)
+    strides = _int_tuple(stride, stride_op)
+    stand_in = ALLOWED.get(("torch", storage.decode("ascii")))
+    if (
+        key is None
+        or location is None
+        or dims is None
+        or strides is None
+        or not isinstance(stand_in, StorageType)
+    ):
+        return None
+    budget.charge(
+        _OPCODE_COST * (opcodes + len(dims) + len(strides)) + _CHAR_COST * size,
+        "the objects its pickle builds",
+    )
+    # the unpickler's order: the persistent id, the hooks' OrderedDict, then the rebuild
+    ref = _storage_ref(("storage", stand_in, key, location, _int(numel)))
+    hooks = ALLOWED[("collections", "OrderedDict")]()
+    rebuild = ALLOWED[("torch._utils", "_rebuild_tensor_v2")]
+    tensor: TensorStub = rebuild(ref, _int(offset), dims, strides, grad == b"\x88", hooks)
+    return tensor
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the DeprecationWarnings that malformed ``STRING`` escapes make the unpickler
@@ -1198,6 +1381,14 @@ def unpickle(
     builds is charged to ``budget`` (a fresh one of :data:`MAX_DECODED_BYTES` when not given).
     """
     budget = Budget(MAX_DECODED_BYTES) if budget is None else budget
+    if start == 0 and storages is None and data[:2] == b"\x80\x02":  # a zip's data.pkl
+        token = _BUDGET.set(budget)
+        try:
+            obj = _layout(data, budget)
+        finally:
+            _BUDGET.reset(token)
+        if obj is not None:
+            return obj, len(data)
     end, escaped = scan(data, start, budget)
     sink: dict[str, StorageRef] = {} if storages is None else storages
     token = _BUDGET.set(budget)
