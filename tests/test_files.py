@@ -171,3 +171,15 @@ def test_reads_are_capped(tmp_path: Path) -> None:
     assert read_capped(big, 101) == b"x" * 101
     with pytest.raises(NotRegularFileError):
         read_capped(tmp_path)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
+def test_a_file_larger_than_its_fstat_size_is_read_to_its_end(tmp_path: Path) -> None:
+    """The first read stops at the size ``fstat`` gave only when the file gave no more: a
+    /proc file says 0 bytes and holds a page of text, which is read whole."""
+    status = read_capped("/proc/self/status")
+    assert os.stat("/proc/self/status").st_size == 0
+    assert status.startswith(b"Name:") and status.endswith(b"\n") and len(status) > 100
+    exact = tmp_path / "exact.bin"
+    exact.write_bytes(b"y" * 5000)
+    assert read_capped(exact) == b"y" * 5000

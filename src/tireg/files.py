@@ -126,14 +126,19 @@ def read_capped(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> by
     One ``open``, one ``fstat`` and ``read`` calls on the bare descriptor: for the small files
     tireg reads by the thousand (``inspect``, ``convert``, ``add``), a file object and its
     buffer cost more than the reading does. The first read asks for one byte more than
-    ``fstat`` promised, the next ones for a bounded chunk, so a file that grows is read on to
-    its end or the cap, and no read allocates the whole cap up front.
+    ``fstat`` promised: when it gives just what was promised, the file ended there and that is
+    all (no second read to hear it end again); when it gives more, the file grew, and the next
+    reads ask for a bounded chunk each, so the file is read on to its end or the cap; when it
+    gives less (a file that shrank, or a file system that reads short), reading goes on to the
+    end as well. No read allocates the whole cap up front.
     """
     fd, info = _open_regular_fd(path)
     try:
         if info.st_size > limit:
             raise too_large(path, limit)
         data = os.read(fd, info.st_size + 1)
+        if len(data) == info.st_size:
+            return data
         if len(data) <= limit:
             chunks = [data]
             size = len(data)

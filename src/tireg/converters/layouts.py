@@ -22,8 +22,7 @@ in a :class:`NotAnEmbeddingError`, so the user learns what the file actually is.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -48,9 +47,9 @@ _CONTAINER_TEXT = {
 }
 
 
-@dataclass(frozen=True)
-class Interpretation:
-    """A decoded file read as an embedding: the value, its layout, and its stored dtypes."""
+class Interpretation(NamedTuple):
+    """A decoded file read as an embedding: the value, its layout, and its stored dtypes (a
+    named tuple: one is made per file read, cheaper than a frozen dataclass)."""
 
     embedding: Embedding
     layout: str

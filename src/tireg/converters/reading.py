@@ -24,9 +24,8 @@ import contextlib
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -48,9 +47,11 @@ class NonFiniteVectorsWarning(UserWarning):
     """An embedding was read whose vectors hold NaN or Inf (it loads; it will not work)."""
 
 
-@dataclass(frozen=True)
-class ReadResult:
-    """An embedding plus what was learned while reading its file (for ``tireg inspect``)."""
+class ReadResult(NamedTuple):
+    """An embedding plus what was learned while reading its file (for ``tireg inspect``).
+
+    A named tuple, not a frozen dataclass: one is made per file read, and a frozen dataclass's
+    ``__init__`` sets each of its eight fields through ``object.__setattr__``."""
 
     embedding: Embedding
     #: ``safetensors``, ``torch-zip``, ``torch-pickle``, ``png``, ``webp``, ...
@@ -201,7 +202,7 @@ def read_bytes_detailed(
             warnings.warn(NonFiniteVectorsWarning(message), stacklevel=2)
     if embedding is result.embedding and not bad:
         return result  # the readers below give the file's sha256 already
-    return replace(result, embedding=embedding, nonfinite=bad)
+    return result._replace(embedding=embedding, nonfinite=bad)
 
 
 def nonfinite_count(embedding: Embedding) -> int:
