@@ -1182,14 +1182,14 @@ def _check_opcodes(
 #: an int as torch's pickler writes one: ``BININT1``, ``BININT2`` or ``BININT``
 _INT = rb"(K.|M..|J....)"
 #: one or two of those, then ``TUPLE1``/``TUPLE2`` and its ``BINPUT``: a shape or a stride
-_DIMS = rb"((?:K.|M..|J....){1,2})([\x85\x86])q."
+_DIMS = _INT + _INT + rb"?([\x85\x86])q."
 #: a str, ``BINUNICODE`` and its ``BINPUT``: the length prefix and the characters, which
 #: :func:`_text` checks against each other (the lazy match alone could stop short)
 _STR = rb"X(....)(.*?)q."
 #: ``_rebuild_tensor_v2((persistent id), offset, shape, stride, requires_grad, OrderedDict())``
 #: exactly as torch >= 1.6 pickles a tensor the first time it meets one (module docstring of
 #: :mod:`tireg.converters.torch_file`); groups: storage class, key, location, numel, offset,
-#: shape, its tuple opcode, stride, its tuple opcode, requires_grad
+#: shape (one or two ints), its tuple opcode, stride (likewise), its tuple opcode, requires_grad
 _TENSOR = (
     rb"ctorch\._utils\n_rebuild_tensor_v2\nq.\(\(X\x07\x00\x00\x00storageq.ctorch\n(\w+)\nq."
     + _STR
@@ -1230,25 +1230,19 @@ _DIFFUSERS_OPCODES = 5 + _TENSOR_OPCODES + 2
 _A1111_OPCODES = 17 + _TENSOR_OPCODES + 16
 
 
-#: an int token's size by its opcode byte
-_INT_SIZES = {ord("K"): 2, ord("M"): 3, ord("J"): 5}
-
-
 def _int(token: bytes) -> int:
     """A ``BININT1``/``BININT2`` (unsigned) or ``BININT`` (signed) token's value."""
-    return int.from_bytes(token[1:], "little", signed=token[:1] == b"J")
+    if len(token) == 2:
+        return token[1]
+    return int.from_bytes(token[1:], "little", signed=token[0] == 0x4A)  # J: BININT
 
 
-def _int_tuple(ints: bytes, opcode: bytes) -> tuple[int, ...] | None:
-    """The tuple a run of int tokens and its ``TUPLE1``/``TUPLE2`` make; ``None`` when the
-    opcode takes another number of items than the run holds (the long way then judges)."""
-    values = []
-    pos = 0
-    while pos < len(ints):
-        size = _INT_SIZES[ints[pos]]
-        values.append(_int(ints[pos : pos + size]))
-        pos += size
-    return tuple(values) if len(values) == opcode[0] - 0x84 else None
+def _int_tuple(first: bytes, second: bytes | None, opcode: bytes) -> tuple[int, ...] | None:
+    """The tuple one or two int tokens and their ``TUPLE1``/``TUPLE2`` make; ``None`` when the
+    opcode takes another number of items (the long way then judges)."""
+    if second is None:
+        return (_int(first),) if opcode == b"\x85" else None
+    return (_int(first), _int(second)) if opcode == b"\x86" else None
 
 
 def _text(prefix: bytes, chars: bytes) -> str | None:
@@ -1332,12 +1326,12 @@ def _tensor_of(
     unpickler builds it, once the scan's charge for the whole pickle (``size`` bytes, its
     ``opcodes`` and the shape's and stride's ints) is made; ``None``, with nothing charged or
     called, when the groups are not what the long way would read (which then judges)."""
-    (storage, key_len, key_chars, where_len, where_chars, numel, offset, shape, shape_op,
-     stride, stride_op, grad) = fields  # fmt: skip
+    (storage, key_len, key_chars, where_len, where_chars, numel, offset, shape, shape2, shape_op,
+     stride, stride2, stride_op, grad) = fields  # fmt: skip
     key = _text(key_len, key_chars)
     location = _text(where_len, where_chars)
-    dims = _int_tuple(shape, shape_op)
-    strides = _int_tuple(stride, stride_op)
+    dims = _int_tuple(shape, shape2, shape_op)
+    strides = _int_tuple(stride, stride2, stride_op)
     stand_in = ALLOWED.get(("torch", storage.decode("ascii")))
     if (
         key is None

@@ -265,14 +265,15 @@ class _Archive:
         if members is None:
             # the stream over the bytes is made only here: a torch-laid archive needs none
             self.zip = _open_zip(source if source is not None else io.BytesIO(data or b""))
-            members = [_Member.of(info) for info in self.zip.infolist()]
-        # a name listed twice is one key: the same names, NULs included, as the list's
-        self.members = {member.name: member for member in members}
-        if "\0" in "".join(self.members):
+            listed = [_Member.of(info) for info in self.zip.infolist()]
+            # a name listed twice is one key: the same names, NULs included, as the list's
+            members = {member.name: member for member in listed}
+            if len(members) != len(listed):
+                _fail("zip archive lists a member twice")
+        self.members = members
+        if "\0" in "".join(members):
             # zipfile cuts a name at its first NUL: 'data.pkl\0junk' would be read as 'data.pkl'
             _fail("zip archive has a member name with a NUL character")
-        if len(self.members) != len(members):
-            _fail("zip archive lists a member twice")
         pickles = [
             n
             for n in self.members
@@ -372,12 +373,13 @@ def _open_zip(source: BinaryIO) -> zipfile.ZipFile:
         _fail(ends_early(source.seek(0, os.SEEK_END)) + ", before the zip's directory")
 
 
-def _directory(data: bytes) -> list[_Member] | None:
-    """The members of an archive held in memory, read straight from its central directory when
-    it is laid out as torch (and :func:`zip_archive`) lay archives out: the end record last
-    (no comment), optionally preceded by a matching ZIP64 end record and locator, right after
-    the central directory, whose entries need no ZIP64 fields and are all stored. ``None`` for
-    anything else, which :mod:`zipfile` then reads (and judges) as before.
+def _directory(data: bytes) -> dict[str, _Member] | None:
+    """The members of an archive held in memory, by name, read straight from its central
+    directory when it is laid out as torch (and :func:`zip_archive`) lay archives out: the end
+    record last (no comment), optionally preceded by a matching ZIP64 end record and locator,
+    right after the central directory, whose entries need no ZIP64 fields, are all stored, and
+    are as many as the end record counts, each name once. ``None`` for anything else, which
+    :mod:`zipfile` then reads (and judges) as before.
 
     Why: :class:`zipfile.ZipFile` costs more than everything else in reading a small embedding
     (it builds a ``ZipInfo`` per member and parses every extra field); this reads the same
@@ -402,30 +404,29 @@ def _directory(data: bytes) -> list[_Member] | None:
         cd_end = record
     if cd_offset + cd_size != cd_end:  # data before the archive, or a gap: zipfile's business
         return None
-    members: list[_Member] = []
+    members: dict[str, _Member] = {}
     pos = cd_offset
     entry = _CENTRAL_USED.size
+    last = cd_end - entry  # where the last entry's fixed part may start
     unpack = _CENTRAL_USED.unpack_from
     new = tuple.__new__  # a named tuple's own __new__ is a Python function, called per member
-    while pos < cd_end:
-        if pos + entry > cd_end:
-            return None
+    mark = _ZIP64_MARK
+    # per entry, as few steps as the checks allow: a name that runs past the directory, or
+    # bytes left over, ends the loop off its end, which the check after it finds
+    while pos <= last:
         (sig, version, flags, method, csize, usize, name_size, extra_size, comment_size,
          offset) = unpack(data, pos)  # fmt: skip
         start = pos + entry
         pos = start + name_size + extra_size + comment_size
-        if (
-            sig != b"PK\x01\x02"
-            or version > _MAX_EXTRACT_VERSION
-            or method  # zipfile.ZIP_STORED
-            or csize == _ZIP64_MARK
-            or usize == _ZIP64_MARK
-            or offset == _ZIP64_MARK
-            or pos > cd_end
-        ):
+        if sig != b"PK\x01\x02" or version > _MAX_EXTRACT_VERSION or method:  # not stored
+            return None
+        if mark in (csize, usize, offset):
             return None
         name = str(data[start : start + name_size], "utf-8" if flags & 0x800 else "cp437")
-        members.append(new(_Member, (name, flags, method, csize, usize, offset, None)))
+        members[name] = new(_Member, (name, flags, method, csize, usize, offset, None))
+    # a name listed twice leaves fewer members than entries: zipfile's reading then refuses it
+    if pos != cd_end or len(members) != count:
+        return None
     return members
 
 
