@@ -288,51 +288,45 @@ class _Archive:
         self.big_endian = False
 
     def read(self, name: str, limit: int) -> bytes | memoryview:
-        """A member's bytes: a view into the archive for a stored member held in memory."""
+        """A member's bytes: for a stored member of an archive held in memory, a view into it
+        (a tensor's storage is then copied once, into its array, not first into a slice of its
+        own), found through its local header, whose signature, flags and name must agree."""
         member = self.members.get(self.prefix + name)
         if member is None:
             _fail(f"zip archive has no member {self.prefix + name!r}")
-        shown = member.name
-        if member.flag_bits & 1:
+        shown, flags, method, stored_size, size, at, info = member
+        if flags & 1:
             _fail(f"zip member {shown!r} is encrypted")
-        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             _fail(f"zip member {shown!r} uses an unsupported compression method")
-        size = member.file_size
         if size > min(limit, self.budget.left):
             _fail(f"zip member {shown!r} declares {size} bytes, over the limit")
-        if size > 1024 * 1024 and size > MAX_RATIO * max(member.compress_size, 1):
+        if size > 1024 * 1024 and size > MAX_RATIO * max(stored_size, 1):
             _fail(f"zip member {shown!r} has an absurd compression ratio")
         blob: bytes | memoryview
-        if self.data is not None and member.compress_type == zipfile.ZIP_STORED:
-            blob = self._stored(member)
+        data = self.data
+        if data is not None and method == zipfile.ZIP_STORED:
+            # the local header unpacked in place: a slice of it would be a copy made only for that
+            if at + _LOCAL_HEADER.size > len(data) or not data.startswith(_ZIP_MAGIC, at):
+                _fail(f"zip member {shown!r} has a bad local header")
+            local_flags, name_size, extra_size = _LOCAL_HEADER.unpack_from(data, at)
+            if local_flags & 0x61:  # encrypted, patched or strongly encrypted: as zipfile refuses
+                _fail(f"zip member {shown!r} is encrypted or patched")
+            start = at + _LOCAL_HEADER.size
+            encoding = "utf-8" if local_flags & 0x800 else "cp437"
+            if str(data[start : start + name_size], encoding) != shown:
+                _fail(f"zip member {shown!r} has another name in its local header")
+            start += name_size + extra_size
+            blob = memoryview(data)[start : start + stored_size]
+            if len(blob) != stored_size:
+                _fail(f"zip member {shown!r} is truncated")
         else:
-            assert self.zip is not None and member.info is not None  # only _directory omits them
-            with self.zip.open(_without_crc(member.info)) as fh:
+            assert self.zip is not None and info is not None  # only _directory omits it
+            with self.zip.open(_without_crc(info)) as fh:
                 blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
         if len(blob) != size:
             _fail(f"zip member {shown!r} holds {len(blob)} bytes, not {size}")
         self.budget.charge(size, "zip member {!r}", shown)
-        return blob
-
-    def _stored(self, member: _Member) -> memoryview:
-        """An uncompressed member's bytes, a view of the in-memory archive: a tensor's storage is
-        copied once, into its array, not first into a slice of its own."""
-        data = self.data or b""
-        at = member.header_offset
-        # unpacked in place: a slice of the header would be a copy made only to be unpacked
-        if at + _LOCAL_HEADER.size > len(data) or not data.startswith(_ZIP_MAGIC, at):
-            _fail(f"zip member {member.name!r} has a bad local header")
-        flags, name_size, extra_size = _LOCAL_HEADER.unpack_from(data, at)
-        if flags & 0x61:  # encrypted, patched or strongly encrypted: zipfile refuses these too
-            _fail(f"zip member {member.name!r} is encrypted or patched")
-        start = at + _LOCAL_HEADER.size
-        name = data[start : start + name_size].decode("utf-8" if flags & 0x800 else "cp437")
-        if name != member.name:
-            _fail(f"zip member {member.name!r} has another name in its local header")
-        start += name_size + extra_size
-        blob = memoryview(data)[start : start + member.compress_size]
-        if len(blob) != member.compress_size:
-            _fail(f"zip member {member.name!r} is truncated")
         return blob
 
     def load(self, tensors: Tensors) -> Any:
