@@ -392,3 +392,66 @@ def test_a_layout_naming_a_storage_not_allowed_is_refused_in_the_unpickler_s_wor
     refusal = _unpickled(evil, True, monkeypatch)
     assert refusal == ("UnsafePickleError", _unpickled(evil, False, monkeypatch)[1])  # type: ignore[index]
     assert "torch.EvilStorage" in str(refusal)
+
+
+def _torch_archives(corpus: Path) -> list[bytes]:
+    """Zip archives as torch writes them (the corpus' files, and one with many members) and as
+    tireg writes them."""
+    archives = [p.read_bytes() for p in sorted(corpus.iterdir()) if p.suffix in (".pt", ".bin")]
+    archives.append(torch_file.dumps({f"t{i}": np.ones((1, 8), np.float32) for i in range(12)}))
+    torch = pytest.importorskip("torch")
+    buffer = io.BytesIO()
+    torch.save({"<x>": torch.ones(2, 768), "step": 3}, buffer)  # torch >= 2.1: seven members
+    archives.append(buffer.getvalue())
+    return archives
+
+
+def _central_mutants(data: bytes, rng: np.random.Generator, count: int) -> list[bytes]:
+    """``data`` with bytes of its central directory and end records changed, one to three."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        start = archive.start_dir  # where the central directory begins
+    out = []
+    for _ in range(count):
+        raw = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            raw[int(rng.integers(start, len(raw)))] = int(rng.integers(0, 256))
+        out.append(bytes(raw))
+    return out
+
+
+def test_the_central_directory_read_straight_is_the_one_zipfile_reads(corpus: Path) -> None:
+    """Whatever :func:`torch_file._directory` reads from an archive in memory (and not left to
+    :mod:`zipfile`) is, member for member, what zipfile reads: names, flags, method, sizes and
+    offsets; on real archives and on their directories' mutants."""
+    rng = np.random.default_rng(13)
+    straight = 0
+    for data in _torch_archives(corpus):
+        assert torch_file._directory(data) is not None
+        for variant in [data, *_central_mutants(data, rng, 300)]:
+            try:
+                ours = torch_file._directory(variant)
+            except UnicodeDecodeError:  # a name that is not UTF-8: zipfile cannot read it either
+                with pytest.raises(UnicodeDecodeError):
+                    zipfile.ZipFile(io.BytesIO(variant))
+                continue
+            if ours is None:
+                continue
+            straight += 1
+            with zipfile.ZipFile(io.BytesIO(variant)) as archive:
+                infos = archive.infolist()
+            theirs = {
+                info.orig_filename: (
+                    info.flag_bits,
+                    info.compress_type,
+                    info.compress_size,
+                    info.file_size,
+                    info.header_offset,
+                )
+                for info in infos
+            }
+            assert len(theirs) == len(infos) == len(ours)
+            assert {
+                name: (m.flag_bits, m.compress_type, m.compress_size, m.file_size, m.header_offset)
+                for name, m in ours.items()
+            } == theirs
+    assert straight > 300  # mutants (a CRC, a date, a size) read straight, not only the originals

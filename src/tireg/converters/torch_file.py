@@ -405,15 +405,15 @@ def _directory(data: bytes) -> dict[str, _Member] | None:
     unpack = _CENTRAL_USED.unpack_from
     new = tuple.__new__  # a named tuple's own __new__ is a Python function, called per member
     mark = _ZIP64_MARK
-    # per entry, as few steps as the checks allow: a name that runs past the directory, or
-    # bytes left over, ends the loop off its end, which the check after it finds
+    # per entry, as few steps as the checks allow; bytes left over after the last entry end the
+    # loop off the directory's end, which the check after it finds
     while pos <= last:
         (sig, version, flags, method, csize, usize, name_size, extra_size, comment_size,
          offset) = unpack(data, pos)  # fmt: skip
         start = pos + entry
         pos = start + name_size + extra_size + comment_size
-        if sig != b"PK\x01\x02" or version > _MAX_EXTRACT_VERSION or method:  # not stored
-            return None
+        if sig != b"PK\x01\x02" or version > _MAX_EXTRACT_VERSION or method or pos > cd_end:
+            return None  # not an entry, not stored, or a name running past the directory
         if mark in (csize, usize, offset):
             return None
         name = str(data[start : start + name_size], "utf-8" if flags & 0x800 else "cp437")
