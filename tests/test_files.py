@@ -93,13 +93,13 @@ def test_temporary_names_do_not_collide(tmp_path: Path) -> None:
     made = [_temp_beside(tmp_path / "t.bin", True) for _ in range(200)]
     try:
         assert len({tmp for _, tmp in made}) == 200
-        assert all(
-            tmp.name.startswith(".t.bin.") and tmp.name.endswith(TMP_SUFFIX) for _, tmp in made
-        )
+        names = [Path(tmp) for _, tmp in made]
+        assert all(p.parent == tmp_path for p in names)
+        assert all(p.name.startswith(".t.bin.") and p.name.endswith(TMP_SUFFIX) for p in names)
     finally:
         for fd, tmp in made:
             os.close(fd)
-            tmp.unlink()
+            os.unlink(tmp)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -112,7 +112,7 @@ def test_a_forked_child_draws_its_own_temporary_names(tmp_path: Path) -> None:
     pid = os.fork()
     if pid == 0:  # the child: report its next name and leave at once
         fd, tmp = _temp_beside(tmp_path / "t.bin", True)
-        os.write(write_end, tmp.name.encode())
+        os.write(write_end, Path(tmp).name.encode())
         os._exit(0)
     os.close(write_end)
     fd, tmp = _temp_beside(tmp_path / "t.bin", True)
@@ -121,7 +121,8 @@ def test_a_forked_child_draws_its_own_temporary_names(tmp_path: Path) -> None:
     os.close(read_end)
     assert os.waitpid(pid, 0)[1] == 0
     suffix = len(".abcdef000000" + TMP_SUFFIX)  # prefix and counter, then the suffix
-    assert child != tmp.name and child[-suffix:][:7] != tmp.name[-suffix:][:7]
+    name = Path(tmp).name
+    assert child != name and child[-suffix:][:7] != name[-suffix:][:7]
 
 
 # -- reading files tireg does not trust -------------------------------------------------------

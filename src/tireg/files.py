@@ -173,7 +173,7 @@ def too_large(path: str | os.PathLike[str], limit: int) -> FileTooLargeError:
     return FileTooLargeError(errno.EFBIG, f"larger than {limit:,} bytes", os.fspath(path))
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
     """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -187,9 +187,11 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _temp_beside(path: Path, overwrite: bool) -> tuple[int, Path]:
+def _temp_beside(path: Path, overwrite: bool) -> tuple[int, str]:
     """A new temporary file in ``path``'s directory (created if missing), refusing early if
-    ``overwrite`` is false and ``path`` exists.
+    ``overwrite`` is false and ``path`` exists; its descriptor and its path, a ``str``: a
+    batch stages a thousand of them, and a :class:`~pathlib.Path` would be parsed for each and
+    hashed by parts as a key.
 
     Why not :func:`tempfile.mkstemp`: it creates files with mode 0600, which would then be
     published as is, so a UI running as another user (a Docker container, say) could not read
@@ -202,9 +204,10 @@ def _temp_beside(path: Path, overwrite: bool) -> tuple[int, Path]:
         raise FileExistsError(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     flags |= getattr(os, "O_BINARY", 0)
+    target, name = os.fspath(path), path.name
+    folder = target[: len(target) - len(name)]  # with its separator: the path ends in its name
     for _ in range(100):
-        # ``with_name``: the target's parts reused, where ``parent / name`` parses them again
-        tmp = path.with_name(f".{path.name}.{unique_part()}{TMP_SUFFIX}")
+        tmp = f"{folder}.{name}.{unique_part()}{TMP_SUFFIX}"
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
@@ -220,9 +223,15 @@ def _temp_beside(path: Path, overwrite: bool) -> tuple[int, Path]:
             _keep_mode(fd, path)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
             raise
     return fd, tmp
+
+
+def _remove(tmp: str) -> None:
+    """Remove a temporary, if it is still there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # noqa: PTH108 - temporaries are strings (_temp_beside)
 
 
 def _keep_mode(fd: int, path: Path) -> None:
@@ -235,17 +244,17 @@ def _keep_mode(fd: int, path: Path) -> None:
         os.fchmod(fd, mode)
 
 
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+def _publish(tmp: str, path: Path, overwrite: bool) -> None:
     """Put the (fsynced) ``tmp`` at ``path``; without ``overwrite`` a hard link makes the
     existence check and the publication one atomic step, so two writers cannot both win."""
     if overwrite:
-        tmp.replace(path)
+        os.replace(tmp, path)  # noqa: PTH105 - temporaries are strings (_temp_beside)
         return
     try:
         os.link(tmp, path)
     except FileExistsError:
         raise FileExistsError(path) from None
-    tmp.unlink()
+    os.unlink(tmp)  # noqa: PTH108
 
 
 @contextlib.contextmanager
@@ -265,7 +274,7 @@ def atomic_writer(target: str | os.PathLike[str], *, overwrite: bool = True) -> 
         _publish(tmp, path, overwrite)
         fsync_dir(path.parent)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
 
 
@@ -278,7 +287,7 @@ def atomic_write_bytes(
     return Path(target)
 
 
-def _fsync_file(path: Path, fd: int | None = None) -> None:
+def _fsync_file(path: str, fd: int | None = None) -> None:
     """Fsync ``path`` and close it: through ``fd`` when the writer kept it open, else opened
     again by name."""
     if fd is None:
@@ -289,7 +298,7 @@ def _fsync_file(path: Path, fd: int | None = None) -> None:
         os.close(fd)
 
 
-def _fsync_files(files: list[tuple[Path, int | None]]) -> None:
+def _fsync_files(files: list[tuple[str, int | None]]) -> None:
     """Fsync and close ``(path, descriptor or None)`` files (:func:`_fsync_file`), up to
     :data:`SYNC_THREADS` at once; raise the first failure (in the order given) once every
     other file was synced (and every descriptor closed).
@@ -345,10 +354,11 @@ class AtomicBatch:
     """
 
     def __init__(self) -> None:
-        self._groups: list[tuple[list[tuple[Path, Path]], bool]] = []
+        #: each group's (temporary, target) pairs, and whether it may overwrite
+        self._groups: list[tuple[list[tuple[str, Path]], bool]] = []
         #: staged temporaries still open, for :meth:`commit` to fsync through: opening each
         #: again by name would cost two more system calls a file (up to :data:`KEEP_OPEN`)
-        self._open: dict[Path, int] = {}
+        self._open: dict[str, int] = {}
         #: the leading groups published whole: their temporaries are gone (renamed, or
         #: unlinked once linked), so :meth:`_close` asks the file system about none of them
         self._published = 0
@@ -362,7 +372,7 @@ class AtomicBatch:
         target that appears before :meth:`commit` makes the commit refuse it. A group that fails
         here is forgotten (its temporaries removed): the batch may go on and commit the others.
         """
-        group: list[tuple[Path, Path]] = []
+        group: list[tuple[str, Path]] = []
         self._groups.append((group, overwrite))
         try:
             for target, data in files:
@@ -385,12 +395,12 @@ class AtomicBatch:
                 self._forget(tmp)
             raise
 
-    def _forget(self, tmp: Path) -> None:
+    def _forget(self, tmp: str) -> None:
         """Close ``tmp`` if it is still open, and remove it."""
         fd = self._open.pop(tmp, None)
         if fd is not None:
             os.close(fd)
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
 
     def commit(self) -> list[Path]:
         """Fsync every staged file, concurrently; then publish the groups in order; return the
@@ -423,8 +433,10 @@ class AtomicBatch:
         for group, _ in self._groups[self._published :]:
             for tmp, _ in group:
                 self._forget(tmp)
-        for directory in sorted({path.parent for group, _ in self._groups for _, path in group}):
-            fsync_dir(directory)
+        # each temporary's folder is its target's, and a str's is found without a Path made
+        folders = {os.path.dirname(tmp) for group, _ in self._groups for tmp, _ in group}  # noqa: PTH120
+        for directory in sorted(folders):
+            fsync_dir(directory or os.curdir)
 
 
 @contextlib.contextmanager

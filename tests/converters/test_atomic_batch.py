@@ -118,10 +118,10 @@ def test_every_staged_file_is_fsynced_before_it_is_published(
 ) -> None:
     """The files are synced on several threads; each one exactly once, all before the first
     is published."""
-    synced: list[Path] = []
+    synced: list[str] = []
     real = files._fsync_file
 
-    def spy(path: Path, fd: int | None = None) -> None:
+    def spy(path: str, fd: int | None = None) -> None:
         assert not list(tmp_path.glob("*.bin"))  # nothing published yet
         real(path, fd)
         synced.append(path)
@@ -132,7 +132,7 @@ def test_every_staged_file_is_fsynced_before_it_is_published(
             batch.add([(tmp_path / f"{i}.bin", bytes([i]) * 100)], overwrite=False)
         written = batch.commit()
     assert len(written) == 40 and len(synced) == 40
-    assert len(set(synced)) == 40 and all(p.name.endswith(TMP_SUFFIX) for p in synced)
+    assert len(set(synced)) == 40 and all(p.endswith(TMP_SUFFIX) for p in synced)
 
 
 def test_a_failed_fsync_publishes_nothing_and_raises_the_first_failure(
@@ -142,10 +142,11 @@ def test_a_failed_fsync_publishes_nothing_and_raises_the_first_failure(
     other files were synced; nothing is published and no temporary is left."""
     real = files._fsync_file
 
-    def failing(path: Path, fd: int | None = None) -> None:
+    def failing(path: str, fd: int | None = None) -> None:
         real(path, fd)
-        if path.name.startswith((".7.bin", ".31.bin")):
-            raise OSError(5, "I/O error", path.name.split(".tireg", 1)[0])
+        name = Path(path).name
+        if name.startswith((".7.bin", ".31.bin")):
+            raise OSError(5, "I/O error", name.split(".tireg", 1)[0])
 
     monkeypatch.setattr(files, "_fsync_file", failing)
     with pytest.raises(OSError) as caught, atomic_batch() as batch:
@@ -171,7 +172,7 @@ def test_staged_files_are_synced_through_kept_descriptors_and_none_leak(
     through: list[bool] = []
     real = files._fsync_file
 
-    def spy(path: Path, fd: int | None = None) -> None:
+    def spy(path: str, fd: int | None = None) -> None:
         through.append(fd is not None)
         real(path, fd)
 

@@ -313,18 +313,21 @@ def convert(
         )
     folder = Path(out_dir) if out_dir is not None else Path.cwd()
     plan: list[tuple[Path, list[bytes], Path]] = []
-    taken: set[Path] = set()
+    # targets as strings, compared as the file system's Path compares them (normcase): a set
+    # of a thousand Paths hashes each by its parts
+    taken: set[str] = set()
     for path in files:
         try:
             embedding = _read_input(path, inputs[1] if sdxl_pair else None)
             target = Path(output) if output is not None else _target(path, embedding, fmt, folder)
-            if target in taken:
+            key = os.path.normcase(target)
+            if key in taken:
                 raise UnsupportedConversionError(
                     f"another input of this batch is written to {target}",
                     hint="convert this one with -o",
                 )
             plan.append((path, encode(embedding, fmt), target))
-            taken.add(target)
+            taken.add(key)
         except TiregError as exc:
             report.failed.append((path, exc.with_path(path) if exc.path is None else exc))
     written, errors = _write_each([(blobs, target) for _, blobs, target in plan], force=force)
