@@ -250,18 +250,21 @@ def test_safetensors_header_of_bytes_is_the_streamed_header() -> None:
                 assert verdict is None or "invalid" not in verdict
 
 
-def _unpickled(data: bytes, layouts: bool, monkeypatch: pytest.MonkeyPatch) -> object:
-    """(object, end, bytes charged) of :func:`pickle_safe.unpickle`, or the refusal's type and
-    words; ``layouts=False`` takes the long way whatever the pickle."""
-    with monkeypatch.context() as patch:
-        if not layouts:
-            patch.setattr(pickle_safe, "_layout", lambda data, budget: None)
-        budget = pickle_safe.Budget(10**12)
-        try:
-            obj, end = pickle_safe.unpickle(data, budget=budget)
-        except EmbeddingFileError as exc:
-            return type(exc).__name__, exc.message
-        return obj, end, budget.limit - budget.left
+def _unpickled(data: bytes, layouts: bool) -> object:
+    """(object, bytes charged) of a ``data.pkl`` read as :mod:`tireg.converters.torch_file`
+    reads it (:func:`pickle_safe.unpickle_layout`, else :func:`pickle_safe.unpickle`), or the
+    refusal's type and words; ``layouts=False`` takes the long way whatever the pickle."""
+    budget = pickle_safe.Budget(10**12)
+    try:
+        known = pickle_safe.unpickle_layout(data, budget) if layouts else None
+        if known is not None:
+            obj, holder, key = known
+            assert type(holder[key]) is pickle_safe.TensorStub
+        else:
+            obj, _ = pickle_safe.unpickle(data, budget=budget)
+    except EmbeddingFileError as exc:
+        return type(exc).__name__, exc.message
+    return obj, budget.limit - budget.left
 
 
 def _saved_pickles() -> list[bytes]:
@@ -302,24 +305,20 @@ def _saved_pickles() -> list[bytes]:
     return found
 
 
-def test_torch_s_embedding_layouts_are_read_as_the_unpickler_reads_them(
-    corpus: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_torch_s_embedding_layouts_are_read_as_the_unpickler_reads_them(corpus: Path) -> None:
     pickles = _saved_pickles() + _pickles(corpus)
     matched = 0
     for data in pickles:
-        fast = _unpickled(data, True, monkeypatch)
-        assert fast == _unpickled(data, False, monkeypatch)
+        fast = _unpickled(data, True)
+        assert fast == _unpickled(data, False)
         budget = pickle_safe.Budget(10**12)
-        matched += pickle_safe._layout(data, budget) is not None
+        matched += pickle_safe.unpickle_layout(data, budget) is not None
     # every file torch saved and the corpus' three, but for the one that names its str twice
     # and tireg's own (whose dict has other keys)
     assert matched == len(pickles) - 2
 
 
-def test_a_near_miss_of_a_layout_is_read_as_the_unpickler_reads_it(
-    corpus: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_near_miss_of_a_layout_is_read_as_the_unpickler_reads_it(corpus: Path) -> None:
     """Bytes changed, inserted, dropped or cut: whatever the regular expression still matches
     (a tensor with other sizes, a refusal by a stand-in's checks) is what the long way makes of
     it, and anything else it leaves to the long way."""
@@ -328,15 +327,48 @@ def test_a_near_miss_of_a_layout_is_read_as_the_unpickler_reads_it(
     layouts = [
         data
         for data in _saved_pickles() + _pickles(corpus)
-        if pickle_safe._layout(data, pickle_safe.Budget(10**12)) is not None
+        if pickle_safe.unpickle_layout(data, pickle_safe.Budget(10**12)) is not None
     ]
     for data in layouts[:5] + layouts[-3:]:  # both layouts, and the corpus' files
         for variant in _mutants(data, rng, 150) + _retouched(data, rng, 150):
-            fast = _unpickled(variant, True, monkeypatch)
-            assert fast == _unpickled(variant, False, monkeypatch), variant
+            fast = _unpickled(variant, True)
+            assert fast == _unpickled(variant, False), variant
             with contextlib.suppress(EmbeddingFileError):
-                matched += pickle_safe._layout(variant, pickle_safe.Budget(10**12)) is not None
+                matched += (
+                    pickle_safe.unpickle_layout(variant, pickle_safe.Budget(10**12)) is not None
+                )
     assert matched > 50  # the near misses did reach the fast path, not only the long way
+
+
+def _plain(value: object) -> object:
+    """A decoded torch file with its arrays as (dtype, shape, bytes), comparable with ``==``."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes(), value.flags.writeable)
+    return value
+
+
+def test_a_layout_s_file_decodes_as_the_long_way_decodes_it(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """:func:`torch_file.load` converts only the one tensor of a layout's object: the whole
+    file decodes to what converting every value the long way gives, in both tensor modes."""
+    torch = pytest.importorskip("torch")
+    archives = [p.read_bytes() for p in sorted(corpus.iterdir()) if p.suffix in (".pt", ".bin")]
+    for tensor in (torch.ones(768), torch.randn(3, 1024).half(), torch.randn(2, 1280).bfloat16()):
+        for obj in ({"<t>": tensor}, {"string_to_token": {"*": 265}, "string_to_param":
+                    {"*": tensor}, "name": "n", "step": 9, "sd_checkpoint": None,
+                    "sd_checkpoint_name": "m"}):  # fmt: skip
+            buffer = io.BytesIO()
+            torch.save(obj, buffer)
+            archives.append(buffer.getvalue())
+    for data in archives:
+        for mode in ("load", "shape"):
+            fast = _plain(torch_file.load(data, tensors=mode))  # type: ignore[arg-type]
+            with monkeypatch.context() as patch:
+                patch.setattr(pickle_safe, "unpickle_layout", lambda data, budget: None)
+                assert fast == _plain(torch_file.load(data, tensors=mode))  # type: ignore[arg-type]
 
 
 def _retouched(data: bytes, rng: np.random.Generator, count: int) -> list[bytes]:
@@ -378,8 +410,8 @@ def test_a_layout_whose_binget_was_rebound_is_left_to_the_unpickler(
         data = archive.read("archive/data.pkl")
     rebound = data.replace(b"string_to_paramq\x04", b"string_to_paramq\x03", 1)
     assert rebound != data
-    assert pickle_safe._layout(rebound, pickle_safe.Budget(10**12)) is None
-    obj_read, _, _ = _unpickled(rebound, True, monkeypatch)  # type: ignore[misc]
+    assert pickle_safe.unpickle_layout(rebound, pickle_safe.Budget(10**12)) is None
+    obj_read, _ = _unpickled(rebound, True)  # type: ignore[misc]
     assert list(obj_read["string_to_param"]) == ["string_to_param"]
 
 
@@ -388,9 +420,9 @@ def test_a_layout_naming_a_storage_not_allowed_is_refused_in_the_unpickler_s_wor
 ) -> None:
     (data,) = [p for p in _saved_pickles()[:1]]
     evil = data.replace(b"ctorch\nFloatStorage\n", b"ctorch\nEvilStorage\n", 1)
-    assert pickle_safe._layout(evil, pickle_safe.Budget(10**12)) is None
-    refusal = _unpickled(evil, True, monkeypatch)
-    assert refusal == ("UnsafePickleError", _unpickled(evil, False, monkeypatch)[1])  # type: ignore[index]
+    assert pickle_safe.unpickle_layout(evil, pickle_safe.Budget(10**12)) is None
+    refusal = _unpickled(evil, True)
+    assert refusal == ("UnsafePickleError", _unpickled(evil, False)[1])  # type: ignore[index]
     assert "torch.EvilStorage" in str(refusal)
 
 

@@ -1256,10 +1256,25 @@ def _text(prefix: bytes, chars: bytes) -> str | None:
         return None
 
 
-def _layout(data: bytes, budget: Budget) -> Any:
-    """The object the pickle ``data`` builds when it is, opcode for opcode, one of the two
-    layouts nearly every embedding's ``data.pkl`` has (:data:`_DIFFUSERS`, :data:`_A1111`);
-    ``None`` for any other pickle, which :func:`unpickle` then scans and runs the long way.
+def unpickle_layout(data: bytes, budget: Budget) -> tuple[Any, dict[str, Any], str] | None:
+    """What :func:`unpickle` would make of ``data`` (a zip's whole ``data.pkl``) when it is,
+    opcode for opcode, one of the two layouts nearly every embedding's pickle has
+    (:data:`_DIFFUSERS`, :data:`_A1111`): the object, and the dict and key its one tensor (a
+    :class:`TensorStub`) sits under, every other value in it being plain already (str, None,
+    ints of at most 32 bits, dicts of those). ``None`` for any other pickle, which
+    :func:`unpickle` then scans and runs the long way.
+    """
+    if data[:2] != b"\x80\x02":
+        return None
+    token = _BUDGET.set(budget)
+    try:
+        return _layout(data, budget)
+    finally:
+        _BUDGET.reset(token)
+
+
+def _layout(data: bytes, budget: Budget) -> tuple[Any, dict[str, Any], str] | None:
+    """:func:`unpickle_layout`, with ``budget`` the one the stand-ins charge.
 
     Why: scanning and running a 200-byte pickle through the C unpickler and its Python
     callbacks costs a fifth of reading an embedding. A whole match of one regular expression
@@ -1281,7 +1296,10 @@ def _layout(data: bytes, budget: Budget) -> Any:
         if key is None:
             return None
         tensor = _tensor_of(fields[2:], budget, _DIFFUSERS_OPCODES, len(data))
-        return None if tensor is None else {key: tensor}
+        if tensor is None:
+            return None
+        entry: dict[str, Any] = {key: tensor}
+        return entry, entry, key
     if head != b"(":
         return None
     match = _A1111.fullmatch(data)
@@ -1309,14 +1327,16 @@ def _layout(data: bytes, budget: Budget) -> Any:
     tensor = _tensor_of(tuple(tensor_fields), budget, _A1111_OPCODES + extra, len(data))
     if tensor is None:
         return None
-    return {
+    params: dict[str, Any] = {"*": tensor}
+    obj: dict[str, Any] = {
         "string_to_token": {"*": _int(token)},
-        "string_to_param": {"*": tensor},
+        "string_to_param": params,
         "name": name,
         "step": _int(step),
         "sd_checkpoint": texts[0],
         "sd_checkpoint_name": texts[1],
     }
+    return obj, params, "*"
 
 
 def _tensor_of(
@@ -1375,14 +1395,6 @@ def unpickle(
     builds is charged to ``budget`` (a fresh one of :data:`MAX_DECODED_BYTES` when not given).
     """
     budget = Budget(MAX_DECODED_BYTES) if budget is None else budget
-    if start == 0 and storages is None and data[:2] == b"\x80\x02":  # a zip's data.pkl
-        token = _BUDGET.set(budget)
-        try:
-            obj = _layout(data, budget)
-        finally:
-            _BUDGET.reset(token)
-        if obj is not None:
-            return obj, len(data)
     end, escaped = scan(data, start, budget)
     sink: dict[str, StorageRef] = {} if storages is None else storages
     token = _BUDGET.set(budget)

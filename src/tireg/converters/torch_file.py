@@ -336,7 +336,6 @@ class _Archive:
                 _fail(f"unknown byteorder {order!r}")
             self.big_endian = order == b"big"
         pickled = bytes(self.read("data.pkl", MAX_PICKLE_BYTES))  # the scan needs bytes' find
-        obj, _ = pickle_safe.unpickle(pickled, budget=self.budget)
         blobs: dict[str, bytes | memoryview] = {}
 
         def fetch(ref: StorageRef) -> bytes | memoryview:
@@ -344,7 +343,15 @@ class _Archive:
                 blobs[ref.key] = self.read("data/" + ref.key, MAX_TOTAL_BYTES)
             return blobs[ref.key]
 
-        return _Converter(tensors, fetch, self.big_endian, self.budget).convert(obj, 0)
+        converter = _Converter(tensors, fetch, self.big_endian, self.budget)
+        known = pickle_safe.unpickle_layout(pickled, self.budget)
+        if known is not None:
+            # a diffusers or A1111 embedding: its one tensor is all there is to convert
+            obj, holder, key = known
+            holder[key] = converter.convert(holder[key], 0)
+            return obj
+        obj, _ = pickle_safe.unpickle(pickled, budget=self.budget)
+        return converter.convert(obj, 0)
 
 
 def _without_crc(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
