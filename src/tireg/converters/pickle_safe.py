@@ -66,6 +66,12 @@ Other ways a pickle can reach objects are closed too:
   before the memory is spent. :mod:`tireg.converters.torch_file` charges the tensors it builds to
   the same budget, after widening.
 
+Nearly every embedding's ``data.pkl`` is one of two byte layouts (a diffusers
+``learned_embeds.bin``, an A1111 ``.pt``); :func:`unpickle_layout` recognises those whole with
+one regular expression and builds their objects through the same stand-ins, with the same
+checks and charges, without the scan and the C unpickler (a fifth of reading such a file).
+Anything else is left to :func:`unpickle`.
+
 Whatever goes wrong inside the unpickler surfaces as :class:`EmbeddingFileError` (the input is
 untrusted, so every failure is the file's fault); ``UnsafePickleError`` is one of those.
 """
