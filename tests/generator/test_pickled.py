@@ -57,3 +57,25 @@ def test_a_ckpt_without_tensors_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="holds no tensors") as err:
         pickled.as_safetensors(path, sha256_file(path))
     assert "\n" not in str(err.value)
+
+
+def test_a_ckpt_saved_without_crcs_converts_as_torch_loads_it(tmp_path: Path) -> None:
+    """``set_crc32_options(False)`` (there to save large checkpoints faster) makes torch write 0
+    for every CRC; torch's reader checks none, so neither may the rewrite (the same rule as
+    :mod:`tireg.converters.torch_file`)."""
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = {"w": torch.randn(40, 30), "row": torch.arange(300.0).reshape(10, 30)[3]}
+    path = tmp_path / "no-crc.ckpt"
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"state_dict": tensors}, path)
+    finally:
+        torch.serialization.set_crc32_options(before)
+    expected = torch.load(path, weights_only=True)["state_dict"]
+    loaded = load_file(str(pickled.as_safetensors(path, sha256_file(path))))
+    assert set(loaded) == set(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(loaded[name], tensor), name

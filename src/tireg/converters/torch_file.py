@@ -322,7 +322,7 @@ class _Archive:
                 _fail(f"zip member {shown!r} is truncated")
         else:
             assert self.zip is not None and info is not None  # only _directory omits it
-            with self.zip.open(_without_crc(info)) as fh:
+            with self.zip.open(without_crc(info)) as fh:
                 blob = fh.read(size + 1)  # one more byte than declared: proves the size is honest
         if len(blob) != size:
             _fail(f"zip member {shown!r} holds {len(blob)} bytes, not {size}")
@@ -354,9 +354,11 @@ class _Archive:
         return converter.convert(obj, 0)
 
 
-def _without_crc(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
+def without_crc(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     """A copy of ``info`` that :meth:`zipfile.ZipFile.open` reads without comparing the CRC
-    (its reader compares only when the record has one), as torch's reader does."""
+    (its reader compares only when the record has one), as torch's reader does: every member
+    of a torch file read through :mod:`zipfile` is read through this (see the module's
+    docstring)."""
     unchecked = copy.copy(info)
     del unchecked.CRC
     return unchecked

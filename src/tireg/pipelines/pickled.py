@@ -13,7 +13,8 @@ checkpoint's SHA-256 (so a renamed or copied file is converted once), written at
 cache may be deleted at any time.
 
 Only the zip container (every ``torch.save`` since torch 1.6, so every SD checkpoint) is
-streamed; the legacy container is refused with a hint.
+streamed; the legacy container is refused with a hint. Members are read without a CRC check,
+as torch reads them (:func:`tireg.converters.torch_file.without_crc`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tireg import config
 from tireg.converters import pickle_safe
 from tireg.converters.errors import EmbeddingFileError
 from tireg.converters.pickle_safe import TensorStub
-from tireg.converters.torch_file import MAX_PICKLE_BYTES
+from tireg.converters.torch_file import MAX_PICKLE_BYTES, without_crc
 from tireg.files import atomic_writer
 from tireg.pipelines.errors import PipelineError
 
@@ -98,7 +99,7 @@ def state_dict(archive: zipfile.ZipFile) -> tuple[str, dict[str, TensorStub]]:
     info = archive.getinfo(pickles[0])
     if info.file_size > MAX_PICKLE_BYTES:
         raise EmbeddingFileError(f"data.pkl declares {info.file_size} bytes, over the limit")
-    obj, _ = pickle_safe.unpickle(archive.read(info))
+    obj, _ = pickle_safe.unpickle(archive.read(without_crc(info)))
     while isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -147,14 +148,18 @@ def copy_tensor(archive: zipfile.ZipFile, prefix: str, stub: TensorStub, out: Bi
     start = (stub.storage.start + stub.offset) * stub.itemsize
     if member.file_size < stub.storage.numel * stub.storage.itemsize:
         raise EmbeddingFileError(f"storage {stub.storage.key!r} is truncated")
-    with archive.open(member) as src:
+    with archive.open(without_crc(member)) as src:
         if _contiguous(stub):
-            src.seek(start)
-            remaining = size
+            # read up to the tensor rather than seek: a member opened without its CRC cannot
+            # seek (zipfile's forward seek reads and drops the bytes all the same)
+            skip, remaining = start, size
             while remaining:
-                block = src.read(min(_CHUNK, remaining))
+                block = src.read(min(_CHUNK, skip or remaining))
                 if not block:
                     raise EmbeddingFileError(f"storage {stub.storage.key!r} is truncated")
+                if skip:
+                    skip -= len(block)
+                    continue
                 out.write(block)
                 remaining -= len(block)
             return
@@ -174,7 +179,7 @@ def _convert(archive: zipfile.ZipFile, target: Path) -> None:
     prefix, tensors = state_dict(archive)
     if (
         prefix + "byteorder" in archive.namelist()
-        and archive.read(prefix + "byteorder") != b"little"
+        and archive.read(without_crc(archive.getinfo(prefix + "byteorder"))) != b"little"
     ):
         raise EmbeddingFileError("big-endian torch files are not supported")
     with atomic_writer(target) as out:
